@@ -1,0 +1,35 @@
+# `make run`: set up .venv on first use, then start the web app on 127.0.0.1:7865.
+# `make test`: set up .venv (and Chromium for the browser tests), then run the test suite.
+PY ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test bench browser setup
+
+run: $(STAMP)
+	$(PYTHON) infer-web.py $(ARGS)
+
+test: $(STAMP) browser
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PYTHON) -m bench $(ARGS)
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+# Debian's Chromium for the real-browser tests (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; browser tests will be skipped"

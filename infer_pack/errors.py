@@ -1,0 +1,81 @@
+"""Exception classes. Every message names the file (or thing) at fault and says how to fix it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RVCError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class UserInputError(RVCError, ValueError):
+    """A parameter, name or path given by the user is not acceptable."""
+
+
+class AudioLoadError(RVCError):
+    """An audio file cannot be decoded or holds no usable audio."""
+
+    def __init__(self, path: str | Path, reason: str, fix: str = "") -> None:
+        self.path = str(path)
+        self.reason = reason
+        fix = fix or "check that it is an audio file FFmpeg can play, or re-export it as WAV"
+        super().__init__(f"cannot load audio {self.path!r}: {reason}; {fix}")
+
+
+class ModelFileError(RVCError):
+    """A model/checkpoint/index file is unreadable, truncated or does not fit the configuration."""
+
+    def __init__(self, path: str | Path, reason: str, fix: str = "") -> None:
+        self.path = str(path)
+        self.reason = reason
+        fix = fix or "re-download or re-export the file"
+        super().__init__(f"cannot use model file {self.path!r}: {reason}; {fix}")
+
+
+class UnsafeFileError(ModelFileError):
+    """A pickle that would run code (or import something unexpected) when loaded."""
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        super().__init__(
+            path,
+            f"refused to load it because it is not a plain weights file ({reason})",
+            "only load models from sources you trust; re-export it with a standard RVC or this tool",
+        )
+
+
+class AssetMissingError(RVCError, FileNotFoundError):
+    """A required downloadable asset (hubert_base.pt, rmvpe.pt, pretrained G/D) is absent."""
+
+    def __init__(self, path: str | Path, asset: str, command: str | None = None) -> None:
+        self.path = str(path)
+        self.asset = asset
+        self.command = command or f"python -m tools.cli download {asset}"
+        super().__init__(
+            f"missing asset {self.path!r} ({asset}); fetch it with `{self.command}` "
+            f"or copy the file to that path"
+        )
+
+
+class ExperimentError(RVCError):
+    """An experiment folder is missing steps, inconsistent, or locked by another run."""
+
+
+class TrainingLockedError(ExperimentError):
+    """Another training of the same experiment is running."""
+
+
+class IndexFileError(ModelFileError):
+    """A faiss index is unreadable or does not match the voice model."""
+
+
+class CancelledError(RVCError):
+    """A long step was cancelled by the user; everything finished so far is kept."""
+
+
+class DiskFullError(RVCError, OSError):
+    """No space left while writing; the previous file is left untouched."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__(f"no space left on device while writing {self.path!r}; free some disk space and retry")

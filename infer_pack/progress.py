@@ -1,0 +1,70 @@
+"""Progress reporting and cooperative cancellation for long steps.
+
+Every long function takes `progress: ProgressCallback | None` and `cancel: CancelToken | None`.
+It calls `progress(done, total, message)` per item/step and `cancel.check()` between items.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+from infer_pack.errors import CancelledError
+
+T = TypeVar("T")
+
+# (items done, items in total, human message); total may be 0 when unknown.
+ProgressCallback = Callable[[int, int, str], None]
+
+
+class CancelToken:
+    """Thread-safe flag; `check()` raises CancelledError once `cancel()` was called."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    def reset(self) -> None:
+        self._event.clear()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise CancelledError("cancelled by the user; finished items are kept and a rerun resumes")
+
+
+def no_progress(done: int, total: int, message: str) -> None:
+    """A progress callback that ignores everything."""
+
+
+def report(progress: ProgressCallback | None, done: int, total: int, message: str) -> None:
+    if progress is not None:
+        progress(done, total, message)
+
+
+def check(cancel: CancelToken | None) -> None:
+    if cancel is not None:
+        cancel.check()
+
+
+def track(
+    items: Iterable[T],
+    total: int,
+    label: str,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> Iterator[T]:
+    """Yield items, checking `cancel` before each and reporting after each."""
+    done = 0
+    report(progress, 0, total, label)
+    for item in items:
+        check(cancel)
+        yield item
+        done += 1
+        report(progress, done, total, f"{label} {done}/{total}")

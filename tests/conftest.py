@@ -1,0 +1,61 @@
+"""Shared fixtures: where the reference data lives, synthetic audio, temp project roots."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_ENV = "RVC_REFERENCE_DIR"
+
+
+def reference_dir() -> Path | None:
+    """`$RVC_REFERENCE_DIR`, else `../shared/reference` beside the checkout; None when absent."""
+    env = os.environ.get(REFERENCE_ENV)
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO_ROOT.parent / "shared" / "reference")
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    """The reference data folder; skips the test with the reason when it is absent."""
+    found = reference_dir()
+    if found is None:
+        pytest.skip(
+            f"reference data not found: set {REFERENCE_ENV} or place it at {REPO_ROOT.parent / 'shared' / 'reference'}"
+        )
+    return found
+
+
+def reference_file(reference: Path, name: str) -> Path:
+    path = reference / name
+    if not path.exists():
+        pytest.skip(f"reference file {path} is absent")
+    return path
+
+
+def synthetic_voice(duration_s: float, sample_rate: int, f0_hz: float = 160.0, seed: int = 0) -> np.ndarray:
+    """A harmonic tone with vibrato, syllable-like amplitude and short pauses (float32, -1..1)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(duration_s * sample_rate)) / sample_rate
+    f0 = f0_hz * (1.0 + 0.03 * np.sin(2 * np.pi * 5.0 * t)) * (1.0 + 0.15 * np.sin(2 * np.pi * 0.3 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 9))
+    envelope = np.clip(np.sin(2 * np.pi * 1.5 * t), 0.0, None) ** 0.5
+    noise = 0.01 * rng.standard_normal(t.size)
+    return (0.3 * voice * envelope + noise).astype(np.float32)
+
+
+@pytest.fixture
+def project_root(tmp_path: Path) -> Path:
+    """An empty project folder (logs/, weights/ live below it)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    return root

@@ -1,0 +1,54 @@
+"""Dependencies point one way: configs <- infer_pack <- train <- tools <- infer-web.py."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from conftest import REPO_ROOT
+
+# Which first-party packages each layer may import.
+ALLOWED: dict[str, set[str]] = {
+    "configs": {"configs"},
+    "infer_pack": {"configs", "infer_pack"},
+    "train": {"configs", "infer_pack", "train"},
+    "tools": {"configs", "infer_pack", "train", "tools"},
+}
+FIRST_PARTY = set(ALLOWED) | {"bench", "tests"}
+HEAVY = {"torch", "faiss", "gradio", "onnxruntime", "onnx", "matplotlib"}
+
+
+def _imports(path: Path) -> list[tuple[str, int, bool]]:
+    """(top-level module, line, at module level) for each import in the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[str, int, bool]] = []
+    top_level = set(id(node) for node in tree.body)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append((alias.name.split(".")[0], node.lineno, id(node) in top_level))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module.split(".")[0], node.lineno, id(node) in top_level))
+    return found
+
+
+def test_layers_import_only_downwards() -> None:
+    violations = []
+    for layer, allowed in ALLOWED.items():
+        for path in sorted((REPO_ROOT / layer).rglob("*.py")):
+            for module, line, _ in _imports(path):
+                if module in FIRST_PARTY and module not in allowed:
+                    violations.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {module}")
+    assert not violations, "layer rule broken:\n" + "\n".join(violations)
+
+
+def test_cli_and_web_entry_do_not_import_heavy_modules_at_top_level() -> None:
+    entry_points = [REPO_ROOT / "tools" / "cli.py", REPO_ROOT / "infer-web.py"]
+    violations = []
+    for path in entry_points:
+        if not path.exists():
+            continue
+        for module, line, top in _imports(path):
+            if top and module in HEAVY:
+                violations.append(f"{path.name}:{line} imports {module} at module level")
+    assert not violations, "\n".join(violations)

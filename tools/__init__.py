@@ -1,0 +1,1 @@
+"""The application layer: API functions, jobs, CLI, web UI, asset downloads."""

@@ -1,0 +1,1 @@
+"""Making a voice: experiment layout, data preparation, training, index building, export."""
