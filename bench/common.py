@@ -1,0 +1,64 @@
+"""Shared benchmark vocabulary: one row per measurement, ours vs the baseline, in one run."""
+
+from __future__ import annotations
+
+import gc
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class BenchRow:
+    area: str  # e.g. "f0", "hubert", "convert", "index", "train", "preprocess"
+    name: str  # e.g. "pm 10 s"
+    unit: str  # e.g. "s", "x realtime", "recall@8"
+    ours: float
+    baseline: float | None = None
+    lower_is_better: bool = True
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float | None:
+        """ours / baseline (below 1 is better when lower_is_better)."""
+        if self.baseline is None or self.baseline == 0:
+            return None
+        return self.ours / self.baseline
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ratio"] = self.ratio
+        return data
+
+
+def interleaved(
+    ours: Callable[[], Any], baseline: Callable[[], Any] | None, repeats: int = 3, warmup: bool = True
+) -> tuple[float, float | None]:
+    """Median wall time of `ours` and `baseline`, run A B A B ... in one window."""
+    if warmup:
+        ours()
+        if baseline is not None:
+            baseline()
+    times_a: list[float] = []
+    times_b: list[float] = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        ours()
+        times_a.append(time.perf_counter() - start)
+        if baseline is not None:
+            gc.collect()
+            start = time.perf_counter()
+            baseline()
+            times_b.append(time.perf_counter() - start)
+    median_a = sorted(times_a)[len(times_a) // 2]
+    median_b = sorted(times_b)[len(times_b) // 2] if times_b else None
+    return median_a, median_b
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
