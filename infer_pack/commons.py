@@ -1,0 +1,96 @@
+"""Small tensor helpers shared by the voice model blocks, and RVC-format weight normalisation.
+
+Weight normalisation: RVC's files store normalised layers as `<name>.weight_g` / `<name>.weight_v`
+(the layout of torch's legacy `weight_norm`), with `bias` listed before them. `apply_weight_norm`
+reproduces exactly that parameter layout and arithmetic (`torch._weight_norm`), so files load
+unchanged and parameter order (which optimizer state depends on) matches RVC's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def get_padding(kernel_size: int, dilation: int = 1) -> int:
+    """'Same' padding of an odd kernel with the given dilation."""
+    return (kernel_size * dilation - dilation) // 2
+
+
+def init_weights(module: nn.Module, mean: float = 0.0, std: float = 0.01) -> None:
+    """RVC's initialiser for plain convolutions (weight-normalised ones keep their own init)."""
+    if "Conv" in type(module).__name__ and isinstance(getattr(module, "weight", None), nn.Parameter):
+        module.weight.data.normal_(mean, std)
+
+
+def sequence_mask(lengths: torch.Tensor, max_length: int | None = None) -> torch.Tensor:
+    """[B] lengths -> [B, T] bool mask, True on valid frames."""
+    if max_length is None:
+        max_length = int(lengths.max())
+    positions = torch.arange(max_length, dtype=lengths.dtype, device=lengths.device)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def fused_add_tanh_sigmoid_multiply(a: torch.Tensor, b: torch.Tensor, n_channels: int) -> torch.Tensor:
+    """WaveNet gate: tanh(first half of a+b) * sigmoid(second half)."""
+    in_act = a + b  # [B, 2C, T]
+    return torch.tanh(in_act[:, :n_channels]) * torch.sigmoid(in_act[:, n_channels:])
+
+
+def slice_segments(x: torch.Tensor, ids_start: torch.Tensor, segment_size: int) -> torch.Tensor:
+    """Cut `segment_size` frames starting at ids_start[b] from each item. x: [B, C, T] or [B, T]."""
+    offsets = ids_start.to(torch.long).unsqueeze(1) + torch.arange(segment_size, device=x.device)  # [B, S]
+    if x.dim() == 2:
+        return torch.gather(x, 1, offsets)  # [B, S]
+    index = offsets.unsqueeze(1).expand(-1, x.size(1), -1)  # [B, C, S]
+    return torch.gather(x, 2, index)
+
+
+def rand_slice_segments(
+    x: torch.Tensor, x_lengths: torch.Tensor | None, segment_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random segment per item, as RVC draws it: start = floor(rand * (length - segment + 1))."""
+    batch, _, frames = x.size()
+    if x_lengths is None:
+        x_lengths = torch.full((batch,), frames, device=x.device)
+    ids_start_max = x_lengths - segment_size + 1
+    ids_start = (torch.rand([batch]).to(device=x.device) * ids_start_max).to(dtype=torch.long)
+    return slice_segments(x, ids_start, segment_size), ids_start
+
+
+def _compute_weight_hook(dim: int):
+    def hook(module: nn.Module, _inputs: object) -> None:
+        # A plain attribute, recomputed before every call, as in torch's legacy weight_norm.
+        module.weight = torch._weight_norm(module.weight_v, module.weight_g, dim)
+
+    return hook
+
+
+def apply_weight_norm(module: nn.Module, dim: int = 0) -> nn.Module:
+    """Re-parameterise `module.weight` as weight_g * weight_v / ||weight_v|| (norm over all axes but `dim`)."""
+    weight = module.weight
+    del module._parameters["weight"]
+    norm = weight.detach().norm(p=2, dim=[d for d in range(weight.dim()) if d != dim], keepdim=True)
+    module.register_parameter("weight_g", nn.Parameter(norm))
+    module.register_parameter("weight_v", nn.Parameter(weight.detach()))
+    module.weight = torch._weight_norm(module.weight_v, module.weight_g, dim).detach()
+    module._rvc_weight_norm = (module.register_forward_pre_hook(_compute_weight_hook(dim)), dim)  # type: ignore[assignment]
+    return module
+
+
+def has_weight_norm(module: nn.Module) -> bool:
+    return hasattr(module, "_rvc_weight_norm")
+
+
+def remove_weight_norm(module: nn.Module) -> nn.Module:
+    """Fold weight_g / weight_v back into one `weight` parameter (faster inference, ONNX export)."""
+    handle, dim = module._rvc_weight_norm  # type: ignore[misc]
+    handle.remove()
+    weight = torch._weight_norm(module.weight_v, module.weight_g, dim).detach()
+    del module._parameters["weight_g"]
+    del module._parameters["weight_v"]
+    if "weight" in module.__dict__:
+        del module.__dict__["weight"]
+    module.weight = nn.Parameter(weight)
+    del module._rvc_weight_norm
+    return module

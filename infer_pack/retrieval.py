@@ -1,0 +1,159 @@
+"""Feature retrieval: pull content features towards the training voice's own features.
+
+An index file is a faiss index over the HuBERT features of the training set (RVC's
+`added_IVF*_Flat_nprobe_1_<exp>_<ver>.index`, or one of the other kinds `train.index` builds).
+For every frame the k nearest training vectors are averaged with weights 1/score^2 (score is
+faiss's squared L2 distance, exactly as RVC weights them) and blended with the frame by
+`index_rate`.
+
+faiss is imported only inside functions, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infer_pack.errors import IndexFileError
+
+# A neighbour at distance 0 would get an infinite weight; clamping its score keeps the
+# weights finite (that neighbour then takes practically all of the weight, which is the limit).
+_MIN_SCORE = 1e-12
+# Queries per faiss call: bounds the [n, k, D] neighbour block to ~50 MB for D=768, k=8.
+_QUERY_BATCH = 2048
+
+
+def read_faiss_index(path: str | Path) -> Any:
+    """faiss.read_index with errors that name the file (also reads paths faiss's C++ can't open)."""
+    import faiss
+
+    path = Path(path)
+    if not path.is_file():
+        raise IndexFileError(path, "file not found", "pick an existing .index file or build one in the Train tab")
+    if path.stat().st_size == 0:
+        raise IndexFileError(path, "the file is empty", "rebuild the index (Train tab: 'Train feature index')")
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError:
+        pass
+    # faiss's fopen fails on some non-ASCII paths (Windows); reading the bytes ourselves avoids that.
+    try:
+        return faiss.deserialize_index(np.fromfile(path, dtype=np.uint8))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        raise IndexFileError(
+            path, f"not a readable faiss index ({first})", "rebuild the index (Train tab: 'Train feature index')"
+        ) from None
+
+
+def _prepare_lookup(index: Any) -> None:
+    """Make `reconstruct_batch` work on `index` without holding a second copy of its vectors.
+
+    IVF indexes need a direct map (8 bytes per vector); flat, HNSW and refine indexes
+    reconstruct directly from their flat storage.
+    """
+    import faiss
+
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return
+    if isinstance(index, faiss.IndexRefine):
+        return  # the refine index holds the exact vectors; its IVF part is never asked
+    ivf.make_direct_map()
+
+
+def set_nprobe(index: Any, nprobe: int) -> None:
+    """Set how many IVF lists a search visits (no effect on non-IVF indexes)."""
+    import faiss
+
+    try:
+        faiss.extract_index_ivf(index).nprobe = int(nprobe)
+    except RuntimeError:
+        return
+
+
+@dataclass
+class FeatureIndex:
+    """A loaded feature index. `dim` is 256 (v1 voices) or 768 (v2 voices)."""
+
+    index: Any  # faiss.Index
+    path: Path | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def vectors(self) -> np.ndarray:
+        """All stored vectors [N, D] float32 (RVC's `big_npy`); built on demand."""
+        return np.ascontiguousarray(self.index.reconstruct_n(0, self.size), dtype=np.float32)
+
+    def search(self, features: np.ndarray, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
+        """(scores [T, k] squared L2, ids [T, k]; -1 where fewer than k were found)."""
+        query = np.ascontiguousarray(features, dtype=np.float32)
+        scores, ids = self.index.search(query, k)
+        return scores, ids
+
+    def retrieve(self, features: np.ndarray, k: int = 8) -> np.ndarray:
+        """The 1/score^2-weighted mean of the k nearest stored vectors for each frame, [T, D] float32."""
+        if features.ndim != 2 or features.shape[1] != self.dim:
+            raise IndexFileError(
+                self.path or "<index>",
+                f"it holds {self.dim}-dim features but the voice gives {features.shape[-1]}-dim ones",
+                "pick the index built for this voice (v1 voices use 256-dim, v2 voices 768-dim indexes)",
+            )
+        if self.size == 0:
+            raise IndexFileError(self.path or "<index>", "the index is empty", "rebuild it from the experiment")
+        out = np.empty(features.shape, dtype=np.float32)
+        for start in range(0, features.shape[0], _QUERY_BATCH):
+            block = features[start : start + _QUERY_BATCH]
+            scores, ids = self.search(block, k)  # [n, k]
+            found = ids >= 0
+            weights = np.square(1.0 / np.maximum(scores.astype(np.float64), _MIN_SCORE))
+            weights = np.where(found, weights, 0.0)
+            total = weights.sum(axis=1, keepdims=True)
+            # A frame with no neighbour at all (only possible with an empty probed list) keeps itself.
+            lonely = total[:, 0] <= 0.0
+            weights = weights / np.where(total > 0.0, total, 1.0)
+            neighbours = self.index.reconstruct_batch(np.where(found, ids, 0).reshape(-1))  # [n*k, D]
+            neighbours = neighbours.reshape(ids.shape[0], k, self.dim)
+            mixed = np.einsum("nk,nkd->nd", weights.astype(np.float32), neighbours)
+            mixed[lonely] = block[lonely]
+            out[start : start + block.shape[0]] = mixed
+        return out
+
+    def blend(self, features: np.ndarray, index_rate: float, k: int = 8) -> np.ndarray:
+        """`index_rate * retrieved + (1 - index_rate) * features`; index_rate 0 returns `features` itself."""
+        if index_rate <= 0.0:
+            return features
+        retrieved = self.retrieve(np.asarray(features, dtype=np.float32), k)
+        if index_rate >= 1.0:
+            return retrieved.astype(features.dtype, copy=False)
+        mixed = retrieved * np.float32(index_rate) + (1.0 - np.float32(index_rate)) * features.astype(np.float32)
+        return mixed.astype(features.dtype, copy=False)
+
+
+def load_index(path: str | Path, *, nprobe: int | None = None) -> FeatureIndex:
+    """Load an RVC or project-built .index file; `nprobe` overrides the stored value (IVF only)."""
+    path = Path(path)
+    index = read_faiss_index(path)
+    if nprobe is not None:
+        set_nprobe(index, nprobe)
+    try:
+        _prepare_lookup(index)
+        if index.ntotal > 0:
+            index.reconstruct_batch(np.zeros(1, dtype=np.int64))
+    except RuntimeError as exc:
+        raise IndexFileError(
+            path,
+            f"its vectors cannot be read back ({str(exc).strip().splitlines()[-1]})",
+            "use a Flat, refine (RFlat) or HNSW index; rebuild it in the Train tab",
+        ) from None
+    return FeatureIndex(index=index, path=path)

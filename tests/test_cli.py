@@ -1,0 +1,85 @@
+"""The command line: fast --help, one-line errors with a non-zero exit, conversions through the API."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import REPO_ROOT
+
+
+def run_cli(*args: str, root: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "tools.cli"]
+    if root is not None:
+        command += ["--root", str(root)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([*command, *args], cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+def test_help_is_fast_and_lists_every_subcommand() -> None:
+    start = time.perf_counter()
+    done = run_cli("--help")
+    elapsed = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    for command in ("convert", "batch", "preprocess", "extract", "train", "index", "one-click", "info",
+                    "change-info", "merge", "extract-model", "export-onnx", "download", "assets"):
+        assert command in done.stdout
+    assert elapsed < 5.0, f"--help took {elapsed:.1f} s"
+
+
+def test_help_imports_no_heavy_module() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from tools import cli\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    cli.main(['convert', '--help'])\n"
+        "heavy = sorted({'torch', 'gradio', 'faiss', 'onnxruntime', 'numpy', 'scipy'} & set(sys.modules))\n"
+        "print(','.join(heavy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
+
+
+def test_convert_help_shows_rvc_defaults() -> None:
+    done = run_cli("convert", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for flag, default in (("--index-rate", "0.75"), ("--filter-radius", "3"), ("--rms-mix", "0.25"),
+                          ("--protect", "0.33"), ("--f0-method", "rmvpe"), ("--transpose", "0")):
+        assert flag in text and f"default: {default}" in text, flag
+
+
+def test_usage_error_exits_2() -> None:
+    done = run_cli("convert", "--model", "x")
+    assert done.returncode == 2
+    assert "--input" in done.stderr
+
+
+def test_bad_experiment_name_is_one_clear_line(project_root: Path) -> None:
+    done = run_cli("train", "--experiment", "../escape", root=project_root)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid experiment name '../escape'")
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_asset_name_is_refused(project_root: Path) -> None:
+    done = run_cli("download", "hubertt", root=project_root)
+    assert done.returncode == 1
+    assert "unknown asset name(s) hubertt" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_assets_lists_missing_files(project_root: Path) -> None:
+    (project_root / "rmvpe.pt").write_bytes(b"x")  # wrong size: not counted as present
+    done = run_cli("assets", root=project_root)
+    assert done.returncode == 0
+    lines = {line.split()[1]: line.split()[0] for line in done.stdout.splitlines() if line.strip() and
+             line.split()[0] in ("ok", "missing", "partial")}
+    assert lines["hubert"] == "missing" and lines["rmvpe"] == "missing"
+    assert "missing: hubert, rmvpe" in done.stdout

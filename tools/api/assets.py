@@ -1,0 +1,122 @@
+"""User actions on downloadable assets: see what is there, download what is missing.
+
+Download names: all, hubert, rmvpe, pretrained-v1-32k, pretrained-v1-40k, pretrained-v1-48k,
+pretrained-v2-32k, pretrained-v2-40k, pretrained-v2-48k (see tools.assets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infer_pack.errors import AssetMissingError, DiskFullError, ModelFileError
+from infer_pack.progress import CancelToken, ProgressCallback
+from tools import assets
+from tools.assets import AssetDownloadError, AssetFile, AssetState, Transport
+from tools.project import Project
+
+
+@dataclass(frozen=True)
+class AssetStatus:
+    root: Path
+    assets: list[AssetState]
+
+    @property
+    def missing_groups(self) -> list[str]:
+        """Download names with at least one file absent (or, after a hash check, corrupt)."""
+        groups = [s.group for s in self.assets if not s.present or s.verified is False]
+        return list(dict.fromkeys(groups))
+
+    def group_ready(self, group: str) -> bool:
+        return group not in self.missing_groups
+
+    @property
+    def can_convert(self) -> bool:
+        """Conversion needs the content encoder; rmvpe only for the rmvpe pitch method."""
+        return self.group_ready("hubert")
+
+    def summary(self) -> str:
+        missing = self.missing_groups
+        if not missing:
+            return f"all {len(self.assets)} asset files are in place"
+        return (
+            f"missing: {', '.join(missing)}; run `python -m tools.cli download {' '.join(missing)}` "
+            "or use the download button"
+        )
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    downloaded: list[str] = field(default_factory=list)  # repository paths fetched now
+    present: list[str] = field(default_factory=list)  # already there and verified
+    failed: dict[str, str] = field(default_factory=dict)  # repository path -> what went wrong
+    help_text: str = ""  # where to get the failed files by hand, and where to put them
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        parts = [f"{len(self.downloaded)} downloaded", f"{len(self.present)} already present"]
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed")
+        text = ", ".join(parts)
+        return f"{text}\n{self.help_text}" if self.failed else text
+
+
+def asset_status(root: str | Path = ".", *, verify: bool = False) -> AssetStatus:
+    """What is in place under `root` (no network). `verify` also checks every sha256 (reads ~2 GB)."""
+    project = Project.at(root)
+    return AssetStatus(root=project.root, assets=assets.status(project, hash_check=verify))
+
+
+def download_assets(
+    names: Sequence[str] | None = None,
+    root: str | Path = ".",
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    *,
+    transport: Transport | None = None,
+    endpoint: str | None = None,
+) -> DownloadResult:
+    """Download the named assets (default: all) that are absent or corrupt, verifying each.
+
+    Per-file failures are collected and the rest carries on; once the hub is unreachable the remaining
+    files are not tried again. Cancelling keeps partial files so the next call resumes them.
+    """
+    project = Project.at(root)
+    items = assets.files_for(names or ["all"])
+    result = DownloadResult()
+    offline_reason = ""
+    failed_items: list[AssetFile] = []
+    for index, item in enumerate(items, 1):
+        if offline_reason:
+            result.failed[item.repo_path] = offline_reason
+            failed_items.append(item)
+            continue
+        label = f"[{index}/{len(items)}] {item.repo_path}"
+        try:
+            outcome = assets.download_file(
+                item, project, transport=transport, endpoint=endpoint, progress=progress, cancel=cancel, label=label
+            )
+        except AssetDownloadError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, assets.TransportError) and cause.offline:
+                offline_reason = f"not tried: the hub is unreachable ({exc.reason})"
+            result.failed[item.repo_path] = str(exc)
+            failed_items.append(item)
+            continue
+        except (AssetMissingError, ModelFileError, DiskFullError) as exc:
+            result.failed[item.repo_path] = str(exc)
+            failed_items.append(item)
+            continue
+        (result.downloaded if outcome == "downloaded" else result.present).append(item.repo_path)
+    if failed_items:
+        result = DownloadResult(
+            downloaded=result.downloaded,
+            present=result.present,
+            failed=result.failed,
+            help_text=assets.offline_instructions(failed_items, project, endpoint),
+        )
+    return result

@@ -1,0 +1,339 @@
+"""Command line: `python -m tools.cli SUBCOMMAND ...` (run `--help` for the list).
+
+Each subcommand parses its flags, calls one function of `tools.api` and prints the result.
+Progress goes to stderr as tqdm bars; an error prints one line (what went wrong and how to fix it)
+and exits non-zero. Heavy modules are imported only inside the handlers, so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from infer_pack.errors import CancelledError, RVCError, UserInputError
+
+F0_METHODS = ("rmvpe", "pm", "harvest", "dio", "swift")
+SAMPLE_RATES = ("32k", "40k", "48k")
+VERSIONS = ("v1", "v2")
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class TqdmProgress:
+    """A ProgressCallback drawing one tqdm bar per step on stderr (a new bar when the total changes)."""
+
+    def __init__(self, enabled: bool = True, unit: str = "it") -> None:
+        self._enabled = enabled
+        self._unit = unit
+        self._bar: Any = None
+        self._total: int | None = None
+        self._label: str | None = None
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if not self._enabled:
+            return
+        from tqdm import tqdm
+
+        step = _step_label(message)
+        if self._bar is None or total != self._total or (step != self._label and done == 0):
+            self.close()
+            self._bar = tqdm(
+                total=total or None, file=sys.stderr, dynamic_ncols=True, leave=True, unit=self._unit,
+                unit_scale=self._unit == "B", unit_divisor=1024,
+            )
+            self._total, self._label = total, step
+        self._bar.n = done
+        self._bar.set_description_str(message[:60], refresh=False)
+        self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _step_label(message: str) -> str:
+    """The message without a trailing 'k/n' counter, so per-item updates stay on one bar."""
+    head, _, tail = message.rpartition(" ")
+    return head if "/" in tail and tail.replace("/", "").isdigit() else message
+
+
+def _project(args: argparse.Namespace) -> Any:
+    from tools.project import Project
+
+    return Project.at(args.root)
+
+
+def _print_result(result: Any) -> None:
+    """Print a result: its `summary()` when it has one, else its fields one per line."""
+    from dataclasses import fields, is_dataclass
+
+    if result is None:
+        return
+    summary = getattr(result, "summary", None)
+    if callable(summary):
+        print(summary())
+    elif is_dataclass(result) and not isinstance(result, type):
+        for item in fields(result):
+            value = getattr(result, item.name)
+            if hasattr(value, "shape") and getattr(value, "size", 0) > 16:
+                value = f"<array {tuple(value.shape)}>"
+            print(f"{item.name}: {value}")
+    else:
+        print(result)
+
+
+# --- argument groups shared by several subcommands -------------------------------------------------
+
+
+def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("conversion parameters (RVC's defaults)")
+    group.add_argument("--index", default=None, help="feature index (.index); default: none")
+    group.add_argument("--speaker-id", type=int, default=0)
+    group.add_argument("--f0-method", choices=F0_METHODS, default="rmvpe", help="pitch extraction (default: rmvpe)")
+    group.add_argument("--transpose", type=int, default=0, help="pitch shift in semitones (default: 0)")
+    group.add_argument("--index-rate", type=float, default=0.75, help="0..1 (default: 0.75)")
+    group.add_argument("--filter-radius", type=int, default=3, help="median filter radius for pitch (default: 3)")
+    group.add_argument("--resample", type=int, default=0, help="output sample rate in Hz, 0 = the voice's (default: 0)")
+    group.add_argument("--rms-mix", type=float, default=0.25, help="volume envelope mix 0..1 (default: 0.25)")
+    group.add_argument("--protect", type=float, default=0.33, help="protect voiceless consonants, 0.5 = off (default: 0.33)")
+    group.add_argument("--f0-file", default=None, help="pitch curve file replacing the extracted pitch")
+
+
+def _add_experiment_flags(parser: argparse.ArgumentParser, *, sample_rate: bool = True) -> None:
+    parser.add_argument("--experiment", "-e", required=True, help="experiment name (folder under logs/)")
+    if sample_rate:
+        parser.add_argument("--sample-rate", choices=SAMPLE_RATES, default="40k", help="default: 40k")
+    parser.add_argument("--version", choices=VERSIONS, default="v2", help="default: v2")
+    parser.add_argument("--no-f0", dest="use_f0", action="store_false", help="train without pitch guidance")
+
+
+def _add_training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--speaker-id", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=20, help="total epochs (default: 20)")
+    parser.add_argument("--batch-size", type=int, default=4, help="default: 4")
+    parser.add_argument("--save-every", type=int, default=5, help="save a checkpoint every N epochs (default: 5)")
+    parser.add_argument("--save-latest-only", action="store_true", help="keep only the latest G/D checkpoint")
+    parser.add_argument("--save-small-each", action="store_true", help="export a voice to weights/ at every save")
+    parser.add_argument("--pretrained-g", default=None, help="pretrained generator (default: the matching asset)")
+    parser.add_argument("--pretrained-d", default=None, help="pretrained discriminator (default: the matching asset)")
+    parser.add_argument("--no-pretrained", action="store_true", help="train from scratch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tools.cli", description="RVC Workbench command line")
+    parser.add_argument("--root", default=".", help="project folder holding logs/, weights/ and assets (default: .)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, handler: Callable[[argparse.Namespace], Any], help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    p = add("convert", _cmd_convert, "convert one audio file with a voice")
+    p.add_argument("--model", "-m", required=True, help="voice name in weights/ or a .pth path")
+    p.add_argument("--input", "-i", required=True, help="audio file to convert")
+    p.add_argument("--output", "-o", required=True, help="file to write (.wav, .flac, ...)")
+    _add_conversion_flags(p)
+
+    p = add("batch", _cmd_batch, "convert every audio file in a folder")
+    p.add_argument("--model", "-m", required=True, help="voice name in weights/ or a .pth path")
+    p.add_argument("--input-dir", required=True)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--format", default="wav", choices=("wav", "flac", "mp3", "m4a"), help="default: wav")
+    _add_conversion_flags(p)
+
+    p = add("preprocess", _cmd_preprocess, "slice and resample a dataset into an experiment")
+    p.add_argument("--experiment", "-e", required=True)
+    p.add_argument("--dataset", "-d", required=True, help="folder of audio files")
+    p.add_argument("--sample-rate", choices=SAMPLE_RATES, default="40k")
+    p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+
+    p = add("extract", _cmd_extract, "extract pitch and content features of a preprocessed experiment")
+    _add_experiment_flags(p, sample_rate=False)
+    p.add_argument("--f0-method", choices=F0_METHODS, default="rmvpe")
+    p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+
+    p = add("train", _cmd_train, "train a voice on an extracted experiment")
+    _add_experiment_flags(p)
+    _add_training_flags(p)
+
+    p = add("index", _cmd_index, "build the feature index of an experiment")
+    p.add_argument("--experiment", "-e", required=True)
+    p.add_argument("--version", choices=VERSIONS, default="v2")
+
+    p = add("one-click", _cmd_one_click, "preprocess, extract, train and index in one go")
+    _add_experiment_flags(p)
+    p.add_argument("--dataset", "-d", required=True, help="folder of audio files")
+    p.add_argument("--f0-method", choices=F0_METHODS, default="rmvpe")
+    p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    _add_training_flags(p)
+
+    p = add("info", _cmd_info, "show a voice model's metadata")
+    p.add_argument("--model", "-m", required=True)
+
+    p = add("change-info", _cmd_change_info, "change the info text stored in a voice model")
+    p.add_argument("--model", "-m", required=True)
+    p.add_argument("--info", required=True)
+    p.add_argument("--save-as", default=None, help="voice name to write instead of overwriting")
+
+    p = add("merge", _cmd_merge, "blend two voices of the same architecture")
+    p.add_argument("--model-a", required=True)
+    p.add_argument("--model-b", required=True)
+    p.add_argument("--ratio", type=float, default=0.5, help="weight of model A, 0..1 (default: 0.5)")
+    p.add_argument("--name", required=True, help="name of the merged voice (written to weights/)")
+    p.add_argument("--info", default="", help="info text for the merged voice")
+
+    p = add("extract-model", _cmd_extract_model, "extract a small voice from a training checkpoint")
+    p.add_argument("--checkpoint", required=True, help="logs/<experiment>/G_*.pth")
+    p.add_argument("--name", required=True, help="voice name to write into weights/")
+    p.add_argument("--sample-rate", choices=SAMPLE_RATES, default="40k")
+    p.add_argument("--version", choices=VERSIONS, default="v2")
+    p.add_argument("--no-f0", dest="use_f0", action="store_false")
+    p.add_argument("--info", default="")
+
+    p = add("export-onnx", _cmd_export_onnx, "export a voice to ONNX")
+    p.add_argument("--model", "-m", required=True)
+    p.add_argument("--output", "-o", default=None, help="ONNX file (default: next to the voice)")
+
+    p = add("download", _cmd_download, "download missing assets (hubert_base.pt, rmvpe.pt, pretrained G/D)")
+    p.add_argument("assets", nargs="*", help="asset names (default: every missing one)")
+
+    add("assets", _cmd_assets, "list which assets are present")
+    return parser
+
+
+# --- handlers ------------------------------------------------------------------------------------
+
+def _progress(args: argparse.Namespace, unit: str = "it") -> TqdmProgress:
+    return TqdmProgress(enabled=not args.quiet, unit=unit)
+
+
+def _run(args: argparse.Namespace, call: Callable[[TqdmProgress], Any], unit: str = "it") -> Any:
+    """Call an API function with a progress bar; print its result."""
+    bar = _progress(args, unit)
+    try:
+        result = call(bar)
+    finally:
+        bar.close()
+    _print_result(result)
+    return result
+
+
+def _cmd_convert(args: argparse.Namespace) -> Any:
+    raise UserInputError("convert is not available yet")
+
+
+def _cmd_batch(args: argparse.Namespace) -> Any:
+    raise UserInputError("batch is not available yet")
+
+
+def _cmd_preprocess(args: argparse.Namespace) -> Any:
+    raise UserInputError("preprocess is not available yet")
+
+
+def _cmd_extract(args: argparse.Namespace) -> Any:
+    raise UserInputError("extract is not available yet")
+
+
+def _training_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        experiment=args.experiment, version=args.version, sample_rate_tag=args.sample_rate, use_f0=args.use_f0,
+        speaker_id=args.speaker_id, epochs=args.epochs, batch_size=args.batch_size,
+        save_every_epochs=args.save_every, latest_only=args.save_latest_only,
+        export_every_save=args.save_small_each, use_pretrained=not args.no_pretrained,
+        pretrained_g=args.pretrained_g, pretrained_d=args.pretrained_d,
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from infer_pack.progress import CancelToken
+    from tools import api
+
+    cancel = CancelToken()
+    result = _run(args, lambda bar: api.train_model(args.root, bar, cancel, **_training_fields(args)))
+    return EXIT_INTERRUPTED if result.cancelled else 0
+
+
+def _cmd_index(args: argparse.Namespace) -> Any:
+    raise UserInputError("index is not available yet")
+
+
+def _cmd_one_click(args: argparse.Namespace) -> Any:
+    raise UserInputError("one-click is not available yet")
+
+
+def _cmd_info(args: argparse.Namespace) -> Any:
+    raise UserInputError("info is not available yet")
+
+
+def _cmd_change_info(args: argparse.Namespace) -> Any:
+    raise UserInputError("change-info is not available yet")
+
+
+def _cmd_merge(args: argparse.Namespace) -> Any:
+    raise UserInputError("merge is not available yet")
+
+
+def _cmd_extract_model(args: argparse.Namespace) -> Any:
+    raise UserInputError("extract-model is not available yet")
+
+
+def _cmd_export_onnx(args: argparse.Namespace) -> Any:
+    raise UserInputError("export-onnx is not available yet")
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from tools import api
+
+    result = _run(args, lambda bar: api.download_assets(args.assets or None, args.root, progress=bar), unit="B")
+    for repo_path, reason in result.failed.items():
+        print(f"error: {repo_path}: {reason}", file=sys.stderr)
+    return 0 if result.ok else EXIT_ERROR
+
+
+def _cmd_assets(args: argparse.Namespace) -> int:
+    from tools import api
+
+    status = api.asset_status(args.root)
+    for state in status.assets:
+        mark = "ok" if state.present else ("partial" if state.partial_bytes else "missing")
+        print(f"{mark:>8}  {state.group:<18} {state.path}")
+    print(status.summary())
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.handler(args)
+    except CancelledError as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("interrupted; finished items are kept and a rerun resumes", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except RVCError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:  # a bug: one line by default, the traceback on request
+        if os.environ.get("RVC_DEBUG"):
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {exc} (set RVC_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_ERROR
+    if isinstance(result, int):
+        return result
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

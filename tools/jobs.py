@@ -1,0 +1,297 @@
+"""Background jobs for the app: one thread per long step, progress, live log, cancel, metrics.
+
+A job runs `work(ctx)` in a daemon thread. `ctx` carries the progress callback, the cancel token,
+a log function and a metric function; the API functions receive `ctx.progress` / `ctx.cancel`.
+Log records emitted (through `logging`) by the job's thread are copied into the job's log, so
+library code needs no knowledge of the UI. Steps on one experiment are exclusive: a second start
+for the same key raises `TrainingLockedError` instead of racing on the same folder.
+
+The UI polls `JobRunner.snapshot(job_id)` to render a progress bar, the log and the loss curve;
+the Stop button calls `JobRunner.cancel(job_id)`, which sets the token the step checks between items.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from infer_pack.errors import CancelledError, RVCError, TrainingLockedError
+from infer_pack.progress import CancelToken
+
+JobState = Literal["running", "done", "failed", "cancelled"]
+FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    step: int
+    name: str
+    value: float
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A consistent copy of a job's state, safe to render from another thread."""
+
+    job_id: str
+    kind: str
+    key: str | None
+    state: JobState
+    done: int
+    total: int
+    message: str
+    log: tuple[str, ...]
+    metrics: tuple[MetricPoint, ...]
+    error: str | None
+    result: Any
+    started_at: float
+    finished_at: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @property
+    def fraction(self) -> float:
+        """Progress in 0..1; 1 once finished, 0 while the total is unknown."""
+        if self.state == "done":
+            return 1.0
+        return min(1.0, self.done / self.total) if self.total > 0 else 0.0
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.finished_at or time.time()) - self.started_at
+
+
+class JobContext:
+    """What a job's work function receives: progress/cancel to pass on, plus log and metric sinks."""
+
+    def __init__(self, job: "Job") -> None:
+        self._job = job
+        self.cancel: CancelToken = job.cancel_token
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        self._job.on_progress(done, total, message)
+
+    def log(self, line: str) -> None:
+        self._job.append_log(line)
+
+    def metric(self, step: int, name: str, value: float) -> None:
+        self._job.add_metric(MetricPoint(int(step), str(name), float(value)))
+
+
+class Job:
+    """Mutable job state behind a lock; read it through `snapshot()`."""
+
+    def __init__(self, job_id: str, kind: str, key: str | None, max_log_lines: int) -> None:
+        self.job_id = job_id
+        self.kind = kind
+        self.key = key
+        self.cancel_token = CancelToken()
+        self._lock = threading.Lock()
+        self._state: JobState = "running"
+        self._done = 0
+        self._total = 0
+        self._message = "starting"
+        self._log: deque[str] = deque(maxlen=max_log_lines)
+        self._metrics: list[MetricPoint] = []
+        self._error: str | None = None
+        self._result: Any = None
+        self._started_at = time.time()
+        self._finished_at: float | None = None
+        self._finished = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def on_progress(self, done: int, total: int, message: str) -> None:
+        with self._lock:
+            changed = message != self._message
+            self._done, self._total, self._message = int(done), int(total), message
+        # Per-item counters ("3/10") would flood the log; keep only messages that say something new.
+        if changed and message and not _is_counter_only(message):
+            self.append_log(message)
+
+    def append_log(self, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with self._lock:
+            for part in str(line).splitlines() or [""]:
+                self._log.append(f"{stamp} {part}")
+
+    def add_metric(self, point: MetricPoint) -> None:
+        with self._lock:
+            self._metrics.append(point)
+
+    def finish(self, state: JobState, result: Any = None, error: str | None = None) -> None:
+        with self._lock:
+            self._state, self._result, self._error = state, result, error
+            self._finished_at = time.time()
+            if state == "done" and self._total > 0:
+                self._done = self._total
+        self.append_log({"done": "finished", "failed": f"failed: {error}", "cancelled": "stopped"}[state])
+        self._finished.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._finished.wait(timeout)
+
+    def snapshot(self) -> JobSnapshot:
+        with self._lock:
+            return JobSnapshot(
+                job_id=self.job_id,
+                kind=self.kind,
+                key=self.key,
+                state=self._state,
+                done=self._done,
+                total=self._total,
+                message=self._message,
+                log=tuple(self._log),
+                metrics=tuple(self._metrics),
+                error=self._error,
+                result=self._result,
+                started_at=self._started_at,
+                finished_at=self._finished_at,
+            )
+
+
+def _is_counter_only(message: str) -> bool:
+    tail = message.rsplit(" ", 1)[-1]
+    head, _, rest = tail.partition("/")
+    return head.isdigit() and rest.isdigit() and message.count(" ") <= 3 and not message.endswith("/0")
+
+
+class _ThreadLogRouter(logging.Handler):
+    """Copies log records to the job whose thread emitted them."""
+
+    def __init__(self, runner: "JobRunner") -> None:
+        super().__init__(level=logging.INFO)
+        self._runner = runner
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        job = self._runner.job_for_thread(record.thread)
+        if job is not None:
+            try:
+                job.append_log(self.format(record))
+            except Exception:  # a broken record must never break the job that logged it
+                self.handleError(record)
+
+
+class JobRunner:
+    """Starts, tracks and cancels jobs. One instance per app; pass it to whoever starts work."""
+
+    def __init__(self, max_log_lines: int = 2000, keep_finished: int = 50) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, Job] = {}
+        self._by_thread: dict[int, Job] = {}
+        self._ids = itertools.count(1)
+        self._max_log_lines = max_log_lines
+        self._keep_finished = keep_finished
+        self._log_handler: _ThreadLogRouter | None = None
+
+    def install_log_capture(self, logger: logging.Logger | None = None) -> None:
+        """Route INFO+ records from job threads into their logs (idempotent; call at app start)."""
+        if self._log_handler is not None:
+            return
+        target = logger or logging.getLogger()
+        if target.getEffectiveLevel() > logging.INFO:
+            target.setLevel(logging.INFO)
+        self._log_handler = _ThreadLogRouter(self)
+        target.addHandler(self._log_handler)
+
+    def remove_log_capture(self, logger: logging.Logger | None = None) -> None:
+        if self._log_handler is not None:
+            (logger or logging.getLogger()).removeHandler(self._log_handler)
+            self._log_handler = None
+
+    def job_for_thread(self, thread_id: int | None) -> Job | None:
+        if thread_id is None:
+            return None
+        with self._lock:
+            return self._by_thread.get(thread_id)
+
+    def start(self, kind: str, work: Callable[[JobContext], Any], *, key: str | None = None) -> Job:
+        """Run `work(ctx)` in a new thread. `key` (an experiment name) allows one running job per key."""
+        with self._lock:
+            if key is not None:
+                for other in self._jobs.values():
+                    if other.key == key and not other.wait(0):
+                        raise TrainingLockedError(
+                            f"experiment {key!r} is busy with a running '{other.kind}' step; "
+                            "wait for it to finish or press Stop first"
+                        )
+            job = Job(f"{kind}-{next(self._ids)}", kind, key, self._max_log_lines)
+            self._jobs[job.job_id] = job
+            self._forget_old_locked()
+        thread = threading.Thread(target=self._run, args=(job, work), name=f"job:{job.job_id}", daemon=True)
+        job.thread = thread
+        thread.start()
+        return job
+
+    def _run(self, job: Job, work: Callable[[JobContext], Any]) -> None:
+        ident = threading.get_ident()
+        with self._lock:
+            self._by_thread[ident] = job
+        try:
+            result = work(JobContext(job))
+        except CancelledError:
+            job.finish("cancelled")
+        except RVCError as exc:
+            job.finish("failed", error=str(exc))
+        except Exception as exc:  # shown to the user as one line; the log keeps the type for diagnosis
+            logging.getLogger(__name__).exception("job %s crashed", job.job_id)
+            job.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            job.finish("cancelled" if job.cancel_token.cancelled else "done", result=result)
+        finally:
+            with self._lock:
+                self._by_thread.pop(ident, None)
+
+    def _forget_old_locked(self) -> None:
+        finished = [j for j in self._jobs.values() if j.wait(0)]
+        for job in finished[: max(0, len(finished) - self._keep_finished)]:
+            del self._jobs[job.job_id]
+
+    def get(self, job_id: str | None) -> Job | None:
+        if not job_id:
+            return None
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def snapshot(self, job_id: str | None) -> JobSnapshot | None:
+        job = self.get(job_id)
+        return job.snapshot() if job is not None else None
+
+    def cancel(self, job_id: str | None) -> bool:
+        """Ask a job to stop at its next check; True when a running job was found."""
+        job = self.get(job_id)
+        if job is None or job.wait(0):
+            return False
+        job.cancel_token.cancel()
+        job.append_log("stop requested; finishing the current item")
+        return True
+
+    def running(self, key: str | None = None) -> list[JobSnapshot]:
+        with self._lock:
+            jobs = list(self._jobs.values())
+        return [j.snapshot() for j in jobs if not j.wait(0) and (key is None or j.key == key)]
+
+    def wait(self, job_id: str, timeout: float | None = None) -> JobSnapshot:
+        job = self.get(job_id)
+        if job is None:
+            raise KeyError(job_id)
+        job.wait(timeout)
+        return job.snapshot()
+
+    def cancel_all(self, timeout: float = 5.0) -> None:
+        """Cancel every running job and wait briefly for them (app shutdown)."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancel_token.cancel()
+        deadline = time.time() + timeout
+        for job in jobs:
+            job.wait(max(0.0, deadline - time.time()))

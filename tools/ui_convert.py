@@ -1,0 +1,183 @@
+"""Convert tab: one file (upload or record) and a Batch sub-tab (folder in, folder out)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from infer_pack.errors import RVCError, UserInputError
+from tools.labels import label
+from tools.ui_jobs import job_panel
+
+if TYPE_CHECKING:
+    from tools.web import AppContext
+
+F0_CHOICES = [("RMVPE (best)", "rmvpe"), ("PM (fast)", "pm"), ("Harvest", "harvest"), ("DIO", "dio"), ("Swift", "swift")]
+NO_INDEX = ""
+
+
+def voice_choices(ctx: "AppContext") -> list[tuple[str, str]]:
+    """(shown name, file name) for each voice in weights/."""
+    return [(p.stem, p.name) for p in ctx.project.list_voices()]
+
+
+def index_choices(ctx: "AppContext") -> list[tuple[str, str]]:
+    root = ctx.project.root
+    return [(label("convert.no_index"), NO_INDEX)] + [
+        (str(p.relative_to(root)), str(p.relative_to(root))) for p in ctx.project.list_indexes()
+    ]
+
+
+def match_index(ctx: "AppContext", voice_file: str | None) -> str:
+    """The index that belongs to a voice: one in logs/<voice>/ or whose name carries the voice name."""
+    if not voice_file:
+        return NO_INDEX
+    stem = Path(voice_file).stem
+    root = ctx.project.root
+    indexes = ctx.project.list_indexes()
+    for path in indexes:
+        if path.parent.name == stem:
+            return str(path.relative_to(root))
+    for path in indexes:
+        if f"_{stem}_" in path.name or path.stem == stem:
+            return str(path.relative_to(root))
+    return NO_INDEX
+
+
+def _voice_path(ctx: "AppContext", voice_file: str | None) -> Path:
+    if not voice_file:
+        raise UserInputError("no voice selected; pick one in the Voice list (voices live in weights/)")
+    return ctx.project.voice_path(voice_file)
+
+
+def _index_path(ctx: "AppContext", index: str | None) -> Path | None:
+    return ctx.project.confine(index, "index file") if index else None
+
+
+def conversion_kwargs(
+    speaker_id: float, transpose: float, f0_method: str, index_rate: float, filter_radius: float,
+    resample: float, rms_mix: float, protect: float,
+) -> dict[str, Any]:
+    """Form values -> the API's parameter names (numbers arrive from Gradio as floats)."""
+    return dict(
+        speaker_id=int(speaker_id),
+        pitch_semitones=float(transpose),
+        f0_method=f0_method,
+        index_rate=float(index_rate),
+        filter_radius=int(filter_radius),
+        resample_hz=int(resample),
+        rms_mix_rate=float(rms_mix),
+        protect=float(protect),
+    )
+
+
+def conversion_controls() -> list[gr.components.Component]:
+    """The parameter widgets, with RVC's defaults, in `conversion_kwargs` order."""
+    with gr.Row():
+        speaker = gr.Number(label=label("convert.speaker_id"), value=0, precision=0, minimum=0)
+        transpose = gr.Number(label=label("convert.transpose"), value=0, precision=0, minimum=-48, maximum=48)
+        f0_method = gr.Radio(F0_CHOICES, value="rmvpe", label=label("convert.f0_method"))
+    with gr.Row():
+        index_rate = gr.Slider(0, 1, value=0.75, step=0.01, label=label("convert.index_rate"))
+        filter_radius = gr.Slider(0, 7, value=3, step=1, label=label("convert.filter_radius"))
+        resample = gr.Slider(0, 48000, value=0, step=1, label=label("convert.resample"))
+    with gr.Row():
+        rms_mix = gr.Slider(0, 1, value=0.25, step=0.01, label=label("convert.rms_mix"))
+        protect = gr.Slider(0, 0.5, value=0.33, step=0.01, label=label("convert.protect"))
+    return [speaker, transpose, f0_method, index_rate, filter_radius, resample, rms_mix, protect]
+
+
+def run_convert(
+    ctx: "AppContext", audio_path: str | None, voice_file: str | None, index: str | None, f0_file: str | None,
+    *params: Any,
+) -> tuple[str, str, str]:
+    """Convert one uploaded/recorded file; returns (output audio path, download path, result text)."""
+    from tools import api
+
+    if not audio_path:
+        raise gr.Error("no input audio: upload a file or record one first")
+    try:
+        result = api.convert_voice(
+            project=ctx.project,
+            model=_voice_path(ctx, voice_file),
+            input_path=Path(audio_path),
+            index_path=_index_path(ctx, index),
+            f0_file=Path(f0_file) if f0_file else None,
+            cache=ctx.cache,
+            **conversion_kwargs(*params),
+        )
+    except RVCError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    output = str(result.output_path)
+    return output, output, result.summary() if hasattr(result, "summary") else str(result)
+
+
+def _batch_starter(ctx: "AppContext"):  # type: ignore[no-untyped-def]
+    def starter(voice_file: str | None, index: str | None, input_dir: str, output_dir: str, out_format: str,
+                *params: Any):  # type: ignore[no-untyped-def]
+        from tools import api
+
+        voice = _voice_path(ctx, voice_file)
+        index_path = _index_path(ctx, index)
+        if not input_dir.strip() or not output_dir.strip():
+            raise UserInputError("give both an input folder and an output folder")
+        src = ctx.project.confine(input_dir.strip(), "input folder")
+        dst = ctx.project.confine(output_dir.strip(), "output folder")
+        kwargs = conversion_kwargs(*params)
+
+        def work(job):  # type: ignore[no-untyped-def]
+            return api.convert_batch(
+                project=ctx.project, model=voice, input_dir=src, output_dir=dst, index_path=index_path,
+                output_format=out_format, cache=ctx.cache, progress=job.progress, cancel=job.cancel, **kwargs,
+            )
+
+        return "batch", work, None
+
+    return starter
+
+
+def build(ctx: "AppContext") -> None:
+    with gr.Row():
+        voice = gr.Dropdown(voice_choices(ctx), value=None, label=label("convert.voice"), scale=3)
+        index = gr.Dropdown(index_choices(ctx), value=NO_INDEX, label=label("convert.index"), scale=4)
+        refresh = gr.Button(label("convert.refresh"), scale=1, min_width=120)
+
+    def on_voice(voice_file: str | None) -> Any:
+        return gr.Dropdown(choices=index_choices(ctx), value=match_index(ctx, voice_file))
+
+    def on_refresh(voice_file: str | None) -> tuple[Any, Any]:
+        return gr.Dropdown(choices=voice_choices(ctx)), on_voice(voice_file)
+
+    voice.change(on_voice, inputs=[voice], outputs=[index], api_name=False)
+    refresh.click(on_refresh, inputs=[voice], outputs=[voice, index], api_name=False)
+
+    with gr.Tabs():
+        with gr.Tab(label("tab.single"), id="convert_single"):
+            with gr.Row():
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=label("convert.audio"))
+                f0_file = gr.File(label=label("convert.f0_file"), file_types=[".txt", ".csv", ".npy"], type="filepath")
+            params = conversion_controls()
+            run = gr.Button(label("convert.run"), variant="primary", elem_id="convert-run")
+            with gr.Row():
+                output = gr.Audio(label=label("convert.output"), type="filepath", interactive=False,
+                                  elem_id="convert-output")
+                download = gr.File(label=label("convert.download"), interactive=False)
+            info = gr.Textbox(label=label("convert.info"), lines=3, interactive=False, elem_id="convert-info")
+            run.click(
+                lambda *values: run_convert(ctx, *values),
+                inputs=[audio, voice, index, f0_file, *params],
+                outputs=[output, download, info],
+                api_name="convert",
+            )
+        with gr.Tab(label("tab.batch"), id="convert_batch"):
+            with gr.Row():
+                input_dir = gr.Textbox(label=label("batch.input_dir"))
+                output_dir = gr.Textbox(label=label("batch.output_dir"))
+                out_format = gr.Dropdown(["wav", "flac", "mp3", "m4a"], value="wav", label=label("batch.format"))
+            batch_params = conversion_controls()
+            batch_run = gr.Button(label("batch.run"), variant="primary")
+            panel = job_panel(ctx.jobs)
+            panel.bind(batch_run, _batch_starter(ctx), [voice, index, input_dir, output_dir, out_format, *batch_params],
+                       api_name="convert_batch")

@@ -1,0 +1,145 @@
+"""Model tools tab: show/change a voice's info, merge two voices, extract a small model, export ONNX."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from infer_pack.errors import RVCError, UserInputError
+from tools.labels import label
+from tools.project import validate_name
+
+if TYPE_CHECKING:
+    from tools.web import AppContext
+
+
+def render(result: Any) -> str:
+    """A result as text: its `summary()` when it has one, else its fields."""
+    from dataclasses import fields, is_dataclass
+
+    summary = getattr(result, "summary", None)
+    if callable(summary):
+        return str(summary())
+    if is_dataclass(result) and not isinstance(result, type):
+        return "\n".join(f"{f.name}: {getattr(result, f.name)}" for f in fields(result))
+    return str(result)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., str]:
+    """Run an action; an expected error becomes a one-line message in the result box."""
+
+    def wrapper(*values: Any) -> str:
+        try:
+            return render(fn(*values))
+        except RVCError as exc:
+            return f"error: {exc}"
+
+    return wrapper
+
+
+class ModelTools:
+    def __init__(self, ctx: "AppContext") -> None:
+        self.ctx = ctx
+
+    def voice(self, typed: str | None, what: str = "voice") -> Path:
+        """A voice given as a name in weights/ or as a path inside the project / allowed folders."""
+        text = str(typed or "").strip()
+        if not text:
+            raise UserInputError(f"no {what} given; pick a voice from weights/ or type a .pth path")
+        if "/" not in text and "\\" not in text:
+            return self.ctx.project.voice_path(text)
+        return self.ctx.project.confine(text, what)
+
+    def show(self, model: str) -> Any:
+        from tools import api
+
+        return api.show_voice_info(path=self.voice(model))
+
+    def change(self, model: str, info: str, save_as: str) -> Any:
+        from tools import api
+
+        target = self.ctx.project.voice_path(validate_name(save_as, "voice name")) if save_as.strip() else None
+        return api.change_voice_info(path=self.voice(model), info=info, output_path=target)
+
+    def merge(self, model_a: str, model_b: str, ratio: float, name: str, info: str) -> Any:
+        from tools import api
+
+        return api.merge_voices(
+            path_a=self.voice(model_a, "voice A"), path_b=self.voice(model_b, "voice B"), ratio_a=float(ratio),
+            output_path=self.ctx.project.voice_path(validate_name(name, "voice name")), info=info,
+        )
+
+    def extract(self, checkpoint: str, name: str, sample_rate: str, version: str, use_f0: bool, info: str) -> Any:
+        from tools import api
+
+        if not checkpoint.strip():
+            raise UserInputError("no checkpoint given; type logs/<experiment>/G_<step>.pth")
+        return api.extract_small_model(
+            checkpoint_path=self.ctx.project.confine(checkpoint.strip(), "checkpoint"),
+            output_path=self.ctx.project.voice_path(validate_name(name, "voice name")),
+            sample_rate_tag=sample_rate, version=version, use_f0=bool(use_f0), info=info,
+        )
+
+    def onnx(self, model: str, output: str) -> Any:
+        from tools import api
+
+        target = self.ctx.project.confine(output.strip(), "ONNX output") if output.strip() else None
+        return api.export_onnx(path=self.voice(model), output_path=target)
+
+
+def build(ctx: "AppContext") -> None:
+    tools = ModelTools(ctx)
+    voices = [p.stem for p in ctx.project.list_voices()]
+
+    def voice_box(key: str, elem_id: str) -> gr.Dropdown:
+        return gr.Dropdown(voices, label=label(key), allow_custom_value=True, elem_id=elem_id)
+
+    with gr.Accordion(label("tools.info_heading"), open=True):
+        with gr.Row():
+            model = voice_box("tools.model_path", "tools-info-model")
+            show = gr.Button(label("tools.show_info"))
+        with gr.Row():
+            new_info = gr.Textbox(label=label("tools.new_info"))
+            save_as = gr.Textbox(label=label("tools.save_name"))
+            change = gr.Button(label("tools.change_info"))
+        info_out = gr.Textbox(label=label("tools.result"), lines=6, interactive=False, elem_id="tools-info-out")
+        show.click(guarded(tools.show), [model], [info_out], api_name="show_info")
+        change.click(guarded(tools.change), [model, new_info, save_as], [info_out], api_name="change_info")
+
+    with gr.Accordion(label("tools.merge_heading"), open=False):
+        with gr.Row():
+            model_a = voice_box("tools.model_a", "tools-merge-a")
+            model_b = voice_box("tools.model_b", "tools-merge-b")
+            ratio = gr.Slider(0, 1, value=0.5, step=0.01, label=label("tools.ratio"))
+        with gr.Row():
+            merge_name = gr.Textbox(label=label("tools.merge_name"))
+            merge_info = gr.Textbox(label=label("tools.merge_info"))
+            merge = gr.Button(label("tools.merge"))
+        merge_out = gr.Textbox(label=label("tools.result"), lines=4, interactive=False)
+        merge.click(guarded(tools.merge), [model_a, model_b, ratio, merge_name, merge_info], [merge_out],
+                    api_name="merge")
+
+    with gr.Accordion(label("tools.extract_heading"), open=False):
+        with gr.Row():
+            checkpoint = gr.Textbox(label=label("tools.checkpoint"))
+            extract_name = gr.Textbox(label=label("tools.extract_name"))
+        with gr.Row():
+            sr = gr.Radio(["32k", "40k", "48k"], value="40k", label=label("train.sample_rate"))
+            ver = gr.Radio(["v1", "v2"], value="v2", label=label("train.version"))
+            f0 = gr.Checkbox(value=True, label=label("train.use_f0"))
+            extract_info = gr.Textbox(label=label("tools.new_info"))
+            extract = gr.Button(label("tools.extract"))
+        extract_out = gr.Textbox(label=label("tools.result"), lines=4, interactive=False)
+        extract.click(guarded(tools.extract), [checkpoint, extract_name, sr, ver, f0, extract_info], [extract_out],
+                      api_name="extract_model")
+
+    with gr.Accordion(label("tools.onnx_heading"), open=False):
+        with gr.Row():
+            onnx_model = voice_box("tools.model_path", "tools-onnx-model")
+            onnx_output = gr.Textbox(label=label("tools.onnx_output"))
+            export = gr.Button(label("tools.export"))
+        onnx_out = gr.Textbox(label=label("tools.result"), lines=4, interactive=False)
+        export.click(guarded(tools.onnx), [onnx_model, onnx_output], [onnx_out], api_name="export_onnx")

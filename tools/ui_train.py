@@ -1,0 +1,257 @@
+"""Train tab: experiment settings, the four steps (and one-click), progress/log/Stop, loss curve, health report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from infer_pack.errors import UserInputError
+from tools.jobs import JobContext, JobSnapshot
+from tools.labels import label
+from tools.project import validate_name
+from tools.ui_jobs import job_panel
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tools.web import AppContext
+
+F0_CHOICES = [("RMVPE (best)", "rmvpe"), ("PM (fast)", "pm"), ("Harvest", "harvest"), ("DIO", "dio"), ("Swift", "swift")]
+SAMPLE_RATE_CHOICES = ["32k", "40k", "48k"]
+VERSION_CHOICES = ["v1", "v2"]
+Work = Callable[[JobContext], Any]
+
+
+def pretrained_defaults(ctx: "AppContext", sample_rate_tag: str, version: str, use_f0: bool) -> tuple[str, str, str]:
+    """(G path, D path, note) for the settings; the note flags files that are missing."""
+    paths = [ctx.project.pretrained_path(version, sample_rate_tag, use_f0, kind) for kind in ("G", "D")]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        names = ", ".join(str(p.relative_to(ctx.project.root)) for p in missing)
+        note = f'<span class="rvc-missing">missing: {names}</span> (download them in the Assets panel, or leave empty to train from scratch)'
+    else:
+        note = '<span class="rvc-present">pretrained G and D present</span>'
+    shown = [str(p.relative_to(ctx.project.root)) for p in paths]
+    return shown[0], shown[1], note
+
+
+# metrics.jsonl field -> curve name in the plot
+LOSS_SERIES = {"loss_mel": "mel", "loss_g": "generator total", "loss_d": "discriminator", "loss_kl": "KL"}
+
+
+def loss_frame(ctx: "AppContext", experiment: str | None) -> "pd.DataFrame":
+    """The experiment's losses so far (read from its metrics file while training writes it)."""
+    import math
+
+    import pandas as pd
+
+    from train.experiment import Experiment
+    from train.metrics import read_metrics
+
+    rows: dict[str, list[Any]] = {"step": [], "loss": [], "series": []}
+    if experiment:
+        records = read_metrics(Experiment(ctx.project.experiment_dir(experiment)).metrics_path)
+        for record in records:
+            for key, name in LOSS_SERIES.items():
+                value = record.get(key)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    rows["step"].append(int(record["step"]))
+                    rows["loss"].append(float(value))
+                    rows["series"].append(name)
+    return pd.DataFrame(rows)
+
+
+def loss_update(ctx: "AppContext", snapshot: JobSnapshot | None) -> Any:
+    """New plot data while a training job runs (and once when it ends); otherwise leave the plot alone."""
+    if snapshot is None or snapshot.kind not in ("train", "one-click") or not snapshot.key:
+        return gr.skip()
+    return loss_frame(ctx, snapshot.key)
+
+
+def health_text(snapshot: JobSnapshot | None) -> str:
+    """The dataset health report carried by a preprocess / one-click result, if any."""
+    if snapshot is None or snapshot.result is None:
+        return gr.skip()
+    report = getattr(snapshot.result, "health", None)
+    if report is None:
+        return gr.skip()
+    text = getattr(report, "to_text", None)
+    return text() if callable(text) else str(report)
+
+
+class TrainForm:
+    """Turns the form values into API calls. Values arrive in `FIELDS` order."""
+
+    FIELDS = (
+        "experiment", "sample_rate_tag", "version", "use_f0", "processes", "dataset", "speaker_id", "f0_method",
+        "save_every", "epochs", "batch_size", "save_latest_only", "save_small_each", "pretrained_g", "pretrained_d",
+    )
+
+    def __init__(self, ctx: "AppContext") -> None:
+        self.ctx = ctx
+
+    def values(self, raw: tuple[Any, ...]) -> dict[str, Any]:
+        v = dict(zip(self.FIELDS, raw))
+        v["experiment"] = validate_name(str(v["experiment"] or ""), "experiment name")
+        v["use_f0"] = bool(v["use_f0"])
+        for key in ("processes", "speaker_id", "save_every", "epochs", "batch_size"):
+            v[key] = int(v[key])
+        return v
+
+    def _dataset(self, v: dict[str, Any]) -> Any:
+        if not str(v["dataset"] or "").strip():
+            raise UserInputError("no dataset folder given; type the folder that holds your audio files")
+        return self.ctx.project.confine(str(v["dataset"]).strip(), "dataset folder")
+
+    def _pretrained(self, v: dict[str, Any], kind: str) -> str | None:
+        """A typed pretrained path, confined; None (empty field) trains from scratch unless the default exists."""
+        text = str(v[f"pretrained_{kind.lower()}"] or "").strip()
+        return str(self.ctx.project.confine(text, f"pretrained {kind}")) if text else None
+
+    def _training_kwargs(self, v: dict[str, Any]) -> dict[str, Any]:
+        """TrainRequest fields (tools.api.training) from the form."""
+        return dict(
+            sample_rate_tag=v["sample_rate_tag"], version=v["version"], use_f0=v["use_f0"],
+            speaker_id=v["speaker_id"], epochs=v["epochs"], batch_size=v["batch_size"],
+            save_every_epochs=v["save_every"], latest_only=bool(v["save_latest_only"]),
+            export_every_save=bool(v["save_small_each"]),
+            pretrained_g=self._pretrained(v, "G"), pretrained_d=self._pretrained(v, "D"),
+        )
+
+    def preprocess(self, *raw: Any) -> tuple[str, Work, str]:
+        from tools import api
+
+        v = self.values(raw)
+        dataset = self._dataset(v)
+
+        def work(job: JobContext) -> Any:
+            return api.preprocess_dataset(
+                project=self.ctx.project, experiment=v["experiment"], dataset_dir=dataset,
+                sample_rate_tag=v["sample_rate_tag"], n_processes=v["processes"], progress=job.progress,
+                cancel=job.cancel,
+            )
+
+        return "preprocess", work, v["experiment"]
+
+    def extract(self, *raw: Any) -> tuple[str, Work, str]:
+        from tools import api
+
+        v = self.values(raw)
+
+        def work(job: JobContext) -> Any:
+            return api.extract_features(
+                project=self.ctx.project, experiment=v["experiment"], version=v["version"], use_f0=v["use_f0"],
+                f0_method=v["f0_method"], n_processes=v["processes"], cache=self.ctx.cache,
+                progress=job.progress, cancel=job.cancel,
+            )
+
+        return "extract", work, v["experiment"]
+
+    def train(self, *raw: Any) -> tuple[str, Work, str]:
+        from tools import api
+
+        v = self.values(raw)
+        kwargs = self._training_kwargs(v)
+
+        def work(job: JobContext) -> Any:
+            return api.train_model(
+                self.ctx.project.root, job.progress, job.cancel, experiment=v["experiment"], **kwargs
+            )
+
+        return "train", work, v["experiment"]
+
+    def index(self, *raw: Any) -> tuple[str, Work, str]:
+        from tools import api
+
+        v = self.values(raw)
+
+        def work(job: JobContext) -> Any:
+            return api.train_index(
+                project=self.ctx.project, experiment=v["experiment"], version=v["version"],
+                progress=job.progress, cancel=job.cancel,
+            )
+
+        return "index", work, v["experiment"]
+
+    def one_click(self, *raw: Any) -> tuple[str, Work, str]:
+        from tools import api
+
+        v = self.values(raw)
+        dataset = self._dataset(v)
+        kwargs = self._training_kwargs(v)
+
+        def work(job: JobContext) -> Any:
+            return api.one_click(
+                project=self.ctx.project, experiment=v["experiment"], dataset_dir=dataset,
+                f0_method=v["f0_method"], n_processes=v["processes"], cache=self.ctx.cache,
+                on_metrics=job.metric, progress=job.progress, cancel=job.cancel, **kwargs,
+            )
+
+        return "one-click", work, v["experiment"]
+
+
+def build(ctx: "AppContext") -> None:
+    form = TrainForm(ctx)
+    default_g, default_d, default_note = pretrained_defaults(ctx, "40k", "v2", True)
+    with gr.Row():
+        experiment = gr.Textbox(label=label("train.experiment"), value="my-voice", elem_id="train-experiment")
+        sample_rate = gr.Radio(SAMPLE_RATE_CHOICES, value="40k", label=label("train.sample_rate"))
+        version = gr.Radio(VERSION_CHOICES, value="v2", label=label("train.version"))
+        use_f0 = gr.Checkbox(value=True, label=label("train.use_f0"))
+    with gr.Row():
+        dataset = gr.Textbox(label=label("train.dataset"), scale=3, elem_id="train-dataset")
+        processes = gr.Slider(1, max(1, os.cpu_count() or 1), value=max(1, (os.cpu_count() or 2) // 2), step=1,
+                              label=label("train.processes"))
+        speaker_id = gr.Number(value=0, precision=0, minimum=0, label=label("train.speaker_id"))
+        f0_method = gr.Radio(F0_CHOICES, value="rmvpe", label=label("train.f0_method"))
+    with gr.Row():
+        save_every = gr.Slider(1, 50, value=5, step=1, label=label("train.save_every"))
+        epochs = gr.Slider(1, 1000, value=20, step=1, label=label("train.epochs"), elem_id="train-epochs")
+        batch_size = gr.Slider(1, 40, value=4, step=1, label=label("train.batch_size"))
+        save_latest_only = gr.Checkbox(value=False, label=label("train.save_latest_only"))
+        save_small_each = gr.Checkbox(value=False, label=label("train.save_small_each"))
+    with gr.Row():
+        pretrained_g = gr.Textbox(default_g, label=label("train.pretrained_g"), scale=2)
+        pretrained_d = gr.Textbox(default_d, label=label("train.pretrained_d"), scale=2)
+        pretrained_note = gr.HTML(default_note, elem_id="train-pretrained-note")
+
+    def refill(sr: str, ver: str, f0: bool) -> tuple[str, str, str]:
+        return pretrained_defaults(ctx, sr, ver, bool(f0))
+
+    for widget in (sample_rate, version, use_f0):
+        widget.change(refill, [sample_rate, version, use_f0], [pretrained_g, pretrained_d, pretrained_note],
+                      api_name=False)
+
+    with gr.Row():
+        b_pre = gr.Button(label("train.step1"), elem_id="train-preprocess")
+        b_ext = gr.Button(label("train.step2"), elem_id="train-extract")
+        b_train = gr.Button(label("train.step3"), elem_id="train-train")
+        b_index = gr.Button(label("train.step4"), elem_id="train-index")
+        b_all = gr.Button(label("train.one_click"), variant="primary", elem_id="train-one-click")
+    health = gr.Textbox(render=False, label=label("train.health"), lines=10, interactive=False, elem_id="train-health")
+    loss_plot = gr.LinePlot(loss_frame(ctx, None), render=False, x="step", y="loss", color="series",
+                            label=label("train.loss"), height=260, elem_id="train-loss")
+    panel = job_panel(ctx.jobs, extra_outputs=[loss_plot, health],
+                      render_extra=lambda s: [loss_update(ctx, s), health_text(s)])
+    def existing_curve(name: str) -> Any:
+        try:
+            return loss_frame(ctx, validate_name(name, "experiment name"))
+        except UserInputError:
+            return loss_frame(ctx, None)
+
+    experiment.blur(existing_curve, [experiment], [loss_plot], api_name=False)
+    with gr.Row():
+        with gr.Column(scale=3):
+            loss_plot.render()
+        with gr.Column(scale=2):
+            health.render()
+    fields = [experiment, sample_rate, version, use_f0, processes, dataset, speaker_id, f0_method, save_every,
+              epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d]
+    panel.bind(b_pre, form.preprocess, fields, api_name="preprocess")
+    panel.bind(b_ext, form.extract, fields, api_name="extract")
+    panel.bind(b_train, form.train, fields, api_name="train")
+    panel.bind(b_index, form.index, fields, api_name="train_index")
+    panel.bind(b_all, form.one_click, fields, api_name="one_click")

@@ -1,0 +1,156 @@
+"""The Gradio app: an `AppContext` (project, jobs, model cache), `build_app(ctx)` and `launch(args)`.
+
+Each tab lives in its own `tools/ui_*.py` module; this module assembles them, adds the asset panel
+and owns the server settings (bind address, login, upload limit, allowed folders).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from infer_pack.cache import ModelCache
+from infer_pack.errors import UserInputError
+from tools.jobs import JobRunner
+from tools.project import Project
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+LOOPBACK = "127.0.0.1"
+ALL_INTERFACES = "0.0.0.0"
+DEFAULT_PORT = 7865
+
+
+@dataclass
+class AppContext:
+    """Everything a tab needs, passed explicitly (no module-level state)."""
+
+    project: Project
+    jobs: JobRunner = field(default_factory=JobRunner)
+    cache: ModelCache = field(default_factory=lambda: ModelCache(max_items=4))
+
+    @classmethod
+    def create(cls, root: str | Path, allow_paths: tuple[str | Path, ...] = ()) -> "AppContext":
+        return cls(project=Project.at(root, extra_allowed=allow_paths))
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = LOOPBACK
+    port: int = DEFAULT_PORT
+    auth: tuple[str, str] | None = None
+    max_upload_mb: int = 500
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    """'user:password' -> (user, password); the password may itself contain ':'."""
+    if text is None:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise UserInputError(f"invalid --auth {text!r}: give it as user:password (both non-empty)")
+    return user, password
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    host = ALL_INTERFACES if getattr(args, "listen", False) else getattr(args, "host", LOOPBACK)
+    port = int(args.port)
+    if not 0 < port < 65536:
+        raise UserInputError(f"invalid --port {port}: use a number between 1 and 65535")
+    if args.max_upload_mb <= 0:
+        raise UserInputError(f"invalid --max-upload-mb {args.max_upload_mb}: use a positive number")
+    return ServerSettings(host=host, port=port, auth=parse_auth(args.auth), max_upload_mb=int(args.max_upload_mb))
+
+
+def _theme() -> "gr.themes.Base":
+    import gradio as gr
+
+    # System fonts only: the app must look right on machines without internet access.
+    return gr.themes.Soft(
+        primary_hue="indigo",
+        font=["ui-sans-serif", "system-ui", "Segoe UI", "Helvetica", "Arial", "sans-serif"],
+        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"],
+    )
+
+
+CSS = """
+.rvc-progress { position: relative; height: 26px; border-radius: 6px; background: var(--block-background-fill);
+  border: 1px solid var(--border-color-primary); overflow: hidden; }
+.rvc-progress .bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft); transition: width .4s; }
+.rvc-progress[data-state=failed] .bar { background: #f4c7c3; }
+.rvc-progress[data-state=cancelled] .bar { background: #f6e3b4; }
+.rvc-progress .text { position: relative; padding: 0 10px; line-height: 26px; font-size: 14px; white-space: nowrap;
+  overflow: hidden; text-overflow: ellipsis; }
+.rvc-assets table { width: 100%; }
+.rvc-assets td { padding: 2px 8px; }
+.rvc-missing { color: #b3261e; font-weight: 600; }
+.rvc-present { color: #1e7a34; font-weight: 600; }
+"""
+
+
+def build_app(ctx: AppContext) -> "gr.Blocks":
+    """Assemble the tabs into one Blocks app (not launched)."""
+    import gradio as gr
+
+    from tools import ui_assets, ui_convert, ui_model_tools, ui_train
+    from tools.labels import label
+
+    with gr.Blocks(title=label("app.title"), theme=_theme(), css=CSS, analytics_enabled=False) as app:
+        gr.Markdown(f"## {label('app.title')}\n{label('app.subtitle')}")
+        ui_assets.build_status_panel(ctx)
+        with gr.Tabs():
+            with gr.Tab(label("tab.convert"), id="convert"):
+                ui_convert.build(ctx)
+            with gr.Tab(label("tab.train"), id="train"):
+                ui_train.build(ctx)
+            with gr.Tab(label("tab.model_tools"), id="model_tools"):
+                ui_model_tools.build(ctx)
+    return app
+
+
+def launch(args: argparse.Namespace, *, block: bool = True) -> int:
+    """Start the server from parsed command-line flags; returns an exit status."""
+    import logging
+    import sys
+
+    try:
+        settings = settings_from_args(args)
+        root = Path(args.root).expanduser()
+        if not root.is_dir():
+            raise UserInputError(f"project folder {str(root)!r} does not exist; create it or pass --root FOLDER")
+        allow = tuple(Path(p).expanduser() for p in args.allow_path)
+        for folder in allow:
+            if not folder.is_dir():
+                raise UserInputError(f"--allow-path {str(folder)!r} is not a folder")
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    ctx = AppContext.create(root, allow)
+    ctx.jobs.install_log_capture()
+    app = build_app(ctx)
+    serve(app, settings, block=block)
+    return 0
+
+
+def serve(app: "gr.Blocks", settings: ServerSettings, *, block: bool = True) -> None:
+    """Queue and launch `app` with the server settings (no share links, no SSR, no telemetry)."""
+    app.queue(default_concurrency_limit=2)
+    app.launch(
+        server_name=settings.host,
+        server_port=settings.port,
+        auth=settings.auth,
+        max_file_size=f"{settings.max_upload_mb}mb",
+        share=False,
+        ssr_mode=False,
+        show_error=True,
+        prevent_thread_lock=not block,
+        inbrowser=False,
+        quiet=not block,
+        mcp_server=False,
+    )

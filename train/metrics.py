@@ -1,0 +1,172 @@
+"""Training metrics: one JSON object per line, TensorBoard event files, and a loss-curve PNG.
+
+`metrics.jsonl` is the machine-readable record (the UI and tests read it); TensorBoard gets the
+same scalars under RVC's tag names (`loss/g/total`, `loss/d/total`, `learning_rate`, ...) plus
+mel images, so `tensorboard --logdir logs/<exp>` shows what it shows for RVC experiments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infer_pack.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+LOSS_CURVE_FILE = "loss_curve.png"
+# RVC caps these two for display only (the backward pass used the real values).
+DISPLAY_CAP = {"mel": 75.0, "kl": 9.0}
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """What one log interval reports (values of the last step, step time averaged)."""
+
+    step: int
+    epoch: int
+    loss_d: float
+    loss_g: float
+    loss_gen: float
+    loss_fm: float
+    loss_mel: float
+    loss_kl: float
+    learning_rate: float
+    grad_norm_d: float
+    grad_norm_g: float
+    step_time_s: float
+    loss_g_terms: tuple[float, ...] = ()
+    loss_d_real_terms: tuple[float, ...] = ()
+    loss_d_fake_terms: tuple[float, ...] = ()
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["loss_g_terms"] = list(self.loss_g_terms)
+        data["loss_d_real_terms"] = list(self.loss_d_real_terms)
+        data["loss_d_fake_terms"] = list(self.loss_d_fake_terms)
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+
+    def scalars(self) -> dict[str, float]:
+        """RVC's TensorBoard tags."""
+        values = {
+            "loss/g/total": self.loss_g,
+            "loss/d/total": self.loss_d,
+            "learning_rate": self.learning_rate,
+            "grad_norm_d": self.grad_norm_d,
+            "grad_norm_g": self.grad_norm_g,
+            "loss/g/fm": self.loss_fm,
+            "loss/g/mel": min(self.loss_mel, DISPLAY_CAP["mel"]),
+            "loss/g/kl": min(self.loss_kl, DISPLAY_CAP["kl"]),
+            "step_time_s": self.step_time_s,
+        }
+        values.update({f"loss/g/{i}": v for i, v in enumerate(self.loss_g_terms)})
+        values.update({f"loss/d_r/{i}": v for i, v in enumerate(self.loss_d_real_terms)})
+        values.update({f"loss/d_g/{i}": v for i, v in enumerate(self.loss_d_fake_terms)})
+        values.update(self.extra)
+        return values
+
+
+class MetricsWriter:
+    """Appends metrics for one experiment; a disabled writer (DDP ranks > 0) does nothing."""
+
+    def __init__(self, metrics_path: Path, tensorboard_dir: Path | None, enabled: bool = True) -> None:
+        self.metrics_path = metrics_path
+        self.enabled = enabled
+        self._tensorboard: Any = None
+        if enabled and tensorboard_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tensorboard = SummaryWriter(log_dir=str(tensorboard_dir))
+            except ImportError as exc:  # training goes on; only the TensorBoard view is lost
+                log.warning("TensorBoard logging disabled: %s", exc)
+
+    @property
+    def loss_curve_path(self) -> Path:
+        return self.metrics_path.with_name(LOSS_CURVE_FILE)
+
+    def write(self, metrics: StepMetrics, mel_images: dict[str, np.ndarray] | None = None) -> None:
+        if not self.enabled:
+            return
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(metrics.to_json_dict(), sort_keys=True) + "\n")
+        if self._tensorboard is not None:
+            for tag, value in metrics.scalars().items():
+                self._tensorboard.add_scalar(tag, value, metrics.step)
+            for tag, image in (mel_images or {}).items():
+                self._tensorboard.add_image(tag, _mel_to_image(image), metrics.step, dataformats="HW")
+            self._tensorboard.flush()
+
+    def plot(self) -> Path | None:
+        """Redraw the loss-curve PNG from everything in metrics.jsonl."""
+        if not self.enabled:
+            return None
+        records = read_metrics(self.metrics_path)
+        if not records:
+            return None
+        plot_loss_curve(records, self.loss_curve_path)
+        return self.loss_curve_path
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Every complete JSON line of a metrics file (a line cut short by a kill is skipped)."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def plot_loss_curve(records: Sequence[dict[str, Any]], target: Path) -> None:
+    """Mel, generator, discriminator, KL and feature losses against the step, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    steps = [r["step"] for r in records]
+    figure = Figure(figsize=(8, 4.5), dpi=100)
+    top, bottom = figure.subplots(2, 1, sharex=True)
+    for key, label in (("loss_mel", "mel (x c_mel)"), ("loss_fm", "feature match"), ("loss_kl", "KL")):
+        top.plot(steps, [_num(r.get(key)) for r in records], label=label)
+    for key, label in (("loss_gen", "generator (GAN)"), ("loss_d", "discriminator")):
+        bottom.plot(steps, [_num(r.get(key)) for r in records], label=label)
+    top.set_ylabel("loss")
+    bottom.set_ylabel("loss")
+    bottom.set_xlabel("step")
+    top.legend(loc="upper right", fontsize="small")
+    bottom.legend(loc="upper right", fontsize="small")
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+    figure.tight_layout()
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def _num(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) else float("nan")
+
+
+def _mel_to_image(mel: np.ndarray) -> np.ndarray:
+    """[n_mels, frames] log mel -> [H, W] in 0..1, low frequencies at the bottom."""
+    low, high = float(np.min(mel)), float(np.max(mel))
+    scaled = (mel - low) / (high - low) if high > low else np.zeros_like(mel)
+    return np.flipud(scaled).astype(np.float32)

@@ -1,0 +1,824 @@
+"""The training loop: RVC's recipe, one discriminator step then one generator step per batch.
+
+Recipe (RVC's `train/train.py`): AdamW(lr 1e-4, betas (0.8, 0.99), eps 1e-9, weight decay 0.01)
+for each network, learning rate x0.999875 per epoch, losses = LSGAN + 2 x feature matching +
+45 x mel L1 + KL. Checkpoints `G_<step>.pth` / `D_<step>.pth` in RVC's format every N epochs.
+
+Where it deliberately differs from RVC, and why:
+* Resume never falls back silently to a fresh start: a damaged newest checkpoint is an error
+  that says which files to remove. Only a (G, D) pair written by the same save is used.
+* Resume continues after the saved epoch instead of re-running it, and the step count goes on
+  from the file name; optimiser moments are matched to parameters by name, so checkpoints from
+  RVC releases with another parameter order resume correctly.
+* Cancel saves a checkpoint (and the voice) before stopping; a second training of the same
+  experiment is refused through `train.lock`.
+* With DDP each GPU gets `batch_size` items per step (RVC gives each GPU batch x n_gpus).
+* The generator's backward skips the discriminator's weight gradients (they are discarded by
+  RVC anyway), and the target mel is computed in fp32 outside autocast.
+
+Distributed: launch with `torchrun --nproc_per_node N -m train.trainer logs/<exp> ...`; the
+process group is initialised from the environment (env://); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from configs import RVCConfig, SampleRateTag, Version, parse_config
+from infer_pack.errors import (
+    AssetMissingError,
+    ExperimentError,
+    ModelFileError,
+    TrainingLockedError,
+    UserInputError,
+)
+from infer_pack.progress import CancelToken, ProgressCallback, report
+from train.data import Batch, DistributedBucketSampler, TrainingDataset, collate
+from train.experiment import LATEST_ONLY_STEP, Experiment
+from train.losses import discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss
+from train.mel import EpsilonMode, MelTransform
+from train.metrics import MetricsWriter, StepMetrics
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+# ----------------------------------------------------------------------------------------------
+# What to train and how
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainingOptions:
+    epochs: int = 20
+    batch_size: int = 4  # items per step on each device
+    save_every_epochs: int = 5
+    latest_only: bool = False  # overwrite G_2333333.pth / D_2333333.pth instead of keeping every save
+    export_every_save: bool = False  # also write weights/<exp>_e<epoch>_s<step>.pth at each save
+    pretrained_g: Path | None = None  # None: start the generator from random weights
+    pretrained_d: Path | None = None
+    weights_dir: Path | None = None  # where voice models go; None: no voice export
+    voice_name: str | None = None  # default: the experiment name
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    precision: Precision = "auto"  # auto: bf16 on GPUs that support it, else fp16; fp32 on CPU
+    mel_epsilons: EpsilonMode = "head"
+    log_interval: int | None = None  # steps between metric lines; None: the config's (200)
+    seed: int | None = None  # None: the config's (1234)
+    num_workers: int = 0  # DataLoader worker processes
+    resume: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise UserInputError(f"epochs must be at least 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            raise UserInputError(f"batch size must be at least 1 (got {self.batch_size})")
+        if self.save_every_epochs < 1:
+            raise UserInputError(f"save frequency must be at least 1 epoch (got {self.save_every_epochs})")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise UserInputError(f"unknown precision {self.precision!r}; use auto, fp32, bf16 or fp16")
+
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """The experiment and the model it trains; `config` is the experiment's config.json."""
+
+    experiment: Experiment
+    version: Version
+    sample_rate_tag: SampleRateTag
+    use_f0: bool
+    config: RVCConfig
+
+
+@dataclass
+class TrainingResult:
+    experiment_dir: Path
+    first_epoch: int  # first epoch this run trained
+    epochs_done: int  # last completed epoch
+    global_step: int
+    cancelled: bool
+    resumed_from: Path | None
+    checkpoint_g: Path | None
+    checkpoint_d: Path | None
+    voice_path: Path | None  # final (or on-cancel) voice model
+    exported: list[Path] = field(default_factory=list)
+    metrics_path: Path | None = None
+    loss_curve_path: Path | None = None
+    last_metrics: StepMetrics | None = None
+
+
+def load_experiment_config(experiment: Experiment, version: Version, sample_rate_tag: SampleRateTag) -> RVCConfig:
+    """The experiment's config.json (RVC's copy, written once) as a typed config."""
+    path = experiment.write_config(version, sample_rate_tag)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        config = parse_config(raw, version, sample_rate_tag, path)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ExperimentError(f"{path}: unreadable training config ({exc}); delete it to get the default back") from exc
+    expected = {"32k": 32000, "40k": 40000, "48k": 48000}[sample_rate_tag]
+    if config.sample_rate != expected:
+        raise ExperimentError(
+            f"{path} is for {config.sample_rate} Hz but the experiment trains at {sample_rate_tag}; "
+            "delete config.json or pick the experiment's sample rate"
+        )
+    return config
+
+
+# ----------------------------------------------------------------------------------------------
+# One training at a time per experiment
+# ----------------------------------------------------------------------------------------------
+class TrainingLock:
+    """`train.lock` holding "<pid> <host>"; a lock left by a dead process is taken over."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.owned = False
+
+    def _payload(self) -> str:
+        return f"{os.getpid()} {socket.gethostname()}\n"
+
+    def _holder(self) -> tuple[int, str] | None:
+        try:
+            pid_text, _, host = self.path.read_text(encoding="utf-8").strip().partition(" ")
+            return int(pid_text), host
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _alive(pid: int, host: str) -> bool:
+        if host and host != socket.gethostname():
+            return True  # cannot check another machine; assume it is running
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is not None and self._alive(*holder):
+                    raise TrainingLockedError(
+                        f"{self.path}: experiment is already being trained by process {holder[0]} on "
+                        f"{holder[1] or 'this machine'}; wait for it or stop it (if no training runs, delete this file)"
+                    ) from None
+                log.warning("taking over the stale lock %s (holder %s is gone)", self.path, holder)
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(self._payload())
+            self.owned = True
+            return
+        raise TrainingLockedError(f"{self.path}: could not take the training lock; delete the file and retry")
+
+    def release(self) -> None:
+        if self.owned and self._holder() == (os.getpid(), socket.gethostname()):
+            self.path.unlink(missing_ok=True)
+        self.owned = False
+
+    def __enter__(self) -> "TrainingLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices, precision, processes
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls) -> "Distributed":
+        """RANK / WORLD_SIZE / LOCAL_RANK as set by torchrun (or a test that spawns ranks)."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
+
+
+def resolve_device(name: str, dist: Distributed) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(f"device {name!r} asked for but no CUDA GPU is visible; use device 'cpu'")
+        if dist.enabled:
+            device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    return device
+
+
+def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
+    """Autocast dtype; fp32 means autocast off. Weights always stay fp32."""
+    if device.type != "cuda":
+        if precision in ("bf16", "fp16"):
+            log.warning("mixed precision needs a GPU; training in fp32 on %s", device)
+        return torch.float32
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+# ----------------------------------------------------------------------------------------------
+# Networks and checkpoints
+# ----------------------------------------------------------------------------------------------
+def build_networks(setup: TrainingSetup) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The training generator (with enc_q) and the multi-period discriminator of the version."""
+    from infer_pack.discriminators import MultiPeriodDiscriminator
+    from infer_pack.models import Synthesizer
+
+    net_g = Synthesizer.from_rvc_config(setup.config, use_f0=setup.use_f0)
+    net_d = MultiPeriodDiscriminator(setup.version)
+    return net_g, net_d
+
+
+def load_pretrained(net: torch.nn.Module, path: Path, what: str) -> None:
+    """Strict load of a pretrained G/D (`{"model": state_dict}`), as RVC does it."""
+    from infer_pack.checkpoint import load_pretrained_state
+
+    if not path.is_file():
+        raise AssetMissingError(path, f"pretrained {what}")
+    state = load_pretrained_state(path)
+    _load_state_strict(net, state, path, f"pretrained {what}", "use the pretrained file for this version, sample rate and pitch setting")
+
+
+def _load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str, fix: str) -> None:
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[0]})")
+        raise ModelFileError(path, f"{what} does not fit this model: " + ", ".join(parts), fix)
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+def optimizer_state_by_name(
+    saved: dict[str, Any], saved_keys: Sequence[str], net: torch.nn.Module, path: Path
+) -> dict[str, Any]:
+    """Re-index an optimiser state saved with another parameter order onto this network's order.
+
+    Adam's state is indexed by parameter position; the checkpoint's `model` dict lists the
+    writer's parameters in that same order (the networks have no buffers).
+    """
+    names = [name for name, _ in net.named_parameters()]
+    position = {name: i for i, name in enumerate(k for k in saved_keys if k in set(names))}
+    if set(position) != set(names):
+        raise ModelFileError(path, "the checkpoint's model keys do not match this network", _RESUME_FIX.format(path=path))
+    old_state = saved.get("state", {})
+    new_state: dict[int, Any] = {}
+    for new_index, name in enumerate(names):
+        entry = old_state.get(position[name])
+        if entry is not None:
+            new_state[new_index] = entry
+    groups = [dict(group, params=list(range(len(names)))) for group in saved["param_groups"]]
+    if len(groups) != 1:
+        raise ModelFileError(path, f"optimizer has {len(groups)} parameter groups, expected 1", _RESUME_FIX.format(path=path))
+    return {"state": new_state, "param_groups": groups}
+
+
+_RESUME_FIX = (
+    "move {path} and its G/D partner out of the experiment folder to resume from the previous checkpoint, "
+    "or train under a new experiment name to start over"
+)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    g_path: Path
+    d_path: Path
+    step: int  # from the file name; LATEST_ONLY_STEP when unknown
+
+
+def find_resume_point(experiment: Experiment) -> ResumePoint | None:
+    """The newest step for which both G_<step>.pth and D_<step>.pth exist (RVC's numeric order)."""
+    d_steps = {c.step: c.path for c in experiment.list_checkpoints("D")}
+    pairs = [(c.step, c.path, d_steps[c.step]) for c in experiment.list_checkpoints("G") if c.step in d_steps]
+    if not pairs:
+        return None
+    step, g_path, d_path = max(pairs, key=lambda p: p[0])
+    return ResumePoint(g_path, d_path, step)
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class StepOutput:
+    loss_d: torch.Tensor
+    loss_g: torch.Tensor
+    loss_gen: torch.Tensor
+    loss_fm: torch.Tensor
+    loss_mel: torch.Tensor
+    loss_kl: torch.Tensor
+    grad_norm_d: torch.Tensor
+    grad_norm_g: torch.Tensor
+    d_real_terms: list[float]
+    d_fake_terms: list[float]
+    g_terms: list[torch.Tensor]
+    target_mel: torch.Tensor  # [B, n_mels, segment_frames]
+    generated_mel: torch.Tensor  # [B, n_mels, segment_frames]
+
+
+class Trainer:
+    """Holds the networks, optimisers and data of one training run; `run()` trains."""
+
+    def __init__(
+        self,
+        setup: TrainingSetup,
+        options: TrainingOptions,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+        networks: tuple[torch.nn.Module, torch.nn.Module] | None = None,
+    ) -> None:
+        self.setup = setup
+        self.options = options
+        self.progress = progress
+        self.cancel = cancel or CancelToken()
+        self.experiment = setup.experiment
+        self.config = setup.config
+        self.dist = Distributed.from_env()
+        self.device = resolve_device(options.device, self.dist)
+        self.amp_dtype = resolve_precision(options.precision, self.device)
+        self.mel = MelTransform.from_data_section(self.config.data, options.mel_epsilons)
+        self.log_interval = options.log_interval or self.config.train.log_interval
+        self._networks = networks
+        self.net_g: torch.nn.Module
+        self.net_d: torch.nn.Module
+
+    # -- setup -----------------------------------------------------------------------------------
+    def _init_process_group(self) -> None:
+        if self.dist.enabled and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(
+                backend, init_method="env://", rank=self.dist.rank, world_size=self.dist.world_size
+            )
+
+    def _make_loader(self) -> tuple[torch.utils.data.DataLoader[Batch], DistributedBucketSampler]:
+        entries = self.experiment.read_filelist(self.setup.use_f0)
+        dataset = TrainingDataset(entries, self.mel, self.setup.use_f0)
+        sampler = DistributedBucketSampler(
+            dataset.lengths, self.options.batch_size, num_replicas=self.dist.world_size, rank=self.dist.rank
+        )
+        if len(sampler) == 0:
+            raise ExperimentError(
+                f"{self.experiment.filelist_path}: no training example has a usable length "
+                "(slices of roughly 1 to 7 s are used); check the preprocessing output or lower the batch size"
+            )
+        workers = self.options.num_workers
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=8 if workers > 0 else None,
+        )
+        return loader, sampler
+
+    def _make_optimizer(self, net: torch.nn.Module) -> torch.optim.AdamW:
+        train = self.config.train
+        return torch.optim.AdamW(net.parameters(), lr=train.learning_rate, betas=train.betas, eps=train.eps, weight_decay=0.01)
+
+    def _resume(self, steps_per_epoch: int) -> tuple[int, int, Path | None]:
+        """Load the newest complete checkpoint; returns (first epoch to train, global step, file)."""
+        from infer_pack.checkpoint import load_training_checkpoint
+
+        point = find_resume_point(self.experiment) if self.options.resume else None
+        if point is None:
+            return 1, 0, None
+        epochs_done = None
+        for path, net, optimizer in ((point.d_path, self.net_d, self.optim_d), (point.g_path, self.net_g, self.optim_g)):
+            try:
+                ckpt = load_training_checkpoint(path)
+            except ModelFileError as exc:
+                raise ModelFileError(path, f"cannot resume from it ({exc.reason})", _RESUME_FIX.format(path=path)) from None
+            _load_state_strict(net, ckpt.model, path, "checkpoint", _RESUME_FIX.format(path=path))
+            if ckpt.optimizer:
+                try:
+                    optimizer.load_state_dict(optimizer_state_by_name(ckpt.optimizer, list(ckpt.model), net, path))
+                except (KeyError, ValueError, TypeError) as exc:
+                    raise ModelFileError(path, f"optimizer state does not fit ({exc})", _RESUME_FIX.format(path=path)) from None
+            else:
+                log.warning("%s holds no optimizer state; Adam moments start from zero", path)
+            epochs_done = ckpt.iteration if epochs_done is None else min(epochs_done, ckpt.iteration)
+        assert epochs_done is not None
+        step = point.step if point.step != LATEST_ONLY_STEP else epochs_done * steps_per_epoch
+        saved_step = _saved_global_step(ckpt)
+        if saved_step is not None:
+            step = saved_step
+        log.info("resuming from %s (epoch %d done, step %d)", point.g_path.name, epochs_done, step)
+        return epochs_done + 1, step, point.g_path
+
+    def _set_learning_rate(self, first_epoch: int) -> list[torch.optim.lr_scheduler.ExponentialLR]:
+        """Epoch e trains with lr x decay^(e-1); a scheduler per optimiser steps once per epoch."""
+        train = self.config.train
+        schedulers = []
+        for optimizer in (self.optim_g, self.optim_d):
+            for group in optimizer.param_groups:
+                group["initial_lr"] = train.learning_rate
+                group["lr"] = train.learning_rate * train.lr_decay ** (first_epoch - 1)
+            schedulers.append(
+                torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=train.lr_decay, last_epoch=first_epoch - 2)
+            )
+        return schedulers
+
+    # -- one step --------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32)
+
+    def train_step(self, batch: Batch) -> StepOutput:
+        from infer_pack.commons import slice_segments
+
+        b = batch.to(self.device, non_blocking=True)
+        hop = self.config.data.hop_length
+        segment_frames = self.config.segment_frames
+
+        with self._autocast():
+            y_hat, ids_slice, _x_mask, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = self.net_g(
+                b.phone, b.phone_lengths, b.pitch, b.pitchf, b.spec, b.spec_lengths, b.speaker_id
+            )  # y_hat [B, 1, segment_size]
+        with torch.no_grad():
+            target_mel = slice_segments(self.mel.mel_from_spectrogram(b.spec), ids_slice, segment_frames)  # [B, M, S]
+        generated_mel = self.mel.mel(y_hat.float().squeeze(1))  # [B, M, S], fp32
+        wave = slice_segments(b.wave, ids_slice * hop, self.config.train.segment_size)  # [B, 1, segment_size]
+
+        # Discriminator: real -> 1, generated (detached) -> 0.
+        with self._autocast():
+            real_scores, fake_scores, _, _ = self.net_d(wave, y_hat.detach())
+        loss_d, d_real_terms, d_fake_terms = discriminator_loss(real_scores, fake_scores)
+        self.optim_d.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_d).backward()
+        self.scaler.unscale_(self.optim_d)
+        grad_norm_d = _grad_norm(self.net_d)
+        self.scaler.step(self.optim_d)
+
+        # Generator: fool the (just updated) discriminator, match its features, the mel and the prior.
+        # The discriminator's weight gradients of this pass are never used, so they are not computed.
+        with self._autocast(), _no_sync(self.net_d):
+            _, fake_scores, real_maps, fake_maps = self.net_d(wave, y_hat)
+        loss_gen, g_terms = generator_loss(fake_scores)
+        loss_fm = feature_loss(real_maps, fake_maps)
+        loss_mel = mel_loss(target_mel, generated_mel, self.config.train.c_mel)
+        loss_kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask) * self.config.train.c_kl
+        loss_g = loss_gen + loss_fm + loss_mel + loss_kl
+        self.optim_g.zero_grad(set_to_none=True)
+        self.scaler.scale(loss_g).backward(inputs=self._g_params)
+        self.scaler.unscale_(self.optim_g)
+        grad_norm_g = _grad_norm(self.net_g)
+        self.scaler.step(self.optim_g)
+        self.scaler.update()
+        return StepOutput(
+            loss_d.detach(), loss_g.detach(), loss_gen.detach(), loss_fm.detach(), loss_mel.detach(), loss_kl.detach(),
+            grad_norm_d, grad_norm_g, d_real_terms, d_fake_terms, [t.detach() for t in g_terms],
+            target_mel.detach(), generated_mel.detach(),
+        )  # fmt: skip
+
+    # -- files -------------------------------------------------------------------------------------
+    def _save_checkpoints(self, epochs_done: int, global_step: int) -> tuple[Path, Path]:
+        """G then D, each written atomically; a pair is only used for resume once both exist."""
+        from infer_pack.checkpoint import save_training_checkpoint
+
+        step_name = LATEST_ONLY_STEP if self.options.latest_only else global_step
+        g_path = self.experiment.g_checkpoint_path(step_name)
+        d_path = self.experiment.d_checkpoint_path(step_name)
+        lr = self.config.train.learning_rate
+        for path, net, optimizer in ((g_path, self.net_g, self.optim_g), (d_path, self.net_d, self.optim_d)):
+            save_training_checkpoint(
+                path,
+                model=_unwrap(net).state_dict(),
+                iteration=epochs_done,
+                optimizer=optimizer.state_dict(),
+                learning_rate=lr,
+                global_step=global_step,
+            )
+        log.info("saved %s and %s (epoch %d, step %d)", g_path.name, d_path.name, epochs_done, global_step)
+        return g_path, d_path
+
+    def _export_voice(self, path: Path, epochs_done: int) -> Path:
+        from infer_pack.checkpoint import save_voice, voice_from_state_dict
+
+        state = {k: v.detach().cpu() for k, v in _unwrap(self.net_g).state_dict().items()}
+        voice = voice_from_state_dict(state, self.config, self.setup.use_f0, f"{epochs_done}epoch", self.setup.version)
+        save_voice(path, voice)
+        log.info("exported voice %s", path)
+        return path
+
+    def _voice_path(self, epochs_done: int | None, global_step: int) -> Path | None:
+        if self.options.weights_dir is None:
+            return None
+        name = self.options.voice_name or self.experiment.name
+        suffix = "" if epochs_done is None else f"_e{epochs_done}_s{global_step}"
+        return Path(self.options.weights_dir) / f"{name}{suffix}.pth"
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self) -> TrainingResult:
+        self._init_process_group()
+        lock = TrainingLock(self.experiment.lock_path)
+        if self.dist.is_main:
+            lock.acquire()
+        file_log = _attach_file_log(self.experiment.train_log_path) if self.dist.is_main else None
+        metrics = MetricsWriter(self.experiment.metrics_path, self.experiment.root, enabled=self.dist.is_main)
+        try:
+            return self._run(metrics)
+        finally:
+            metrics.close()
+            if file_log is not None:
+                logging.getLogger("train").removeHandler(file_log)
+                file_log.close()
+            lock.release()
+
+    def _run(self, metrics: MetricsWriter) -> TrainingResult:
+        options = self.options
+        torch.manual_seed(options.seed if options.seed is not None else self.config.train.seed)
+        loader, sampler = self._make_loader()
+        steps_per_epoch = len(sampler)
+
+        net_g, net_d = self._networks if self._networks is not None else build_networks(self.setup)
+        self.net_g, self.net_d = net_g.to(self.device), net_d.to(self.device)
+        self.optim_g = self._make_optimizer(self.net_g)
+        self.optim_d = self._make_optimizer(self.net_d)
+        first_epoch, global_step, resumed_from = self._resume(steps_per_epoch)
+        if resumed_from is None:
+            for path, net, what in ((options.pretrained_g, self.net_g, "generator"), (options.pretrained_d, self.net_d, "discriminator")):
+                if path is not None:
+                    load_pretrained(net, Path(path), what)
+                    log.info("loaded pretrained %s %s", what, path)
+                else:
+                    log.info("no pretrained %s: training it from random weights", what)
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net_g = torch.nn.parallel.DistributedDataParallel(self.net_g, device_ids=ids)
+            self.net_d = torch.nn.parallel.DistributedDataParallel(self.net_d, device_ids=ids)
+        self._g_params = [p for p in self.net_g.parameters() if p.requires_grad]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        schedulers = self._set_learning_rate(first_epoch)
+        self.net_g.train()
+        self.net_d.train()
+
+        result = TrainingResult(
+            experiment_dir=self.experiment.root, first_epoch=first_epoch, epochs_done=first_epoch - 1,
+            global_step=global_step, cancelled=False, resumed_from=resumed_from, checkpoint_g=None,
+            checkpoint_d=None, voice_path=None, metrics_path=self.experiment.metrics_path,
+        )  # fmt: skip
+        total_steps = max(0, options.epochs - first_epoch + 1) * steps_per_epoch
+        steps_this_run = 0
+        saved_step = global_step if resumed_from is not None else -1
+        log.info(
+            "training %s: epochs %d..%d, %d steps per epoch, device %s, %s, rank %d/%d",
+            self.experiment.name, first_epoch, options.epochs, steps_per_epoch, self.device,
+            str(self.amp_dtype).replace("torch.", ""), self.dist.rank, self.dist.world_size,
+        )  # fmt: skip
+        report(self.progress, 0, total_steps, f"training from epoch {first_epoch}")
+
+        interval_time = 0.0
+        interval_steps = 0
+        for epoch in range(first_epoch, options.epochs + 1):
+            sampler.set_epoch(epoch)
+            for batch in loader:
+                if self._stop_requested():
+                    return self._stop(result, epoch - 1, global_step, saved_step, metrics)
+                start = time.perf_counter()
+                out = self.train_step(batch)
+                global_step += 1
+                steps_this_run += 1
+                interval_time += time.perf_counter() - start
+                interval_steps += 1
+                if self.dist.is_main and (global_step % self.log_interval == 0 or steps_this_run == 1):
+                    result.last_metrics = self._log_metrics(out, epoch, global_step, interval_time / interval_steps, metrics)
+                    interval_time, interval_steps = 0.0, 0
+                report(self.progress, steps_this_run, total_steps, f"epoch {epoch}/{options.epochs} step {global_step}")
+            result.epochs_done, result.global_step = epoch, global_step
+            log.info("epoch %d done (step %d)", epoch, global_step)
+            if self.dist.is_main and (epoch % options.save_every_epochs == 0 or epoch == options.epochs):
+                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(epoch, global_step)
+                saved_step = global_step
+                if options.export_every_save and epoch != options.epochs:
+                    voice = self._voice_path(epoch, global_step)
+                    if voice is not None:
+                        result.exported.append(self._export_voice(voice, epoch))
+                result.loss_curve_path = metrics.plot()
+            for scheduler in schedulers:
+                scheduler.step()
+        result.epochs_done, result.global_step = max(result.epochs_done, first_epoch - 1), global_step
+        if self.dist.is_main:
+            final = self._voice_path(None, global_step)
+            if final is not None:
+                result.voice_path = self._export_voice(final, result.epochs_done)
+                result.exported.append(result.voice_path)
+            result.loss_curve_path = metrics.plot()
+        self._barrier()
+        report(self.progress, total_steps, total_steps, f"training done: epoch {result.epochs_done}, step {global_step}")
+        return result
+
+    def _stop(self, result: TrainingResult, epochs_done: int, global_step: int, saved_step: int, metrics: MetricsWriter) -> TrainingResult:
+        """Cancelled: save what was learnt (unless just saved), export the voice, and stop."""
+        result.cancelled = True
+        result.epochs_done, result.global_step = epochs_done, global_step
+        if self.dist.is_main:
+            if global_step != saved_step and global_step > 0:
+                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(epochs_done, global_step)
+            final = self._voice_path(None, global_step)
+            if final is not None and global_step > 0:
+                result.voice_path = self._export_voice(final, epochs_done)
+                result.exported.append(result.voice_path)
+            result.loss_curve_path = metrics.plot()
+        log.info("training stopped at step %d", global_step)
+        self._barrier()
+        return result
+
+    def _stop_requested(self) -> bool:
+        """The cancel flag, agreed by every rank (any rank's stop stops all)."""
+        flag = self.cancel.cancelled
+        if not self.dist.enabled:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MAX)
+        return bool(value.item() > 0)
+
+    def _barrier(self) -> None:
+        if self.dist.enabled and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+
+    def _log_metrics(self, out: StepOutput, epoch: int, step: int, step_time: float, metrics: MetricsWriter) -> StepMetrics:
+        values = StepMetrics(
+            step=step,
+            epoch=epoch,
+            loss_d=out.loss_d.item(),
+            loss_g=out.loss_g.item(),
+            loss_gen=out.loss_gen.item(),
+            loss_fm=out.loss_fm.item(),
+            loss_mel=out.loss_mel.item(),
+            loss_kl=out.loss_kl.item(),
+            learning_rate=self.optim_g.param_groups[0]["lr"],
+            grad_norm_d=out.grad_norm_d.item(),
+            grad_norm_g=out.grad_norm_g.item(),
+            step_time_s=step_time,
+            loss_g_terms=tuple(t.item() for t in out.g_terms),
+            loss_d_real_terms=tuple(out.d_real_terms),
+            loss_d_fake_terms=tuple(out.d_fake_terms),
+        )
+        images = {
+            "slice/mel_org": out.target_mel[0].float().cpu().numpy(),
+            "slice/mel_gen": out.generated_mel[0].float().cpu().numpy(),
+        }
+        metrics.write(values, images)
+        log.info(
+            "epoch %d step %d lr %.3g: d %.3f g %.3f fm %.3f mel %.3f kl %.3f (%.2f s/step)",
+            epoch, step, values.learning_rate, values.loss_d, values.loss_gen, values.loss_fm,
+            values.loss_mel, values.loss_kl, step_time,
+        )  # fmt: skip
+        return values
+
+
+def _saved_global_step(ckpt: Any) -> int | None:
+    extra = getattr(ckpt, "extra", None) or {}
+    value = extra.get("global_step") if isinstance(extra, dict) else None
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
+    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
+
+
+@contextlib.contextmanager
+def _no_sync(net: torch.nn.Module) -> Iterator[None]:
+    if isinstance(net, torch.nn.parallel.DistributedDataParallel):
+        with net.no_sync():
+            yield
+    else:
+        yield
+
+
+def _grad_norm(net: torch.nn.Module) -> torch.Tensor:
+    """Total L2 norm of the (unscaled) gradients; nothing is clipped (as in RVC)."""
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.nn.utils.get_total_norm(grads, norm_type=2.0).detach()
+
+
+def _attach_file_log(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    logger = logging.getLogger("train")
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def train(
+    setup: TrainingSetup,
+    options: TrainingOptions,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> TrainingResult:
+    """Train (or resume) one experiment; see the module docstring for the recipe."""
+    return Trainer(setup, options, progress=progress, cancel=cancel).run()
+
+
+# ----------------------------------------------------------------------------------------------
+# torchrun entry point
+# ----------------------------------------------------------------------------------------------
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m train.trainer",
+        description="Train an experiment folder (run under torchrun for several GPUs or nodes).",
+    )
+    parser.add_argument("experiment_dir", type=Path, help="logs/<exp> with filelist.txt (written by the app or CLI)")
+    parser.add_argument("--version", choices=["v1", "v2"], default=None)
+    parser.add_argument("--sample-rate", choices=["32k", "40k", "48k"], default=None)
+    parser.add_argument("--no-f0", action="store_true", help="train a model without pitch guidance")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=4, help="items per step on each GPU")
+    parser.add_argument("--save-every", type=int, default=5, help="epochs between checkpoints")
+    parser.add_argument("--latest-only", action="store_true")
+    parser.add_argument("--export-every-save", action="store_true")
+    parser.add_argument("--pretrained-g", type=Path, default=None)
+    parser.add_argument("--pretrained-d", type=Path, default=None)
+    parser.add_argument("--weights-dir", type=Path, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    parser.add_argument("--mel-epsilons", choices=["head", "classic"], default="head")
+    parser.add_argument("--log-interval", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=2)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    experiment = Experiment(args.experiment_dir)
+    meta = experiment.infer_metadata()
+    version: Version = args.version or meta.version
+    tag: SampleRateTag = args.sample_rate or meta.sample_rate_tag
+    use_f0 = False if args.no_f0 else meta.use_f0
+    setup = TrainingSetup(experiment, version, tag, use_f0, load_experiment_config(experiment, version, tag))
+    options = TrainingOptions(
+        epochs=args.epochs, batch_size=args.batch_size, save_every_epochs=args.save_every,
+        latest_only=args.latest_only, export_every_save=args.export_every_save,
+        pretrained_g=args.pretrained_g, pretrained_d=args.pretrained_d, weights_dir=args.weights_dir,
+        device=args.device, precision=args.precision, mel_epsilons=args.mel_epsilons,
+        log_interval=args.log_interval, num_workers=args.workers,
+    )  # fmt: skip
+    cancel = CancelToken()
+    # torchrun forwards SIGTERM/SIGINT to every worker: stop after the current step and save.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: cancel.cancel())
+    try:
+        result = train(setup, options, cancel=cancel)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    log.info("finished: epoch %d, step %d, cancelled=%s", result.epochs_done, result.global_step, result.cancelled)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
