@@ -16,8 +16,8 @@ import importlib
 import json
 import os
 import pkgutil
-import signal
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -25,7 +25,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,7 @@ def _child_main(package: str, area: str, quick: bool, device: str, out_path: str
         rows = run_in_process(package, area, quick, device)
         payload: dict[str, Any] = {"rows": [row.to_dict() for row in rows]}
         code = 0
-    except BaseException as exc:  # report anything, KeyboardInterrupt included, to the parent
+    except BaseException as exc:  # noqa: BLE001 (an area's failure of any kind goes to the parent)
         payload = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         code = 1
     Path(out_path).write_text(json.dumps(payload, default=str), encoding="utf-8")
@@ -196,7 +196,7 @@ def environment(device: str) -> dict[str, Any]:
 def write_json(path: Path, results: Sequence[AreaResult], args: argparse.Namespace, started: datetime) -> None:
     payload = {
         "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "device": args.device,
         "environment": environment(args.device),
@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("--device cuda: no CUDA device is available to torch here; use --device cpu", file=sys.stderr)
             return 2
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     deadline = time.perf_counter() + (QUICK_BUDGET_S if args.quick else FULL_AREA_TIMEOUT_S * len(areas))
     results: list[AreaResult] = []
     for index, area in enumerate(areas):
@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 rows = run_in_process(args.package, area, args.quick, args.device)
                 result = AreaResult(area, "ok", time.perf_counter() - start, rows=rows)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 (one area failing must not stop the others)
                 result = AreaResult(area, "failed", time.perf_counter() - start, error=f"{type(exc).__name__}: {exc}")
         else:
             result = run_area(args.package, area, args.quick, args.device, share)

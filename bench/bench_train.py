@@ -27,7 +27,12 @@ from bench.common import BenchRow, interleaved, peak_rss_mb
 VERSION = "v2"
 TAG = "40k"
 BATCH = 4
-ITEM_SECONDS = (3.5, 3.0, 2.5, 2.0)  # slice lengths as preprocessing makes them (<= 3.7 s)
+ITEM_SECONDS = (
+    3.5,
+    3.0,
+    2.5,
+    2.0,
+)  # slice lengths as preprocessing makes them (<= 3.7 s)
 
 
 def _batch(config: Any, mel: Any) -> Any:
@@ -38,9 +43,15 @@ def _batch(config: Any, mel: Any) -> Any:
     rng = np.random.default_rng(0)
     samples = []
     for i, seconds in enumerate(ITEM_SECONDS):
-        n = int(seconds * config.sample_rate) // config.data.hop_length * config.data.hop_length
+        n = (
+            int(seconds * config.sample_rate)
+            // config.data.hop_length
+            * config.data.hop_length
+        )
         t = np.arange(n) / config.sample_rate
-        wave = (0.3 * np.sin(2 * np.pi * (150 + 20 * i) * t) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+        wave = (
+            0.3 * np.sin(2 * np.pi * (150 + 20 * i) * t) + 0.01 * rng.standard_normal(n)
+        ).astype(np.float32)
         wave_t = torch.from_numpy(wave).unsqueeze(0)  # [1, T]
         spec = mel.spectrogram(wave_t).squeeze(0)  # [F, frames]
         frames = spec.shape[1]
@@ -48,9 +59,13 @@ def _batch(config: Any, mel: Any) -> Any:
             Sample(
                 spec=spec,
                 wave=wave_t,
-                phone=torch.from_numpy(rng.standard_normal((frames, config.content_dim)).astype(np.float32)),
+                phone=torch.from_numpy(
+                    rng.standard_normal((frames, config.content_dim)).astype(np.float32)
+                ),
                 pitch=torch.from_numpy(rng.integers(1, 256, frames)),
-                pitchf=torch.from_numpy((150 + 20 * i + rng.standard_normal(frames)).astype(np.float32)),
+                pitchf=torch.from_numpy(
+                    (150 + 20 * i + rng.standard_normal(frames)).astype(np.float32)
+                ),
                 speaker_id=0,
             )
         )
@@ -75,7 +90,9 @@ def _make_trainer(device: str, workdir: Path) -> Any:
     trainer.optim_g = trainer._make_optimizer(trainer.net_g)
     trainer.optim_d = trainer._make_optimizer(trainer.net_d)
     trainer._g_params = list(trainer.net_g.parameters())
-    trainer.scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.amp_dtype == torch.float16)
+    trainer.scaler = torch.amp.GradScaler(
+        trainer.device.type, enabled=trainer.amp_dtype == torch.float16
+    )
     return trainer
 
 
@@ -97,10 +114,22 @@ def rvc_step(trainer: Any, batch: Any) -> float:
 
     b = batch.to(trainer.device)
     cfg = trainer.config
-    autocast = torch.autocast(trainer.device.type, dtype=trainer.amp_dtype, enabled=trainer.amp_dtype != torch.float32)
+    autocast = torch.autocast(
+        trainer.device.type,
+        dtype=trainer.amp_dtype,
+        enabled=trainer.amp_dtype != torch.float32,
+    )
     with autocast:
-        y_hat, ids_slice, _x, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = trainer.net_g(
-            b.phone, b.phone_lengths, b.pitch, b.pitchf, b.spec, b.spec_lengths, b.speaker_id
+        y_hat, ids_slice, _x, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = (
+            trainer.net_g(
+                b.phone,
+                b.phone_lengths,
+                b.pitch,
+                b.pitchf,
+                b.spec,
+                b.spec_lengths,
+                b.speaker_id,
+            )
         )
         mel = trainer.mel.mel_from_spectrogram(b.spec)
         y_mel = slice_segments(mel, ids_slice, cfg.segment_frames)
@@ -108,7 +137,9 @@ def rvc_step(trainer: Any, batch: Any) -> float:
             y_hat_mel = trainer.mel.mel(y_hat.float().squeeze(1))
         if trainer.amp_dtype != torch.float32:
             y_hat_mel = y_hat_mel.to(trainer.amp_dtype)
-        wave = slice_segments(b.wave, ids_slice * cfg.data.hop_length, cfg.train.segment_size)
+        wave = slice_segments(
+            b.wave, ids_slice * cfg.data.hop_length, cfg.train.segment_size
+        )
         y_d_hat_r, y_d_hat_g, _, _ = trainer.net_d(wave, y_hat.detach())
         with torch.autocast(trainer.device.type, enabled=False):
             loss_disc, _, _ = discriminator_loss(y_d_hat_r, y_d_hat_g)
@@ -148,13 +179,19 @@ def _peak_memory_child(kind: str, device: str, queue: Any) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         trainer = _make_trainer(device, Path(workdir))
         batch = _batch(trainer.config, trainer.mel)
-        step = trainer.train_step if kind == "ours" else (lambda b: rvc_step(trainer, b))
+        step = (
+            trainer.train_step if kind == "ours" else (lambda b: rvc_step(trainer, b))
+        )
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         step(batch)
         step(batch)
         _sync(device)
-        gpu = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+        gpu = (
+            torch.cuda.max_memory_allocated() / 2**20
+            if device.startswith("cuda")
+            else None
+        )
         queue.put((peak_rss_mb(), gpu))
 
 
@@ -186,22 +223,60 @@ def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
             _sync(device)
 
         repeats = 1 if quick else 3
-        ours_s, base_s = interleaved(ours, baseline, repeats=repeats)
+        ours_s, base_s = interleaved(ours, baseline, repeats=repeats, warmup=not quick)
         precision = str(trainer.amp_dtype).replace("torch.", "")
         notes = f"v2 40k f0, G {params_g / 1e6:.1f}M + D {params_d / 1e6:.1f}M params, batch {BATCH}, segment 12800, {precision}"
-        rows.append(BenchRow("train", f"step time ({device})", "s", ours_s, base_s, True, notes))
         rows.append(
-            BenchRow("train", f"steps per second ({device})", "steps/s", 1.0 / ours_s, 1.0 / base_s if base_s else None, False, notes)
+            BenchRow("train", f"step time ({device})", "s", ours_s, base_s, True, notes)
         )
-        del trainer
+        rows.append(
+            BenchRow(
+                "train",
+                f"steps per second ({device})",
+                "steps/s",
+                1.0 / ours_s,
+                1.0 / base_s if base_s else None,
+                False,
+                notes,
+            )
+        )
     if not quick:
         ours_rss, ours_gpu = peak_memory("ours", device)
         base_rss, base_gpu = peak_memory("rvc", device)
-        rows.append(BenchRow("train", "peak RSS, 2 steps", "MB", ours_rss, base_rss, True, "fresh process per variant"))
+        rows.append(
+            BenchRow(
+                "train",
+                "peak RSS, 2 steps",
+                "MB",
+                ours_rss,
+                base_rss,
+                True,
+                "fresh process per variant",
+            )
+        )
         if ours_gpu is not None:
-            rows.append(BenchRow("train", "peak GPU memory, 2 steps", "MB", ours_gpu, base_gpu, True, "max_memory_allocated"))
+            rows.append(
+                BenchRow(
+                    "train",
+                    "peak GPU memory, 2 steps",
+                    "MB",
+                    ours_gpu,
+                    base_gpu,
+                    True,
+                    "max_memory_allocated",
+                )
+            )
     else:
-        rows.append(BenchRow("train", "peak RSS (process, both variants)", "MB", peak_rss_mb(), None, True))
+        rows.append(
+            BenchRow(
+                "train",
+                "peak RSS (process, both variants)",
+                "MB",
+                peak_rss_mb(),
+                None,
+                True,
+            )
+        )
     return rows
 
 

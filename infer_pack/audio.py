@@ -142,14 +142,22 @@ def _wav_missing_fraction(path: Path) -> float:
     return 0.0
 
 
+def _finite(block: np.ndarray) -> np.ndarray:
+    """Zero NaN/Inf: huge finite samples (about 1e38, broken float files) overflow in the resampler."""
+    if np.all(np.isfinite(block)):
+        return block
+    return np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _frame_to_mono(frame: Any) -> np.ndarray:
     """A decoded frame already converted to planar float32 -> mono float32 [n]."""
     planes = frame.to_ndarray()  # [channels, n] for planar formats
     planes = np.asarray(planes, dtype=np.float32)
-    mono = planes[0] if planes.shape[0] == 1 else planes.mean(axis=0, dtype=np.float32)
-    if not np.all(np.isfinite(mono)):
-        mono = np.nan_to_num(mono, nan=0.0, posinf=0.0, neginf=0.0)
-    return mono
+    if planes.shape[0] == 1:
+        return _finite(planes[0])
+    with np.errstate(over="ignore", invalid="ignore"):  # overflowing garbage becomes 0 just below
+        mono = planes.mean(axis=0, dtype=np.float32)
+    return _finite(mono)
 
 
 def _decode_mono_blocks(path: Path, sample_rate: int | None) -> Iterator[np.ndarray]:
@@ -179,12 +187,12 @@ def _decode_mono_blocks(path: Path, sample_rate: int | None) -> Iterator[np.ndar
                             )
                         else:
                             resampler = False
-                    block = resampler.resample_chunk(mono) if resampler else mono
+                    block = _finite(resampler.resample_chunk(mono)) if resampler else mono
                     if block.size:
                         yield block
             for converted in converter.resample(None):
                 mono = _frame_to_mono(converted)
-                block = resampler.resample_chunk(mono) if resampler else mono
+                block = _finite(resampler.resample_chunk(mono)) if resampler else mono
                 if block.size:
                     yield block
         except av.FFmpegError as exc:
@@ -194,7 +202,7 @@ def _decode_mono_blocks(path: Path, sample_rate: int | None) -> Iterator[np.ndar
                 path, f"corrupt or truncated audio data ({_ffmpeg_reason(exc)})", "re-export or re-download the file"
             ) from None
         if resampler:
-            tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+            tail = _finite(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
             if tail.size:
                 yield tail
     finally:
@@ -236,7 +244,7 @@ def load_audio(
             f"it lasts {declared / 3600:.1f} h, more than the {max_duration_s / 3600:.1f} h loaded at once",
             "split it into shorter files, or read it piece by piece with iter_audio_chunks",
         )
-    limit = None if max_duration_s is None else int(math.ceil(max_duration_s * sample_rate)) + sample_rate
+    limit = None if max_duration_s is None else math.ceil(max_duration_s * sample_rate) + sample_rate
     blocks: list[np.ndarray] = []
     total = 0
     for block in _decode_mono_blocks(path, sample_rate):
@@ -271,7 +279,7 @@ def iter_audio_chunks(path: str | Path, sample_rate: int, chunk_seconds: float =
         raise ValueError(f"chunk_seconds must be positive, got {chunk_seconds}")
     path = Path(path)
     _check_file(path)
-    chunk = max(1, int(round(chunk_seconds * sample_rate)))
+    chunk = max(1, round(chunk_seconds * sample_rate))
     pending: list[np.ndarray] = []
     pending_size = 0
     produced = 0

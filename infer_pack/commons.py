@@ -19,8 +19,28 @@ def get_padding(kernel_size: int, dilation: int = 1) -> int:
 
 def init_weights(module: nn.Module, mean: float = 0.0, std: float = 0.01) -> None:
     """RVC's initialiser for plain convolutions (weight-normalised ones keep their own init)."""
-    if "Conv" in type(module).__name__ and isinstance(getattr(module, "weight", None), nn.Parameter):
+    if "Conv" in type(module).__name__ and isinstance(
+        getattr(module, "weight", None), nn.Parameter
+    ):
         module.weight.data.normal_(mean, std)
+
+
+def building_on_meta() -> bool:
+    """True inside `with torch.device("meta")`: shape-only construction, so skip random init
+    (random ops on meta tensors pull in slow-to-import decompositions)."""
+    return torch.empty(0).is_meta
+
+
+def embedding(num_embeddings: int, embedding_dim: int) -> nn.Embedding:
+    """nn.Embedding with torch's N(0, 1) init, skipped when building on the meta device."""
+    module = nn.Embedding(
+        num_embeddings,
+        embedding_dim,
+        _weight=torch.empty(num_embeddings, embedding_dim),
+    )
+    if not module.weight.is_meta:
+        nn.init.normal_(module.weight)
+    return module
 
 
 def sequence_mask(lengths: torch.Tensor, max_length: int | None = None) -> torch.Tensor:
@@ -31,15 +51,21 @@ def sequence_mask(lengths: torch.Tensor, max_length: int | None = None) -> torch
     return positions.unsqueeze(0) < lengths.unsqueeze(1)
 
 
-def fused_add_tanh_sigmoid_multiply(a: torch.Tensor, b: torch.Tensor, n_channels: int) -> torch.Tensor:
+def fused_add_tanh_sigmoid_multiply(
+    a: torch.Tensor, b: torch.Tensor, n_channels: int
+) -> torch.Tensor:
     """WaveNet gate: tanh(first half of a+b) * sigmoid(second half)."""
     in_act = a + b  # [B, 2C, T]
     return torch.tanh(in_act[:, :n_channels]) * torch.sigmoid(in_act[:, n_channels:])
 
 
-def slice_segments(x: torch.Tensor, ids_start: torch.Tensor, segment_size: int) -> torch.Tensor:
+def slice_segments(
+    x: torch.Tensor, ids_start: torch.Tensor, segment_size: int
+) -> torch.Tensor:
     """Cut `segment_size` frames starting at ids_start[b] from each item. x: [B, C, T] or [B, T]."""
-    offsets = ids_start.to(torch.long).unsqueeze(1) + torch.arange(segment_size, device=x.device)  # [B, S]
+    offsets = ids_start.to(torch.long).unsqueeze(1) + torch.arange(
+        segment_size, device=x.device
+    )  # [B, S]
     if x.dim() == 2:
         return torch.gather(x, 1, offsets)  # [B, S]
     index = offsets.unsqueeze(1).expand(-1, x.size(1), -1)  # [B, C, S]
@@ -54,7 +80,9 @@ def rand_slice_segments(
     if x_lengths is None:
         x_lengths = torch.full((batch,), frames, device=x.device)
     ids_start_max = x_lengths - segment_size + 1
-    ids_start = (torch.rand([batch]).to(device=x.device) * ids_start_max).to(dtype=torch.long)
+    ids_start = (torch.rand([batch]).to(device=x.device) * ids_start_max).to(
+        dtype=torch.long
+    )
     return slice_segments(x, ids_start, segment_size), ids_start
 
 
@@ -70,11 +98,22 @@ def apply_weight_norm(module: nn.Module, dim: int = 0) -> nn.Module:
     """Re-parameterise `module.weight` as weight_g * weight_v / ||weight_v|| (norm over all axes but `dim`)."""
     weight = module.weight
     del module._parameters["weight"]
-    norm = weight.detach().norm(p=2, dim=[d for d in range(weight.dim()) if d != dim], keepdim=True)
+    g_shape = [weight.shape[d] if d == dim else 1 for d in range(weight.dim())]
+    if weight.is_meta:
+        # Shape-only construction (key listing, or filled by load_state_dict(assign=True)).
+        norm = weight.new_empty(g_shape)
+    else:
+        norm = weight.detach().norm(
+            p=2, dim=[d for d in range(weight.dim()) if d != dim], keepdim=True
+        )
     module.register_parameter("weight_g", nn.Parameter(norm))
     module.register_parameter("weight_v", nn.Parameter(weight.detach()))
-    module.weight = torch._weight_norm(module.weight_v, module.weight_g, dim).detach()
-    module._rvc_weight_norm = (module.register_forward_pre_hook(_compute_weight_hook(dim)), dim)  # type: ignore[assignment]
+    # g * v / ||v|| == v at this point; the pre-forward hook recomputes it from the parameters.
+    module.weight = module.weight_v.detach()
+    module._rvc_weight_norm = (
+        module.register_forward_pre_hook(_compute_weight_hook(dim)),
+        dim,
+    )  # type: ignore[assignment]
     return module
 
 

@@ -40,7 +40,8 @@ class DiscriminatorS(nn.Module):
             (1024, 1024, 5, 1, 1, 2),
         ]
         self.convs = nn.ModuleList(
-            _norm(nn.Conv1d(i, o, k, s, groups=g, padding=p), use_spectral_norm) for i, o, k, s, g, p in specs
+            _norm(nn.Conv1d(i, o, k, s, groups=g, padding=p), use_spectral_norm)
+            for i, o, k, s, g, p in specs
         )
         self.conv_post = _norm(nn.Conv1d(1024, 1, 3, 1, padding=1), use_spectral_norm)
 
@@ -58,7 +59,13 @@ class DiscriminatorS(nn.Module):
 class DiscriminatorP(nn.Module):
     """Period discriminator: the waveform folded into [T/period, period] and 2-D convolved."""
 
-    def __init__(self, period: int, kernel_size: int = 5, stride: int = 3, use_spectral_norm: bool = False) -> None:
+    def __init__(
+        self,
+        period: int,
+        kernel_size: int = 5,
+        stride: int = 3,
+        use_spectral_norm: bool = False,
+    ) -> None:
         super().__init__()
         self.period = period
         pad = (get_padding(kernel_size, 1), 0)
@@ -66,9 +73,22 @@ class DiscriminatorP(nn.Module):
         convs = []
         for i in range(5):
             step = (stride, 1) if i < 4 else 1
-            convs.append(_norm(nn.Conv2d(channels[i], channels[i + 1], (kernel_size, 1), step, padding=pad), use_spectral_norm))
+            convs.append(
+                _norm(
+                    nn.Conv2d(
+                        channels[i],
+                        channels[i + 1],
+                        (kernel_size, 1),
+                        step,
+                        padding=pad,
+                    ),
+                    use_spectral_norm,
+                )
+            )
         self.convs = nn.ModuleList(convs)
-        self.conv_post = _norm(nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)), use_spectral_norm)
+        self.conv_post = _norm(
+            nn.Conv2d(1024, 1, (3, 1), 1, padding=(1, 0)), use_spectral_norm
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, FeatureMaps]:
         fmap: FeatureMaps = []
@@ -89,18 +109,27 @@ class DiscriminatorP(nn.Module):
 class MultiPeriodDiscriminator(nn.Module):
     """RVC's MultiPeriodDiscriminator (v1) / MultiPeriodDiscriminatorV2 (v2)."""
 
-    def __init__(self, version: Literal["v1", "v2"] = "v2", use_spectral_norm: bool = False) -> None:
+    def __init__(
+        self, version: Literal["v1", "v2"] = "v2", use_spectral_norm: bool = False
+    ) -> None:
         super().__init__()
         if version not in PERIODS:
-            raise ValueError(f"unknown model version {version!r}; expected 'v1' or 'v2'")
+            raise ValueError(
+                f"unknown model version {version!r}; expected 'v1' or 'v2'"
+            )
         self.version = version
         discs: list[nn.Module] = [DiscriminatorS(use_spectral_norm=use_spectral_norm)]
-        discs += [DiscriminatorP(p, use_spectral_norm=use_spectral_norm) for p in PERIODS[version]]
+        discs += [
+            DiscriminatorP(p, use_spectral_norm=use_spectral_norm)
+            for p in PERIODS[version]
+        ]
         self.discriminators = nn.ModuleList(discs)
 
     def forward(
         self, y: torch.Tensor, y_hat: torch.Tensor
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[FeatureMaps], list[FeatureMaps]]:
+    ) -> tuple[
+        list[torch.Tensor], list[torch.Tensor], list[FeatureMaps], list[FeatureMaps]
+    ]:
         """Real and generated waveforms [B, 1, T] -> (y_d_rs, y_d_gs, fmap_rs, fmap_gs)."""
         y_d_rs, y_d_gs, fmap_rs, fmap_gs = [], [], [], []
         for d in self.discriminators:

@@ -18,7 +18,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from infer_pack import attentions, modules
-from infer_pack.commons import apply_weight_norm, rand_slice_segments, remove_weight_norm, sequence_mask, slice_segments
+from infer_pack.commons import (
+    apply_weight_norm,
+    embedding,
+    rand_slice_segments,
+    remove_weight_norm,
+    sequence_mask,
+    slice_segments,
+)
 from infer_pack.nsf import SourceModuleHnNSF
 
 if TYPE_CHECKING:
@@ -58,8 +65,10 @@ class TextEncoder(nn.Module):
         self.emb_phone = nn.Linear(content_dim, hidden_channels)
         self.lrelu = nn.LeakyReLU(0.1, inplace=True)
         if use_f0:
-            self.emb_pitch = nn.Embedding(256, hidden_channels)  # coarse pitch 1..255
-        self.encoder = attentions.Encoder(hidden_channels, filter_channels, n_heads, n_layers, kernel_size, p_dropout)
+            self.emb_pitch = embedding(256, hidden_channels)  # coarse pitch 1..255
+        self.encoder = attentions.Encoder(
+            hidden_channels, filter_channels, n_heads, n_layers, kernel_size, p_dropout
+        )
         self.proj = nn.Conv1d(hidden_channels, out_channels * 2, 1)
 
     def forward(
@@ -71,7 +80,9 @@ class TextEncoder(nn.Module):
             x = x + self.emb_pitch(pitch)
         x = self.lrelu(x * math.sqrt(self.hidden_channels))  # [B, T, H]
         x = torch.transpose(x, 1, -1)  # [B, H, T]
-        x_mask = torch.unsqueeze(sequence_mask(lengths, x.size(2)), 1).to(x.dtype)  # [B, 1, T]
+        x_mask = torch.unsqueeze(sequence_mask(lengths, x.size(2)), 1).to(
+            x.dtype
+        )  # [B, 1, T]
         x = self.encoder(x * x_mask, x_mask)
         stats = self.proj(x) * x_mask  # [B, 2*out, T]
         m, logs = torch.split(stats, self.out_channels, dim=1)
@@ -94,14 +105,22 @@ class PosteriorEncoder(nn.Module):
         super().__init__()
         self.out_channels = out_channels
         self.pre = nn.Conv1d(in_channels, hidden_channels, 1)
-        self.enc = modules.WN(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=gin_channels)
+        self.enc = modules.WN(
+            hidden_channels,
+            kernel_size,
+            dilation_rate,
+            n_layers,
+            gin_channels=gin_channels,
+        )
         self.proj = nn.Conv1d(hidden_channels, out_channels * 2, 1)
 
     def forward(
         self, x: torch.Tensor, x_lengths: torch.Tensor, g: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # x: [B, spec_channels, T]
-        x_mask = torch.unsqueeze(sequence_mask(x_lengths, x.size(2)), 1).to(x.dtype)  # [B, 1, T]
+        x_mask = torch.unsqueeze(sequence_mask(x_lengths, x.size(2)), 1).to(
+            x.dtype
+        )  # [B, 1, T]
         x = self.pre(x) * x_mask
         x = self.enc(x, x_mask, g=g)
         stats = self.proj(x) * x_mask
@@ -131,13 +150,23 @@ class ResidualCouplingBlock(nn.Module):
         for _ in range(n_flows):
             self.flows.append(
                 modules.ResidualCouplingLayer(
-                    channels, hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=gin_channels, mean_only=True
+                    channels,
+                    hidden_channels,
+                    kernel_size,
+                    dilation_rate,
+                    n_layers,
+                    gin_channels=gin_channels,
+                    mean_only=True,
                 )
             )
             self.flows.append(modules.Flip())
 
     def forward(
-        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None, reverse: bool = False
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor,
+        g: torch.Tensor | None = None,
+        reverse: bool = False,
     ) -> torch.Tensor:
         flows = reversed(self.flows) if reverse else self.flows
         for flow in flows:
@@ -173,7 +202,9 @@ class Generator(nn.Module):
         if sampling_rate is not None:
             self.m_source = SourceModuleHnNSF(sampling_rate, harmonic_num=0)
             self.noise_convs = nn.ModuleList()
-        self.conv_pre = nn.Conv1d(initial_channel, upsample_initial_channel, 7, 1, padding=3)
+        self.conv_pre = nn.Conv1d(
+            initial_channel, upsample_initial_channel, 7, 1, padding=3
+        )
         block_cls = modules.ResBlock1 if str(resblock) == "1" else modules.ResBlock2
 
         self.ups = nn.ModuleList()
@@ -181,7 +212,13 @@ class Generator(nn.Module):
             c_cur = upsample_initial_channel // (2 ** (i + 1))
             self.ups.append(
                 apply_weight_norm(
-                    nn.ConvTranspose1d(upsample_initial_channel // (2**i), c_cur, k, u, padding=(k - u) // 2)
+                    nn.ConvTranspose1d(
+                        upsample_initial_channel // (2**i),
+                        c_cur,
+                        k,
+                        u,
+                        padding=(k - u) // 2,
+                    )
                 )
             )
             if sampling_rate is not None:
@@ -189,7 +226,13 @@ class Generator(nn.Module):
                 if i + 1 < len(upsample_rates):
                     stride_f0 = int(math.prod(upsample_rates[i + 1 :]))
                     self.noise_convs.append(
-                        nn.Conv1d(1, c_cur, kernel_size=stride_f0 * 2, stride=stride_f0, padding=stride_f0 // 2)
+                        nn.Conv1d(
+                            1,
+                            c_cur,
+                            kernel_size=stride_f0 * 2,
+                            stride=stride_f0,
+                            padding=stride_f0 // 2,
+                        )
                     )
                 else:
                     self.noise_convs.append(nn.Conv1d(1, c_cur, kernel_size=1))
@@ -217,7 +260,9 @@ class Generator(nn.Module):
         if self.use_nsf:
             if f0 is None:
                 raise ValueError("this generator needs f0 (pitch model)")
-            har_source = self.m_source(f0, self.upp, noise=excitation_noise).transpose(1, 2)  # [B, 1, T*upp]
+            har_source = self.m_source(f0, self.upp, noise=excitation_noise).transpose(
+                1, 2
+            )  # [B, 1, T*upp]
             har_source = har_source.to(x.dtype)
         x = self.conv_pre(x)  # [B, C0, T]
         if g is not None:
@@ -272,7 +317,9 @@ class Synthesizer(nn.Module):
     ) -> None:
         super().__init__()
         if content_dim not in (256, 768):
-            raise ValueError(f"content_dim must be 256 (v1) or 768 (v2), not {content_dim}")
+            raise ValueError(
+                f"content_dim must be 256 (v1) or 768 (v2), not {content_dim}"
+            )
         self.content_dim = content_dim
         self.use_f0 = use_f0
         self.sampling_rate = sample_rate_to_hz(sr)
@@ -316,9 +363,19 @@ class Synthesizer(nn.Module):
             sampling_rate=self.sampling_rate if use_f0 else None,
         )  # fmt: skip
         if posterior:
-            self.enc_q = PosteriorEncoder(spec_channels, inter_channels, hidden_channels, 5, 1, 16, gin_channels=gin_channels)
-        self.flow = ResidualCouplingBlock(inter_channels, hidden_channels, 5, 1, 3, gin_channels=gin_channels)
-        self.emb_g = nn.Embedding(spk_embed_dim, gin_channels)
+            self.enc_q = PosteriorEncoder(
+                spec_channels,
+                inter_channels,
+                hidden_channels,
+                5,
+                1,
+                16,
+                gin_channels=gin_channels,
+            )
+        self.flow = ResidualCouplingBlock(
+            inter_channels, hidden_channels, 5, 1, 3, gin_channels=gin_channels
+        )
+        self.emb_g = embedding(spk_embed_dim, gin_channels)
         if content_dim != 256:
             self.enc_p = make_enc_p()
 
@@ -329,11 +386,15 @@ class Synthesizer(nn.Module):
     ) -> Synthesizer:
         """From a voice file's 18-value `config` list (callers override config[-3] from emb_g first)."""
         if len(config) != 18:
-            raise ValueError(f"a voice config has 18 values, this one has {len(config)}")
+            raise ValueError(
+                f"a voice config has 18 values, this one has {len(config)}"
+            )
         return cls(*config, content_dim=content_dim, use_f0=use_f0, posterior=posterior)
 
     @classmethod
-    def from_rvc_config(cls, cfg: RVCConfig, use_f0: bool, *, posterior: bool = True) -> Synthesizer:
+    def from_rvc_config(
+        cls, cfg: RVCConfig, use_f0: bool, *, posterior: bool = True
+    ) -> Synthesizer:
         """The training network RVC builds for this configuration."""
         m = cfg.model
         return cls(
@@ -372,18 +433,28 @@ class Synthesizer(nn.Module):
         y: torch.Tensor,
         y_lengths: torch.Tensor,
         ds: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]
+    ]:
         """Training step. phone [B,T,D], pitch [B,T] int, pitchf [B,T] Hz, y spec [B,spec,T], ds speaker [B]."""
         if not hasattr(self, "enc_q"):
-            raise RuntimeError("this Synthesizer was built without the posterior encoder (inference only)")
+            raise RuntimeError(
+                "this Synthesizer was built without the posterior encoder (inference only)"
+            )
         g = self.emb_g(ds).unsqueeze(-1)  # [B, gin, 1]
-        m_p, logs_p, x_mask = self.enc_p(phone, pitch if self.use_f0 else None, phone_lengths)
+        m_p, logs_p, x_mask = self.enc_p(
+            phone, pitch if self.use_f0 else None, phone_lengths
+        )
         z, m_q, logs_q, y_mask = self.enc_q(y, y_lengths, g=g)
         z_p = self.flow(z, y_mask, g=g)
-        z_slice, ids_slice = rand_slice_segments(z, y_lengths, self.segment_size)  # [B, inter, S]
+        z_slice, ids_slice = rand_slice_segments(
+            z, y_lengths, self.segment_size
+        )  # [B, inter, S]
         if self.use_f0:
             assert pitchf is not None
-            pitchf_slice = slice_segments(pitchf, ids_slice, self.segment_size)  # [B, S]
+            pitchf_slice = slice_segments(
+                pitchf, ids_slice, self.segment_size
+            )  # [B, S]
             o = self.dec(z_slice, pitchf_slice, g=g)
         else:
             o = self.dec(z_slice, g=g)
@@ -401,7 +472,11 @@ class Synthesizer(nn.Module):
         *,
         noise: torch.Tensor | None = None,
         excitation_noise: bool = True,
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    ) -> tuple[
+        torch.Tensor,
+        torch.Tensor,
+        tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    ]:
         """Content features -> audio [B, 1, T*hop].
 
         `noise` ([B, inter_channels, T]) replaces the random prior draw (then scaled by
@@ -410,12 +485,18 @@ class Synthesizer(nn.Module):
         """
         g = self.emb_g(sid).unsqueeze(-1)  # [B, gin, 1]
         if self.use_f0 and (pitch is None or pitchf is None):
-            raise ValueError("this voice model uses pitch: pass pitch (coarse) and pitchf (Hz)")
-        m_p, logs_p, x_mask = self.enc_p(phone, pitch if self.use_f0 else None, phone_lengths)  # [B, inter, T]
+            raise ValueError(
+                "this voice model uses pitch: pass pitch (coarse) and pitchf (Hz)"
+            )
+        m_p, logs_p, x_mask = self.enc_p(
+            phone, pitch if self.use_f0 else None, phone_lengths
+        )  # [B, inter, T]
         if noise is not None:
             z_p = (m_p + torch.exp(logs_p) * noise * noise_scale) * x_mask
         elif noise_scale != 0:
-            z_p = (m_p + torch.exp(logs_p) * torch.randn_like(m_p) * noise_scale) * x_mask
+            z_p = (
+                m_p + torch.exp(logs_p) * torch.randn_like(m_p) * noise_scale
+            ) * x_mask
         else:
             z_p = m_p * x_mask
         z = self.flow(z_p, x_mask, g=g, reverse=True)

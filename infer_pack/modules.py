@@ -9,7 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infer_pack.commons import apply_weight_norm, fused_add_tanh_sigmoid_multiply, get_padding, remove_weight_norm
+from infer_pack.commons import (
+    apply_weight_norm,
+    fused_add_tanh_sigmoid_multiply,
+    get_padding,
+    remove_weight_norm,
+)
 
 LRELU_SLOPE = 0.1
 
@@ -52,20 +57,34 @@ class WN(nn.Module):
         self.res_skip_layers = nn.ModuleList()
         self.drop = nn.Dropout(p_dropout)
         if gin_channels != 0:
-            self.cond_layer = apply_weight_norm(nn.Conv1d(gin_channels, 2 * hidden_channels * n_layers, 1))
+            self.cond_layer = apply_weight_norm(
+                nn.Conv1d(gin_channels, 2 * hidden_channels * n_layers, 1)
+            )
         for i in range(n_layers):
             dilation = dilation_rate**i
             padding = (kernel_size * dilation - dilation) // 2
             self.in_layers.append(
                 apply_weight_norm(
-                    nn.Conv1d(hidden_channels, 2 * hidden_channels, kernel_size, dilation=dilation, padding=padding)
+                    nn.Conv1d(
+                        hidden_channels,
+                        2 * hidden_channels,
+                        kernel_size,
+                        dilation=dilation,
+                        padding=padding,
+                    )
                 )
             )
             # The last layer only feeds the skip output.
-            res_skip_channels = 2 * hidden_channels if i < n_layers - 1 else hidden_channels
-            self.res_skip_layers.append(apply_weight_norm(nn.Conv1d(hidden_channels, res_skip_channels, 1)))
+            res_skip_channels = (
+                2 * hidden_channels if i < n_layers - 1 else hidden_channels
+            )
+            self.res_skip_layers.append(
+                apply_weight_norm(nn.Conv1d(hidden_channels, res_skip_channels, 1))
+            )
 
-    def forward(self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None
+    ) -> torch.Tensor:
         # x: [B, H, T], x_mask: [B, 1, T], g: [B, gin, 1]
         output = torch.zeros_like(x)
         hidden = self.hidden_channels
@@ -97,20 +116,40 @@ class WN(nn.Module):
 class ResBlock1(nn.Module):
     """HiFi-GAN residual block type 1: three (dilated conv, conv) pairs."""
 
-    def __init__(self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3, 5)) -> None:
+    def __init__(
+        self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3, 5)
+    ) -> None:
         super().__init__()
         self.convs1 = nn.ModuleList(
             apply_weight_norm(
-                nn.Conv1d(channels, channels, kernel_size, 1, dilation=d, padding=get_padding(kernel_size, d))
+                nn.Conv1d(
+                    channels,
+                    channels,
+                    kernel_size,
+                    1,
+                    dilation=d,
+                    padding=get_padding(kernel_size, d),
+                )
             )
             for d in dilation[:3]
         )
         self.convs2 = nn.ModuleList(
-            apply_weight_norm(nn.Conv1d(channels, channels, kernel_size, 1, dilation=1, padding=get_padding(kernel_size)))
+            apply_weight_norm(
+                nn.Conv1d(
+                    channels,
+                    channels,
+                    kernel_size,
+                    1,
+                    dilation=1,
+                    padding=get_padding(kernel_size),
+                )
+            )
             for _ in range(3)
         )
 
-    def forward(self, x: torch.Tensor, x_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, x_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         for c1, c2 in zip(self.convs1, self.convs2):
             xt = F.leaky_relu(x, LRELU_SLOPE)
             if x_mask is not None:
@@ -133,16 +172,27 @@ class ResBlock1(nn.Module):
 class ResBlock2(nn.Module):
     """HiFi-GAN residual block type 2: two dilated convs."""
 
-    def __init__(self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3)) -> None:
+    def __init__(
+        self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3)
+    ) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
             apply_weight_norm(
-                nn.Conv1d(channels, channels, kernel_size, 1, dilation=d, padding=get_padding(kernel_size, d))
+                nn.Conv1d(
+                    channels,
+                    channels,
+                    kernel_size,
+                    1,
+                    dilation=d,
+                    padding=get_padding(kernel_size, d),
+                )
             )
             for d in dilation[:2]
         )
 
-    def forward(self, x: torch.Tensor, x_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, x_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         for conv in self.convs:
             xt = F.leaky_relu(x, LRELU_SLOPE)
             if x_mask is not None:
@@ -161,7 +211,11 @@ class Flip(nn.Module):
     """Reverses the channel order so the next coupling layer transforms the other half."""
 
     def forward(
-        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None, reverse: bool = False
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor,
+        g: torch.Tensor | None = None,
+        reverse: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = torch.flip(x, [1])
         if reverse:
@@ -188,14 +242,27 @@ class ResidualCouplingLayer(nn.Module):
         self.half_channels = channels // 2
         self.mean_only = mean_only
         self.pre = nn.Conv1d(self.half_channels, hidden_channels, 1)
-        self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels=gin_channels, p_dropout=p_dropout)
-        self.post = nn.Conv1d(hidden_channels, self.half_channels * (2 - int(mean_only)), 1)
+        self.enc = WN(
+            hidden_channels,
+            kernel_size,
+            dilation_rate,
+            n_layers,
+            gin_channels=gin_channels,
+            p_dropout=p_dropout,
+        )
+        self.post = nn.Conv1d(
+            hidden_channels, self.half_channels * (2 - int(mean_only)), 1
+        )
         # Zero init makes a fresh flow the identity.
         self.post.weight.data.zero_()
         self.post.bias.data.zero_()
 
     def forward(
-        self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None, reverse: bool = False
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor,
+        g: torch.Tensor | None = None,
+        reverse: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x0, x1 = torch.split(x, [self.half_channels] * 2, 1)  # [B, C/2, T] each
         h = self.pre(x0) * x_mask
@@ -207,10 +274,22 @@ class ResidualCouplingLayer(nn.Module):
         else:
             m, logs = torch.split(stats, [self.half_channels] * 2, 1)
         if not reverse:
-            x1 = m + x1 * torch.exp(logs) * x_mask if logs is not None else m + x1 * x_mask
-            logdet = torch.sum(logs, [1, 2]) if logs is not None else torch.zeros(x.size(0), dtype=x.dtype, device=x.device)
+            x1 = (
+                m + x1 * torch.exp(logs) * x_mask
+                if logs is not None
+                else m + x1 * x_mask
+            )
+            logdet = (
+                torch.sum(logs, [1, 2])
+                if logs is not None
+                else torch.zeros(x.size(0), dtype=x.dtype, device=x.device)
+            )
             return torch.cat([x0, x1], 1), logdet
-        x1 = (x1 - m) * torch.exp(-logs) * x_mask if logs is not None else (x1 - m) * x_mask
+        x1 = (
+            (x1 - m) * torch.exp(-logs) * x_mask
+            if logs is not None
+            else (x1 - m) * x_mask
+        )
         return torch.cat([x0, x1], 1), None
 
     def remove_weight_norm(self) -> None:

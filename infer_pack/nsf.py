@@ -41,7 +41,9 @@ class SineGen(nn.Module):
             f0 = f0.float().unsqueeze(-1)  # [B, T, 1]
             harmonics = torch.arange(1, self.dim + 1, dtype=f0.dtype, device=f0.device)
             f0_buf = f0 * harmonics  # [B, T, dim]
-            rad_values = (f0_buf / self.sampling_rate) % 1  # cycles per sample, [B, T, dim]
+            rad_values = (
+                f0_buf / self.sampling_rate
+            ) % 1  # cycles per sample, [B, T, dim]
             if self.dim > 1:
                 # Random initial phase for the overtones only; the fundamental starts at phase 0.
                 rand_ini = torch.rand(f0_buf.shape[0], self.dim, device=f0.device)
@@ -51,17 +53,27 @@ class SineGen(nn.Module):
             # the samples where the wrapped phase restarts.
             tmp_over_one = torch.cumsum(rad_values, 1) * upp  # [B, T, dim]
             tmp_over_one = F.interpolate(
-                tmp_over_one.transpose(2, 1), scale_factor=float(upp), mode="linear", align_corners=True
+                tmp_over_one.transpose(2, 1),
+                scale_factor=float(upp),
+                mode="linear",
+                align_corners=True,
             ).transpose(2, 1)  # [B, T*upp, dim]
-            rad_values = F.interpolate(rad_values.transpose(2, 1), scale_factor=float(upp), mode="nearest").transpose(
-                2, 1
-            )  # [B, T*upp, dim]
+            rad_values = F.interpolate(
+                rad_values.transpose(2, 1), scale_factor=float(upp), mode="nearest"
+            ).transpose(2, 1)  # [B, T*upp, dim]
             tmp_over_one = tmp_over_one % 1
             wraps = (tmp_over_one[:, 1:, :] - tmp_over_one[:, :-1, :]) < 0
-            cumsum_shift = F.pad(wraps.to(rad_values.dtype) * -1.0, [0, 0, 1, 0])  # -1 where the phase wraps
-            sine_waves = torch.sin(torch.cumsum(rad_values + cumsum_shift, dim=1) * 2 * math.pi) * self.sine_amp
+            cumsum_shift = F.pad(
+                wraps.to(rad_values.dtype) * -1.0, [0, 0, 1, 0]
+            )  # -1 where the phase wraps
+            sine_waves = (
+                torch.sin(torch.cumsum(rad_values + cumsum_shift, dim=1) * 2 * math.pi)
+                * self.sine_amp
+            )
             uv = (f0 > self.voiced_threshold).to(f0.dtype)  # [B, T, 1]
-            uv = F.interpolate(uv.transpose(2, 1), scale_factor=float(upp), mode="nearest").transpose(2, 1)
+            uv = F.interpolate(
+                uv.transpose(2, 1), scale_factor=float(upp), mode="nearest"
+            ).transpose(2, 1)
             if noise:
                 noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
                 noise_values = noise_amp * torch.randn_like(sine_waves)
@@ -83,11 +95,15 @@ class SourceModuleHnNSF(nn.Module):
         voiced_threshold: float = 0.0,
     ) -> None:
         super().__init__()
-        self.l_sin_gen = SineGen(sampling_rate, harmonic_num, sine_amp, add_noise_std, voiced_threshold)
+        self.l_sin_gen = SineGen(
+            sampling_rate, harmonic_num, sine_amp, add_noise_std, voiced_threshold
+        )
         self.l_linear = nn.Linear(harmonic_num + 1, 1)
         self.l_tanh = nn.Tanh()
 
-    def forward(self, f0: torch.Tensor, upp: int, *, noise: bool = True) -> torch.Tensor:
+    def forward(
+        self, f0: torch.Tensor, upp: int, *, noise: bool = True
+    ) -> torch.Tensor:
         """f0 [B, T] Hz -> excitation [B, T*upp, 1]."""
         sine_wavs, _, _ = self.l_sin_gen(f0, upp, noise=noise)
         sine_wavs = sine_wavs.to(self.l_linear.weight.dtype)

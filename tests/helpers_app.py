@@ -134,7 +134,7 @@ def audio_rms(path: str | Path) -> tuple[float, int, int]:
 
 
 def build_fairseq_hubert(
-    template: Path, target: Path, *, embed_dim: int = 768, layers: int = 12, ffn_dim: int = 64, heads: int = 12,
+    template: Path, target: Path, *, embed_dim: int = 768, layers: int = 2, ffn_dim: int = 64, heads: int = 12,
     final_dim: int = 256, seed: int = 7,
 ) -> Path:
     """A random-weight HuBERT in fairseq's checkpoint layout, wide enough for v2 voices (768) but light.

@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -15,7 +16,13 @@ from infer_pack.errors import AssetMissingError, CancelledError, UserInputError
 from infer_pack.progress import CancelToken
 from tools import assets
 from tools.api import assets as api
-from tools.assets import AssetChecksumError, AssetDownloadError, AssetFile, RemoteStream, TransportError
+from tools.assets import (
+    AssetChecksumError,
+    AssetDownloadError,
+    AssetFile,
+    RemoteStream,
+    TransportError,
+)
 from tools.project import Project
 
 REPO_PREFIX = f"/{assets.REPO_ID}/resolve/{assets.REVISION}/"
@@ -227,6 +234,30 @@ def test_wrong_size_is_rejected_before_hashing(project_root: Path, small_catalog
     assert not project.hubert_path.exists()
 
 
+def test_disk_full_keeps_the_partial_and_the_old_file(
+    project_root: Path, small_catalogue: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from infer_pack.errors import DiskFullError
+
+    project = Project.at(project_root)
+    project.rmvpe_path.write_bytes(b"older copy")
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_fsync = assets.os.fsync
+    monkeypatch.setattr(assets.os, "fsync", full)
+    with pytest.raises(DiskFullError):
+        assets.download_file(assets.files_for(["rmvpe"])[0], project, transport=FakeHub(small_catalogue))
+    assert project.rmvpe_path.read_bytes() == b"older copy"
+    assert assets.partial_path(project.rmvpe_path).stat().st_size == len(small_catalogue["rmvpe.pt"])
+    monkeypatch.setattr(assets.os, "fsync", real_fsync)
+    assert assets.download_file(assets.files_for(["rmvpe"])[0], project, transport=FakeHub(small_catalogue)) == "downloaded"
+    assert project.rmvpe_path.read_bytes() == small_catalogue["rmvpe.pt"]
+
+
 def test_offline_gives_instructions_and_stops_trying(project_root: Path, small_catalogue: dict[str, bytes]) -> None:
     hub = FakeHub(small_catalogue)
     hub.offline = True
@@ -284,11 +315,11 @@ def test_cli_prints_instructions_when_offline(
 
 
 class _RangeHandler(http.server.BaseHTTPRequestHandler):
-    files: dict[str, bytes] = {}
-    cut_first_response_at: list[int] = []
-    seen_ranges: list[str | None] = []
+    files: ClassVar[dict[str, bytes]] = {}
+    cut_first_response_at: ClassVar[list[int]] = []
+    seen_ranges: ClassVar[list[str | None]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         data = self.files.get(path.removeprefix(REPO_PREFIX))
         self.seen_ranges.append(self.headers.get("Range"))
@@ -379,3 +410,58 @@ def test_unreachable_host_is_reported_as_offline(project_root: Path, small_catal
         client.close()
     assert isinstance(info.value.__cause__, TransportError) and info.value.__cause__.offline
     assert "copy it to" in str(info.value)
+
+
+# --- every AssetMissingError names a real download ------------------------------------------------
+
+# (file, asset argument as written) pairs known to name no download group; fixing one means deleting it here.
+KNOWN_BAD_ASSET_NAMES = {
+    ("train/trainer.py", 'f"pretrained {what}"'),
+    ("tools/api/training.py", 'f"pretrained {kind}"'),
+}
+
+
+def _asset_name_violations() -> set[tuple[str, str]]:
+    """Call sites of AssetMissingError whose asset argument cannot be one of assets.GROUP_NAMES."""
+    import ast
+
+    from conftest import REPO_ROOT
+
+    found: set[tuple[str, str]] = set()
+    for folder in ("infer_pack", "train", "tools"):
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            source = path.read_text(encoding="utf-8")
+            tree = ast.parse(source)
+            constants = {
+                target.id: node.value.value
+                for node in tree.body
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                for target in node.targets
+                if isinstance(target, ast.Name)
+            }
+            for node in ast.walk(tree):
+                if not (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) == "AssetMissingError"):
+                    continue
+                if len(node.args) < 2:
+                    continue
+                arg = node.args[1]
+                if isinstance(arg, ast.Constant):
+                    ok = arg.value in assets.GROUP_NAMES
+                elif isinstance(arg, ast.Name) and arg.id in constants:
+                    ok = constants[arg.id] in assets.GROUP_NAMES
+                elif isinstance(arg, ast.JoinedStr):
+                    head = arg.values[0].value if arg.values and isinstance(arg.values[0], ast.Constant) else ""
+                    ok = any(name.startswith(str(head)) and name != str(head) for name in assets.GROUP_NAMES)
+                else:
+                    continue  # computed elsewhere (e.g. item.group): checked by the tests of that code
+                if not ok:
+                    found.add((str(path.relative_to(REPO_ROOT)), ast.get_source_segment(source, arg) or ""))
+    return found
+
+
+def test_asset_missing_errors_name_a_real_download_group() -> None:
+    violations = _asset_name_violations()
+    new = violations - KNOWN_BAD_ASSET_NAMES
+    assert not new, f"AssetMissingError(path, NAME) must use one of {assets.GROUP_NAMES}: {sorted(new)}"
+    fixed = KNOWN_BAD_ASSET_NAMES - violations
+    assert not fixed, f"fixed, remove from KNOWN_BAD_ASSET_NAMES: {sorted(fixed)}"

@@ -1,4 +1,5 @@
-"""Coarse pitch, f0 post-processing and the classic estimators (pm, harvest, dio) on known signals."""
+"""Coarse pitch, f0 post-processing and the estimators that need no weights file (pm, harvest, dio,
+swift) on signals with a known f0. RMVPE is checked against RVC's outputs in test_rmvpe.py."""
 
 from __future__ import annotations
 
@@ -19,7 +20,11 @@ from infer_pack.f0 import (
     median_filter_f0,
     shift_f0,
 )
-from infer_pack.f0.evaluation import raw_pitch_accuracy, synthetic_pitch_signal, voicing_error
+from infer_pack.f0.evaluation import (
+    raw_pitch_accuracy,
+    synthetic_pitch_signal,
+    voicing_error,
+)
 from tests.conftest import reference_file
 
 
@@ -86,7 +91,7 @@ def test_registry_and_argument_checks() -> None:
         estimate_f0(np.zeros((2, 1600), np.float32), "pm")
 
 
-@pytest.mark.parametrize("method", ["pm", "harvest", "dio"])
+@pytest.mark.parametrize("method", ["pm", "harvest", "dio", "swift"])
 def test_frame_grid_silence_and_short_input(method: str) -> None:
     silence = np.zeros(16000, np.float32)
     f0 = estimate_f0(silence, method)
@@ -109,6 +114,9 @@ CASES = [
     ("harvest", None, 0.97, 0.05),
     ("harvest", 10.0, 0.95, 0.15),
     ("harvest", 0.0, 0.85, 0.2),
+    ("swift", None, 0.97, 0.05),
+    ("swift", 10.0, 0.97, 0.05),
+    ("swift", 0.0, 0.9, 0.1),
 ]
 
 
@@ -146,3 +154,14 @@ def test_metric_floors_catch_an_octave_error(signals) -> None:
     f0 = estimate_f0(signal.audio, "dio")
     assert raw_pitch_accuracy(f0 * 2, signal.f0_true, signal.scored) < 0.05
     assert raw_pitch_accuracy(np.roll(f0, 8), signal.f0_true, signal.scored) < 0.9
+
+
+def test_swift_uses_the_cache_and_clamps_the_range() -> None:
+    from infer_pack.cache import ModelCache
+
+    cache = ModelCache()
+    signal = synthetic_pitch_signal(1.0, seed=5)
+    first = estimate_f0(signal.audio, "swift", cache=cache)
+    again = estimate_f0(signal.audio, "swift", cache=cache, f0_min=1.0, f0_max=5000.0)
+    assert len(cache) == 1
+    np.testing.assert_allclose(first[first > 0], again[first > 0], rtol=1e-6)

@@ -8,9 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import reference_file
-from train.losses import discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss
+
+from train.losses import (
+    discriminator_loss,
+    feature_loss,
+    generator_loss,
+    kl_loss,
+    mel_loss,
+)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +27,9 @@ def arrays(reference: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def expected(reference: Path) -> dict:
-    return json.loads(reference_file(reference, "train/ref_train_numeric.json").read_text())["losses"]
+    return json.loads(
+        reference_file(reference, "train/ref_train_numeric.json").read_text()
+    )["losses"]
 
 
 def test_feature_loss(arrays, expected) -> None:
@@ -37,15 +45,27 @@ def test_discriminator_and_generator_losses(arrays, expected) -> None:
     fake = [arrays["disc_g_0"], arrays["disc_g_1"]]
     total, real_terms, fake_terms = discriminator_loss(real, fake)
     assert total.item() == pytest.approx(expected["out_discriminator_loss"], rel=1e-6)
-    np.testing.assert_allclose(real_terms, expected["out_discriminator_r_losses"], rtol=1e-6)
-    np.testing.assert_allclose(fake_terms, expected["out_discriminator_g_losses"], rtol=1e-6)
+    np.testing.assert_allclose(
+        real_terms, expected["out_discriminator_r_losses"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        fake_terms, expected["out_discriminator_g_losses"], rtol=1e-6
+    )
     g_total, g_terms = generator_loss(fake)
     assert g_total.item() == pytest.approx(expected["out_generator_loss"], rel=1e-6)
-    np.testing.assert_allclose([t.item() for t in g_terms], expected["out_generator_losses"], rtol=1e-6)
+    np.testing.assert_allclose(
+        [t.item() for t in g_terms], expected["out_generator_losses"], rtol=1e-6
+    )
 
 
 def test_kl_loss(arrays, expected) -> None:
-    value = kl_loss(arrays["kl_z_p"], arrays["kl_logs_q"], arrays["kl_m_p"], arrays["kl_logs_p"], arrays["kl_z_mask"])
+    value = kl_loss(
+        arrays["kl_z_p"],
+        arrays["kl_logs_q"],
+        arrays["kl_m_p"],
+        arrays["kl_logs_p"],
+        arrays["kl_z_mask"],
+    )
     assert value.item() == pytest.approx(expected["out_kl_loss"], rel=1e-6)
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,21 @@ def test_bad_flags_exit_with_one_line(flags: list[str], message: str, tmp_path: 
     assert "Traceback" not in done.stderr
 
 
+def _upload_status(opener: urllib.request.OpenerDirector, base: str, size: int) -> int:
+    boundary = "b" + uuid.uuid4().hex
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="x.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode() + b"\0" * size + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(base + "/gradio_api/upload", data=body,
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with opener.open(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
 def _non_loopback_address() -> str | None:
     """An address of this machine that is not 127.x (None when there is none)."""
     try:
@@ -76,7 +93,7 @@ def test_auth_guards_every_endpoint_and_loopback_only(tmp_path: Path) -> None:
 
     root = tmp_path / "project"
     root.mkdir()
-    with app_in_subprocess(root, "--auth", "alice:s3cret") as (url, _proc):
+    with app_in_subprocess(root, "--auth", "alice:s3cret", "--max-upload-mb", "1") as (url, _proc):
         base = url.rstrip("/")
         # Raw HTTP without credentials: the config, the API description, calls, uploads and files are refused.
         for path in ("/config", "/gradio_api/info", "/gradio_api/queue/status", "/gradio_api/file=/etc/hostname"):
@@ -94,6 +111,14 @@ def test_auth_guards_every_endpoint_and_loopback_only(tmp_path: Path) -> None:
         client = Client(url, auth=("alice", "s3cret"), verbose=False)
         table = client.predict(api_name="/asset_status")
         assert 'data-asset="hubert"' in table and 'data-present="false"' in table
+
+        # Logged in, uploads work up to --max-upload-mb and are refused above it.
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        opener.open(urllib.request.Request(base + "/login", data=b"username=alice&password=s3cret",
+                                           headers={"Content-Type": "application/x-www-form-urlencoded"}))
+        assert _upload_status(opener, base, 100_000) == 200
+        assert _upload_status(opener, base, 2_000_000) == 413
 
         # Bound to loopback only: another address of this machine does not answer.
         other = _non_loopback_address()

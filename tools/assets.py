@@ -31,6 +31,7 @@ source, so they are None: those files are verified by sha256 alone.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import os
 import sys
@@ -39,7 +40,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal, Protocol
 
-from infer_pack.errors import AssetMissingError, DiskFullError, ModelFileError, UserInputError
+from infer_pack.errors import (
+    AssetMissingError,
+    DiskFullError,
+    ModelFileError,
+    UserInputError,
+)
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from tools.project import Project
 
@@ -435,7 +441,7 @@ def download_file(
 def _write_stream(
     chunks: Iterable[bytes],
     handle: IO[bytes],
-    digest: "hashlib._Hash",
+    digest: hashlib._Hash,
     part: Path,
     done: int,
     total: int | None,
@@ -453,7 +459,7 @@ def _write_stream(
         handle.flush()
         os.fsync(handle.fileno())
     except OSError as exc:
-        if getattr(exc, "errno", None) == 28:  # ENOSPC: keep what arrived, the rerun resumes
+        if exc.errno == errno.ENOSPC:  # keep what arrived; the rerun resumes once space is freed
             raise DiskFullError(part) from exc
         raise
 

@@ -104,12 +104,17 @@ def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--f0-file", default=None, help="pitch curve file replacing the extracted pitch")
 
 
-def _add_experiment_flags(parser: argparse.ArgumentParser, *, sample_rate: bool = True) -> None:
+def _add_experiment_flags(parser: argparse.ArgumentParser, *, sample_rate: bool = True, prepared: bool = True) -> None:
+    """Experiment settings; with `prepared`, omitted values mean 'what the experiment was prepared for'."""
     parser.add_argument("--experiment", "-e", required=True, help="experiment name (folder under logs/)")
+    as_prepared = "default: as the experiment was prepared"
     if sample_rate:
-        parser.add_argument("--sample-rate", choices=SAMPLE_RATES, default="40k", help="default: 40k")
-    parser.add_argument("--version", choices=VERSIONS, default="v2", help="default: v2")
-    parser.add_argument("--no-f0", dest="use_f0", action="store_false", help="train without pitch guidance")
+        parser.add_argument("--sample-rate", choices=SAMPLE_RATES, default=None if prepared else "40k",
+                            help=as_prepared if prepared else "default: 40k")
+    parser.add_argument("--version", choices=VERSIONS, default=None if prepared else "v2",
+                        help=f"{as_prepared} (v2 for a new one)" if prepared else "default: v2")
+    parser.add_argument("--no-f0", dest="use_f0", action="store_const", const=False, default=None if prepared else True,
+                        help="without pitch guidance (speech-only voices)")
 
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
@@ -152,12 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", "-e", required=True)
     p.add_argument("--dataset", "-d", required=True, help="folder of audio files")
     p.add_argument("--sample-rate", choices=SAMPLE_RATES, default="40k")
+    p.add_argument("--speaker-id", type=int, default=0)
     p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
 
     p = add("extract", _cmd_extract, "extract pitch and content features of a preprocessed experiment")
     _add_experiment_flags(p, sample_rate=False)
     p.add_argument("--f0-method", choices=F0_METHODS, default="rmvpe")
     p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
 
     p = add("train", _cmd_train, "train a voice on an extracted experiment")
     _add_experiment_flags(p)
@@ -168,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", choices=VERSIONS, default="v2")
 
     p = add("one-click", _cmd_one_click, "preprocess, extract, train and index in one go")
-    _add_experiment_flags(p)
+    _add_experiment_flags(p, prepared=False)
     p.add_argument("--dataset", "-d", required=True, help="folder of audio files")
     p.add_argument("--f0-method", choices=F0_METHODS, default="rmvpe")
     p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
@@ -234,11 +241,21 @@ def _cmd_batch(args: argparse.Namespace) -> Any:
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> Any:
-    raise UserInputError("preprocess is not available yet")
+    from tools import api
+
+    return _run(args, lambda bar: api.preprocess_dataset(
+        project=args.root, experiment=args.experiment, dataset_dir=args.dataset, sample_rate_tag=args.sample_rate,
+        speaker_id=args.speaker_id, n_processes=args.processes, progress=bar,
+    ))
 
 
 def _cmd_extract(args: argparse.Namespace) -> Any:
-    raise UserInputError("extract is not available yet")
+    from tools import api
+
+    return _run(args, lambda bar: api.extract_features(
+        project=args.root, experiment=args.experiment, version=args.version, use_f0=args.use_f0,
+        f0_method=args.f0_method, n_processes=args.processes, device=args.device, progress=bar,
+    ))
 
 
 def _training_fields(args: argparse.Namespace) -> dict[str, Any]:

@@ -245,6 +245,9 @@ class JobRunner:
             logging.getLogger(__name__).exception("job %s crashed", job.job_id)
             job.finish("failed", error=f"{type(exc).__name__}: {exc}")
         else:
+            summary = getattr(result, "summary", None)
+            if callable(summary):
+                job.append_log(str(summary()))
             job.finish("cancelled" if job.cancel_token.cancelled else "done", result=result)
         finally:
             with self._lock:

@@ -49,7 +49,8 @@ def build_status_panel(ctx: "AppContext") -> None:
         with gr.Row():
             refresh = gr.Button(label("assets.refresh"), size="sm")
             download = gr.Button(label("assets.download"), size="sm", variant="primary")
-        panel = job_panel(ctx.jobs, extra_outputs=[table], render_extra=lambda _s: [status_html(ctx)], log_lines=5)
+        panel = job_panel(ctx.jobs, extra_outputs=[table], render_extra=lambda _s: [status_html(ctx)], log_lines=5,
+                          elem_id="assets-job")
 
         def start_download() -> tuple[str, Any, None]:
             """Download every group with a missing file."""

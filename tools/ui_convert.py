@@ -73,12 +73,13 @@ def conversion_kwargs(
     )
 
 
-def conversion_controls() -> list[gr.components.Component]:
-    """The parameter widgets, with RVC's defaults, in `conversion_kwargs` order."""
+def conversion_controls(prefix: str) -> list[gr.components.Component]:
+    """The parameter widgets, with RVC's defaults, in `conversion_kwargs` order (elem ids start with prefix)."""
     with gr.Row():
         speaker = gr.Number(label=label("convert.speaker_id"), value=0, precision=0, minimum=0)
-        transpose = gr.Number(label=label("convert.transpose"), value=0, precision=0, minimum=-48, maximum=48)
-        f0_method = gr.Radio(F0_CHOICES, value="rmvpe", label=label("convert.f0_method"))
+        transpose = gr.Number(label=label("convert.transpose"), value=0, precision=0, minimum=-48, maximum=48,
+                              elem_id=f"{prefix}-transpose")
+        f0_method = gr.Radio(F0_CHOICES, value="rmvpe", label=label("convert.f0_method"), elem_id=f"{prefix}-f0")
     with gr.Row():
         index_rate = gr.Slider(0, 1, value=0.75, step=0.01, label=label("convert.index_rate"))
         filter_radius = gr.Slider(0, 7, value=3, step=1, label=label("convert.filter_radius"))
@@ -140,8 +141,10 @@ def _batch_starter(ctx: "AppContext"):  # type: ignore[no-untyped-def]
 
 def build(ctx: "AppContext") -> None:
     with gr.Row():
-        voice = gr.Dropdown(voice_choices(ctx), value=None, label=label("convert.voice"), scale=3)
-        index = gr.Dropdown(index_choices(ctx), value=NO_INDEX, label=label("convert.index"), scale=4)
+        voice = gr.Dropdown(voice_choices(ctx), value=None, label=label("convert.voice"), scale=3,
+                            elem_id="convert-voice")
+        index = gr.Dropdown(index_choices(ctx), value=NO_INDEX, label=label("convert.index"), scale=4,
+                            elem_id="convert-index")
         refresh = gr.Button(label("convert.refresh"), scale=1, min_width=120)
 
     def on_voice(voice_file: str | None) -> Any:
@@ -156,14 +159,15 @@ def build(ctx: "AppContext") -> None:
     with gr.Tabs():
         with gr.Tab(label("tab.single"), id="convert_single"):
             with gr.Row():
-                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=label("convert.audio"))
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=label("convert.audio"),
+                                 elem_id="convert-audio")
                 f0_file = gr.File(label=label("convert.f0_file"), file_types=[".txt", ".csv", ".npy"], type="filepath")
-            params = conversion_controls()
+            params = conversion_controls("convert")
             run = gr.Button(label("convert.run"), variant="primary", elem_id="convert-run")
             with gr.Row():
                 output = gr.Audio(label=label("convert.output"), type="filepath", interactive=False,
                                   elem_id="convert-output")
-                download = gr.File(label=label("convert.download"), interactive=False)
+                download = gr.File(label=label("convert.download"), interactive=False, elem_id="convert-download")
             info = gr.Textbox(label=label("convert.info"), lines=3, interactive=False, elem_id="convert-info")
             run.click(
                 lambda *values: run_convert(ctx, *values),
@@ -176,8 +180,8 @@ def build(ctx: "AppContext") -> None:
                 input_dir = gr.Textbox(label=label("batch.input_dir"))
                 output_dir = gr.Textbox(label=label("batch.output_dir"))
                 out_format = gr.Dropdown(["wav", "flac", "mp3", "m4a"], value="wav", label=label("batch.format"))
-            batch_params = conversion_controls()
+            batch_params = conversion_controls("convert")
             batch_run = gr.Button(label("batch.run"), variant="primary")
-            panel = job_panel(ctx.jobs)
+            panel = job_panel(ctx.jobs, elem_id="batch-panel")
             panel.bind(batch_run, _batch_starter(ctx), [voice, index, input_dir, output_dir, out_format, *batch_params],
                        api_name="convert_batch")

@@ -43,8 +43,9 @@ def progress_html(snapshot: JobSnapshot | None, error: str | None = None) -> str
         else:
             text = f"{snapshot.kind}: {snapshot.message}{counter} - {snapshot.elapsed_s:.0f} s"
     percent = round(100.0 * fraction, 1)
+    job = html.escape(snapshot.job_id) if snapshot is not None else ""
     return (
-        f'<div class="rvc-progress" data-state="{state}" data-fraction="{fraction:.3f}" role="progressbar" '
+        f'<div class="rvc-progress" data-job="{job}" data-state="{state}" data-fraction="{fraction:.3f}" role="progressbar" '
         f'aria-valuenow="{percent}" aria-valuemin="0" aria-valuemax="100">'
         f'<div class="bar" style="width:{percent}%"></div>'
         f'<div class="text">{html.escape(text)}</div></div>'
@@ -95,17 +96,19 @@ def job_panel(
     extra_outputs: Sequence[gr.components.Component] = (),
     render_extra: ExtraRenderer | None = None,
     log_lines: int = 10,
+    elem_id: str | None = None,
 ) -> JobPanel:
     """Create the widgets (in the current layout) and wire the timer and the Stop button."""
     job_id = gr.State("")
-    with gr.Row(equal_height=True):
-        with gr.Column(scale=5):
-            progress = gr.HTML(progress_html(None), elem_classes=["rvc-progress-box"])
-        stop = gr.Button(label("job.stop"), variant="stop", scale=1, min_width=100, elem_classes=["rvc-stop"])
-    log = gr.Textbox(
-        label=label("job.log"), lines=log_lines, max_lines=log_lines, interactive=False, autoscroll=True,
-        elem_classes=["rvc-log"],
-    )
+    with gr.Column(elem_id=elem_id, elem_classes=["rvc-job"]):
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=5):
+                progress = gr.HTML(progress_html(None), elem_classes=["rvc-progress-box"])
+            stop = gr.Button(label("job.stop"), variant="stop", scale=1, min_width=100, elem_classes=["rvc-stop"])
+        log = gr.Textbox(
+            label=label("job.log"), lines=log_lines, max_lines=log_lines, interactive=False, autoscroll=True,
+            elem_classes=["rvc-log"],
+        )
     timer = gr.Timer(POLL_SECONDS, active=False)
     panel = JobPanel(jobs, job_id, progress, log, stop, timer, extra_outputs, render_extra or (lambda _s: []))
 

@@ -56,7 +56,8 @@ class ModelTools:
     def show(self, model: str) -> Any:
         from tools import api
 
-        return api.show_voice_info(path=self.voice(model))
+        path = self.voice(model)
+        return api.show_voice_info(path=path)
 
     def change(self, model: str, info: str, save_as: str) -> Any:
         from tools import api

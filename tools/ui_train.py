@@ -71,15 +71,22 @@ def loss_update(ctx: "AppContext", snapshot: JobSnapshot | None) -> Any:
     return loss_frame(ctx, snapshot.key)
 
 
-def health_text(snapshot: JobSnapshot | None) -> str:
-    """The dataset health report carried by a preprocess / one-click result, if any."""
-    if snapshot is None or snapshot.result is None:
+def health_report_text(ctx: "AppContext", experiment: str | None) -> str:
+    """The experiment's dataset health report (written by the preprocess step), or '' when none yet."""
+    from train.experiment import Experiment
+    from train.health import read_health_report
+
+    if not experiment:
+        return ""
+    report = read_health_report(Experiment(ctx.project.experiment_dir(experiment)))
+    return report.summary_text() if report is not None else ""
+
+
+def health_update(ctx: "AppContext", snapshot: JobSnapshot | None) -> Any:
+    """Show the report once a step that writes it has finished; otherwise leave the box alone."""
+    if snapshot is None or not snapshot.finished or snapshot.kind not in ("preprocess", "one-click"):
         return gr.skip()
-    report = getattr(snapshot.result, "health", None)
-    if report is None:
-        return gr.skip()
-    text = getattr(report, "to_text", None)
-    return text() if callable(text) else str(report)
+    return health_report_text(ctx, snapshot.key) or gr.skip()
 
 
 class TrainForm:
@@ -130,8 +137,8 @@ class TrainForm:
         def work(job: JobContext) -> Any:
             return api.preprocess_dataset(
                 project=self.ctx.project, experiment=v["experiment"], dataset_dir=dataset,
-                sample_rate_tag=v["sample_rate_tag"], n_processes=v["processes"], progress=job.progress,
-                cancel=job.cancel,
+                sample_rate_tag=v["sample_rate_tag"], speaker_id=v["speaker_id"], n_processes=v["processes"],
+                progress=job.progress, cancel=job.cancel,
             )
 
         return "preprocess", work, v["experiment"]
@@ -144,8 +151,8 @@ class TrainForm:
         def work(job: JobContext) -> Any:
             return api.extract_features(
                 project=self.ctx.project, experiment=v["experiment"], version=v["version"], use_f0=v["use_f0"],
-                f0_method=v["f0_method"], n_processes=v["processes"], cache=self.ctx.cache,
-                progress=job.progress, cancel=job.cancel,
+                f0_method=v["f0_method"], speaker_id=v["speaker_id"], n_processes=v["processes"],
+                cache=self.ctx.cache, progress=job.progress, cancel=job.cancel,
             )
 
         return "extract", work, v["experiment"]
@@ -235,14 +242,16 @@ def build(ctx: "AppContext") -> None:
     loss_plot = gr.LinePlot(loss_frame(ctx, None), render=False, x="step", y="loss", color="series",
                             label=label("train.loss"), height=260, elem_id="train-loss")
     panel = job_panel(ctx.jobs, extra_outputs=[loss_plot, health],
-                      render_extra=lambda s: [loss_update(ctx, s), health_text(s)])
-    def existing_curve(name: str) -> Any:
+                      render_extra=lambda s: [loss_update(ctx, s), health_update(ctx, s)], elem_id="train-panel")
+    def existing_state(name: str) -> tuple[Any, str]:
+        """What an experiment already has: its loss curve and health report."""
         try:
-            return loss_frame(ctx, validate_name(name, "experiment name"))
+            valid = validate_name(name, "experiment name")
         except UserInputError:
-            return loss_frame(ctx, None)
+            return loss_frame(ctx, None), ""
+        return loss_frame(ctx, valid), health_report_text(ctx, valid)
 
-    experiment.blur(existing_curve, [experiment], [loss_plot], api_name=False)
+    experiment.blur(existing_state, [experiment], [loss_plot, health], api_name=False)
     with gr.Row():
         with gr.Column(scale=3):
             loss_plot.render()

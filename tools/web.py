@@ -109,7 +109,28 @@ def build_app(ctx: AppContext) -> "gr.Blocks":
                 ui_train.build(ctx)
             with gr.Tab(label("tab.model_tools"), id="model_tools"):
                 ui_model_tools.build(ctx)
+        # Scripts (gradio_client) follow a job started by a button through these two endpoints.
+        def status_endpoint(job_id: str) -> dict:
+            return job_status(ctx, job_id)
+
+        def stop_endpoint(job_id: str) -> bool:
+            return ctx.jobs.cancel(job_id)
+
+        gr.api(status_endpoint, api_name="job_status")
+        gr.api(stop_endpoint, api_name="stop_job")
     return app
+
+
+def job_status(ctx: AppContext, job_id: str) -> dict[str, object]:
+    """A job's state as plain JSON: state, done, total, message, error, the last log lines."""
+    snapshot = ctx.jobs.snapshot(job_id)
+    if snapshot is None:
+        return {"job_id": job_id, "state": "unknown"}
+    return {
+        "job_id": snapshot.job_id, "kind": snapshot.kind, "experiment": snapshot.key, "state": snapshot.state,
+        "done": snapshot.done, "total": snapshot.total, "message": snapshot.message, "error": snapshot.error,
+        "elapsed_s": round(snapshot.elapsed_s, 3), "log": list(snapshot.log[-50:]),
+    }
 
 
 def launch(args: argparse.Namespace, *, block: bool = True) -> int:

@@ -91,14 +91,14 @@ class ExperimentMetadata:
         return asdict(self)
 
     @classmethod
-    def from_json_dict(cls, raw: dict[str, Any], source: Path) -> "ExperimentMetadata":
+    def from_json_dict(cls, raw: dict[str, Any], source: Path) -> ExperimentMetadata:
         known = {name for name in cls.__dataclass_fields__}
         try:
             return cls(**{k: v for k, v in raw.items() if k in known})
         except (TypeError, UserInputError) as exc:
             raise ExperimentError(f"{source}: unreadable experiment metadata ({exc}); delete the file to re-create it") from exc
 
-    def replace(self, **changes: Any) -> "ExperimentMetadata":
+    def replace(self, **changes: Any) -> ExperimentMetadata:
         data = self.to_json_dict()
         data.update(changes)
         return ExperimentMetadata(**data)
@@ -132,7 +132,7 @@ class FilelistEntry:
         return "|".join(fields)
 
     @classmethod
-    def parse(cls, line: str, use_f0: bool | None = None, source: str | Path = "filelist.txt") -> "FilelistEntry":
+    def parse(cls, line: str, use_f0: bool | None = None, source: str | Path = "filelist.txt") -> FilelistEntry:
         """Parse one line; `use_f0` (when given) demands 5 fields (pitch) or 3 (no pitch), as RVC's loaders do."""
         fields = line.rstrip("\r\n").split("|")
         expected = {True: (5,), False: (3,), None: (3, 5)}[use_f0]
@@ -171,7 +171,7 @@ class Experiment:
             raise UserInputError(f"{self.root}: not a usable experiment folder name; pick another experiment name")
 
     @classmethod
-    def in_logs(cls, logs_dir: str | Path, name: str) -> "Experiment":
+    def in_logs(cls, logs_dir: str | Path, name: str) -> Experiment:
         """The experiment `name` below a project's `logs/` folder (the name must be a plain folder name)."""
         cleaned = name.strip()
         if not cleaned or cleaned in {".", "..", MUTE} or "/" in cleaned or "\\" in cleaned or "\x00" in cleaned:
@@ -419,6 +419,7 @@ class Experiment:
                 f"{self.root}: no complete training example (0_gt_wavs + {FEATURE_DIRS[version]}"
                 f"{' + 2a_f0 + 2b-f0nsf' if use_f0 else ''}); run preprocessing and feature extraction first"
             )
+        self.ensure_mute_audio_and_f0(self.infer_metadata().sample_rate_tag)
         for path in (entries[-1].gt_wav, entries[-1].feature, entries[-1].f0_coarse, entries[-1].f0_hz):
             if path is not None and not path.exists():
                 raise ExperimentError(f"missing silent example {path}; run feature extraction (step 2b) to create it")

@@ -42,17 +42,24 @@ class HealthReport:
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def to_text(self) -> str:
+        return self.summary_text()
+
     def summary_text(self) -> str:
         rates = ", ".join(f"{int(rate) / 1000:g} kHz x{count}" for rate, count in sorted(self.sample_rates.items(), key=lambda kv: int(kv[0])))
         lines = [
             f"Dataset of {self.experiment!r} for a {self.sample_rate / 1000:g} kHz model",
             f"  files: {self.files_ok} processed, {len(self.files_failed)} failed, {len(self.files_skipped)} skipped",
-            f"  audio: {_minutes(self.source_duration_s)} in, {_minutes(self.kept_duration_s)} kept "
-            f"({self.silence_ratio:.0%} silence removed)",
+            (
+                f"  audio: {_minutes(self.source_duration_s)} in, {_minutes(self.kept_duration_s)} kept "
+                f"({self.silence_ratio:.0%} silence removed)"
+            ),
             f"  training clips: {self.clip_count} ({_minutes(self.clips_duration_s)}), {self.pieces_dropped} dropped",
             f"  source sample rates: {rates or 'none'}",
-            f"  clipped samples: {self.clipped_samples}"
-            + (f" in {len(self.clipped_files)} file(s) above {CLIPPED_FRACTION_WARN:.1%}" if self.clipped_files else ""),
+            (
+                f"  clipped samples: {self.clipped_samples}"
+                + (f" in {len(self.clipped_files)} file(s) above {CLIPPED_FRACTION_WARN:.1%}" if self.clipped_files else "")
+            ),
         ]
         lines += [f"  failed: {name}: {reason}" for name, reason in self.files_failed]
         lines += [f"  skipped: {name}: {reason}" for name, reason in self.files_skipped]

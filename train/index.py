@@ -27,6 +27,7 @@ import numpy as np
 from infer_pack.errors import ExperimentError, UserInputError
 from infer_pack.fileio import atomic_path
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
+from train.experiment import Experiment
 
 Version = Literal["v1", "v2"]
 IndexKind = Literal["ivf_flat", "ivf_flat_probe8", "ivf_pq_refine", "hnsw"]
@@ -323,31 +324,12 @@ def build_index_from_features(
     )
 
 
-def _experiment_paths(experiment: Any, version: Version) -> tuple[Path, Path, str]:
-    """(experiment folder, feature folder, experiment name) from an Experiment object or a folder path."""
-    if isinstance(experiment, (str, Path)):
-        root = Path(experiment)
-        from train.experiment import Experiment
-
-        experiment = Experiment(root) if _takes_root(Experiment) else None
-        if experiment is None:
-            return root, root / f"3_feature{FEATURE_DIM[version]}", root.name
-    root = Path(experiment.root)
-    return root, Path(experiment.feature_dir(version)), str(getattr(experiment, "name", root.name))
-
-
-def _takes_root(cls: Any) -> bool:
-    import inspect
-
-    try:
-        params = list(inspect.signature(cls).parameters)
-    except (TypeError, ValueError):
-        return False
-    return bool(params) and params[0] in ("root", "path", "folder")
+def _as_experiment(experiment: Experiment | str | Path) -> Experiment:
+    return experiment if isinstance(experiment, Experiment) else Experiment(experiment)
 
 
 def build_index(
-    experiment: Any,
+    experiment: Experiment | str | Path,
     version: Version,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -356,8 +338,8 @@ def build_index(
     seed: int = 0,
 ) -> IndexResult:
     """Build the index of an experiment (a `train.experiment.Experiment` or its folder) into its folder."""
-    root, feature_dir, name = _experiment_paths(experiment, version)
-    features = load_features(feature_dir, version, progress, cancel)
+    exp = _as_experiment(experiment)
+    features = load_features(exp.feature_dir(version), version, progress, cancel)
     return build_index_from_features(
-        features, root, name, version, kind=kind, seed=seed, progress=progress, cancel=cancel
+        features, exp.root, exp.name, version, kind=kind, seed=seed, progress=progress, cancel=cancel
     )

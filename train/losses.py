@@ -30,7 +30,9 @@ def discriminator_loss(
     return total, real_terms, fake_terms
 
 
-def generator_loss(fake_outputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def generator_loss(
+    fake_outputs: Sequence[torch.Tensor],
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Least-squares GAN loss of the generator: push the discriminator's fake scores to 1."""
     total = torch.zeros((), device=fake_outputs[0].device)
     terms: list[torch.Tensor] = []
@@ -42,7 +44,8 @@ def generator_loss(fake_outputs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, 
 
 
 def feature_loss(
-    real_feature_maps: Sequence[Sequence[torch.Tensor]], fake_feature_maps: Sequence[Sequence[torch.Tensor]]
+    real_feature_maps: Sequence[Sequence[torch.Tensor]],
+    fake_feature_maps: Sequence[Sequence[torch.Tensor]],
 ) -> torch.Tensor:
     """2 x sum over sub-discriminators and layers of mean |real - fake| (real side detached)."""
     total = torch.zeros((), device=real_feature_maps[0][0].device)
@@ -53,19 +56,29 @@ def feature_loss(
 
 
 def kl_loss(
-    z_p: torch.Tensor, logs_q: torch.Tensor, m_p: torch.Tensor, logs_p: torch.Tensor, z_mask: torch.Tensor
+    z_p: torch.Tensor,
+    logs_q: torch.Tensor,
+    m_p: torch.Tensor,
+    logs_p: torch.Tensor,
+    z_mask: torch.Tensor,
 ) -> torch.Tensor:
     """KL between the posterior sample mapped by the flow and the prior.
 
     z_p, logs_q: [B, C, T] (posterior side); m_p, logs_p: [B, C, T] (prior); z_mask: [B, 1, T].
     Summed over channels and valid frames, divided by the number of valid frames.
     """
-    z_p, logs_q, m_p, logs_p, z_mask = (t.float() for t in (z_p, logs_q, m_p, logs_p, z_mask))
+    z_p, logs_q, m_p, logs_p, z_mask = (
+        t.float() for t in (z_p, logs_q, m_p, logs_p, z_mask)
+    )
     kl = logs_p - logs_q - 0.5
     kl = kl + 0.5 * ((z_p - m_p) ** 2) * torch.exp(-2.0 * logs_p)
     return torch.sum(kl * z_mask) / torch.sum(z_mask)
 
 
-def mel_loss(target_mel: torch.Tensor, generated_mel: torch.Tensor, weight: float) -> torch.Tensor:
+def mel_loss(
+    target_mel: torch.Tensor, generated_mel: torch.Tensor, weight: float
+) -> torch.Tensor:
     """L1 between log mels ([B, n_mels, frames]) times the config's c_mel."""
-    return torch.nn.functional.l1_loss(target_mel.float(), generated_mel.float()) * weight
+    return (
+        torch.nn.functional.l1_loss(target_mel.float(), generated_mel.float()) * weight
+    )

@@ -38,7 +38,9 @@ EPSILONS: dict[str, Epsilons] = {
 
 def epsilons(mode: EpsilonMode) -> Epsilons:
     if mode not in EPSILONS:
-        raise ValueError(f"unknown mel epsilon mode {mode!r}; expected one of {EPSILON_MODES}")
+        raise ValueError(
+            f"unknown mel epsilon mode {mode!r}; expected one of {EPSILON_MODES}"
+        )
     return EPSILONS[mode]
 
 
@@ -53,7 +55,11 @@ def hz_to_mel(freq_hz: np.ndarray) -> np.ndarray:
     freq_hz = np.asarray(freq_hz, dtype=np.float64)
     mels = freq_hz / _F_SP
     high = freq_hz >= _MIN_LOG_HZ
-    mels = np.where(high, _MIN_LOG_MEL + np.log(np.maximum(freq_hz, 1e-12) / _MIN_LOG_HZ) / _LOGSTEP, mels)
+    mels = np.where(
+        high,
+        _MIN_LOG_MEL + np.log(np.maximum(freq_hz, 1e-12) / _MIN_LOG_HZ) / _LOGSTEP,
+        mels,
+    )
     return mels
 
 
@@ -65,12 +71,18 @@ def mel_to_hz(mels: np.ndarray) -> np.ndarray:
 
 
 def slaney_mel_filterbank(
-    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    fmin: float = 0.0,
+    fmax: float | None = None,
 ) -> np.ndarray:
     """Triangular mel filters, area-normalised: float32 [n_mels, n_fft // 2 + 1]."""
     fmax = sample_rate / 2.0 if fmax is None else float(fmax)
     fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)  # [F]
-    mel_edges = np.linspace(hz_to_mel(np.array(fmin)), hz_to_mel(np.array(fmax)), n_mels + 2)
+    mel_edges = np.linspace(
+        hz_to_mel(np.array(fmin)), hz_to_mel(np.array(fmax)), n_mels + 2
+    )
     hz_edges = mel_to_hz(mel_edges)  # [n_mels + 2]
     widths = np.diff(hz_edges)
     ramps = hz_edges[:, None] - fft_freqs[None, :]  # [n_mels + 2, F]
@@ -97,14 +109,20 @@ class MelTransform:
     fmin: float = 0.0
     fmax: float | None = None
     mode: EpsilonMode = "head"
-    _windows: dict[tuple[str, str], "torch.Tensor"] = field(default_factory=dict, repr=False)
-    _bases: dict[tuple[str, str], "torch.Tensor"] = field(default_factory=dict, repr=False)
+    _windows: dict[tuple[str, str], torch.Tensor] = field(
+        default_factory=dict, repr=False
+    )
+    _bases: dict[tuple[str, str], torch.Tensor] = field(
+        default_factory=dict, repr=False
+    )
 
     def __post_init__(self) -> None:
         self.eps = epsilons(self.mode)
 
     @classmethod
-    def from_data_section(cls, data: "DataSection", mode: EpsilonMode = "head") -> "MelTransform":
+    def from_data_section(
+        cls, data: DataSection, mode: EpsilonMode = "head"
+    ) -> MelTransform:
         return cls(
             sample_rate=data.sampling_rate,
             n_fft=data.filter_length,
@@ -121,29 +139,37 @@ class MelTransform:
         """Names everything a cached spectrogram depends on."""
         return f"{self.mode}-{self.n_fft}-{self.hop_length}-{self.win_length}"
 
-    def _window(self, like: "torch.Tensor") -> "torch.Tensor":
+    def _window(self, like: torch.Tensor) -> torch.Tensor:
         import torch
 
         key = (str(like.dtype), str(like.device))
         if key not in self._windows:
-            self._windows[key] = torch.hann_window(self.win_length, dtype=like.dtype, device=like.device)
+            self._windows[key] = torch.hann_window(
+                self.win_length, dtype=like.dtype, device=like.device
+            )
         return self._windows[key]
 
-    def mel_basis(self, like: "torch.Tensor") -> "torch.Tensor":
+    def mel_basis(self, like: torch.Tensor) -> torch.Tensor:
         import torch
 
         key = (str(like.dtype), str(like.device))
         if key not in self._bases:
-            basis = slaney_mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
-            self._bases[key] = torch.from_numpy(basis).to(dtype=like.dtype, device=like.device)
+            basis = slaney_mel_filterbank(
+                self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax
+            )
+            self._bases[key] = torch.from_numpy(basis).to(
+                dtype=like.dtype, device=like.device
+            )
         return self._bases[key]
 
-    def spectrogram(self, wave: "torch.Tensor") -> "torch.Tensor":
+    def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """Linear magnitude: wave [B, T] -> [B, n_fft // 2 + 1, T // hop]."""
         import torch
 
         pad = (self.n_fft - self.hop_length) // 2
-        padded = torch.nn.functional.pad(wave.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)  # [B, T + 2 pad]
+        padded = torch.nn.functional.pad(
+            wave.unsqueeze(1), (pad, pad), mode="reflect"
+        ).squeeze(1)  # [B, T + 2 pad]
         stft = torch.stft(
             padded,
             self.n_fft,
@@ -157,13 +183,13 @@ class MelTransform:
         )  # [B, F, frames]
         return torch.sqrt(stft.real.pow(2) + stft.imag.pow(2) + self.eps.magnitude)
 
-    def mel_from_spectrogram(self, spec: "torch.Tensor") -> "torch.Tensor":
+    def mel_from_spectrogram(self, spec: torch.Tensor) -> torch.Tensor:
         """Log mel: spec [B, F, frames] -> [B, n_mels, frames]."""
         import torch
 
         mel = torch.matmul(self.mel_basis(spec), spec)
         return torch.log(torch.clamp(mel, min=self.eps.log_clip))
 
-    def mel(self, wave: "torch.Tensor") -> "torch.Tensor":
+    def mel(self, wave: torch.Tensor) -> torch.Tensor:
         """Log mel straight from audio: wave [B, T] -> [B, n_mels, T // hop]."""
         return self.mel_from_spectrogram(self.spectrogram(wave))

@@ -52,7 +52,10 @@ class StepMetrics:
         data["loss_g_terms"] = list(self.loss_g_terms)
         data["loss_d_real_terms"] = list(self.loss_d_real_terms)
         data["loss_d_fake_terms"] = list(self.loss_d_fake_terms)
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
+        return {
+            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in data.items()
+        }
 
     def scalars(self) -> dict[str, float]:
         """RVC's TensorBoard tags."""
@@ -68,8 +71,12 @@ class StepMetrics:
             "step_time_s": self.step_time_s,
         }
         values.update({f"loss/g/{i}": v for i, v in enumerate(self.loss_g_terms)})
-        values.update({f"loss/d_r/{i}": v for i, v in enumerate(self.loss_d_real_terms)})
-        values.update({f"loss/d_g/{i}": v for i, v in enumerate(self.loss_d_fake_terms)})
+        values.update(
+            {f"loss/d_r/{i}": v for i, v in enumerate(self.loss_d_real_terms)}
+        )
+        values.update(
+            {f"loss/d_g/{i}": v for i, v in enumerate(self.loss_d_fake_terms)}
+        )
         values.update(self.extra)
         return values
 
@@ -77,7 +84,9 @@ class StepMetrics:
 class MetricsWriter:
     """Appends metrics for one experiment; a disabled writer (DDP ranks > 0) does nothing."""
 
-    def __init__(self, metrics_path: Path, tensorboard_dir: Path | None, enabled: bool = True) -> None:
+    def __init__(
+        self, metrics_path: Path, tensorboard_dir: Path | None, enabled: bool = True
+    ) -> None:
         self.metrics_path = metrics_path
         self.enabled = enabled
         self._tensorboard: Any = None
@@ -86,14 +95,18 @@ class MetricsWriter:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tensorboard = SummaryWriter(log_dir=str(tensorboard_dir))
-            except ImportError as exc:  # training goes on; only the TensorBoard view is lost
+            except (
+                ImportError
+            ) as exc:  # training goes on; only the TensorBoard view is lost
                 log.warning("TensorBoard logging disabled: %s", exc)
 
     @property
     def loss_curve_path(self) -> Path:
         return self.metrics_path.with_name(LOSS_CURVE_FILE)
 
-    def write(self, metrics: StepMetrics, mel_images: dict[str, np.ndarray] | None = None) -> None:
+    def write(
+        self, metrics: StepMetrics, mel_images: dict[str, np.ndarray] | None = None
+    ) -> None:
         if not self.enabled:
             return
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +116,9 @@ class MetricsWriter:
             for tag, value in metrics.scalars().items():
                 self._tensorboard.add_scalar(tag, value, metrics.step)
             for tag, image in (mel_images or {}).items():
-                self._tensorboard.add_image(tag, _mel_to_image(image), metrics.step, dataformats="HW")
+                self._tensorboard.add_image(
+                    tag, _mel_to_image(image), metrics.step, dataformats="HW"
+                )
             self._tensorboard.flush()
 
     def plot(self) -> Path | None:
@@ -145,7 +160,11 @@ def plot_loss_curve(records: Sequence[dict[str, Any]], target: Path) -> None:
     steps = [r["step"] for r in records]
     figure = Figure(figsize=(8, 4.5), dpi=100)
     top, bottom = figure.subplots(2, 1, sharex=True)
-    for key, label in (("loss_mel", "mel (x c_mel)"), ("loss_fm", "feature match"), ("loss_kl", "KL")):
+    for key, label in (
+        ("loss_mel", "mel (x c_mel)"),
+        ("loss_fm", "feature match"),
+        ("loss_kl", "KL"),
+    ):
         top.plot(steps, [_num(r.get(key)) for r in records], label=label)
     for key, label in (("loss_gen", "generator (GAN)"), ("loss_d", "discriminator")):
         bottom.plot(steps, [_num(r.get(key)) for r in records], label=label)

@@ -25,15 +25,15 @@ Differences from RVC, on purpose:
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -44,8 +44,11 @@ from train.experiment import Experiment, ExperimentMetadata
 from train.slicer import Slicer, SlicerSettings
 
 log = logging.getLogger(__name__)
+TaskT = TypeVar("TaskT")
+ResultT = TypeVar("ResultT")
 
 STATE_FORMAT = 1
+STATE_SAVE_INTERVAL_S = 1.0
 WAV_16K_RATE = 16000
 CLIP_LEVEL = 0.999  # |x| at or above this counts as a clipped sample in the health report
 NON_AUDIO_EXTENSIONS = frozenset(
@@ -68,7 +71,7 @@ class PreprocessSettings:
     norm_max: float = 0.9
     norm_alpha: float = 0.75
     highpass_hz: float = 48.0
-    slicer: SlicerSettings = SlicerSettings()
+    slicer: SlicerSettings = field(default_factory=SlicerSettings)
 
     @property
     def tail_s(self) -> float:
@@ -99,7 +102,7 @@ class SourceResult:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "SourceResult":
+    def from_json(cls, raw: dict[str, Any]) -> SourceResult:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in raw.items() if k in known})
 
@@ -368,7 +371,7 @@ def _remove_temporaries(folder: Path) -> None:
 
 
 # Imported once by the fork server, so each worker starts without paying for them again.
-_WORKER_PRELOAD = ["numpy", "scipy.signal", "scipy.io.wavfile", "soxr", "soundfile", "av", "infer_pack.audio", "train.preprocess"]
+_WORKER_PRELOAD = ["numpy", "scipy.signal", "scipy.io.wavfile", "soxr", "soundfile", "av", "infer_pack.audio", "parselmouth", "train.preprocess", "train.extract_f0"]
 
 
 def _worker_context() -> Any:
@@ -444,7 +447,8 @@ def preprocess_folder(
     skipped = [(s.name, s.skip_reason) for s in sources if s.skip_reason]
     todo: list[_Task] = []
     reused = 0
-    used_indexes = {int(r["index"]) for r in records.values() if r.get("status") == "done"}
+    # Every recorded file (done or failed) keeps its index for good, so pieces never collide.
+    used_indexes = {int(r["index"]) for r in records.values()}
     for source in sources:
         if source.skip_reason:
             continue
@@ -458,7 +462,6 @@ def preprocess_folder(
             # A changed (or previously failed) file keeps its index; its old pieces go away first.
             index = int(record["index"])
             _remove_pieces(experiment, list(record.get("segments", [])))
-            used_indexes.discard(index)
         elif index in used_indexes:
             # The folder gained files since the last run: never reuse a finished file's index.
             index = max(used_indexes | {s.index for s in sources}) + 1
@@ -474,17 +477,26 @@ def preprocess_folder(
     failed: list[tuple[str, str]] = []
     written = 0
     report(progress, 0, total, f"preprocess: {total} file(s) to do, {reused} already done, {len(skipped)} skipped")
-    for done, result in enumerate(_run_tasks(todo, n_workers or default_workers(), cancel), start=1):
-        records[result.name] = result.to_json()
+    # The state is saved at most once per STATE_SAVE_INTERVAL_S (and always at the end, on cancel
+    # or on error): rewriting it after every file of a large dataset would cost more than the work.
+    # A kill loses at most that interval of records; those files are simply done again.
+    last_save = time.monotonic()
+    try:
+        for done, result in enumerate(_run_tasks(todo, n_workers or default_workers(), cancel), start=1):
+            records[result.name] = result.to_json()
+            if time.monotonic() - last_save >= STATE_SAVE_INTERVAL_S:
+                _write_state(experiment, state)
+                last_save = time.monotonic()
+            if result.status == "done":
+                written += len(result.segments)
+                message = f"{result.name}: {len(result.segments)} piece(s)"
+            else:
+                failed.append((result.name, result.reason))
+                message = f"{result.name}: FAILED ({result.reason})"
+                log.warning("preprocess: %s failed: %s", result.name, result.reason)
+            report(progress, done, total, message)
+    finally:
         _write_state(experiment, state)
-        if result.status == "done":
-            written += len(result.segments)
-            message = f"{result.name}: {len(result.segments)} piece(s)"
-        else:
-            failed.append((result.name, result.reason))
-            message = f"{result.name}: FAILED ({result.reason})"
-            log.warning("preprocess: %s failed: %s", result.name, result.reason)
-        report(progress, done, total, message)
     segments_total = sum(len(r.get("segments", [])) for r in records.values() if r.get("status") == "done")
     return PreprocessResult(
         experiment=experiment.root,
@@ -500,23 +512,34 @@ def preprocess_folder(
 
 
 def _run_tasks(tasks: list[_Task], n_workers: int, cancel: CancelToken | None) -> Iterator[SourceResult]:
-    """Results in completion order. Cancel is honoured between files; files already started finish."""
+    return parallel_map(process_source, tasks, n_workers, cancel)
+
+
+def parallel_map(
+    func: Callable[[TaskT], ResultT], tasks: list[TaskT], n_workers: int, cancel: CancelToken | None
+) -> Iterator[ResultT]:
+    """`func(task)` for every task in worker processes; results in completion order.
+
+    `func` must be a module-level function and must report per-item failures in its result rather
+    than raise. Cancel is checked between items: items already started finish (and are yielded),
+    then CancelledError is raised. With one worker everything runs in this process.
+    """
     if not tasks:
         return
     n_workers = max(1, min(n_workers, len(tasks)))
     if n_workers == 1:
         for task in tasks:
             check(cancel)
-            yield process_source(task)
+            yield func(task)
         return
-    context = _worker_context()
     pending = iter(tasks)
-    with futures.ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
-        running: set[futures.Future[SourceResult]] = set()
+    with futures.ProcessPoolExecutor(max_workers=n_workers, mp_context=_worker_context()) as pool:
+        running: set[futures.Future[ResultT]] = set()
         cancelled = False
 
         def refill() -> None:
             nonlocal cancelled
+            # Two items per worker in flight: workers never wait, and a cancel leaves little to finish.
             while len(running) < n_workers * 2 and not cancelled:
                 if cancel is not None and cancel.cancelled:
                     cancelled = True
@@ -524,7 +547,7 @@ def _run_tasks(tasks: list[_Task], n_workers: int, cancel: CancelToken | None) -
                 task = next(pending, None)
                 if task is None:
                     return
-                running.add(pool.submit(process_source, task))
+                running.add(pool.submit(func, task))
 
         refill()
         while running:
@@ -535,7 +558,7 @@ def _run_tasks(tasks: list[_Task], n_workers: int, cancel: CancelToken | None) -
                     yield future.result()
                 except futures.process.BrokenProcessPool as exc:
                     raise ExperimentError(
-                        "a preprocessing worker process died (out of memory?); files finished so far are kept, "
+                        "a worker process died (out of memory?); files finished so far are kept, "
                         "run the step again to resume, with fewer processes if it happens again"
                     ) from exc
             refill()

@@ -10,6 +10,7 @@ every frame; the cut positions are the ones RVC's frame-by-frame loop produces.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,14 +47,25 @@ class Slicer:
     def rms(self, audio: np.ndarray) -> np.ndarray:
         """Frame RMS [frames]: window `win`, hop `hop`, zero padding win // 2 at both ends (librosa framing)."""
         half = self.win // 2
-        squares = np.square(audio, dtype=np.float64)  # [T]
-        cumulative = np.zeros(audio.size + 2 * half + 1, dtype=np.float64)
-        np.cumsum(squares, out=cumulative[half + 1 : half + 1 + audio.size])
-        cumulative[half + 1 + audio.size :] = cumulative[half + audio.size]
         n_frames = 1 + (audio.size + 2 * half - self.win) // self.hop
-        starts = np.arange(n_frames) * self.hop
-        power = (cumulative[starts + self.win] - cumulative[starts]) / self.win
-        return np.sqrt(np.maximum(power, 0.0))
+        padded = np.zeros(max(audio.size + 2 * half, (n_frames - 1) * self.hop + self.win), dtype=np.float64)
+        padded[half : half + audio.size] = audio
+        squares = np.square(padded)  # [T + win]
+        if self.win % self.hop == 0:
+            # Sums per hop-sized block, then per window of win/hop blocks. Unlike a running sum over
+            # the whole file, each sum is exact relative to its own size, so the minima the cut
+            # positions are chosen from (silence, often digital zeros) come out as in RVC.
+            per_window = self.win // self.hop
+            n_blocks = n_frames - 1 + per_window
+            blocks = squares[: n_blocks * self.hop].reshape(n_blocks, self.hop).sum(axis=1)  # [n_blocks]
+            window_sums = blocks[:n_frames].copy()
+            for k in range(1, per_window):
+                window_sums += blocks[k : k + n_frames]
+            power = window_sums / self.win
+        else:
+            frames = np.lib.stride_tricks.sliding_window_view(squares, self.win)[:: self.hop][:n_frames]  # [F, win]
+            power = frames.mean(axis=1)
+        return np.sqrt(power)
 
     def silent_cuts(self, rms: np.ndarray) -> list[tuple[int, int]]:
         """Ranges of frames to remove, `(first, last)` per cut, in order (RVC's `sil_tags`)."""
@@ -112,7 +124,7 @@ class Slicer:
         frame_ranges: list[tuple[int, int]] = []
         if tags[0][0] > 0:
             frame_ranges.append((0, tags[0][0]))
-        for (_, begin), (end, _) in zip(tags[:-1], tags[1:]):
+        for (_, begin), (end, _) in itertools.pairwise(tags):
             frame_ranges.append((begin, end))
         if tags[-1][1] < total:
             frame_ranges.append((tags[-1][1], total))

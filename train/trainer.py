@@ -26,16 +26,15 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import torch
 
@@ -50,13 +49,32 @@ from infer_pack.errors import (
 from infer_pack.progress import CancelToken, ProgressCallback, report
 from train.data import Batch, DistributedBucketSampler, TrainingDataset, collate
 from train.experiment import LATEST_ONLY_STEP, Experiment
-from train.losses import discriminator_loss, feature_loss, generator_loss, kl_loss, mel_loss
+from train.losses import (
+    discriminator_loss,
+    feature_loss,
+    generator_loss,
+    kl_loss,
+    mel_loss,
+)
 from train.mel import EpsilonMode, MelTransform
 from train.metrics import MetricsWriter, StepMetrics
 
 log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# (step, name, value) for a live view of the losses (e.g. the app's job runner)
+MetricSink = Callable[[int, str, float], None]
+LIVE_METRICS = (
+    "loss_mel",
+    "loss_g",
+    "loss_d",
+    "loss_kl",
+    "loss_fm",
+    "loss_gen",
+    "learning_rate",
+    "grad_norm_g",
+    "grad_norm_d",
+)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,16 +85,24 @@ class TrainingOptions:
     epochs: int = 20
     batch_size: int = 4  # items per step on each device
     save_every_epochs: int = 5
-    latest_only: bool = False  # overwrite G_2333333.pth / D_2333333.pth instead of keeping every save
-    export_every_save: bool = False  # also write weights/<exp>_e<epoch>_s<step>.pth at each save
+    latest_only: bool = (
+        False  # overwrite G_2333333.pth / D_2333333.pth instead of keeping every save
+    )
+    export_every_save: bool = (
+        False  # also write weights/<exp>_e<epoch>_s<step>.pth at each save
+    )
     pretrained_g: Path | None = None  # None: start the generator from random weights
     pretrained_d: Path | None = None
     weights_dir: Path | None = None  # where voice models go; None: no voice export
     voice_name: str | None = None  # default: the experiment name
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    precision: Precision = "auto"  # auto: bf16 on GPUs that support it, else fp16; fp32 on CPU
+    precision: Precision = (
+        "auto"  # auto: bf16 on GPUs that support it, else fp16; fp32 on CPU
+    )
     mel_epsilons: EpsilonMode = "head"
-    log_interval: int | None = None  # steps between metric lines; None: the config's (200)
+    log_interval: int | None = (
+        None  # steps between metric lines; None: the config's (200)
+    )
     seed: int | None = None  # None: the config's (1234)
     num_workers: int = 0  # DataLoader worker processes
     resume: bool = True
@@ -85,11 +111,17 @@ class TrainingOptions:
         if self.epochs < 1:
             raise UserInputError(f"epochs must be at least 1 (got {self.epochs})")
         if self.batch_size < 1:
-            raise UserInputError(f"batch size must be at least 1 (got {self.batch_size})")
+            raise UserInputError(
+                f"batch size must be at least 1 (got {self.batch_size})"
+            )
         if self.save_every_epochs < 1:
-            raise UserInputError(f"save frequency must be at least 1 epoch (got {self.save_every_epochs})")
+            raise UserInputError(
+                f"save frequency must be at least 1 epoch (got {self.save_every_epochs})"
+            )
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise UserInputError(f"unknown precision {self.precision!r}; use auto, fp32, bf16 or fp16")
+            raise UserInputError(
+                f"unknown precision {self.precision!r}; use auto, fp32, bf16 or fp16"
+            )
 
 
 @dataclass(frozen=True)
@@ -120,14 +152,18 @@ class TrainingResult:
     last_metrics: StepMetrics | None = None
 
 
-def load_experiment_config(experiment: Experiment, version: Version, sample_rate_tag: SampleRateTag) -> RVCConfig:
+def load_experiment_config(
+    experiment: Experiment, version: Version, sample_rate_tag: SampleRateTag
+) -> RVCConfig:
     """The experiment's config.json (RVC's copy, written once) as a typed config."""
     path = experiment.write_config(version, sample_rate_tag)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         config = parse_config(raw, version, sample_rate_tag, path)
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ExperimentError(f"{path}: unreadable training config ({exc}); delete it to get the default back") from exc
+        raise ExperimentError(
+            f"{path}: unreadable training config ({exc}); delete it to get the default back"
+        ) from exc
     expected = {"32k": 32000, "40k": 40000, "48k": 48000}[sample_rate_tag]
     if config.sample_rate != expected:
         raise ExperimentError(
@@ -152,7 +188,9 @@ class TrainingLock:
 
     def _holder(self) -> tuple[int, str] | None:
         try:
-            pid_text, _, host = self.path.read_text(encoding="utf-8").strip().partition(" ")
+            pid_text, _, host = (
+                self.path.read_text(encoding="utf-8").strip().partition(" ")
+            )
             return int(pid_text), host
         except (OSError, ValueError):
             return None
@@ -181,21 +219,27 @@ class TrainingLock:
                         f"{self.path}: experiment is already being trained by process {holder[0]} on "
                         f"{holder[1] or 'this machine'}; wait for it or stop it (if no training runs, delete this file)"
                     ) from None
-                log.warning("taking over the stale lock %s (holder %s is gone)", self.path, holder)
+                log.warning(
+                    "taking over the stale lock %s (holder %s is gone)",
+                    self.path,
+                    holder,
+                )
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(self._payload())
             self.owned = True
             return
-        raise TrainingLockedError(f"{self.path}: could not take the training lock; delete the file and retry")
+        raise TrainingLockedError(
+            f"{self.path}: could not take the training lock; delete the file and retry"
+        )
 
     def release(self) -> None:
         if self.owned and self._holder() == (os.getpid(), socket.gethostname()):
             self.path.unlink(missing_ok=True)
         self.owned = False
 
-    def __enter__(self) -> "TrainingLock":
+    def __enter__(self) -> Self:
         self.acquire()
         return self
 
@@ -221,12 +265,16 @@ class Distributed:
         return self.world_size > 1
 
     @classmethod
-    def from_env(cls) -> "Distributed":
+    def from_env(cls) -> Distributed:
         """RANK / WORLD_SIZE / LOCAL_RANK as set by torchrun (or a test that spawns ranks)."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
-        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", os.environ["RANK"])))
+        return cls(
+            int(os.environ["RANK"]),
+            world,
+            int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
+        )
 
 
 def resolve_device(name: str, dist: Distributed) -> torch.device:
@@ -235,7 +283,9 @@ def resolve_device(name: str, dist: Distributed) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserInputError(f"device {name!r} asked for but no CUDA GPU is visible; use device 'cpu'")
+            raise UserInputError(
+                f"device {name!r} asked for but no CUDA GPU is visible; use device 'cpu'"
+            )
         if dist.enabled:
             device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
@@ -250,7 +300,9 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
         return torch.float32
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+        precision
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,30 +319,12 @@ def build_networks(setup: TrainingSetup) -> tuple[torch.nn.Module, torch.nn.Modu
 
 
 def load_pretrained(net: torch.nn.Module, path: Path, what: str) -> None:
-    """Strict load of a pretrained G/D (`{"model": state_dict}`), as RVC does it."""
+    """Strict load of a pretrained G/D (`{"model": state_dict}`, keys incl. enc_q), as RVC does it."""
     from infer_pack.checkpoint import load_pretrained_state
 
     if not path.is_file():
         raise AssetMissingError(path, f"pretrained {what}")
-    state = load_pretrained_state(path)
-    _load_state_strict(net, state, path, f"pretrained {what}", "use the pretrained file for this version, sample rate and pitch setting")
-
-
-def _load_state_strict(net: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str, fix: str) -> None:
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatches (e.g. {wrong[0]})")
-        raise ModelFileError(path, f"{what} does not fit this model: " + ", ".join(parts), fix)
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+    load_pretrained_state(path, into=net, what=f"{what} being trained")
 
 
 def optimizer_state_by_name(
@@ -302,18 +336,30 @@ def optimizer_state_by_name(
     writer's parameters in that same order (the networks have no buffers).
     """
     names = [name for name, _ in net.named_parameters()]
-    position = {name: i for i, name in enumerate(k for k in saved_keys if k in set(names))}
+    position = {
+        name: i for i, name in enumerate(k for k in saved_keys if k in set(names))
+    }
     if set(position) != set(names):
-        raise ModelFileError(path, "the checkpoint's model keys do not match this network", _RESUME_FIX.format(path=path))
+        raise ModelFileError(
+            path,
+            "the checkpoint's model keys do not match this network",
+            _RESUME_FIX.format(path=path),
+        )
     old_state = saved.get("state", {})
     new_state: dict[int, Any] = {}
     for new_index, name in enumerate(names):
         entry = old_state.get(position[name])
         if entry is not None:
             new_state[new_index] = entry
-    groups = [dict(group, params=list(range(len(names)))) for group in saved["param_groups"]]
+    groups = [
+        dict(group, params=list(range(len(names)))) for group in saved["param_groups"]
+    ]
     if len(groups) != 1:
-        raise ModelFileError(path, f"optimizer has {len(groups)} parameter groups, expected 1", _RESUME_FIX.format(path=path))
+        raise ModelFileError(
+            path,
+            f"optimizer has {len(groups)} parameter groups, expected 1",
+            _RESUME_FIX.format(path=path),
+        )
     return {"state": new_state, "param_groups": groups}
 
 
@@ -333,7 +379,11 @@ class ResumePoint:
 def find_resume_point(experiment: Experiment) -> ResumePoint | None:
     """The newest step for which both G_<step>.pth and D_<step>.pth exist (RVC's numeric order)."""
     d_steps = {c.step: c.path for c in experiment.list_checkpoints("D")}
-    pairs = [(c.step, c.path, d_steps[c.step]) for c in experiment.list_checkpoints("G") if c.step in d_steps]
+    pairs = [
+        (c.step, c.path, d_steps[c.step])
+        for c in experiment.list_checkpoints("G")
+        if c.step in d_steps
+    ]
     if not pairs:
         return None
     step, g_path, d_path = max(pairs, key=lambda p: p[0])
@@ -371,8 +421,10 @@ class Trainer:
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         networks: tuple[torch.nn.Module, torch.nn.Module] | None = None,
+        on_metrics: MetricSink | None = None,
     ) -> None:
         self.setup = setup
+        self.on_metrics = on_metrics
         self.options = options
         self.progress = progress
         self.cancel = cancel or CancelToken()
@@ -381,7 +433,9 @@ class Trainer:
         self.dist = Distributed.from_env()
         self.device = resolve_device(options.device, self.dist)
         self.amp_dtype = resolve_precision(options.precision, self.device)
-        self.mel = MelTransform.from_data_section(self.config.data, options.mel_epsilons)
+        self.mel = MelTransform.from_data_section(
+            self.config.data, options.mel_epsilons
+        )
         self.log_interval = options.log_interval or self.config.train.log_interval
         self._networks = networks
         self.net_g: torch.nn.Module
@@ -392,14 +446,22 @@ class Trainer:
         if self.dist.enabled and not torch.distributed.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(
-                backend, init_method="env://", rank=self.dist.rank, world_size=self.dist.world_size
+                backend,
+                init_method="env://",
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
             )
 
-    def _make_loader(self) -> tuple[torch.utils.data.DataLoader[Batch], DistributedBucketSampler]:
+    def _make_loader(
+        self,
+    ) -> tuple[torch.utils.data.DataLoader[Batch], DistributedBucketSampler]:
         entries = self.experiment.read_filelist(self.setup.use_f0)
         dataset = TrainingDataset(entries, self.mel, self.setup.use_f0)
         sampler = DistributedBucketSampler(
-            dataset.lengths, self.options.batch_size, num_replicas=self.dist.world_size, rank=self.dist.rank
+            dataset.lengths,
+            self.options.batch_size,
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
         )
         if len(sampler) == 0:
             raise ExperimentError(
@@ -420,39 +482,81 @@ class Trainer:
 
     def _make_optimizer(self, net: torch.nn.Module) -> torch.optim.AdamW:
         train = self.config.train
-        return torch.optim.AdamW(net.parameters(), lr=train.learning_rate, betas=train.betas, eps=train.eps, weight_decay=0.01)
+        return torch.optim.AdamW(
+            net.parameters(),
+            lr=train.learning_rate,
+            betas=train.betas,
+            eps=train.eps,
+            weight_decay=0.01,
+        )
 
     def _resume(self, steps_per_epoch: int) -> tuple[int, int, Path | None]:
         """Load the newest complete checkpoint; returns (first epoch to train, global step, file)."""
-        from infer_pack.checkpoint import load_training_checkpoint
+        from infer_pack.checkpoint import load_state_strict, load_training_checkpoint
 
         point = find_resume_point(self.experiment) if self.options.resume else None
         if point is None:
             return 1, 0, None
         epochs_done = None
-        for path, net, optimizer in ((point.d_path, self.net_d, self.optim_d), (point.g_path, self.net_g, self.optim_g)):
+        for path, net, optimizer in (
+            (point.d_path, self.net_d, self.optim_d),
+            (point.g_path, self.net_g, self.optim_g),
+        ):
             try:
                 ckpt = load_training_checkpoint(path)
             except ModelFileError as exc:
-                raise ModelFileError(path, f"cannot resume from it ({exc.reason})", _RESUME_FIX.format(path=path)) from None
-            _load_state_strict(net, ckpt.model, path, "checkpoint", _RESUME_FIX.format(path=path))
+                raise ModelFileError(
+                    path,
+                    f"cannot resume from it ({exc.reason})",
+                    _RESUME_FIX.format(path=path),
+                ) from None
+            load_state_strict(
+                net,
+                ckpt.model,
+                path,
+                "network being trained",
+                _RESUME_FIX.format(path=path),
+            )
             if ckpt.optimizer:
                 try:
-                    optimizer.load_state_dict(optimizer_state_by_name(ckpt.optimizer, list(ckpt.model), net, path))
+                    optimizer.load_state_dict(
+                        optimizer_state_by_name(
+                            ckpt.optimizer, list(ckpt.model), net, path
+                        )
+                    )
                 except (KeyError, ValueError, TypeError) as exc:
-                    raise ModelFileError(path, f"optimizer state does not fit ({exc})", _RESUME_FIX.format(path=path)) from None
+                    raise ModelFileError(
+                        path,
+                        f"optimizer state does not fit ({exc})",
+                        _RESUME_FIX.format(path=path),
+                    ) from None
             else:
-                log.warning("%s holds no optimizer state; Adam moments start from zero", path)
-            epochs_done = ckpt.iteration if epochs_done is None else min(epochs_done, ckpt.iteration)
+                log.warning(
+                    "%s holds no optimizer state; Adam moments start from zero", path
+                )
+            epochs_done = (
+                ckpt.iteration
+                if epochs_done is None
+                else min(epochs_done, ckpt.iteration)
+            )
         assert epochs_done is not None
-        step = point.step if point.step != LATEST_ONLY_STEP else epochs_done * steps_per_epoch
-        saved_step = _saved_global_step(ckpt)
-        if saved_step is not None:
-            step = saved_step
-        log.info("resuming from %s (epoch %d done, step %d)", point.g_path.name, epochs_done, step)
+        # G_2333333 ("latest only") carries no step count: count whole epochs instead.
+        step = (
+            point.step
+            if point.step != LATEST_ONLY_STEP
+            else epochs_done * steps_per_epoch
+        )
+        log.info(
+            "resuming from %s (epoch %d done, step %d)",
+            point.g_path.name,
+            epochs_done,
+            step,
+        )
         return epochs_done + 1, step, point.g_path
 
-    def _set_learning_rate(self, first_epoch: int) -> list[torch.optim.lr_scheduler.ExponentialLR]:
+    def _set_learning_rate(
+        self, first_epoch: int
+    ) -> list[torch.optim.lr_scheduler.ExponentialLR]:
         """Epoch e trains with lr x decay^(e-1); a scheduler per optimiser steps once per epoch."""
         train = self.config.train
         schedulers = []
@@ -461,13 +565,19 @@ class Trainer:
                 group["initial_lr"] = train.learning_rate
                 group["lr"] = train.learning_rate * train.lr_decay ** (first_epoch - 1)
             schedulers.append(
-                torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=train.lr_decay, last_epoch=first_epoch - 2)
+                torch.optim.lr_scheduler.ExponentialLR(
+                    optimizer, gamma=train.lr_decay, last_epoch=first_epoch - 2
+                )
             )
         return schedulers
 
     # -- one step --------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32)
+        return torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype,
+            enabled=self.amp_dtype != torch.float32,
+        )
 
     def train_step(self, batch: Batch) -> StepOutput:
         from infer_pack.commons import slice_segments
@@ -477,18 +587,32 @@ class Trainer:
         segment_frames = self.config.segment_frames
 
         with self._autocast():
-            y_hat, ids_slice, _x_mask, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = self.net_g(
-                b.phone, b.phone_lengths, b.pitch, b.pitchf, b.spec, b.spec_lengths, b.speaker_id
+            y_hat, ids_slice, _x_mask, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = (
+                self.net_g(
+                    b.phone,
+                    b.phone_lengths,
+                    b.pitch,
+                    b.pitchf,
+                    b.spec,
+                    b.spec_lengths,
+                    b.speaker_id,
+                )
             )  # y_hat [B, 1, segment_size]
         with torch.no_grad():
-            target_mel = slice_segments(self.mel.mel_from_spectrogram(b.spec), ids_slice, segment_frames)  # [B, M, S]
+            target_mel = slice_segments(
+                self.mel.mel_from_spectrogram(b.spec), ids_slice, segment_frames
+            )  # [B, M, S]
         generated_mel = self.mel.mel(y_hat.float().squeeze(1))  # [B, M, S], fp32
-        wave = slice_segments(b.wave, ids_slice * hop, self.config.train.segment_size)  # [B, 1, segment_size]
+        wave = slice_segments(
+            b.wave, ids_slice * hop, self.config.train.segment_size
+        )  # [B, 1, segment_size]
 
         # Discriminator: real -> 1, generated (detached) -> 0.
         with self._autocast():
             real_scores, fake_scores, _, _ = self.net_d(wave, y_hat.detach())
-        loss_d, d_real_terms, d_fake_terms = discriminator_loss(real_scores, fake_scores)
+        loss_d, d_real_terms, d_fake_terms = discriminator_loss(
+            real_scores, fake_scores
+        )
         self.optim_d.zero_grad(set_to_none=True)
         self.scaler.scale(loss_d).backward()
         self.scaler.unscale_(self.optim_d)
@@ -517,7 +641,9 @@ class Trainer:
         )  # fmt: skip
 
     # -- files -------------------------------------------------------------------------------------
-    def _save_checkpoints(self, epochs_done: int, global_step: int) -> tuple[Path, Path]:
+    def _save_checkpoints(
+        self, epochs_done: int, global_step: int
+    ) -> tuple[Path, Path]:
         """G then D, each written atomically; a pair is only used for resume once both exist."""
         from infer_pack.checkpoint import save_training_checkpoint
 
@@ -525,23 +651,39 @@ class Trainer:
         g_path = self.experiment.g_checkpoint_path(step_name)
         d_path = self.experiment.d_checkpoint_path(step_name)
         lr = self.config.train.learning_rate
-        for path, net, optimizer in ((g_path, self.net_g, self.optim_g), (d_path, self.net_d, self.optim_d)):
+        for path, net, optimizer in (
+            (g_path, self.net_g, self.optim_g),
+            (d_path, self.net_d, self.optim_d),
+        ):
             save_training_checkpoint(
                 path,
                 model=_unwrap(net).state_dict(),
                 iteration=epochs_done,
                 optimizer=optimizer.state_dict(),
                 learning_rate=lr,
-                global_step=global_step,
             )
-        log.info("saved %s and %s (epoch %d, step %d)", g_path.name, d_path.name, epochs_done, global_step)
+        log.info(
+            "saved %s and %s (epoch %d, step %d)",
+            g_path.name,
+            d_path.name,
+            epochs_done,
+            global_step,
+        )
         return g_path, d_path
 
     def _export_voice(self, path: Path, epochs_done: int) -> Path:
         from infer_pack.checkpoint import save_voice, voice_from_state_dict
 
-        state = {k: v.detach().cpu() for k, v in _unwrap(self.net_g).state_dict().items()}
-        voice = voice_from_state_dict(state, self.config, self.setup.use_f0, f"{epochs_done}epoch", self.setup.version)
+        state = {
+            k: v.detach().cpu() for k, v in _unwrap(self.net_g).state_dict().items()
+        }
+        voice = voice_from_state_dict(
+            state,
+            self.config,
+            self.setup.use_f0,
+            f"{epochs_done}epoch",
+            self.setup.version,
+        )
         save_voice(path, voice)
         log.info("exported voice %s", path)
         return path
@@ -559,8 +701,16 @@ class Trainer:
         lock = TrainingLock(self.experiment.lock_path)
         if self.dist.is_main:
             lock.acquire()
-        file_log = _attach_file_log(self.experiment.train_log_path) if self.dist.is_main else None
-        metrics = MetricsWriter(self.experiment.metrics_path, self.experiment.root, enabled=self.dist.is_main)
+        file_log = (
+            _attach_file_log(self.experiment.train_log_path)
+            if self.dist.is_main
+            else None
+        )
+        metrics = MetricsWriter(
+            self.experiment.metrics_path,
+            self.experiment.root,
+            enabled=self.dist.is_main,
+        )
         try:
             return self._run(metrics)
         finally:
@@ -572,17 +722,24 @@ class Trainer:
 
     def _run(self, metrics: MetricsWriter) -> TrainingResult:
         options = self.options
-        torch.manual_seed(options.seed if options.seed is not None else self.config.train.seed)
+        torch.manual_seed(
+            options.seed if options.seed is not None else self.config.train.seed
+        )
         loader, sampler = self._make_loader()
         steps_per_epoch = len(sampler)
 
-        net_g, net_d = self._networks if self._networks is not None else build_networks(self.setup)
+        net_g, net_d = (
+            self._networks if self._networks is not None else build_networks(self.setup)
+        )
         self.net_g, self.net_d = net_g.to(self.device), net_d.to(self.device)
         self.optim_g = self._make_optimizer(self.net_g)
         self.optim_d = self._make_optimizer(self.net_d)
         first_epoch, global_step, resumed_from = self._resume(steps_per_epoch)
         if resumed_from is None:
-            for path, net, what in ((options.pretrained_g, self.net_g, "generator"), (options.pretrained_d, self.net_d, "discriminator")):
+            for path, net, what in (
+                (options.pretrained_g, self.net_g, "generator"),
+                (options.pretrained_d, self.net_d, "discriminator"),
+            ):
                 if path is not None:
                     load_pretrained(net, Path(path), what)
                     log.info("loaded pretrained %s %s", what, path)
@@ -590,10 +747,16 @@ class Trainer:
                     log.info("no pretrained %s: training it from random weights", what)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net_g = torch.nn.parallel.DistributedDataParallel(self.net_g, device_ids=ids)
-            self.net_d = torch.nn.parallel.DistributedDataParallel(self.net_d, device_ids=ids)
+            self.net_g = torch.nn.parallel.DistributedDataParallel(
+                self.net_g, device_ids=ids
+            )
+            self.net_d = torch.nn.parallel.DistributedDataParallel(
+                self.net_d, device_ids=ids
+            )
         self._g_params = [p for p in self.net_g.parameters() if p.requires_grad]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(
+            self.device.type, enabled=self.amp_dtype == torch.float16
+        )
         schedulers = self._set_learning_rate(first_epoch)
         self.net_g.train()
         self.net_d.train()
@@ -619,21 +782,36 @@ class Trainer:
             sampler.set_epoch(epoch)
             for batch in loader:
                 if self._stop_requested():
-                    return self._stop(result, epoch - 1, global_step, saved_step, metrics)
+                    return self._stop(
+                        result, epoch - 1, global_step, saved_step, metrics
+                    )
                 start = time.perf_counter()
                 out = self.train_step(batch)
                 global_step += 1
                 steps_this_run += 1
                 interval_time += time.perf_counter() - start
                 interval_steps += 1
-                if self.dist.is_main and (global_step % self.log_interval == 0 or steps_this_run == 1):
-                    result.last_metrics = self._log_metrics(out, epoch, global_step, interval_time / interval_steps, metrics)
+                if self.dist.is_main and (
+                    global_step % self.log_interval == 0 or steps_this_run == 1
+                ):
+                    result.last_metrics = self._log_metrics(
+                        out, epoch, global_step, interval_time / interval_steps, metrics
+                    )
                     interval_time, interval_steps = 0.0, 0
-                report(self.progress, steps_this_run, total_steps, f"epoch {epoch}/{options.epochs} step {global_step}")
+                report(
+                    self.progress,
+                    steps_this_run,
+                    total_steps,
+                    f"epoch {epoch}/{options.epochs} step {global_step}",
+                )
             result.epochs_done, result.global_step = epoch, global_step
             log.info("epoch %d done (step %d)", epoch, global_step)
-            if self.dist.is_main and (epoch % options.save_every_epochs == 0 or epoch == options.epochs):
-                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(epoch, global_step)
+            if self.dist.is_main and (
+                epoch % options.save_every_epochs == 0 or epoch == options.epochs
+            ):
+                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(
+                    epoch, global_step
+                )
                 saved_step = global_step
                 if options.export_every_save and epoch != options.epochs:
                     voice = self._voice_path(epoch, global_step)
@@ -642,7 +820,10 @@ class Trainer:
                 result.loss_curve_path = metrics.plot()
             for scheduler in schedulers:
                 scheduler.step()
-        result.epochs_done, result.global_step = max(result.epochs_done, first_epoch - 1), global_step
+        result.epochs_done, result.global_step = (
+            max(result.epochs_done, first_epoch - 1),
+            global_step,
+        )
         if self.dist.is_main:
             final = self._voice_path(None, global_step)
             if final is not None:
@@ -650,16 +831,30 @@ class Trainer:
                 result.exported.append(result.voice_path)
             result.loss_curve_path = metrics.plot()
         self._barrier()
-        report(self.progress, total_steps, total_steps, f"training done: epoch {result.epochs_done}, step {global_step}")
+        report(
+            self.progress,
+            total_steps,
+            total_steps,
+            f"training done: epoch {result.epochs_done}, step {global_step}",
+        )
         return result
 
-    def _stop(self, result: TrainingResult, epochs_done: int, global_step: int, saved_step: int, metrics: MetricsWriter) -> TrainingResult:
+    def _stop(
+        self,
+        result: TrainingResult,
+        epochs_done: int,
+        global_step: int,
+        saved_step: int,
+        metrics: MetricsWriter,
+    ) -> TrainingResult:
         """Cancelled: save what was learnt (unless just saved), export the voice, and stop."""
         result.cancelled = True
         result.epochs_done, result.global_step = epochs_done, global_step
         if self.dist.is_main:
             if global_step != saved_step and global_step > 0:
-                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(epochs_done, global_step)
+                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(
+                    epochs_done, global_step
+                )
             final = self._voice_path(None, global_step)
             if final is not None and global_step > 0:
                 result.voice_path = self._export_voice(final, epochs_done)
@@ -682,7 +877,14 @@ class Trainer:
         if self.dist.enabled and torch.distributed.is_initialized():
             torch.distributed.barrier()
 
-    def _log_metrics(self, out: StepOutput, epoch: int, step: int, step_time: float, metrics: MetricsWriter) -> StepMetrics:
+    def _log_metrics(
+        self,
+        out: StepOutput,
+        epoch: int,
+        step: int,
+        step_time: float,
+        metrics: MetricsWriter,
+    ) -> StepMetrics:
         values = StepMetrics(
             step=step,
             epoch=epoch,
@@ -705,6 +907,11 @@ class Trainer:
             "slice/mel_gen": out.generated_mel[0].float().cpu().numpy(),
         }
         metrics.write(values, images)
+        if self.on_metrics is not None:
+            record = values.to_json_dict()
+            for name in LIVE_METRICS:
+                if record.get(name) is not None:
+                    self.on_metrics(step, name, float(record[name]))
         log.info(
             "epoch %d step %d lr %.3g: d %.3f g %.3f fm %.3f mel %.3f kl %.3f (%.2f s/step)",
             epoch, step, values.learning_rate, values.loss_d, values.loss_gen, values.loss_fm,
@@ -713,14 +920,12 @@ class Trainer:
         return values
 
 
-def _saved_global_step(ckpt: Any) -> int | None:
-    extra = getattr(ckpt, "extra", None) or {}
-    value = extra.get("global_step") if isinstance(extra, dict) else None
-    return int(value) if isinstance(value, (int, float)) else None
-
-
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
-    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
+    return (
+        net.module
+        if isinstance(net, torch.nn.parallel.DistributedDataParallel)
+        else net
+    )
 
 
 @contextlib.contextmanager
@@ -743,7 +948,9 @@ def _grad_norm(net: torch.nn.Module) -> torch.Tensor:
 def _attach_file_log(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     handler.setLevel(logging.INFO)
     logger = logging.getLogger("train")
     logger.addHandler(handler)
@@ -758,9 +965,12 @@ def train(
     *,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    on_metrics: MetricSink | None = None,
 ) -> TrainingResult:
     """Train (or resume) one experiment; see the module docstring for the recipe."""
-    return Trainer(setup, options, progress=progress, cancel=cancel).run()
+    return Trainer(
+        setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics
+    ).run()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -771,20 +981,32 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m train.trainer",
         description="Train an experiment folder (run under torchrun for several GPUs or nodes).",
     )
-    parser.add_argument("experiment_dir", type=Path, help="logs/<exp> with filelist.txt (written by the app or CLI)")
+    parser.add_argument(
+        "experiment_dir",
+        type=Path,
+        help="logs/<exp> with filelist.txt (written by the app or CLI)",
+    )
     parser.add_argument("--version", choices=["v1", "v2"], default=None)
     parser.add_argument("--sample-rate", choices=["32k", "40k", "48k"], default=None)
-    parser.add_argument("--no-f0", action="store_true", help="train a model without pitch guidance")
+    parser.add_argument(
+        "--no-f0", action="store_true", help="train a model without pitch guidance"
+    )
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=4, help="items per step on each GPU")
-    parser.add_argument("--save-every", type=int, default=5, help="epochs between checkpoints")
+    parser.add_argument(
+        "--batch-size", type=int, default=4, help="items per step on each GPU"
+    )
+    parser.add_argument(
+        "--save-every", type=int, default=5, help="epochs between checkpoints"
+    )
     parser.add_argument("--latest-only", action="store_true")
     parser.add_argument("--export-every-save", action="store_true")
     parser.add_argument("--pretrained-g", type=Path, default=None)
     parser.add_argument("--pretrained-d", type=Path, default=None)
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    parser.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto"
+    )
     parser.add_argument("--mel-epsilons", choices=["head", "classic"], default="head")
     parser.add_argument("--log-interval", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
@@ -793,13 +1015,21 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     experiment = Experiment(args.experiment_dir)
     meta = experiment.infer_metadata()
     version: Version = args.version or meta.version
     tag: SampleRateTag = args.sample_rate or meta.sample_rate_tag
     use_f0 = False if args.no_f0 else meta.use_f0
-    setup = TrainingSetup(experiment, version, tag, use_f0, load_experiment_config(experiment, version, tag))
+    setup = TrainingSetup(
+        experiment,
+        version,
+        tag,
+        use_f0,
+        load_experiment_config(experiment, version, tag),
+    )
     options = TrainingOptions(
         epochs=args.epochs, batch_size=args.batch_size, save_every_epochs=args.save_every,
         latest_only=args.latest_only, export_every_save=args.export_every_save,
@@ -816,7 +1046,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    log.info("finished: epoch %d, step %d, cancelled=%s", result.epochs_done, result.global_step, result.cancelled)
+    log.info(
+        "finished: epoch %d, step %d, cancelled=%s",
+        result.epochs_done,
+        result.global_step,
+        result.cancelled,
+    )
     return 0
 
 

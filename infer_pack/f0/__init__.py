@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from infer_pack.f0.coarse import COARSE_F0_MAX_HZ, COARSE_F0_MIN_HZ, f0_to_coarse, hz_to_mel, shift_f0
+from infer_pack.f0.coarse import (
+    COARSE_F0_MAX_HZ,
+    COARSE_F0_MIN_HZ,
+    f0_to_coarse,
+    hz_to_mel,
+    shift_f0,
+)
 from infer_pack.f0.filters import (
     apply_f0_override,
     fit_to_frames,
@@ -128,10 +134,10 @@ def _estimator(method: str, *, rmvpe_path: str | Path | None, cache: ModelCache 
 __all__ = [
     "COARSE_F0_MAX_HZ",
     "COARSE_F0_MIN_HZ",
-    "F0Method",
     "F0_METHODS",
     "HOP",
     "SAMPLE_RATE",
+    "F0Method",
     "apply_f0_override",
     "estimate_f0",
     "f0_to_coarse",

@@ -8,7 +8,8 @@ resumes) in this process on one device. For several GPUs or machines launch
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# (step, metric name, value): the job runner's live metric sink
+MetricSink = Callable[[int, str, float], None]
+
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
@@ -31,14 +35,18 @@ class TrainRequest:
     version: Version | None = None  # None: what the experiment was prepared for
     sample_rate_tag: SampleRateTag | None = None
     use_f0: bool | None = None
-    speaker_id: int = 0
+    speaker_id: int | None = None  # None: the one given at preprocessing
     epochs: int = 20
     batch_size: int = 4  # items per step
     save_every_epochs: int = 5
     latest_only: bool = False
     export_every_save: bool = False
-    use_pretrained: bool = True  # start from pretrained[_v2]/f0G40k.pth etc. when present
-    pretrained_g: str | None = None  # explicit files override the project's pretrained folder
+    use_pretrained: bool = (
+        True  # start from pretrained[_v2]/f0G40k.pth etc. when present
+    )
+    pretrained_g: str | None = (
+        None  # explicit files (relative to the project) override the default ones
+    )
     pretrained_d: str | None = None
     device: str = "auto"
     precision: Precision = "auto"
@@ -46,7 +54,9 @@ class TrainRequest:
     log_interval: int | None = None
     num_workers: int = 0
     resume: bool = True
-    export_voice: bool = True  # write weights/<experiment>.pth at the end (and when stopped)
+    export_voice: bool = (
+        True  # write weights/<experiment>.pth at the end (and when stopped)
+    )
 
 
 @dataclass(frozen=True)
@@ -78,7 +88,14 @@ class TrainResult:
         return text
 
 
-def _pretrained(project: Project, request: TrainRequest, version: Version, tag: SampleRateTag, use_f0: bool, kind: Literal["G", "D"]) -> Path | None:
+def _pretrained(
+    project: Project,
+    request: TrainRequest,
+    version: Version,
+    tag: SampleRateTag,
+    use_f0: bool,
+    kind: Literal["G", "D"],
+) -> Path | None:
     explicit = request.pretrained_g if kind == "G" else request.pretrained_d
     if explicit:
         path = project.confine(explicit, f"pretrained {kind}")
@@ -90,41 +107,84 @@ def _pretrained(project: Project, request: TrainRequest, version: Version, tag: 
     default = project.pretrained_path(version, tag, use_f0, kind)
     if default.is_file():
         return default
-    log.warning("pretrained %s %s is missing: training it from scratch (needs far more epochs)", kind, default)
+    log.warning(
+        "pretrained %s %s is missing: training it from scratch (needs far more epochs)",
+        kind,
+        default,
+    )
     return None
 
 
 def train_model(
-    root: str | Path = ".",
+    root: Project | str | Path = ".",
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
-    **fields: Any,
+    *,
+    experiment: str,
+    version: Version | None = None,
+    sample_rate_tag: SampleRateTag | None = None,
+    use_f0: bool | None = None,
+    speaker_id: int | None = None,
+    epochs: int = 20,
+    batch_size: int = 4,
+    save_every_epochs: int = 5,
+    latest_only: bool = False,
+    export_every_save: bool = False,
+    use_pretrained: bool = True,
+    pretrained_g: str | Path | None = None,
+    pretrained_d: str | Path | None = None,
+    device: str = "auto",
+    precision: Precision = "auto",
+    mel_epsilons: Literal["head", "classic"] = "head",
+    log_interval: int | None = None,
+    num_workers: int = 0,
+    resume: bool = True,
+    export_voice: bool = True,
+    on_metrics: MetricSink | None = None,
 ) -> TrainResult:
-    """Train or resume `experiment` (keyword fields of TrainRequest) under the project `root`."""
-    from train.experiment import Experiment
-    from train.trainer import TrainingOptions, TrainingSetup, load_experiment_config, train
+    """Train (or resume) `experiment` under the project `root`; see TrainRequest for the fields.
 
-    request = TrainRequest(**fields)
-    project = Project.at(root)
-    experiment = Experiment(project.experiment_dir(request.experiment))
-    meta = experiment.infer_metadata()
-    version: Version = request.version or meta.version
+    filelist.txt is written again first (as RVC does on each start), so a changed speaker id or a
+    re-run extraction is picked up. A cancelled run saves a checkpoint and the voice, then returns
+    with `cancelled=True`.
+    """
+    from train.experiment import Experiment
+    from train.trainer import (
+        TrainingOptions,
+        TrainingSetup,
+        load_experiment_config,
+        train,
+    )
+
+    request = TrainRequest(
+        experiment, version, sample_rate_tag, use_f0, speaker_id, epochs, batch_size, save_every_epochs,
+        latest_only, export_every_save, use_pretrained, str(pretrained_g) if pretrained_g else None,
+        str(pretrained_d) if pretrained_d else None, device, precision, mel_epsilons, log_interval, num_workers,
+        resume, export_voice,
+    )  # fmt: skip
+    project = root if isinstance(root, Project) else Project.at(root)
+    exp = Experiment(project.experiment_dir(request.experiment))
+    meta = exp.infer_metadata()
+    chosen_version: Version = request.version or meta.version
     tag: SampleRateTag = request.sample_rate_tag or meta.sample_rate_tag
-    use_f0 = meta.use_f0 if request.use_f0 is None else request.use_f0
-    experiment.write_filelist(version, use_f0, request.speaker_id)
-    config = load_experiment_config(experiment, version, tag)
-    pretrained_g = _pretrained(project, request, version, tag, use_f0, "G")
-    pretrained_d = _pretrained(project, request, version, tag, use_f0, "D")
+    chosen_f0 = meta.use_f0 if request.use_f0 is None else request.use_f0
+    chosen_speaker = (
+        meta.speaker_id if request.speaker_id is None else request.speaker_id
+    )
+    exp.write_filelist(chosen_version, chosen_f0, chosen_speaker)
+    config = load_experiment_config(exp, chosen_version, tag)
+    g_path = _pretrained(project, request, chosen_version, tag, chosen_f0, "G")
+    d_path = _pretrained(project, request, chosen_version, tag, chosen_f0, "D")
     options = TrainingOptions(
         epochs=request.epochs,
         batch_size=request.batch_size,
         save_every_epochs=request.save_every_epochs,
         latest_only=request.latest_only,
         export_every_save=request.export_every_save,
-        pretrained_g=pretrained_g,
-        pretrained_d=pretrained_d,
+        pretrained_g=g_path,
+        pretrained_d=d_path,
         weights_dir=project.weights_dir if request.export_voice else None,
-        voice_name=experiment.name,
+        voice_name=exp.name,
         device=request.device,
         precision=request.precision,
         mel_epsilons=request.mel_epsilons,
@@ -132,12 +192,16 @@ def train_model(
         num_workers=request.num_workers,
         resume=request.resume,
     )
-    setup = TrainingSetup(experiment, version, tag, use_f0, config)
-    result = train(setup, options, progress=progress, cancel=cancel)
-    return _to_result(result, pretrained_g, pretrained_d)
+    setup = TrainingSetup(exp, chosen_version, tag, chosen_f0, config)
+    result = train(
+        setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics
+    )
+    return _to_result(result, g_path, d_path)
 
 
-def _to_result(result: "TrainingResult", pretrained_g: Path | None, pretrained_d: Path | None) -> TrainResult:
+def _to_result(
+    result: TrainingResult, pretrained_g: Path | None, pretrained_d: Path | None
+) -> TrainResult:
     last = result.last_metrics
     return TrainResult(
         experiment_dir=result.experiment_dir,
@@ -155,3 +219,96 @@ def _to_result(result: "TrainingResult", pretrained_g: Path | None, pretrained_d
         loss_curve_path=result.loss_curve_path,
         last_losses=last.to_json_dict() if last is not None else {},
     )
+
+
+@dataclass(frozen=True)
+class OneClickResult:
+    preprocess: Any  # tools.api.dataset.PreprocessDatasetResult
+    extract: Any  # tools.api.dataset.ExtractFeaturesResult
+    train: TrainResult
+    index: Any | None  # tools.api.index result; None when training was stopped
+
+    def summary(self) -> str:
+        parts = [
+            self.preprocess.summary(),
+            self.extract.summary(),
+            self.train.summary(),
+        ]
+        if self.index is not None:
+            parts.append(
+                self.index.summary()
+                if hasattr(self.index, "summary")
+                else str(self.index)
+            )
+        else:
+            parts.append("index not built: training was stopped")
+        return "\n".join(parts)
+
+
+def _stage(
+    progress: ProgressCallback | None, number: int, name: str
+) -> ProgressCallback | None:
+    """Prefix a step's messages with its place in the pipeline."""
+    if progress is None:
+        return None
+
+    def report(done: int, total: int, message: str) -> None:
+        progress(done, total, f"[{number}/4 {name}] {message}")
+
+    return report
+
+
+def one_click(
+    *,
+    project: Project | str | Path,
+    experiment: str,
+    dataset_dir: str | Path,
+    sample_rate_tag: SampleRateTag = "40k",
+    version: Version = "v2",
+    use_f0: bool = True,
+    speaker_id: int = 0,
+    f0_method: str = "rmvpe",
+    n_processes: int | None = None,
+    cache: Any = None,
+    device: str = "auto",
+    on_metrics: MetricSink | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+    **training: Any,
+) -> OneClickResult:
+    """Preprocess `dataset_dir`, extract pitch and features, train, and build the index, in order.
+
+    Each step is the same API function the separate buttons call; `training` takes the other
+    train_model fields (epochs, batch_size, save_every_epochs, pretrained_g, ...). A step that is
+    already done is quick (every step resumes); a stopped training skips the index.
+    """
+    from tools.api.dataset import extract_features, preprocess_dataset
+    from tools.api.index import train_index
+
+    proj = project if isinstance(project, Project) else Project.at(project)
+    prepared = preprocess_dataset(
+        project=proj, experiment=experiment, dataset_dir=dataset_dir, sample_rate_tag=sample_rate_tag,
+        speaker_id=speaker_id, n_processes=n_processes, progress=_stage(progress, 1, "preprocess"), cancel=cancel,
+    )  # fmt: skip
+    check(cancel)
+    extracted = extract_features(
+        project=proj, experiment=experiment, version=version, use_f0=use_f0, f0_method=f0_method,
+        speaker_id=speaker_id, n_processes=n_processes, device=device, cache=cache,
+        progress=_stage(progress, 2, "features"), cancel=cancel,
+    )  # fmt: skip
+    check(cancel)
+    trained = train_model(
+        proj, _stage(progress, 3, "train"), cancel, experiment=experiment, version=version,
+        sample_rate_tag=sample_rate_tag, use_f0=use_f0, speaker_id=speaker_id, device=device,
+        on_metrics=on_metrics, **training,
+    )  # fmt: skip
+    if trained.cancelled:
+        return OneClickResult(prepared, extracted, trained, None)
+    index = train_index(
+        project=proj,
+        experiment=experiment,
+        version=version,
+        progress=_stage(progress, 4, "index"),
+        cancel=cancel,
+    )
+    return OneClickResult(prepared, extracted, trained, index)

@@ -1,0 +1,340 @@
+"""HuBERT content encoder (RVC's `hubert_base.pt`), implemented here without fairseq.
+
+The module tree mirrors fairseq's `HubertModel`, so `state_dict()` names and shapes are those of
+the checkpoint (`feature_extractor.conv_layers.0.2.weight`, `encoder.pos_conv.0.weight_g`, ...).
+Evaluation only: no masking, no dropout, no padding mask (RVC passes an all-false one).
+
+The forward pass is rearranged for speed without changing the function:
+* the conv stack runs time-major ([B, T, C]) as one matrix product per kernel tap;
+* the GroupNorm after the first conv is folded into that conv: its per-channel mean and variance
+  over time follow exactly from the mean and covariance of the input windows, so the stack has no
+  global step left and runs in chunks of frames (bounded memory for long inputs);
+* attention uses fused scaled-dot-product attention;
+* layers after the one requested are never run.
+
+`ContentEncoder.extract(wave_16k, version)` gives what RVC feeds its synthesizer: v1 = layer 9
+then `final_proj` (256 dims), v2 = layer 12 (768 dims), at 50 frames/s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from infer_pack.errors import AssetMissingError, ModelFileError, UserInputError
+from infer_pack.hubert_format import HubertArch, HubertCheckpoint, read_hubert
+
+Version = Literal["v1", "v2"]
+SAMPLE_RATE = 16000
+# fairseq's output_layer (1-based) that RVC asks for, per voice model version.
+OUTPUT_LAYER: dict[str, int] = {"v1": 9, "v2": 12}
+# Frames of conv features computed at once (about 5 s): keeps the 512-channel 16 kHz-rate
+# activations of the first convs in the tens of MB instead of growing with the input length.
+CONV_CHUNK_FRAMES = 256
+GROUP_NORM_EPS = 1e-5
+
+
+def _gelu_(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU in place: the activations are large and used once."""
+    return torch.ops.aten.gelu_(x)
+
+
+class ConvFeatureExtractor(nn.Module):
+    """fairseq's "default" extractor: conv -> (GroupNorm on the first layer only) -> GELU.
+
+    Attribute layout `conv_layers.N.{0: conv, 1: dropout, 2: norm or GELU, 3: GELU}` is the file
+    format.
+    """
+
+    def __init__(self, layers: tuple[tuple[int, int, int], ...], conv_bias: bool) -> None:
+        super().__init__()
+        self.layers = layers
+        self.conv_layers = nn.ModuleList()
+        in_channels = 1
+        for index, (channels, kernel, stride) in enumerate(layers):
+            block: list[nn.Module] = [nn.Conv1d(in_channels, channels, kernel, stride=stride, bias=conv_bias), nn.Dropout(0.0)]
+            if index == 0:
+                block.append(nn.GroupNorm(channels, channels, eps=GROUP_NORM_EPS, affine=True))
+            block.append(nn.GELU())
+            self.conv_layers.append(nn.Sequential(*block))
+            in_channels = channels
+
+    def _first_layer_affine(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight [B, k, C] and bias [B, 1, C] of "conv 1 followed by its GroupNorm" for each item.
+
+        GroupNorm with one channel per group normalises each channel over time. Channel c of conv 1
+        is w_c . x_t over the input windows x_t, so its mean is w_c . mu and its (biased) variance
+        w_c^T Sigma w_c, with mu / Sigma the mean / covariance of the windows. Computed in float64.
+        """
+        conv: nn.Conv1d = self.conv_layers[0][0]  # type: ignore[assignment]
+        norm: nn.GroupNorm = self.conv_layers[0][2]  # type: ignore[assignment]
+        _, kernel, stride = self.layers[0]
+        windows = wave.double().unfold(1, kernel, stride)  # [B, T0, k]
+        mean = windows.mean(dim=1)  # [B, k]
+        centred = windows - mean[:, None, :]
+        covariance = centred.transpose(1, 2) @ centred / windows.shape[1]  # [B, k, k]
+        weight = conv.weight.double()[:, 0, :]  # [C, k]
+        channel_mean = mean @ weight.t()  # [B, C]
+        channel_var = torch.einsum("ck,bkj,cj->bc", weight, covariance, weight).clamp_min(0.0)  # [B, C]
+        scale = norm.weight.double() * torch.rsqrt(channel_var + norm.eps)  # [B, C]
+        fused_weight = weight.t()[None] * scale[:, None, :]  # [B, k, C]
+        fused_bias = norm.bias.double() - channel_mean * scale  # [B, C]; a conv bias cancels out
+        dtype = conv.weight.dtype
+        return fused_weight.to(dtype), fused_bias[:, None, :].to(dtype)
+
+    def _run_chunk(self, wave: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Conv stack on one stretch of samples of one item: [N] -> [T, C]."""
+        weight0, bias0 = first  # [k, C], [1, C]
+        _, kernel, stride = self.layers[0]
+        x = torch.addmm(bias0, wave.unfold(0, kernel, stride), weight0)  # [T0, C]
+        _gelu_(x)
+        for index in range(1, len(self.layers)):
+            conv: nn.Conv1d = self.conv_layers[index][0]  # type: ignore[assignment]
+            _, kernel, stride = self.layers[index]
+            frames = (x.shape[0] - kernel) // stride + 1
+            span = stride * (frames - 1) + 1
+            # out[t] = sum_j x[stride*t + j] @ W[:, :, j]^T: strided row views, no im2col copy.
+            out = F.linear(x[0:span:stride], conv.weight[:, :, 0], conv.bias)  # [T, C]
+            for tap in range(1, kernel):
+                out.addmm_(x[tap : tap + span : stride], conv.weight[:, :, tap].t())
+            x = _gelu_(out)
+        return x
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        """[B, N] waveform -> [B, T, C] features, T = (N - 400) // 320 + 1 for HuBERT Base."""
+        hop = 1
+        for _, _, stride in self.layers:
+            hop *= stride
+        field = 1
+        for _, kernel, stride in reversed(self.layers):
+            field = (field - 1) * stride + kernel
+        total = (wave.shape[1] - field) // hop + 1
+        weight0, bias0 = self._first_layer_affine(wave)
+        outputs = []
+        for item in range(wave.shape[0]):
+            chunks = []
+            # Frame f sees samples [hop*f, hop*f + field): every layer's stride divides hop, so a
+            # stretch starting at hop*f gives exactly frames f, f+1, ... of the whole input.
+            for start in range(0, total, CONV_CHUNK_FRAMES):
+                stop = min(start + CONV_CHUNK_FRAMES, total)
+                samples = wave[item, hop * start : hop * (stop - 1) + field]
+                chunks.append(self._run_chunk(samples, (weight0[item], bias0[item])))
+            outputs.append(torch.cat(chunks) if len(chunks) > 1 else chunks[0])
+        return torch.stack(outputs)
+
+
+class PositionalConv(nn.Module):
+    """Weight-normed grouped conv (magnitude over dim 2) with fairseq's SamePad for even kernels.
+
+    Holds `weight_g` / `weight_v` directly (the old `torch.nn.utils.weight_norm` names in the file).
+    """
+
+    def __init__(self, channels: int, kernel: int, groups: int) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.groups = groups
+        self.weight_g = nn.Parameter(torch.ones(1, 1, kernel))
+        self.weight_v = nn.Parameter(torch.zeros(channels, channels // groups, kernel))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def weight(self) -> torch.Tensor:
+        """weight_g * weight_v / ||weight_v||, the norm taken over dims 0 and 1 per kernel tap."""
+        norm = torch.linalg.vector_norm(self.weight_v, dim=(0, 1), keepdim=True)  # [1, 1, K]
+        return self.weight_v * (self.weight_g / norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, T] -> [B, C, T]."""
+        y = F.conv1d(x, self.weight(), self.bias, padding=self.kernel // 2, groups=self.groups)
+        if self.kernel % 2 == 0:
+            y = y[:, :, :-1]  # SamePad: an even kernel with padding K//2 yields one extra step
+        return y
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.q_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, E] -> [B, T, E]; no mask (RVC's padding mask is all false)."""
+        batch, frames, dim = x.shape
+        head_dim = dim // self.heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, frames, self.heads, head_dim).transpose(1, 2)  # [B, H, T, D]
+
+        q = heads(self.q_proj(x))
+        k = heads(self.k_proj(x))
+        v = heads(self.v_proj(x))
+        # fairseq scales q by D^-0.5 before q.k; SDPA applies the same scale.
+        attended = F.scaled_dot_product_attention(q, k, v)  # [B, H, T, D]
+        return self.out_proj(attended.transpose(1, 2).reshape(batch, frames, dim))
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN transformer layer (fairseq `layer_norm_first=False`)."""
+
+    def __init__(self, dim: int, ffn_dim: int, heads: int, eps: float) -> None:
+        super().__init__()
+        self.self_attn = SelfAttention(dim, heads)
+        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, ffn_dim)
+        self.fc2 = nn.Linear(ffn_dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, E] -> [B, T, E]."""
+        x = self.self_attn_layer_norm(self.self_attn(x).add_(x))
+        hidden = _gelu_(self.fc1(x))  # [B, T, F]
+        return self.final_layer_norm(self.fc2(hidden).add_(x))
+
+
+class TransformerEncoder(nn.Module):
+    def __init__(self, arch: HubertArch) -> None:
+        super().__init__()
+        self.pos_conv = nn.Sequential(PositionalConv(arch.embed_dim, arch.conv_pos, arch.conv_pos_groups))
+        self.layers = nn.ModuleList(
+            EncoderLayer(arch.embed_dim, arch.ffn_dim, arch.attention_heads, arch.layer_norm_eps)
+            for _ in range(arch.encoder_layers)
+        )
+        self.layer_norm = nn.LayerNorm(arch.embed_dim, eps=arch.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, output_layer: int) -> torch.Tensor:
+        """[B, T, E] -> output of layer `output_layer` (1-based; capped at the layer count)."""
+        position = _gelu_(self.pos_conv(x.transpose(1, 2)))  # [B, E, T]
+        x = x + position.transpose(1, 2)
+        x = self.layer_norm(x)  # post-LN models normalise before the first layer
+        for layer in self.layers[: max(0, output_layer)]:
+            x = layer(x)
+        return x
+
+
+class HubertModel(nn.Module):
+    """fairseq HubertModel at inference. Registration order = the checkpoint's state_dict order."""
+
+    def __init__(self, arch: HubertArch) -> None:
+        super().__init__()
+        self.arch = arch
+        self.mask_emb = nn.Parameter(torch.zeros(arch.embed_dim))  # training only
+        if arch.label_rows > 0:
+            final = arch.final_proj_dim or arch.embed_dim
+            self.label_embs_concat = nn.Parameter(torch.zeros(arch.label_rows, final))  # training only
+        self.feature_extractor = ConvFeatureExtractor(arch.conv_layers, arch.conv_bias)
+        # fairseq adds the projection only when the widths differ.
+        self.post_extract_proj = nn.Linear(arch.conv_dim, arch.embed_dim) if arch.conv_dim != arch.embed_dim else None
+        self.encoder = TransformerEncoder(arch)
+        self.layer_norm = nn.LayerNorm(arch.conv_dim, eps=arch.layer_norm_eps)
+        self.final_proj = nn.Linear(arch.embed_dim, arch.final_proj_dim) if arch.final_proj_dim > 0 else None
+
+    def forward(self, wave: torch.Tensor, output_layer: int) -> torch.Tensor:
+        """[B, N] 16 kHz waveform -> [B, T, E] output of layer `output_layer` (fairseq semantics)."""
+        features = self.layer_norm(self.feature_extractor(wave))  # [B, T, C]
+        if self.post_extract_proj is not None:
+            features = self.post_extract_proj(features)  # [B, T, E]
+        return self.encoder(features, output_layer)
+
+
+class ContentEncoder:
+    """A loaded HuBERT in eval mode, ready to turn 16 kHz audio into RVC content features."""
+
+    def __init__(self, model: HubertModel, device: str | torch.device, dtype: torch.dtype, source: str = "") -> None:
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.source = source
+
+    @property
+    def arch(self) -> HubertArch:
+        return self.model.arch
+
+    def feature_dim(self, version: Version) -> int:
+        if version == "v1":
+            return self.arch.final_proj_dim
+        return self.arch.embed_dim
+
+    def output_layer(self, version: Version) -> int:
+        """The layer RVC reads (9 for v1, 12 for v2), capped at the model's layer count as fairseq does."""
+        if version not in OUTPUT_LAYER:
+            raise UserInputError(f"unknown model version {version!r}; use 'v1' or 'v2'")
+        return min(OUTPUT_LAYER[version], self.arch.encoder_layers)
+
+    def extract(self, wave_16k: torch.Tensor, version: Version) -> torch.Tensor:
+        """[B, N] float waveform at 16 kHz -> float32 features [B, frames, 256 | 768] at 50 frames/s.
+
+        The waveform is used as given (no normalisation), as RVC does at inference.
+        """
+        layer = self.output_layer(version)
+        if version == "v1" and self.model.final_proj is None:
+            raise ModelFileError(
+                self.source or "content encoder",
+                "this HuBERT has no final_proj, which v1 voice models need",
+                "use RVC's hubert_base.pt or a folder that includes final_proj",
+            )
+        if wave_16k.dim() == 1:
+            wave_16k = wave_16k[None]
+        if wave_16k.dim() != 2:
+            raise UserInputError(f"expected a [batch, samples] waveform, got shape {tuple(wave_16k.shape)}")
+        if wave_16k.shape[1] < self.arch.receptive_field:
+            raise UserInputError(
+                f"audio too short for the content encoder: {wave_16k.shape[1]} samples at 16 kHz, "
+                f"need at least {self.arch.receptive_field}"
+            )
+        with torch.inference_mode():
+            wave = wave_16k.to(device=self.device, dtype=self.dtype)
+            features = self.model(wave, layer)  # [B, T, E]
+            if version == "v1":
+                assert self.model.final_proj is not None
+                features = self.model.final_proj(features)  # [B, T, 256]
+            return features.float()
+
+
+def build_model(checkpoint: HubertCheckpoint) -> HubertModel:
+    """A HubertModel holding the checkpoint's weights (float32); shape mismatches name the file."""
+    model = HubertModel(checkpoint.arch)
+    expected = model.state_dict()
+    state = dict(checkpoint.state)
+    # Training-only tensors may be absent (transformers folders drop them); keep the zeros.
+    for optional in ("mask_emb", "label_embs_concat"):
+        if optional in expected and optional not in state:
+            state[optional] = expected[optional]
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(name for name in set(expected) & set(state) if tuple(state[name].shape) != tuple(expected[name].shape))
+    if missing or unexpected or wrong:
+        details = "; ".join(
+            f"{label}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+            for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if names
+        )
+        raise ModelFileError(checkpoint.source, f"weights do not fit the configured HuBERT ({details})")
+    model.load_state_dict({name: tensor.float() for name, tensor in state.items()}, strict=True)
+    return model
+
+
+def load_content_encoder(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> ContentEncoder:
+    """`hubert_base.pt` (fairseq) or a transformers `hubert_base/` folder -> ContentEncoder.
+
+    float16 weights are upcast; `dtype=torch.bfloat16` runs the network in bfloat16 (the first-layer
+    statistics stay in float64).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AssetMissingError(path, "hubert")
+    checkpoint = read_hubert(path)
+    try:
+        model = build_model(checkpoint)
+    except ModelFileError as exc:
+        raise ModelFileError(path, exc.reason) from None
+    model.requires_grad_(False)
+    model.to(device=device, dtype=dtype)
+    return ContentEncoder(model, device, dtype, source=str(path))

@@ -1,0 +1,128 @@
+"""A real headless Chromium clicks through the app: convert an upload, prepare a dataset, stop a job.
+
+Uses Debian's /usr/bin/chromium through Playwright (no browser download); skipped when it is absent.
+Screenshots are written under the test's tmp folder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers_app import CHROMIUM, CHROMIUM_ARGS, app_in_thread, build_fairseq_hubert, make_project, write_test_wav
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (Debian: apt-get install chromium)"),
+]
+TIMEOUT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, Path]]:
+    base = tmp_path_factory.mktemp("browser")
+    hubert = build_fairseq_hubert(reference / "tiny_hubert.pt", base / "hubert768.pt")
+    root = make_project(base / "project", reference, hubert)
+    for i in range(24):  # a dataset long enough to be stopped half way
+        write_test_wav(root / "many" / f"take{i:02d}.wav", seconds=2.0, f0_hz=120.0 + 5 * i)
+    with app_in_thread(root) as (url, ctx):
+        yield url, ctx, root
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, served: tuple[str, Any, Path]) -> Iterator[Any]:
+    url = served[0]
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#convert-run")
+    yield page
+    context.close()
+
+
+def _progress(page: Any, panel: str) -> Any:
+    return page.locator(f"{panel} .rvc-progress")
+
+
+def _wait_state(page: Any, panel: str, states: tuple[str, ...], timeout_ms: int = TIMEOUT_MS) -> str:
+    selector = ", ".join(f'{panel} .rvc-progress[data-state="{s}"]' for s in states)
+    page.wait_for_selector(selector, timeout=timeout_ms)
+    return str(_progress(page, panel).get_attribute("data-state"))
+
+
+def test_convert_tab_converts_an_uploaded_file(page: Any, served: tuple[str, Any, Path], tmp_path: Path) -> None:
+    _url, _ctx, root = served
+    page.locator("#convert-voice input").click()
+    page.get_by_role("option", name="ref").click()
+    page.locator("#convert-audio input[type=file]").set_input_files(str(root / "inputs" / "a.wav"))
+    page.wait_for_selector("#convert-audio audio, #convert-audio .waveform-container, #convert-audio [data-testid=waveform-controls]")
+    page.locator("#convert-f0").get_by_text("PM (fast)").click()
+    page.locator("#convert-transpose input").fill("12")
+    page.locator("#convert-run").click()
+    info = page.locator("#convert-info textarea")
+    page.wait_for_function(
+        "el => el.value.length > 0", arg=info.element_handle(), timeout=TIMEOUT_MS
+    )
+    text = info.input_value()
+    page.screenshot(path=str(tmp_path / "convert.png"), full_page=True)
+    assert "error" not in text.lower(), text
+    assert re.search(r"\d+ Hz", text), text
+    # The converted file is offered for download and the player has a source.
+    link = page.locator("#convert-download a").first
+    assert (link.get_attribute("href") or "").endswith(".wav")
+    assert page.locator("#convert-output audio, #convert-output [data-testid=waveform-controls]").count() >= 1
+
+
+def test_train_tab_prepares_a_dataset_and_shows_the_health_report(
+    page: Any, served: tuple[str, Any, Path], tmp_path: Path,
+) -> None:
+    _url, _ctx, root = served
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-experiment input, #train-experiment textarea").first.fill("browser-voice")
+    page.locator("#train-dataset input, #train-dataset textarea").first.fill("inputs")
+    page.locator("#train-preprocess").click()
+    state = _wait_state(page, "#train-panel", ("done", "failed", "cancelled"))
+    page.wait_for_function("el => el.value.includes('training clips')",
+                           arg=page.locator("#train-health textarea").element_handle())
+    page.screenshot(path=str(tmp_path / "train-preprocess.png"), full_page=True)
+    assert state == "done", _progress(page, "#train-panel").inner_text()
+    assert "2 processed" in page.locator("#train-health textarea").input_value()
+    log = page.locator("#train-panel .rvc-log textarea").input_value()
+    assert "preprocessed 2 file(s)" in log
+    assert len(list((root / "logs" / "browser-voice" / "0_gt_wavs").glob("*.wav"))) >= 2
+
+
+def test_stop_button_stops_a_running_step(page: Any, served: tuple[str, Any, Path], tmp_path: Path) -> None:
+    _url, ctx, root = served
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-experiment input, #train-experiment textarea").first.fill("stopped-voice")
+    page.locator("#train-dataset input, #train-dataset textarea").first.fill("many")
+    page.locator("#train-preprocess").click()
+    # Wait until at least one file is done, then press Stop.
+    page.wait_for_function(
+        "() => { const p = document.querySelector('#train-panel .rvc-progress');"
+        " return p && p.dataset.state === 'running' && parseFloat(p.dataset.fraction) > 0; }"
+    )
+    page.locator("#train-panel .rvc-stop").click()
+    state = _wait_state(page, "#train-panel", ("cancelled", "done", "failed"))
+    page.screenshot(path=str(tmp_path / "train-stopped.png"), full_page=True)
+    assert state == "cancelled"
+    done_files = len(list((root / "logs" / "stopped-voice" / "0_gt_wavs").glob("*.wav")))
+    assert 0 < done_files < 24, done_files
+    assert not ctx.jobs.running(), "the worker thread must have ended"

@@ -1,0 +1,99 @@
+"""The app through gradio_client: convert, typed paths confined, names validated, jobs followed to the end."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers_app import app_in_thread, audio_rms, build_fairseq_hubert, make_project
+
+# Train-tab form values in tools.ui_train.TrainForm.FIELDS order.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "experiment": "demo", "sample_rate_tag": "40k", "version": "v2", "use_f0": True, "processes": 1,
+    "dataset": "inputs", "speaker_id": 0, "f0_method": "pm", "save_every": 1, "epochs": 1, "batch_size": 2,
+    "save_latest_only": False, "save_small_each": False, "pretrained_g": "", "pretrained_d": "",
+}
+
+
+def train_form(**changes: Any) -> list[Any]:
+    values = {**TRAIN_DEFAULTS, **changes}
+    return list(values.values())
+
+
+@pytest.fixture(scope="module")
+def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, Path]]:
+    """(gradio client, AppContext, project root) of an app serving a project with the reference voice."""
+    from gradio_client import Client
+
+    base = tmp_path_factory.mktemp("webapp")
+    hubert = build_fairseq_hubert(reference / "tiny_hubert.pt", base / "hubert768.pt")
+    root = make_project(base / "project", reference, hubert)
+    with app_in_thread(root) as (url, ctx):
+        yield Client(url, verbose=False), ctx, root
+
+
+def _progress_state(html: str) -> tuple[str, str, str]:
+    """(job id, state, text) from the progress bar's HTML."""
+    job = re.search(r'data-job="([^"]*)"', html)
+    state = re.search(r'data-state="([^"]*)"', html)
+    text = re.search(r'<div class="text">(.*?)</div>', html, re.S)
+    assert job and state and text, html
+    return job.group(1), state.group(1), text.group(1)
+
+
+def _wait_job(client: Any, job_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        status = client.predict(job_id, api_name="/job_status")
+        if status["state"] not in ("running",):
+            return status
+        time.sleep(0.3)
+    raise TimeoutError(f"job {job_id} still running after {timeout_s} s")
+
+
+def test_typed_paths_outside_the_project_are_refused(served: tuple[Any, Any, Path]) -> None:
+    client, _ctx, root = served
+    outputs = client.predict(*train_form(dataset="/etc"), api_name="/preprocess")
+    _job, state, text = _progress_state(outputs[1])
+    assert state == "failed"
+    assert "outside the project folder" in text and "--allow-path" in text
+    outputs = client.predict(*train_form(dataset="../../.."), api_name="/preprocess")
+    assert "outside the project folder" in _progress_state(outputs[1])[2]
+    info = client.predict("/etc/passwd", api_name="/show_info")
+    assert info.startswith("error:") and "outside the project folder" in info
+    assert not (root / "logs" / "demo").exists()
+
+
+@pytest.mark.parametrize("bad", ["../escape", "a/b", "", "x\x00y"])
+def test_experiment_names_are_validated(served: tuple[Any, Any, Path], bad: str) -> None:
+    client, _ctx, root = served
+    outputs = client.predict(*train_form(experiment=bad), api_name="/preprocess")
+    _job, state, text = _progress_state(outputs[1])
+    assert state == "failed" and "invalid experiment name" in text
+    assert sorted(p.name for p in (root / "logs").iterdir()) == [], "nothing may be written for a bad name"
+
+
+def test_preprocess_job_runs_to_the_end_with_progress_and_log(served: tuple[Any, Any, Path]) -> None:
+    client, ctx, root = served
+    outputs = client.predict(*train_form(experiment="web-pre"), api_name="/preprocess")
+    job_id, state, _text = _progress_state(outputs[1])
+    assert job_id and state == "running"
+    status = _wait_job(client, job_id)
+    assert status["state"] == "done", status
+    assert status["done"] == status["total"] == 2
+    assert any("preprocessed 2 file(s)" in line for line in status["log"])
+    assert len(list((root / "logs" / "web-pre" / "0_gt_wavs").glob("*.wav"))) >= 2
+    # The same experiment cannot run two steps at once.
+    release = __import__("threading").Event()
+    blocker = ctx.jobs.start("train", lambda job: release.wait(10), key="web-pre")
+    try:
+        outputs = client.predict(*train_form(experiment="web-pre"), api_name="/extract")
+        assert "busy" in _progress_state(outputs[1])[2]
+    finally:
+        release.set()
+        ctx.jobs.wait(blocker.job_id, 10)

@@ -1,0 +1,221 @@
+"""User actions of the training data steps: 2a `preprocess_dataset`, 2b `extract_features`.
+
+Both resume: running one again only does what is missing (new or changed source files, segments
+without pitch or features). Both take `progress` / `cancel`; a cancelled step keeps its finished work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from configs import SampleRateTag, Version
+from infer_pack.errors import AssetMissingError, ExperimentError, UserInputError
+from infer_pack.progress import CancelToken, ProgressCallback
+from tools.project import Project
+
+if TYPE_CHECKING:
+    from infer_pack.cache import ModelCache
+    from train.experiment import Experiment
+    from train.extract_f0 import ExtractResult
+    from train.health import HealthReport
+    from train.preprocess import PreprocessResult
+
+
+@dataclass(frozen=True)
+class PreprocessRequest:
+    experiment: str
+    dataset_dir: Path
+    sample_rate_tag: SampleRateTag = "40k"
+    speaker_id: int = 0
+    n_processes: int | None = None  # None: one per core
+
+
+@dataclass(frozen=True)
+class PreprocessDatasetResult:
+    experiment_dir: Path
+    preprocess: PreprocessResult
+    health: HealthReport
+
+    def summary(self) -> str:
+        p = self.preprocess
+        head = (
+            f"preprocessed {p.processed} file(s) ({p.reused} already done, {p.n_failed} failed, {len(p.skipped)} skipped): "
+            f"{p.segments_written} new clip(s), {p.segments_total} in total, in {p.seconds:.1f} s"
+        )
+        return head + "\n" + self.health.summary_text()
+
+
+@dataclass(frozen=True)
+class ExtractRequest:
+    experiment: str
+    version: Version | None = None  # None: what the experiment was prepared for (v2 by default)
+    use_f0: bool | None = None
+    f0_method: str = "rmvpe"
+    interpolate_unvoiced: bool = True
+    speaker_id: int | None = None  # None: the one given at preprocessing
+    n_processes: int | None = None
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ExtractFeaturesResult:
+    experiment_dir: Path
+    version: Version
+    use_f0: bool
+    f0: ExtractResult | None
+    features: ExtractResult
+    filelist_path: Path
+    config_path: Path
+    examples: int  # data lines in filelist.txt (without the two silent ones)
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = []
+        if self.f0 is not None:
+            f = self.f0
+            lines.append(
+                f"pitch: {f.done} new, {f.reused} already done, {f.n_failed} failed, {len(f.skipped)} skipped (no voice) "
+                f"in {f.seconds:.1f} s"
+            )
+        g = self.features
+        lines.append(f"features ({self.version}): {g.done} new, {g.reused} already done, {g.n_failed} failed in {g.seconds:.1f} s")
+        lines.append(f"file list: {self.examples} example(s) + 2 silent -> {self.filelist_path}")
+        lines += [f"  {problem}" for problem in self.problems]
+        return "\n".join(lines)
+
+
+def _project(project: Project | str | Path) -> Project:
+    return project if isinstance(project, Project) else Project.at(project)
+
+
+def _experiment(project: Project, name: str) -> Experiment:
+    from train.experiment import Experiment
+
+    return Experiment(project.experiment_dir(name))
+
+
+def preprocess_dataset(
+    *,
+    project: Project | str | Path,
+    experiment: str,
+    dataset_dir: str | Path,
+    sample_rate_tag: SampleRateTag = "40k",
+    speaker_id: int = 0,
+    n_processes: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> PreprocessDatasetResult:
+    """Step 2a: slice every audio file directly in `dataset_dir` into `logs/<experiment>/`, then write the health report."""
+    from train.health import write_health_report
+    from train.preprocess import preprocess_folder
+
+    request = PreprocessRequest(experiment, Path(dataset_dir), sample_rate_tag, speaker_id, n_processes)
+    if request.n_processes is not None and request.n_processes < 1:
+        raise UserInputError(f"n_processes must be at least 1, got {request.n_processes}")
+    proj = _project(project)
+    exp = _experiment(proj, request.experiment)
+    result = preprocess_folder(
+        request.dataset_dir,
+        exp,
+        request.sample_rate_tag,
+        speaker_id=request.speaker_id,
+        n_workers=request.n_processes,
+        progress=progress,
+        cancel=cancel,
+    )
+    return PreprocessDatasetResult(exp.root, result, write_health_report(exp))
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def extract_features(
+    *,
+    project: Project | str | Path,
+    experiment: str,
+    version: Version | None = None,
+    use_f0: bool | None = None,
+    f0_method: str = "rmvpe",
+    interpolate_unvoiced: bool = True,
+    speaker_id: int | None = None,
+    n_processes: int | None = None,
+    device: str = "auto",
+    cache: ModelCache | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> ExtractFeaturesResult:
+    """Step 2b: pitch (with f0) and content features for every segment, then filelist.txt and config.json."""
+    from infer_pack.cache import ModelCache, file_key
+    from infer_pack.hubert import load_content_encoder
+    from train.extract_f0 import extract_f0
+    from train.extract_features import extract_features as extract_content
+
+    request = ExtractRequest(experiment, version, use_f0, f0_method, interpolate_unvoiced, speaker_id, n_processes, device)
+    proj = _project(project)
+    exp = _experiment(proj, request.experiment)
+    if not exp.wavs16k_names():
+        raise ExperimentError(f"{exp.wavs16k_dir} holds no clips; run step 2a (preprocess) for {request.experiment!r} first")
+    meta = exp.infer_metadata()
+    chosen_version: Version = request.version or meta.version
+    chosen_f0 = meta.use_f0 if request.use_f0 is None else request.use_f0
+    chosen_speaker = meta.speaker_id if request.speaker_id is None else request.speaker_id
+    if not proj.hubert_path.is_file():
+        raise AssetMissingError(proj.hubert_path, "hubert")
+    if chosen_f0 and request.f0_method == "rmvpe" and not proj.rmvpe_path.is_file():
+        raise AssetMissingError(proj.rmvpe_path, "rmvpe")
+    resolved_device = _resolve_device(request.device)
+    cache = cache or ModelCache()
+    exp.write_metadata(
+        meta.replace(
+            version=chosen_version,
+            use_f0=chosen_f0,
+            speaker_id=chosen_speaker,
+            f0_method=request.f0_method if chosen_f0 else None,
+            interpolate_unvoiced=request.interpolate_unvoiced,
+        )
+    )
+    exp.ensure_mute_audio_and_f0(meta.sample_rate_tag)
+
+    f0_result = None
+    if chosen_f0:
+        f0_result = extract_f0(
+            exp,
+            request.f0_method,
+            interpolate_unvoiced=request.interpolate_unvoiced,
+            n_workers=request.n_processes,
+            rmvpe_path=proj.rmvpe_path,
+            cache=cache,
+            device=resolved_device,
+            progress=progress,
+            cancel=cancel,
+        )
+    encoder = cache.get_or_load(
+        ("content-encoder", file_key(proj.hubert_path), resolved_device),
+        lambda: load_content_encoder(proj.hubert_path, device=resolved_device),
+    )
+    features = extract_content(exp, chosen_version, encoder, device=resolved_device, progress=progress, cancel=cancel)
+    config_path = exp.write_config(chosen_version, meta.sample_rate_tag)
+    entries = exp.write_filelist(chosen_version, chosen_f0, chosen_speaker)
+    problems = []
+    if f0_result is not None:
+        problems += [f"pitch failed for {name}: {reason}" for name, reason in f0_result.failed]
+        problems += [f"no pitch for {name}: {reason} (left out of training)" for name, reason in f0_result.skipped]
+    problems += [f"features failed for {name}: {reason}" for name, reason in features.failed]
+    return ExtractFeaturesResult(
+        experiment_dir=exp.root,
+        version=chosen_version,
+        use_f0=chosen_f0,
+        f0=f0_result,
+        features=features,
+        filelist_path=exp.filelist_path,
+        config_path=config_path,
+        examples=len(entries) - 2,
+        problems=problems,
+    )
