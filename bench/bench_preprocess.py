@@ -210,6 +210,16 @@ def run(quick: bool, device: str = "cpu") -> list[BenchRow]:
         cold_s = time.perf_counter() - cold_start
         ours_s, base_s = interleaved(ours, baseline, repeats=3, warmup=True)
         assert base_s is not None
+
+        def ours_one_process() -> None:
+            counter["ours"] += 1
+            exp = Experiment(work / "logs" / f"single{counter['ours']}")
+            preprocess_folder(source, exp, "40k", n_workers=1)
+            shutil.rmtree(exp.root)
+
+        # Per-core efficiency, independent of how many cores the machine really gives us right now.
+        single_s, base_again_s = interleaved(ours_one_process, baseline, repeats=3 if quick else 2, warmup=False)
+        assert base_again_s is not None
         label = f"{total_s / 60:g} min audio, {int(total_s / file_s)} files"
         return [
             BenchRow(
@@ -221,6 +231,14 @@ def run(quick: bool, device: str = "cpu") -> list[BenchRow]:
                 notes=f"{workers} worker processes vs RVC recipe in 1 process; speed-up {base_s / ours_s:.2f}x; "
                 f"pieces ours {pieces['ours']} / RVC {pieces['base']}",
                 extra={"first_run_in_fresh_process_s": cold_s, "audio_s": total_s, "workers": workers},
+            ),
+            BenchRow(
+                area="preprocess",
+                name=f"step 2a in one process, {label}",
+                unit="s",
+                ours=single_s,
+                baseline=base_again_s,
+                notes=f"both in 1 process: speed-up {base_again_s / single_s:.2f}x (decoding, slicer, writes)",
             ),
             BenchRow(
                 area="preprocess",

@@ -154,17 +154,16 @@ class MultiHeadAttention(nn.Module):
     def _get_relative_embeddings(
         self, relative_embeddings: torch.Tensor, length: int
     ) -> torch.Tensor:
-        """The 2*length-1 embeddings for offsets -(length-1)..(length-1); zero beyond the window."""
+        """The 2*length-1 embeddings for offsets -(length-1)..(length-1); zero beyond the window.
+
+        Padding by `length` on both sides works for every length without a data-dependent branch,
+        so traced/exported graphs stay valid for any number of frames.
+        """
         window = self.window_size
         assert window is not None
-        pad_length = max(length - (window + 1), 0)
-        slice_start = max((window + 1) - length, 0)
-        slice_end = slice_start + 2 * length - 1
-        if pad_length > 0:
-            relative_embeddings = F.pad(
-                relative_embeddings, [0, 0, pad_length, pad_length]
-            )
-        return relative_embeddings[:, slice_start:slice_end]
+        padded = F.pad(relative_embeddings, [0, 0, length, length])  # [1, 2w+1+2L, k]
+        # Offset 0 sits at row window + length; keep rows for offsets -(L-1)..(L-1).
+        return padded[:, window + 1 : window + 2 * length]
 
     @staticmethod
     def _relative_position_to_absolute_position(x: torch.Tensor) -> torch.Tensor:

@@ -160,47 +160,53 @@ def _frame_to_mono(frame: Any) -> np.ndarray:
     return _finite(mono)
 
 
-def _decode_mono_blocks(path: Path, sample_rate: int | None) -> Iterator[np.ndarray]:
+def _decode_mono_blocks(path: Path, sample_rate: int | None, *, keep_partial: bool = False) -> Iterator[np.ndarray]:
     """Decode the first audio stream to mono float32 blocks, resampled to `sample_rate` when given.
 
-    Memory stays bounded by one decoded frame plus the resampler's state.
+    Memory stays bounded by one decoded frame plus the resampler's state. A decoding error after
+    some audio came out raises, unless `keep_partial` (then the audio decoded so far is kept).
     """
     import av
     import soxr
 
     container, stream = _open(path)
+    converter = av.AudioResampler(format="fltp")  # any sample format -> planar float32, same rate/layout
+    resampler: Any = None  # created from the first frame's rate; False when no conversion is needed
+
+    def to_target(frame: Any) -> np.ndarray:
+        nonlocal resampler
+        mono = _frame_to_mono(frame)
+        if resampler is None:
+            source_rate = int(frame.sample_rate)
+            resampler = (
+                soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
+                if sample_rate is not None and source_rate != sample_rate
+                else False
+            )
+        return _finite(resampler.resample_chunk(mono)) if resampler else mono
+
     try:
-        converter = av.AudioResampler(format="fltp")
-        resampler: Any = None
-        source_rate = 0
         decoded_any = False
         try:
             for frame in container.decode(stream):
                 decoded_any = True
                 for converted in converter.resample(frame):
-                    mono = _frame_to_mono(converted)
-                    if resampler is None:
-                        source_rate = int(converted.sample_rate)
-                        if sample_rate is not None and source_rate != sample_rate:
-                            resampler = soxr.ResampleStream(
-                                source_rate, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY
-                            )
-                        else:
-                            resampler = False
-                    block = _finite(resampler.resample_chunk(mono)) if resampler else mono
+                    block = to_target(converted)
                     if block.size:
                         yield block
             for converted in converter.resample(None):
-                mono = _frame_to_mono(converted)
-                block = _finite(resampler.resample_chunk(mono)) if resampler else mono
+                block = to_target(converted)
                 if block.size:
                     yield block
         except av.FFmpegError as exc:
             if not decoded_any:
                 raise AudioLoadError(path, f"not decodable audio ({_ffmpeg_reason(exc)})", _DECODE_FIX) from None
-            raise AudioLoadError(
-                path, f"corrupt or truncated audio data ({_ffmpeg_reason(exc)})", "re-export or re-download the file"
-            ) from None
+            if not keep_partial:
+                raise AudioLoadError(
+                    path,
+                    f"corrupt or truncated audio data ({_ffmpeg_reason(exc)})",
+                    "re-export or re-download the file (or accept the part that decodes with allow_truncated=True)",
+                ) from None
         if resampler:
             tail = _finite(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
             if tail.size:
@@ -218,8 +224,8 @@ def load_audio(
 ) -> np.ndarray:
     """Decode `path` to mono float32 at `sample_rate` Hz (see the module notes for the exact semantics).
 
-    Raises AudioLoadError for a missing, empty, corrupt, non-audio or silent-by-absence (0 samples)
-    file, for a file longer than `max_duration_s` (use `iter_audio_chunks` for those), and for a file
+    Raises AudioLoadError for a missing, empty (0 bytes or 0 samples), corrupt or non-audio file,
+    for a file longer than `max_duration_s` (use `iter_audio_chunks` for those), and for a file
     whose decodable part is clearly shorter than its header says (a cut download) unless
     `allow_truncated`.
     """
@@ -247,7 +253,7 @@ def load_audio(
     limit = None if max_duration_s is None else math.ceil(max_duration_s * sample_rate) + sample_rate
     blocks: list[np.ndarray] = []
     total = 0
-    for block in _decode_mono_blocks(path, sample_rate):
+    for block in _decode_mono_blocks(path, sample_rate, keep_partial=allow_truncated):
         blocks.append(block)
         total += block.size
         if limit is not None and total > limit:

@@ -392,16 +392,18 @@ def build_synthesizer(
         raise ModelFileError(
             _describe_path(voice.path), f"its config cannot build a model ({exc})"
         ) from None
-    problem = state_mismatch(net.state_dict(), voice.weights)
+    # Some tools leave the posterior encoder in voice files; RVC's loader ignores it, so do we.
+    weights = {
+        k: v for k, v in voice.weights.items() if not k.startswith(POSTERIOR_PREFIX)
+    }
+    problem = state_mismatch(net.state_dict(), weights)
     if problem:
         raise ModelFileError(
             _describe_path(voice.path),
             f"weights do not fit its own config: {problem}",
             "re-export the voice from its training checkpoint",
         )
-    state = {
-        k: v.to(device=device, dtype=dtype, copy=True) for k, v in voice.weights.items()
-    }
+    state = {k: v.to(device=device, dtype=dtype, copy=True) for k, v in weights.items()}
     net.load_state_dict(state, strict=True, assign=True)
     net.eval()
     if fold_weight_norm:

@@ -86,12 +86,23 @@ def rand_slice_segments(
     return slice_segments(x, ids_start, segment_size), ids_start
 
 
-def _compute_weight_hook(dim: int):
-    def hook(module: nn.Module, _inputs: object) -> None:
-        # A plain attribute, recomputed before every call, as in torch's legacy weight_norm.
-        module.weight = torch._weight_norm(module.weight_v, module.weight_g, dim)
+class WeightNormHook:
+    """Forward pre-hook that recomputes `module.weight` from weight_g / weight_v before every call
+    (a plain attribute, as in torch's legacy weight_norm). A class, not a closure, so modules stay
+    picklable and deep-copyable (EMA copies, DDP)."""
 
-    return hook
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def __call__(self, module: nn.Module, _inputs: object) -> None:
+        module.weight = torch._weight_norm(module.weight_v, module.weight_g, self.dim)
+
+
+def _weight_norm_hook(module: nn.Module) -> tuple[int, WeightNormHook] | None:
+    for key, hook in module._forward_pre_hooks.items():
+        if isinstance(hook, WeightNormHook):
+            return key, hook
+    return None
 
 
 def apply_weight_norm(module: nn.Module, dim: int = 0) -> nn.Module:
@@ -108,28 +119,26 @@ def apply_weight_norm(module: nn.Module, dim: int = 0) -> nn.Module:
         )
     module.register_parameter("weight_g", nn.Parameter(norm))
     module.register_parameter("weight_v", nn.Parameter(weight.detach()))
-    # g * v / ||v|| == v at this point; the pre-forward hook recomputes it from the parameters.
+    # g * v / ||v|| == v at this point; the hook recomputes it from the parameters.
     module.weight = module.weight_v.detach()
-    module._rvc_weight_norm = (
-        module.register_forward_pre_hook(_compute_weight_hook(dim)),
-        dim,
-    )  # type: ignore[assignment]
+    module.register_forward_pre_hook(WeightNormHook(dim))
     return module
 
 
 def has_weight_norm(module: nn.Module) -> bool:
-    return hasattr(module, "_rvc_weight_norm")
+    return _weight_norm_hook(module) is not None
 
 
 def remove_weight_norm(module: nn.Module) -> nn.Module:
     """Fold weight_g / weight_v back into one `weight` parameter (faster inference, ONNX export)."""
-    handle, dim = module._rvc_weight_norm  # type: ignore[misc]
-    handle.remove()
-    weight = torch._weight_norm(module.weight_v, module.weight_g, dim).detach()
+    found = _weight_norm_hook(module)
+    if found is None:
+        raise ValueError(f"{type(module).__name__} has no weight norm to remove")
+    key, hook = found
+    del module._forward_pre_hooks[key]
+    weight = torch._weight_norm(module.weight_v, module.weight_g, hook.dim).detach()
     del module._parameters["weight_g"]
     del module._parameters["weight_v"]
-    if "weight" in module.__dict__:
-        del module.__dict__["weight"]
+    module.__dict__.pop("weight", None)
     module.weight = nn.Parameter(weight)
-    del module._rvc_weight_norm
     return module

@@ -18,8 +18,10 @@ then `final_proj` (256 dims), v2 = layer 12 (768 dims), at 50 frames/s.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +45,20 @@ def _gelu_(x: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.gelu_(x)
 
 
+def _derived(owner: nn.Module, key: str, sources: tuple[torch.Tensor, ...], make: Callable[[], Any]) -> Any:
+    """A value computed from parameters (re-laid-out or transformed weights), reused across calls.
+
+    Recomputed when a source tensor is modified in place (`load_state_dict`), moved or cast.
+    """
+    stamp = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+    cache: dict[str, tuple[tuple[Any, ...], Any]] = owner.__dict__.setdefault("_derived_cache", {})
+    hit = cache.get(key)
+    if hit is None or hit[0] != stamp:
+        hit = (stamp, make())
+        cache[key] = hit
+    return hit[1]
+
+
 class ConvFeatureExtractor(nn.Module):
     """fairseq's "default" extractor: conv -> (GroupNorm on the first layer only) -> GELU.
 
@@ -56,19 +72,32 @@ class ConvFeatureExtractor(nn.Module):
         self.conv_layers = nn.ModuleList()
         in_channels = 1
         for index, (channels, kernel, stride) in enumerate(layers):
-            block: list[nn.Module] = [nn.Conv1d(in_channels, channels, kernel, stride=stride, bias=conv_bias), nn.Dropout(0.0)]
+            conv = nn.Conv1d(in_channels, channels, kernel, stride=stride, bias=conv_bias)
+            block: list[nn.Module] = [conv, nn.Dropout(0.0)]
             if index == 0:
                 block.append(nn.GroupNorm(channels, channels, eps=GROUP_NORM_EPS, affine=True))
             block.append(nn.GELU())
             self.conv_layers.append(nn.Sequential(*block))
             in_channels = channels
 
-    def _first_layer_affine(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weight [B, k, C] and bias [B, 1, C] of "conv 1 followed by its GroupNorm" for each item.
+    @property
+    def hop_samples(self) -> int:
+        return math.prod(stride for _, _, stride in self.layers)
+
+    @property
+    def receptive_field(self) -> int:
+        field = 1
+        for _, kernel, stride in reversed(self.layers):
+            field = (field - 1) * stride + kernel
+        return field
+
+    def _first_layer_affine(self, wave: torch.Tensor) -> torch.Tensor:
+        """[B, k + 1, C]: conv 1 followed by its GroupNorm as one affine map of each window.
 
         GroupNorm with one channel per group normalises each channel over time. Channel c of conv 1
         is w_c . x_t over the input windows x_t, so its mean is w_c . mu and its (biased) variance
-        w_c^T Sigma w_c, with mu / Sigma the mean / covariance of the windows. Computed in float64.
+        w_c^T Sigma w_c, with mu / Sigma the mean / covariance of the windows (float64 here).
+        The last row is the bias, applied through a column of ones appended to the windows.
         """
         conv: nn.Conv1d = self.conv_layers[0][0]  # type: ignore[assignment]
         norm: nn.GroupNorm = self.conv_layers[0][2]  # type: ignore[assignment]
@@ -83,37 +112,48 @@ class ConvFeatureExtractor(nn.Module):
         scale = norm.weight.double() * torch.rsqrt(channel_var + norm.eps)  # [B, C]
         fused_weight = weight.t()[None] * scale[:, None, :]  # [B, k, C]
         fused_bias = norm.bias.double() - channel_mean * scale  # [B, C]; a conv bias cancels out
-        dtype = conv.weight.dtype
-        return fused_weight.to(dtype), fused_bias[:, None, :].to(dtype)
+        return torch.cat([fused_weight, fused_bias[:, None, :]], dim=1).to(conv.weight.dtype)
 
-    def _run_chunk(self, wave: torch.Tensor, first: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Conv stack on one stretch of samples of one item: [N] -> [T, C]."""
-        weight0, bias0 = first  # [k, C], [1, C]
-        _, kernel, stride = self.layers[0]
-        x = torch.addmm(bias0, wave.unfold(0, kernel, stride), weight0)  # [T0, C]
-        _gelu_(x)
-        for index in range(1, len(self.layers)):
-            conv: nn.Conv1d = self.conv_layers[index][0]  # type: ignore[assignment]
-            _, kernel, stride = self.layers[index]
-            frames = (x.shape[0] - kernel) // stride + 1
+    def _taps(self, index: int) -> torch.Tensor:
+        """Conv `index` weight as [k, C_in, C_out]: one contiguous matrix per kernel tap."""
+        conv: nn.Conv1d = self.conv_layers[index][0]  # type: ignore[assignment]
+        return _derived(self, f"taps{index}", (conv.weight,), lambda: conv.weight.permute(2, 1, 0).contiguous())
+
+    def _conv(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Conv `index` + GELU, time-major: [T, C_in] -> [T', C_out]."""
+        conv: nn.Conv1d = self.conv_layers[index][0]  # type: ignore[assignment]
+        _, kernel, stride = self.layers[index]
+        taps = self._taps(index)  # [k, C_in, C_out]
+        frames = (x.shape[0] - kernel) // stride + 1
+        if kernel == stride:
+            # Windows do not overlap: the input reshaped to [T', k * C_in] is the im2col matrix.
+            windows = x[: frames * kernel].reshape(frames, kernel * x.shape[1])
+            out = windows @ taps.reshape(kernel * x.shape[1], -1)
+        else:
             span = stride * (frames - 1) + 1
-            # out[t] = sum_j x[stride*t + j] @ W[:, :, j]^T: strided row views, no im2col copy.
-            out = F.linear(x[0:span:stride], conv.weight[:, :, 0], conv.bias)  # [T, C]
+            # out[t] = sum_j x[stride*t + j] @ W_j: strided row views, so no im2col copy.
+            out = x[0:span:stride] @ taps[0]
             for tap in range(1, kernel):
-                out.addmm_(x[tap : tap + span : stride], conv.weight[:, :, tap].t())
-            x = _gelu_(out)
+                out.addmm_(x[tap : tap + span : stride], taps[tap])
+        if conv.bias is not None:
+            out += conv.bias
+        return _gelu_(out)
+
+    def _run_stretch(self, wave: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+        """Conv stack on one stretch of samples of one item: [N] -> [T, C]."""
+        _, kernel, stride = self.layers[0]
+        windows = wave.unfold(0, kernel, stride)  # [T0, k]
+        windows = torch.cat([windows, windows.new_ones(windows.shape[0], 1)], dim=1)  # [T0, k + 1]
+        x = _gelu_(windows @ first)  # [T0, C]
+        for index in range(1, len(self.layers)):
+            x = self._conv(index, x)
         return x
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         """[B, N] waveform -> [B, T, C] features, T = (N - 400) // 320 + 1 for HuBERT Base."""
-        hop = 1
-        for _, _, stride in self.layers:
-            hop *= stride
-        field = 1
-        for _, kernel, stride in reversed(self.layers):
-            field = (field - 1) * stride + kernel
+        hop, field = self.hop_samples, self.receptive_field
         total = (wave.shape[1] - field) // hop + 1
-        weight0, bias0 = self._first_layer_affine(wave)
+        first = self._first_layer_affine(wave)  # [B, k + 1, C]
         outputs = []
         for item in range(wave.shape[0]):
             chunks = []
@@ -122,7 +162,7 @@ class ConvFeatureExtractor(nn.Module):
             for start in range(0, total, CONV_CHUNK_FRAMES):
                 stop = min(start + CONV_CHUNK_FRAMES, total)
                 samples = wave[item, hop * start : hop * (stop - 1) + field]
-                chunks.append(self._run_chunk(samples, (weight0[item], bias0[item])))
+                chunks.append(self._run_stretch(samples, first[item]))
             outputs.append(torch.cat(chunks) if len(chunks) > 1 else chunks[0])
         return torch.stack(outputs)
 
@@ -131,6 +171,8 @@ class PositionalConv(nn.Module):
     """Weight-normed grouped conv (magnitude over dim 2) with fairseq's SamePad for even kernels.
 
     Holds `weight_g` / `weight_v` directly (the old `torch.nn.utils.weight_norm` names in the file).
+    Evaluated by FFT overlap-save: the kernel (128 taps) is long, so multiplying spectra per
+    frequency costs a small fraction of the direct convolution.
     """
 
     def __init__(self, channels: int, kernel: int, groups: int) -> None:
@@ -143,15 +185,48 @@ class PositionalConv(nn.Module):
 
     def weight(self) -> torch.Tensor:
         """weight_g * weight_v / ||weight_v||, the norm taken over dims 0 and 1 per kernel tap."""
-        norm = torch.linalg.vector_norm(self.weight_v, dim=(0, 1), keepdim=True)  # [1, 1, K]
-        return self.weight_v * (self.weight_g / norm)
+        v = self.weight_v.double()
+        norm = torch.linalg.vector_norm(v, dim=(0, 1), keepdim=True)  # [1, 1, K]
+        return v * (self.weight_g.double() / norm)
+
+    def _block_size(self) -> int:
+        """FFT length: a power of two of at least twice the kernel."""
+        return 1 << max(8, (2 * self.kernel - 1).bit_length())
+
+    def _spectrum(self) -> torch.Tensor:
+        """[G, F, C_out/G, C_in/G] conjugate kernel spectrum (complex64), cached."""
+
+        def make() -> torch.Tensor:
+            weight = self.weight()  # [C, C/G, K] float64
+            channels, group_in, _ = weight.shape
+            spectrum = torch.fft.rfft(weight, n=self._block_size(), dim=-1).conj()  # [C, C/G, F]
+            spectrum = spectrum.view(self.groups, channels // self.groups, group_in, -1)
+            return spectrum.permute(0, 3, 1, 2).to(torch.complex64).contiguous()
+
+        return _derived(self, "spectrum", (self.weight_g, self.weight_v), make)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, C, T] -> [B, C, T]."""
-        y = F.conv1d(x, self.weight(), self.bias, padding=self.kernel // 2, groups=self.groups)
-        if self.kernel % 2 == 0:
-            y = y[:, :, :-1]  # SamePad: an even kernel with padding K//2 yields one extra step
-        return y
+        """[B, C, T] -> [B, C, T]: y[t] = sum_j w[j] x[t + j - K//2] (zero outside the input).
+
+        With padding K//2 an even kernel yields one extra step, which fairseq's SamePad drops;
+        computing exactly T outputs is the same thing.
+        """
+        batch, channels, frames = x.shape
+        size = self._block_size()
+        valid = size - self.kernel + 1  # outputs per block free of circular wrap-around
+        blocks = -(-frames // valid)
+        left = self.kernel // 2
+        right = blocks * valid + self.kernel - 1 - frames - left
+        padded = F.pad(x.float(), (left, right))  # [B, C, blocks * valid + K - 1]
+        spectra = torch.fft.rfft(padded.unfold(2, size, valid), dim=-1)  # [B, C, blocks, F]
+        bins = spectra.shape[-1]
+        group_in = channels // self.groups
+        spectra = spectra.view(batch, self.groups, group_in, blocks, bins).permute(0, 1, 4, 2, 3)  # [B, G, F, Ci, n]
+        product = torch.matmul(self._spectrum(), spectra)  # [B, G, F, Co, n]
+        product = product.permute(0, 1, 3, 4, 2).reshape(batch, channels, blocks, bins)
+        y = torch.fft.irfft(product, n=size, dim=-1)[..., :valid]  # [B, C, blocks, valid]
+        y = y.reshape(batch, channels, blocks * valid)[:, :, :frames]
+        return (y + self.bias.float()[:, None]).to(x.dtype)
 
 
 class SelfAttention(nn.Module):

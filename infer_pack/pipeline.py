@@ -144,12 +144,29 @@ def _checked(name: str, value: Any, kind: type, upper: bool = True) -> Any:
 
 @dataclass(frozen=True)
 class Windows:
-    """RVC's chunking windows in seconds: context pad, cut search radius, cut spacing, no-cut limit."""
+    """RVC's chunking windows in seconds: context pad, cut search radius, cut spacing, no-cut limit.
 
-    x_pad: int
+    RVC uses whole seconds; x_pad may also be a multiple of 0.01 s (shorter context, faster tests).
+    """
+
+    x_pad: float
     x_query: int
     x_center: int
     x_max: int
+
+    def __post_init__(self) -> None:
+        if self.x_pad <= 0 or abs(self.x_pad * 100 - round(self.x_pad * 100)) > 1e-9:
+            raise UserInputError(f"x_pad must be a positive multiple of 0.01 s, got {self.x_pad}")
+        if not 0 < self.x_query < self.x_center < self.x_max:
+            raise UserInputError(f"need 0 < x_query < x_center < x_max, got {self}")
+
+    @property
+    def pad_frames(self) -> int:
+        """Context frames (10 ms) added on each side."""
+        return int(round(self.x_pad * 100))
+
+    def pad_samples(self, sample_rate: int) -> int:
+        return self.pad_frames * sample_rate // 100
 
     @classmethod
     def for_device(cls, device: str, half: bool) -> Windows:
@@ -258,6 +275,13 @@ def output_rate(model_rate: int, resample_sr: int) -> int:
     return resample_sr if model_rate != resample_sr >= SAMPLE_RATE else model_rate
 
 
+def protect_unvoiced(blended: np.ndarray, original: np.ndarray, hz: np.ndarray, protect: float) -> np.ndarray:
+    """RVC's consonant protection: unvoiced frames (f0 < 1 Hz) take `protect` of the blended features
+    and the rest from the original ones; voiced frames keep the blended features. [T, C] each."""
+    keep = np.where(np.asarray(hz) < 1.0, np.float32(protect), np.float32(1.0))[:, None]  # [T, 1]
+    return blended * keep + original * (1.0 - keep)
+
+
 # -- f0 --------------------------------------------------------------------------------------
 
 
@@ -286,7 +310,7 @@ def pitch_track(
     f0 = shift_f0(f0, params.pitch_semitones)
     if params.f0_override_path is not None:
         times, hz = load_f0_override(params.f0_override_path)
-        f0 = apply_f0_override(f0, times, hz, frame_offset=windows.x_pad * (SAMPLE_RATE // WINDOW))
+        f0 = apply_f0_override(f0, times, hz, frame_offset=windows.pad_frames)
     f0 = f0[:n_frames]
     return PitchTrack(coarse=f0_to_coarse(f0), hz=f0.astype(np.float32))
 
@@ -306,7 +330,7 @@ class Chunk:
 
 def plan_chunks(n_padded: int, points: Sequence[int], windows: Windows) -> list[Chunk]:
     """RVC's chunk boundaries on the padded input, given the cut points found on the unpadded one."""
-    t_pad2 = 2 * SAMPLE_RATE * windows.x_pad
+    t_pad2 = 2 * windows.pad_samples(SAMPLE_RATE)
     chunks: list[Chunk] = []
     start = 0
     for point in points:
@@ -374,8 +398,8 @@ class VoiceConverter:
     def expected_length(self, n_input: int) -> int:
         """Output samples (at the voice's rate, before resampling) for `n_input` samples at 16 kHz."""
         windows = self.windows
-        t_pad = SAMPLE_RATE * windows.x_pad
-        t_pad_tgt = self.sample_rate * windows.x_pad
+        t_pad = windows.pad_samples(SAMPLE_RATE)
+        t_pad_tgt = windows.pad_samples(self.sample_rate)
         hop = self.sample_rate // 100
         points = split_points(np.zeros(n_input), windows) if n_input + WINDOW > SAMPLE_RATE * windows.x_max else []
         total = 0
@@ -410,7 +434,7 @@ class VoiceConverter:
             )
         times = ConversionTimes()
         windows = self.windows
-        t_pad = SAMPLE_RATE * windows.x_pad
+        t_pad = windows.pad_samples(SAMPLE_RATE)
 
         audio = high_pass(normalise_input_peak(audio))  # float64 [N]
         chunks = plan_chunks(audio.shape[0] + 2 * t_pad, split_points(audio, windows), windows)
@@ -477,16 +501,13 @@ class VoiceConverter:
             n_frames = min(n_frames, coarse.shape[0])
             phone = phone[:n_frames]
         if protect and unblended is not None and hz is not None:
-            # Frames below 1 Hz (unvoiced) keep `protect` of the blended features, the rest from the unblended ones.
-            keep = np.where(hz < 1.0, np.float32(params.protect), np.float32(1.0))[:, None]  # [T, 1]
-            original = np.repeat(unblended, 2, axis=0)[:n_frames]
-            phone = phone * keep + original * (1.0 - keep)
+            phone = protect_unvoiced(phone, np.repeat(unblended, 2, axis=0)[:n_frames], hz, params.protect)
         times.features += time.perf_counter() - started
 
         started = time.perf_counter()
         audio = self._synthesize(phone, coarse, hz, params, number)
         times.synthesis += time.perf_counter() - started
-        t_pad_tgt = self.sample_rate * self.windows.x_pad
+        t_pad_tgt = self.windows.pad_samples(self.sample_rate)
         return audio[t_pad_tgt : audio.shape[0] - t_pad_tgt]
 
     def _synthesize(

@@ -321,7 +321,13 @@ class _RangeHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
-        data = self.files.get(path.removeprefix(REPO_PREFIX))
+        if path.startswith(REPO_PREFIX):  # like the hub: /resolve/ redirects to a storage host
+            self.send_response(302)
+            self.send_header("Location", "/cdn/" + path.removeprefix(REPO_PREFIX))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        data = self.files.get(path.removeprefix("/cdn/"))
         self.seen_ranges.append(self.headers.get("Range"))
         if data is None:
             self.send_error(404)

@@ -163,6 +163,7 @@ def test_truncated_files(tmp_path: Path) -> None:
         error = _expect_error(cut, "re-download")
         assert "truncated" in error.reason or "cut short" in error.reason
     assert 7000 < load_audio(tmp_path / "cut.wav", 16000, allow_truncated=True).size < 9000
+    assert 4000 < load_audio(tmp_path / "cut.flac", 16000, allow_truncated=True).size < 9000
 
 
 def test_too_long_is_refused_and_streaming_matches(tmp_path: Path) -> None:

@@ -260,3 +260,12 @@ def test_pretrained_load_is_strict_and_names_the_mismatch(tmp_path: Path) -> Non
     )
     with pytest.raises(ModelFileError, match="enc_q"):
         load_pretrained_state(small, tiny_synth("v1", use_f0=True), "generator")
+
+
+def test_voice_with_leftover_posterior_still_builds() -> None:
+    # Some tools keep enc_q in voice files; RVC's loader ignores it.
+    voice = tiny_voice("v2", use_f0=False)
+    full = tiny_synth("v2", use_f0=False).state_dict()
+    voice.weights.update({k: v.half() for k, v in full.items() if k.startswith("enc_q.")})
+    net = build_synthesizer(voice)
+    assert not hasattr(net, "enc_q")

@@ -145,6 +145,9 @@ def test_api_end_to_end_prepares_a_folder_training_accepts(tmp_path: Path, refer
     meta = Experiment(root / "logs" / "voice").read_metadata()
     assert meta is not None and (meta.version, meta.use_f0, meta.f0_method, meta.speaker_id) == ("v2", True, "pm", 2)
     assert out.config_path.is_file()
+    again = extract_features(project=root, experiment="voice", f0_method="pm", device="cpu")
+    assert again.features.reused == clips and again.f0 is not None and again.f0.reused == clips
+    assert again.features.done == 0 and again.version == "v2" and again.use_f0
 
     # Our training reads every line of it (the tiny encoder gives 64 values, not 768: shapes only matter here).
     data_module = pytest.importorskip("train.data")

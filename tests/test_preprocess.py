@@ -135,6 +135,8 @@ def dataset(tmp_path: Path) -> Path:
     _write_source(folder, "b_take.flac", np.concatenate([silence(0.5), tone(9.0, 44100, 220.0)]), 44100)
     (folder / "c_broken.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(200))
     (folder / "d_notes.txt").write_text("lyrics", encoding="utf-8")
+    cut = _write_source(folder, "e_cut.wav", tone(4.0))
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])  # a half-copied file
     (folder / ".hidden.wav").write_bytes(b"x")
     (folder / "sub").mkdir()
     _write_source(folder / "sub", "nested.wav", tone(2.0))
@@ -145,8 +147,9 @@ def test_folder_run_reports_bad_files_and_resumes(dataset: Path, tmp_path: Path)
     exp = Experiment(tmp_path / "logs" / "voice")
     seen: list[str] = []
     result = preprocess_folder(dataset, exp, "40k", n_workers=2, progress=lambda d, t, m: seen.append(m))
-    assert result.failed and result.failed[0][0] == "c_broken.wav"
-    assert result.processed == 2 and result.n_failed == 1
+    assert sorted(name for name, _ in result.failed) == ["c_broken.wav", "e_cut.wav"]
+    assert "cut short" in dict(result.failed)["e_cut.wav"]
+    assert result.processed == 2 and result.n_failed == 2
     assert dict(result.skipped) == {
         ".hidden.wav": "hidden file",
         "d_notes.txt": "not an audio file",
@@ -174,7 +177,7 @@ def test_folder_run_reports_bad_files_and_resumes(dataset: Path, tmp_path: Path)
     mtimes = {p: p.stat().st_mtime_ns for p in exp.gt_wavs_dir.iterdir()}
     again = preprocess_folder(dataset, exp, "40k", n_workers=2)
     assert again.reused == 2 and again.segments_written == 0 and again.segments_total == 7
-    assert again.failed == result.failed  # a broken file is retried and reported again
+    assert sorted(again.failed) == sorted(result.failed)  # broken files are retried and reported again
     assert {p: p.stat().st_mtime_ns for p in exp.gt_wavs_dir.iterdir()} == mtimes
 
     # A changed source is redone under its old index; its old pieces go away.
@@ -280,3 +283,12 @@ def test_health_report_values(tmp_path: Path) -> None:
     assert read_health_report(exp) == report
     assert exp.health_text_path.read_text(encoding="utf-8").strip() == text
     assert build_health_report(exp) == report
+
+
+def test_missing_dataset_folder_is_a_clear_error_and_creates_nothing(tmp_path: Path) -> None:
+    from infer_pack.errors import UserInputError
+
+    exp = Experiment(tmp_path / "logs" / "e")
+    with pytest.raises(UserInputError, match="does not exist"):
+        preprocess_folder(tmp_path / "nope", exp, "40k")
+    assert not exp.root.exists()

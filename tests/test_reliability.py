@@ -6,6 +6,7 @@ import errno
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,42 @@ def test_file_key_changes_when_a_file_is_replaced(tmp_path: Path) -> None:
     assert file_key(path) != first
     os.utime(path, ns=(first[2], first[2]))
     assert file_key(path) != first  # same mtime but a different size still changes the key
+
+
+# --- cancellation ---------------------------------------------------------------------------------
+
+
+def test_cancel_from_another_thread_stops_between_items() -> None:
+    from infer_pack.errors import CancelledError
+    from infer_pack.progress import CancelToken, track
+
+    token = CancelToken()
+    done: list[int] = []
+    reports: list[tuple[int, int, str]] = []
+    third_started = threading.Event()
+
+    def work() -> None:
+        for item in track(range(100), 100, "items", lambda d, t, m: reports.append((d, t, m)), token):
+            if item == 2:
+                third_started.set()
+                time.sleep(0.2)  # the cancel arrives while this item runs; it still finishes
+            done.append(item)
+
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _capture(work, errors))
+    thread.start()
+    assert third_started.wait(5)
+    token.cancel()
+    thread.join(5)
+    assert len(errors) == 1 and isinstance(errors[0], CancelledError)
+    assert done == [0, 1, 2]  # the running item completed, nothing after it started
+    assert reports[-1][:2] == (3, 100)
+    token.reset()
+    assert list(track(range(3), 3, "again", None, token)) == [0, 1, 2]
+
+
+def _capture(fn: Callable[[], None], errors: list[BaseException]) -> None:
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
+        errors.append(exc)

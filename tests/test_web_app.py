@@ -97,3 +97,17 @@ def test_preprocess_job_runs_to_the_end_with_progress_and_log(served: tuple[Any,
     finally:
         release.set()
         ctx.jobs.wait(blocker.job_id, 10)
+
+
+def test_model_tools_show_change_and_merge(served: tuple[Any, Any, Path]) -> None:
+    client, _ctx, root = served
+    info = client.predict("ref", api_name="/show_info")
+    assert "version: v2" in info and "40k" in info and "pitch guidance (f0): yes" in info
+    merged = client.predict("ref", "ref", 0.25, "blend", "a blend", api_name="/merge")
+    assert merged.startswith("merged voice written to") and (root / "weights" / "blend.pth").is_file()
+    changed = client.predict("blend", "renamed info", "", api_name="/change_info")
+    assert "renamed info" in changed
+    assert "info: renamed info" in client.predict("blend", api_name="/show_info")
+    refused = client.predict("ref", "ref", 0.5, "../outside", "", api_name="/merge")
+    assert refused.startswith("error: invalid voice name")
+    assert not (root.parent / "outside.pth").exists()

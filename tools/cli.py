@@ -199,9 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("extract-model", _cmd_extract_model, "extract a small voice from a training checkpoint")
     p.add_argument("--checkpoint", required=True, help="logs/<experiment>/G_*.pth")
     p.add_argument("--name", required=True, help="voice name to write into weights/")
-    p.add_argument("--sample-rate", choices=SAMPLE_RATES, default="40k")
-    p.add_argument("--version", choices=VERSIONS, default="v2")
-    p.add_argument("--no-f0", dest="use_f0", action="store_false")
+    p.add_argument("--sample-rate", choices=SAMPLE_RATES, default=None, help="default: read from the weights")
+    p.add_argument("--version", choices=VERSIONS, default=None, help="default: read from the weights")
+    pitch = p.add_mutually_exclusive_group()
+    pitch.add_argument("--f0", dest="use_f0", action="store_const", const=True, default=None)
+    pitch.add_argument("--no-f0", dest="use_f0", action="store_const", const=False)
     p.add_argument("--info", default="")
 
     p = add("export-onnx", _cmd_export_onnx, "export a voice to ONNX")
@@ -281,28 +283,68 @@ def _cmd_index(args: argparse.Namespace) -> Any:
     raise UserInputError("index is not available yet")
 
 
-def _cmd_one_click(args: argparse.Namespace) -> Any:
-    raise UserInputError("one-click is not available yet")
+def _cmd_one_click(args: argparse.Namespace) -> int:
+    from infer_pack.progress import CancelToken
+    from tools import api
+
+    fields = _training_fields(args)
+    cancel = CancelToken()
+    result = _run(args, lambda bar: api.one_click(
+        project=args.root, dataset_dir=args.dataset, f0_method=args.f0_method, n_processes=args.processes,
+        progress=bar, cancel=cancel, **fields,
+    ))
+    return EXIT_INTERRUPTED if result.train.cancelled else 0
+
+
+def _voice(args: argparse.Namespace, value: str) -> Any:
+    """A voice given as a name in weights/ (no separator) or as a path."""
+    from pathlib import Path
+
+    if "/" in value or "\\" in value or value.endswith(".pth") and Path(value).is_file():
+        return Path(value)
+    return _project(args).voice_path(value)
 
 
 def _cmd_info(args: argparse.Namespace) -> Any:
-    raise UserInputError("info is not available yet")
+    from tools import api
+
+    path = _voice(args, args.model)
+    return _run(args, lambda bar: api.show_voice_info(path=path))
 
 
 def _cmd_change_info(args: argparse.Namespace) -> Any:
-    raise UserInputError("change-info is not available yet")
+    from tools import api
+
+    path = _voice(args, args.model)
+    target = _project(args).voice_path(args.save_as) if args.save_as else None
+    return _run(args, lambda bar: api.change_voice_info(path=path, info=args.info, output_path=target))
 
 
 def _cmd_merge(args: argparse.Namespace) -> Any:
-    raise UserInputError("merge is not available yet")
+    from tools import api
+
+    path_a, path_b = _voice(args, args.model_a), _voice(args, args.model_b)
+    target = _project(args).voice_path(args.name)
+    return _run(args, lambda bar: api.merge_voices(
+        path_a=path_a, path_b=path_b, ratio_a=args.ratio, output_path=target, info=args.info, progress=bar,
+    ))
 
 
 def _cmd_extract_model(args: argparse.Namespace) -> Any:
-    raise UserInputError("extract-model is not available yet")
+    from tools import api
+
+    target = _project(args).voice_path(args.name)
+    return _run(args, lambda bar: api.extract_small_model(
+        checkpoint_path=args.checkpoint, output_path=target, sample_rate_tag=args.sample_rate,
+        version=args.version, use_f0=args.use_f0, info=args.info,
+    ))
 
 
 def _cmd_export_onnx(args: argparse.Namespace) -> Any:
-    raise UserInputError("export-onnx is not available yet")
+    from tools import api
+
+    path = _voice(args, args.model)
+    return _run(args, lambda bar: api.export_onnx(path=path, output_path=args.output))
 
 
 def _cmd_download(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from tools.ui_jobs import job_panel
 if TYPE_CHECKING:
     from tools.web import AppContext
 
+# Shown names of the pitch estimators; the values are the pipeline's method names.
 F0_CHOICES = [("RMVPE (best)", "rmvpe"), ("PM (fast)", "pm"), ("Harvest", "harvest"), ("DIO", "dio"), ("Swift", "swift")]
 NO_INDEX = ""
 
@@ -74,19 +75,37 @@ def conversion_kwargs(
 
 
 def conversion_controls(prefix: str) -> list[gr.components.Component]:
-    """The parameter widgets, with RVC's defaults, in `conversion_kwargs` order (elem ids start with prefix)."""
+    """The parameter widgets in `conversion_kwargs` order (elem ids start with prefix).
+
+    Ranges, steps, defaults (RVC's) and help come from the pipeline's PARAM_SPECS, the one place they live.
+    """
+    from infer_pack.pipeline import PARAM_SPECS
+
+    def slider(name: str, key: str) -> gr.Slider:
+        spec = PARAM_SPECS[name]
+        return gr.Slider(spec.minimum, spec.maximum, value=spec.default, step=spec.step, label=label(key),
+                         info=spec.help, elem_id=f"{prefix}-{name}")
+
+    speaker_spec, pitch_spec = PARAM_SPECS["speaker_id"], PARAM_SPECS["pitch_semitones"]
+    methods = dict(F0_CHOICES)
     with gr.Row():
-        speaker = gr.Number(label=label("convert.speaker_id"), value=0, precision=0, minimum=0)
-        transpose = gr.Number(label=label("convert.transpose"), value=0, precision=0, minimum=-48, maximum=48,
+        speaker = gr.Number(label=label("convert.speaker_id"), value=speaker_spec.default, precision=0,
+                            minimum=speaker_spec.minimum, info=speaker_spec.help, elem_id=f"{prefix}-speaker")
+        transpose = gr.Number(label=label("convert.transpose"), value=pitch_spec.default, precision=0,
+                              minimum=pitch_spec.minimum, maximum=pitch_spec.maximum, info=pitch_spec.help,
                               elem_id=f"{prefix}-transpose")
-        f0_method = gr.Radio(F0_CHOICES, value="rmvpe", label=label("convert.f0_method"), elem_id=f"{prefix}-f0")
+        f0_method = gr.Radio(
+            [(methods.get(name, name), name) for name in PARAM_SPECS["f0_method"].choices],
+            value=PARAM_SPECS["f0_method"].default, label=label("convert.f0_method"),
+            info=PARAM_SPECS["f0_method"].help, elem_id=f"{prefix}-f0",
+        )
     with gr.Row():
-        index_rate = gr.Slider(0, 1, value=0.75, step=0.01, label=label("convert.index_rate"))
-        filter_radius = gr.Slider(0, 7, value=3, step=1, label=label("convert.filter_radius"))
-        resample = gr.Slider(0, 48000, value=0, step=1, label=label("convert.resample"))
+        index_rate = slider("index_rate", "convert.index_rate")
+        filter_radius = slider("filter_radius", "convert.filter_radius")
+        resample = slider("resample_sr", "convert.resample")
     with gr.Row():
-        rms_mix = gr.Slider(0, 1, value=0.25, step=0.01, label=label("convert.rms_mix"))
-        protect = gr.Slider(0, 0.5, value=0.33, step=0.01, label=label("convert.protect"))
+        rms_mix = slider("rms_mix_rate", "convert.rms_mix")
+        protect = slider("protect", "convert.protect")
     return [speaker, transpose, f0_method, index_rate, filter_radius, resample, rms_mix, protect]
 
 
@@ -139,7 +158,8 @@ def _batch_starter(ctx: "AppContext"):  # type: ignore[no-untyped-def]
     return starter
 
 
-def build(ctx: "AppContext") -> None:
+def build(ctx: "AppContext", tab: gr.Tab) -> None:
+    """The tab's widgets; the voice and index lists refresh each time `tab` is selected."""
     with gr.Row():
         voice = gr.Dropdown(voice_choices(ctx), value=None, label=label("convert.voice"), scale=3,
                             elem_id="convert-voice")
@@ -155,6 +175,7 @@ def build(ctx: "AppContext") -> None:
 
     voice.change(on_voice, inputs=[voice], outputs=[index], api_name=False)
     refresh.click(on_refresh, inputs=[voice], outputs=[voice, index], api_name=False)
+    tab.select(on_refresh, inputs=[voice], outputs=[voice, index], api_name=False)
 
     with gr.Tabs():
         with gr.Tab(label("tab.single"), id="convert_single"):

@@ -41,7 +41,8 @@ def progress_html(snapshot: JobSnapshot | None, error: str | None = None) -> str
         elif snapshot.state == "done":
             text = f"{snapshot.kind}: done in {snapshot.elapsed_s:.1f} s"
         else:
-            text = f"{snapshot.kind}: {snapshot.message}{counter} - {snapshot.elapsed_s:.0f} s"
+            message = snapshot.message if snapshot.message.startswith(snapshot.kind) else f"{snapshot.kind}: {snapshot.message}"
+            text = f"{message}{counter} - {snapshot.elapsed_s:.0f} s"
     percent = round(100.0 * fraction, 1)
     job = html.escape(snapshot.job_id) if snapshot is not None else ""
     return (

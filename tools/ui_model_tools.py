@@ -15,6 +15,8 @@ from tools.project import validate_name
 if TYPE_CHECKING:
     from tools.web import AppContext
 
+AUTO = "auto"  # read the value from the checkpoint's weights
+
 
 def render(result: Any) -> str:
     """A result as text: its `summary()` when it has one, else its fields."""
@@ -63,40 +65,48 @@ class ModelTools:
         from tools import api
 
         target = self.ctx.project.voice_path(validate_name(save_as, "voice name")) if save_as.strip() else None
-        return api.change_voice_info(path=self.voice(model), info=info, output_path=target)
+        source = self.voice(model)
+        return api.change_voice_info(path=source, info=info, output_path=target)
 
     def merge(self, model_a: str, model_b: str, ratio: float, name: str, info: str) -> Any:
         from tools import api
 
-        return api.merge_voices(
-            path_a=self.voice(model_a, "voice A"), path_b=self.voice(model_b, "voice B"), ratio_a=float(ratio),
-            output_path=self.ctx.project.voice_path(validate_name(name, "voice name")), info=info,
-        )
+        path_a, path_b = self.voice(model_a, "voice A"), self.voice(model_b, "voice B")
+        output_path = self.ctx.project.voice_path(validate_name(name, "voice name"))
+        return api.merge_voices(path_a=path_a, path_b=path_b, ratio_a=float(ratio), output_path=output_path, info=info)
 
-    def extract(self, checkpoint: str, name: str, sample_rate: str, version: str, use_f0: bool, info: str) -> Any:
+    def extract(self, checkpoint: str, name: str, sample_rate: str, version: str, use_f0: str, info: str) -> Any:
         from tools import api
 
         if not checkpoint.strip():
             raise UserInputError("no checkpoint given; type logs/<experiment>/G_<step>.pth")
+        checkpoint_path = self.ctx.project.confine(checkpoint.strip(), "checkpoint")
+        output_path = self.ctx.project.voice_path(validate_name(name, "voice name"))
         return api.extract_small_model(
-            checkpoint_path=self.ctx.project.confine(checkpoint.strip(), "checkpoint"),
-            output_path=self.ctx.project.voice_path(validate_name(name, "voice name")),
-            sample_rate_tag=sample_rate, version=version, use_f0=bool(use_f0), info=info,
+            checkpoint_path=checkpoint_path, output_path=output_path,
+            sample_rate_tag=None if sample_rate == AUTO else sample_rate,
+            version=None if version == AUTO else version,
+            use_f0=None if use_f0 == AUTO else use_f0 == "yes", info=info,
         )
 
     def onnx(self, model: str, output: str) -> Any:
         from tools import api
 
         target = self.ctx.project.confine(output.strip(), "ONNX output") if output.strip() else None
-        return api.export_onnx(path=self.voice(model), output_path=target)
+        source = self.voice(model)
+        return api.export_onnx(path=source, output_path=target)
 
 
-def build(ctx: "AppContext") -> None:
+def build(ctx: "AppContext", tab: gr.Tab) -> None:
+    """The tab's widgets; voice lists refresh each time `tab` is selected."""
     tools = ModelTools(ctx)
     voices = [p.stem for p in ctx.project.list_voices()]
+    dropdowns: list[gr.Dropdown] = []
 
     def voice_box(key: str, elem_id: str) -> gr.Dropdown:
-        return gr.Dropdown(voices, label=label(key), allow_custom_value=True, elem_id=elem_id)
+        dropdown = gr.Dropdown(voices, value=None, label=label(key), allow_custom_value=True, elem_id=elem_id)
+        dropdowns.append(dropdown)
+        return dropdown
 
     with gr.Accordion(label("tools.info_heading"), open=True):
         with gr.Row():
@@ -128,9 +138,9 @@ def build(ctx: "AppContext") -> None:
             checkpoint = gr.Textbox(label=label("tools.checkpoint"))
             extract_name = gr.Textbox(label=label("tools.extract_name"))
         with gr.Row():
-            sr = gr.Radio(["32k", "40k", "48k"], value="40k", label=label("train.sample_rate"))
-            ver = gr.Radio(["v1", "v2"], value="v2", label=label("train.version"))
-            f0 = gr.Checkbox(value=True, label=label("train.use_f0"))
+            sr = gr.Radio([AUTO, "32k", "40k", "48k"], value=AUTO, label=label("train.sample_rate"))
+            ver = gr.Radio([AUTO, "v1", "v2"], value=AUTO, label=label("train.version"))
+            f0 = gr.Radio([AUTO, "yes", "no"], value=AUTO, label=label("tools.use_f0"))
             extract_info = gr.Textbox(label=label("tools.new_info"))
             extract = gr.Button(label("tools.extract"))
         extract_out = gr.Textbox(label=label("tools.result"), lines=4, interactive=False)
@@ -144,3 +154,9 @@ def build(ctx: "AppContext") -> None:
             export = gr.Button(label("tools.export"))
         onnx_out = gr.Textbox(label=label("tools.result"), lines=4, interactive=False)
         export.click(guarded(tools.onnx), [onnx_model, onnx_output], [onnx_out], api_name="export_onnx")
+
+    def refresh() -> list[Any]:
+        names = [p.stem for p in ctx.project.list_voices()]
+        return [gr.Dropdown(choices=names) for _ in dropdowns]
+
+    tab.select(refresh, outputs=dropdowns, api_name=False)

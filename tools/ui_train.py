@@ -165,7 +165,8 @@ class TrainForm:
 
         def work(job: JobContext) -> Any:
             return api.train_model(
-                self.ctx.project.root, job.progress, job.cancel, experiment=v["experiment"], **kwargs
+                self.ctx.project, job.progress, job.cancel, experiment=v["experiment"], on_metrics=job.metric,
+                **kwargs,
             )
 
         return "train", work, v["experiment"]

@@ -103,12 +103,12 @@ def build_app(ctx: AppContext) -> "gr.Blocks":
         gr.Markdown(f"## {label('app.title')}\n{label('app.subtitle')}")
         ui_assets.build_status_panel(ctx)
         with gr.Tabs():
-            with gr.Tab(label("tab.convert"), id="convert"):
-                ui_convert.build(ctx)
+            with gr.Tab(label("tab.convert"), id="convert") as convert_tab:
+                ui_convert.build(ctx, convert_tab)
             with gr.Tab(label("tab.train"), id="train"):
                 ui_train.build(ctx)
-            with gr.Tab(label("tab.model_tools"), id="model_tools"):
-                ui_model_tools.build(ctx)
+            with gr.Tab(label("tab.model_tools"), id="model_tools") as tools_tab:
+                ui_model_tools.build(ctx, tools_tab)
         # Scripts (gradio_client) follow a job started by a button through these two endpoints.
         def status_endpoint(job_id: str) -> dict:
             return job_status(ctx, job_id)
@@ -130,6 +130,7 @@ def job_status(ctx: AppContext, job_id: str) -> dict[str, object]:
         "job_id": snapshot.job_id, "kind": snapshot.kind, "experiment": snapshot.key, "state": snapshot.state,
         "done": snapshot.done, "total": snapshot.total, "message": snapshot.message, "error": snapshot.error,
         "elapsed_s": round(snapshot.elapsed_s, 3), "log": list(snapshot.log[-50:]),
+        "last_metrics": {p.name: p.value for p in snapshot.metrics},
     }
 
 

@@ -31,7 +31,6 @@ from typing import Any, Literal
 import numpy as np
 
 from configs import (
-    CONTENT_DIM,
     SAMPLE_RATE_HZ,
     SAMPLE_RATE_TAGS,
     VERSIONS,
@@ -481,10 +480,6 @@ def save_npy(path: Path, array: np.ndarray) -> None:
     """np.save to `path` exactly (np.save on a name would append '.npy'), atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.save(handle, array, allow_pickle=False)
-
-
-def content_dim(version: Version) -> int:
-    return CONTENT_DIM[version]
 
 
 def _natural_key(name: str) -> tuple[Any, ...]:

@@ -12,6 +12,7 @@ with the same encoder, since RVC's filelist always includes two silent examples.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,19 +53,25 @@ def ensure_mute_features(experiment: Experiment, encoder: ContentEncoder, versio
 def extract_features(
     experiment: Experiment,
     version: Version,
-    encoder: ContentEncoder,
+    encoder: ContentEncoder | Callable[[], ContentEncoder],
     *,
     device: str = "cpu",
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> ExtractResult:
-    """Features for every segment of `1_16k_wavs` that lacks them. CancelledError keeps what is finished."""
+    """Features for every segment of `1_16k_wavs` that lacks them. CancelledError keeps what is finished.
+
+    `encoder` may be a function returning it: it is then called only when there is work to do.
+    """
     started = time.perf_counter()
     out_dir = experiment.feature_dir(version)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ensure_mute_features(experiment, encoder, version, device)
     names = experiment.wavs16k_names()
     todo = [name for name in names if not experiment.feature_path(name, version).exists()]
+    model: ContentEncoder | None = None
+    if todo or not experiment.mute_feature_path(version).exists():
+        model = encoder if hasattr(encoder, "extract") else encoder()  # type: ignore[operator]
+        ensure_mute_features(experiment, model, version, device)
     total = len(todo)
     done = 0
     failed: list[tuple[str, str]] = []
@@ -73,7 +80,8 @@ def extract_features(
         check(cancel)
         try:
             audio, _ = decode_source(experiment.wav16k_path(name), WAV_RATE)  # [T] float32
-            features = features_for_audio(encoder, audio, version, device)  # [frames, dim]
+            assert model is not None  # loaded above since `todo` is not empty
+            features = features_for_audio(model, audio, version, device)  # [frames, dim]
             if not np.all(np.isfinite(features)):
                 failed.append((name, "the encoder returned NaN/Inf (try float32 or another device)"))
             else:

@@ -30,7 +30,7 @@ from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from train.experiment import Experiment
 
 Version = Literal["v1", "v2"]
-IndexKind = Literal["ivf_flat", "ivf_flat_probe8", "ivf_pq_refine", "hnsw"]
+IndexKind = Literal["ivf_flat", "ivf_flat_probe8", "hnsw"]
 
 KMEANS_ROW_THRESHOLD = 200_000  # RVC: `if big_npy.shape[0] > 2e5`
 KMEANS_CENTRES = 10_000
@@ -63,12 +63,6 @@ INDEX_KINDS: dict[str, IndexKindInfo] = {
         "The same vectors and size as RVC's index, searched in 8 cells: most of the true neighbours, "
         "search several times slower than nprobe 1 and still well under real time. RVC loads it too.",
     ),
-    "ivf_pq_refine": IndexKindInfo(
-        "ivf_pq_refine",
-        "IVF PQ fast-scan + exact refine",
-        "4-bit product-quantised codes scanned with SIMD in 16 cells, candidates re-ranked with the exact "
-        "vectors: high recall, fast search, about 1.1x the memory of the Flat index, slower to build.",
-    ),
     "hnsw": IndexKindInfo(
         "hnsw",
         "HNSW graph (32 links)",
@@ -86,15 +80,13 @@ def n_list_for(n_rows: int) -> int:
 def _kind_tag(kind: IndexKind, n_list: int) -> str:
     if kind in ("ivf_flat", "ivf_flat_probe8"):
         return f"IVF{n_list}_Flat_nprobe_{_nprobe_for(kind)}"
-    if kind == "ivf_pq_refine":
-        return f"IVF{n_list}_PQfs_RFlat_nprobe_{_nprobe_for(kind)}"
     if kind == "hnsw":
         return "HNSW32_Flat"
     raise UserInputError(f"unknown index kind {kind!r}; choose one of {sorted(INDEX_KINDS)}")
 
 
 def _nprobe_for(kind: IndexKind) -> int:
-    return {"ivf_flat": 1, "ivf_flat_probe8": 8, "ivf_pq_refine": 16, "hnsw": 0}[kind]
+    return {"ivf_flat": 1, "ivf_flat_probe8": 8, "hnsw": 0}[kind]
 
 
 def index_file_name(
@@ -201,10 +193,11 @@ def shuffle_rows(features: np.ndarray, seed: int) -> np.ndarray:
     return features[np.random.default_rng(seed).permutation(features.shape[0])]
 
 
-def reduce_with_kmeans(features: np.ndarray, seed: int, n_centres: int = KMEANS_CENTRES) -> np.ndarray:
+def reduce_with_kmeans(features: np.ndarray, seed: int, n_centres: int | None = None) -> np.ndarray:
     """RVC's reduction of large sets: MiniBatchKMeans(10,000, init='random', batch 256 x CPUs)."""
     from sklearn.cluster import MiniBatchKMeans
 
+    n_centres = KMEANS_CENTRES if n_centres is None else n_centres
     n_cpu = os.cpu_count() or 1
     kmeans = MiniBatchKMeans(
         n_clusters=n_centres,
@@ -223,12 +216,6 @@ def make_empty_index(kind: IndexKind, dim: int, n_list: int) -> Any:
     if kind in ("ivf_flat", "ivf_flat_probe8"):
         index = faiss.index_factory(dim, f"IVF{n_list},Flat")
         faiss.extract_index_ivf(index).nprobe = _nprobe_for(kind)
-        return index
-    if kind == "ivf_pq_refine":
-        # 4-bit fast-scan PQ needs an even number of sub-quantizers dividing dim: dim/2 of 2 dims each.
-        index = faiss.index_factory(dim, f"IVF{n_list},PQ{dim // 2}x4fs,RFlat")
-        faiss.extract_index_ivf(index).nprobe = _nprobe_for(kind)
-        faiss.downcast_index(index).k_factor = 4.0
         return index
     if kind == "hnsw":
         index = faiss.index_factory(dim, "HNSW32,Flat")
@@ -286,7 +273,7 @@ def build_index_from_features(
     check(cancel)
     used_kmeans = n_rows > KMEANS_ROW_THRESHOLD
     if used_kmeans:
-        report(progress, 1, steps, f"k-means: {n_rows} rows to {KMEANS_CENTRES} centres (takes a while)")
+        report(progress, 1, steps, f"k-means: {n_rows} rows to {KMEANS_CENTRES} centres (this takes minutes)")
         data = reduce_with_kmeans(data, seed)
         check(cancel)
     total_path = out_dir / TOTAL_FEATURES_NAME

@@ -225,6 +225,22 @@ def decode_source(path: str | Path, sample_rate: int) -> tuple[np.ndarray, int]:
         return audio, native
     import soxr
 
+    from infer_pack.audio import MAX_DURATION_S, _wav_missing_fraction
+
+    # libsndfile quietly shortens a cut WAV to the bytes present; the header tells how much is missing.
+    missing = _wav_missing_fraction(path)
+    if missing > 0.01:
+        raise AudioLoadError(
+            path,
+            f"the file is cut short: {missing:.0%} of the audio its header announces is missing (truncated copy?)",
+            "re-export or re-download the file",
+        )
+    if info.frames / info.samplerate > MAX_DURATION_S:
+        raise AudioLoadError(
+            path,
+            f"it lasts {info.frames / info.samplerate / 3600:.1f} h, more than the {MAX_DURATION_S / 3600:.1f} h loaded at once",
+            "split it into shorter files",
+        )
     try:
         data = soundfile.read(str(path), dtype="float32", always_2d=True)[0]  # [T, channels]
     except RuntimeError as exc:
@@ -421,6 +437,7 @@ def preprocess_folder(
     settings = settings or PreprocessSettings(sample_rate=rate)
     if settings.sample_rate != rate:
         raise UserInputError(f"settings are for {settings.sample_rate} Hz but the experiment asks for {sample_rate_tag}")
+    sources = list_sources(source_dir)  # first: a wrong folder must not leave an empty experiment behind
     metadata = experiment.read_metadata()
     state = read_state(experiment)
     if (metadata is not None and metadata.sample_rate_tag != sample_rate_tag and experiment.segment_names()) or (
@@ -442,7 +459,6 @@ def preprocess_folder(
     state["format"] = STATE_FORMAT
     state["source_dir"] = str(source_dir.absolute())
 
-    sources = list_sources(source_dir)
     records: dict[str, dict[str, Any]] = state["sources"]
     skipped = [(s.name, s.skip_reason) for s in sources if s.skip_reason]
     todo: list[_Task] = []

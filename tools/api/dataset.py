@@ -153,7 +153,7 @@ def extract_features(
 ) -> ExtractFeaturesResult:
     """Step 2b: pitch (with f0) and content features for every segment, then filelist.txt and config.json."""
     from infer_pack.cache import ModelCache, file_key
-    from infer_pack.hubert import load_content_encoder
+    from infer_pack.hubert import ContentEncoder, load_content_encoder
     from train.extract_f0 import extract_f0
     from train.extract_features import extract_features as extract_content
 
@@ -196,10 +196,12 @@ def extract_features(
             progress=progress,
             cancel=cancel,
         )
-    encoder = cache.get_or_load(
-        ("content-encoder", file_key(proj.hubert_path), resolved_device),
-        lambda: load_content_encoder(proj.hubert_path, device=resolved_device),
-    )
+    def encoder() -> ContentEncoder:
+        return cache.get_or_load(
+            ("content-encoder", file_key(proj.hubert_path), resolved_device),
+            lambda: load_content_encoder(proj.hubert_path, device=resolved_device),
+        )
+
     features = extract_content(exp, chosen_version, encoder, device=resolved_device, progress=progress, cancel=cancel)
     config_path = exp.write_config(chosen_version, meta.sample_rate_tag)
     entries = exp.write_filelist(chosen_version, chosen_f0, chosen_speaker)

@@ -1,0 +1,66 @@
+"""ONNX export: the graph computes what torch computes, for any number of frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_checkpoint import tiny_voice
+
+from infer_pack.checkpoint import VoiceModel, build_synthesizer, save_voice
+from tools import api
+from train.onnx_export import example_inputs, export_onnx
+
+ort = pytest.importorskip("onnxruntime")
+
+
+def assert_graph_matches_torch(
+    onnx_path: Path, voice: VoiceModel, expected_inputs: list[str]
+) -> None:
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == expected_inputs
+    net = build_synthesizer(voice)
+    for frames in (64, 9, 150):  # the export used 64 frames; the time axis is dynamic
+        inputs = example_inputs(voice, frames, seed=frames)
+        inputs["rnd"] = 0.66666 * torch.randn(
+            inputs["rnd"].shape, generator=torch.Generator().manual_seed(1)
+        )
+        feed = {k: v.numpy() for k, v in inputs.items()}
+        (audio,) = session.run(None, feed)
+        with torch.inference_mode():
+            ref, _, _ = net.infer(
+                inputs["phone"],
+                inputs["phone_lengths"],
+                inputs.get("pitch"),
+                inputs.get("pitchf"),
+                inputs["sid"],
+                1.0,
+                noise=inputs["rnd"],
+                excitation_noise=False,
+            )
+        assert audio.shape == (1, 1, frames * 8)
+        assert float(np.abs(ref.numpy()).max()) > 1e-3
+        np.testing.assert_allclose(audio, ref.numpy(), atol=1e-4)
+        (again,) = session.run(None, feed)
+        assert np.array_equal(audio, again)  # deterministic: noise is an input
+
+
+def test_pitch_model_graph_matches_torch(tmp_path: Path) -> None:
+    voice = tiny_voice("v2", use_f0=True)
+    result = export_onnx(voice, tmp_path / "voice.onnx", opset=17)
+    names = ["phone", "phone_lengths", "pitch", "pitchf", "sid", "rnd"]
+    assert result.input_names == names and result.opset == 17
+    assert_graph_matches_torch(result.path, voice, names)
+
+
+def test_api_export_of_a_model_without_pitch(tmp_path: Path) -> None:
+    voice = tiny_voice("v1", use_f0=False)
+    path = save_voice(tmp_path / "v.pth", voice)
+    result = api.export_onnx(path=path)
+    assert result.path == tmp_path / "v.onnx"
+    assert "rnd" in result.summary()
+    assert_graph_matches_torch(
+        result.path, voice, ["phone", "phone_lengths", "sid", "rnd"]
+    )

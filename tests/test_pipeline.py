@@ -1,0 +1,209 @@
+"""The conversion pipeline with the reference voice models.
+
+Content encoder: the tiny reference HuBERT (64-dim outputs) followed by a FIXED RANDOM PROJECTION
+to the voice's content width (256 for v1, 768 for v2). The real hubert_base.pt cannot be shipped;
+the projection only makes the shapes fit, so these tests check the pipeline's mechanics (lengths,
+rates, chunking, pitch, retrieval, determinism), not the sound of a trained voice.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import reference_file, synthetic_voice
+
+from infer_pack.errors import UserInputError
+from infer_pack.pipeline import (
+    CPU_WINDOWS,
+    ConversionParams,
+    VoiceConverter,
+    Windows,
+    limit_peak,
+    mix_rms,
+    output_rate,
+    plan_chunks,
+    protect_unvoiced,
+    resample,
+    split_points,
+)
+
+SHORT_WINDOWS = Windows(x_pad=0.2, x_query=6, x_center=38, x_max=41)  # less context: faster tests
+
+
+class ProjectedEncoder:
+    """tiny_hubert.pt's last layer times a fixed random [64, dim] matrix (seeded)."""
+
+    def __init__(self, path: Path, dim: int) -> None:
+        from infer_pack.hubert import load_content_encoder
+
+        self.encoder = load_content_encoder(path)
+        generator = torch.Generator().manual_seed(1234)
+        self.projection = torch.randn(self.encoder.feature_dim("v2"), dim, generator=generator) / 8.0
+
+    def extract(self, wave_16k: torch.Tensor, version: str) -> torch.Tensor:
+        return self.encoder.extract(wave_16k, "v2") @ self.projection  # [B, T, dim]
+
+
+def tone(seconds: float, f0_hz: float = 150.0) -> np.ndarray:
+    t = np.arange(int(seconds * 16000)) / 16000
+    phase = 2 * np.pi * f0_hz * t
+    return (0.2 * sum(np.sin(k * phase) / k for k in range(1, 9))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def v1_converter(reference: Path) -> VoiceConverter:
+    from infer_pack.checkpoint import load_voice
+
+    voice = load_voice(reference_file(reference, "ref_v1_32k_nof0_slim.pth"))
+    encoder = ProjectedEncoder(reference_file(reference, "tiny_hubert.pt"), 256)
+    return VoiceConverter(voice, encoder, windows=SHORT_WINDOWS)
+
+
+@pytest.fixture(scope="module")
+def v2_converter(reference: Path) -> VoiceConverter:
+    from infer_pack.checkpoint import load_voice
+
+    voice = load_voice(reference_file(reference, "ref_v2_40k_f0.pth"))
+    encoder = ProjectedEncoder(reference_file(reference, "tiny_hubert.pt"), 768)
+    return VoiceConverter(voice, encoder, windows=SHORT_WINDOWS)
+
+
+@pytest.fixture(scope="module")
+def v1_output(v1_converter: VoiceConverter) -> tuple[np.ndarray, np.ndarray, int]:
+    audio = synthetic_voice(1.0, 16000, seed=3)
+    out, rate = v1_converter.convert(audio, ConversionParams(f0_method="pm", seed=0))
+    return audio, out, rate
+
+
+def test_output_length_and_rate_follow_rvc(v1_converter: VoiceConverter, v1_output: tuple) -> None:
+    audio, out, rate = v1_output
+    assert rate == 32000 and out.dtype == np.float32
+    # RVC: pad x_pad each side, HuBERT frames (N - 400) // 320 + 1, x2, x hop 320, minus x_pad each side.
+    padded = audio.size + 2 * 3200
+    expected = 2 * ((padded - 400) // 320 + 1) * 320 - 2 * 6400
+    assert out.size == expected == v1_converter.expected_length(audio.size)
+    assert np.abs(out).max() <= 0.99 + 1e-6 and np.abs(out).max() > 1e-3
+    # RVC's CPU windows by default: 1 s of context on each side.
+    default = VoiceConverter(v1_converter.voice, v1_converter.encoder, synthesizer=v1_converter.synthesizer)
+    assert default.windows == CPU_WINDOWS
+    padded = 160000 + 2 * 16000
+    assert default.expected_length(160000) == 2 * ((padded - 400) // 320 + 1) * 320 - 2 * 32000
+
+
+def test_same_seed_same_output_other_seed_differs(v1_converter: VoiceConverter, v1_output: tuple) -> None:
+    audio, out, _ = v1_output
+    again, _ = v1_converter.convert(audio, ConversionParams(f0_method="pm", seed=0))
+    np.testing.assert_array_equal(again, out)
+    other, _ = v1_converter.convert(audio, ConversionParams(f0_method="pm", seed=1))
+    assert np.abs(other - out).max() > 1e-4
+
+
+def test_index_rate_zero_leaves_features_alone(v1_converter: VoiceConverter, v1_output: tuple, tmp_path: Path) -> None:
+    from infer_pack.retrieval import load_index
+    from train.index import build_index_from_features
+
+    rng = np.random.default_rng(0)
+    result = build_index_from_features(rng.standard_normal((400, 256)).astype(np.float32), tmp_path, "t", "v1")
+    index = load_index(result.added_path)
+    audio, out, _ = v1_output
+    with_index = VoiceConverter(
+        v1_converter.voice, v1_converter.encoder, index, synthesizer=v1_converter.synthesizer, windows=SHORT_WINDOWS
+    )
+    assert with_index.windows == v1_converter.windows
+    same, _ = with_index.convert(audio, ConversionParams(f0_method="pm", seed=0, index_rate=0.0))
+    np.testing.assert_array_equal(same, out)
+
+
+def test_transpose_up_an_octave_doubles_output_f0(v2_converter: VoiceConverter) -> None:
+    from scipy import signal
+
+    from infer_pack.f0 import estimate_f0
+
+    audio = tone(0.8, 150.0)
+    band = signal.butter(4, [60, 1000], btype="band", fs=16000)
+    medians, peaks = [], []
+    for semitones in (0, 12):
+        params = ConversionParams(f0_method="pm", pitch_semitones=semitones, index_rate=0.0, rms_mix_rate=1.0)
+        out, rate = v2_converter.convert(audio, params)
+        assert rate == 40000 and out.size == v2_converter.expected_length(audio.size)
+        out_16k = signal.filtfilt(*band, resample(out, rate, 16000))
+        f0 = estimate_f0(out_16k, "pm")
+        voiced = f0[f0 > 0]
+        assert voiced.size > 20, "pm found no pitch in the output"
+        medians.append(float(np.median(voiced)))
+        spectrum = np.abs(np.fft.rfft(out_16k * np.hanning(out_16k.size)))
+        peaks.append(float(np.argmax(spectrum) * 16000 / out_16k.size))
+    # The random-weight decoder leaves a strong 100 Hz frame-rate pattern, so the waveform's period is
+    # that of gcd(f0, 100 Hz): pm reads 50 Hz for 150 Hz and 100 Hz for 300 Hz. The ratio is what
+    # transposing must change; the spectral peak shows the fundamental itself.
+    assert medians[1] / medians[0] == pytest.approx(2.0, rel=0.05)
+    assert peaks[0] == pytest.approx(150.0, rel=0.05) and peaks[1] == pytest.approx(300.0, rel=0.05)
+
+
+def test_long_input_is_cut_in_quiet_places() -> None:
+    rng = np.random.default_rng(0)
+    audio = 0.3 * rng.standard_normal(16000 * 100)
+    quiet = [(35, 36), (77, 78)]  # seconds; each lies within x_query of a 38 s multiple
+    for lo, hi in quiet:
+        audio[lo * 16000 : hi * 16000] = 0.0
+    points = split_points(audio, CPU_WINDOWS)
+    assert len(points) == 2
+    for point, (lo, hi) in zip(points, quiet):
+        assert lo * 16000 <= point < hi * 16000
+    # The chunks cover the padded input with 2 x_pad of overlap between neighbours.
+    n_padded = audio.size + 2 * 16000
+    chunks = plan_chunks(n_padded, points, CPU_WINDOWS)
+    assert chunks[0].start == 0 and chunks[-1].stop == n_padded
+    for left, right in zip(chunks, chunks[1:]):
+        assert left.stop == right.start + 2 * 16000 + 160
+    assert split_points(audio[: 16000 * 30], CPU_WINDOWS) == []
+
+
+def test_split_search_matches_rvcs_moving_sum() -> None:
+    audio = np.random.default_rng(1).standard_normal(16000 * 50)
+    audio[16000 * 37 + 5000 : 16000 * 37 + 9000] *= 0.01
+    padded = np.pad(audio, (80, 80), mode="reflect")
+    moving = np.zeros_like(audio)
+    for i in range(160):
+        moving += padded[i : i - 160]
+    t, q = 16000 * 38, 16000 * 6
+    region = np.abs(moving[t - q : t + q])
+    expected = t - q + np.where(region == region.min())[0][0]
+    assert split_points(audio, CPU_WINDOWS) == [expected]
+
+
+def test_protect_keeps_unvoiced_frames_from_the_unblended_features() -> None:
+    blended = np.full((4, 3), 2.0, np.float32)
+    original = np.zeros((4, 3), np.float32)
+    hz = np.array([0.0, 150.0, 0.5, 220.0])
+    out = protect_unvoiced(blended, original, hz, 0.25)
+    np.testing.assert_allclose(out[:, 0], [0.5, 2.0, 0.5, 2.0])
+
+
+def test_rms_mix_resample_and_peak() -> None:
+    src = synthetic_voice(2.0, 16000, seed=1).astype(np.float64)
+    out = np.random.default_rng(0).standard_normal(80000).astype(np.float32) * 0.1
+    np.testing.assert_allclose(mix_rms(src, out, 40000, 1.0), out, rtol=1e-5, atol=1e-7)
+    mixed = mix_rms(src, out, 40000, 0.0)  # takes the input's envelope
+    half = 20000
+    src_rms = np.sqrt(np.mean(src[8000 : 8000 + 8000] ** 2))
+    assert np.sqrt(np.mean(mixed[half : half + 20000] ** 2)) == pytest.approx(src_rms, rel=0.35)
+    assert output_rate(40000, 0) == 40000 and output_rate(40000, 8000) == 40000 and output_rate(40000, 44100) == 44100
+    assert resample(out, 40000, 44100).size == 88200
+    loud = np.array([0.0, 2.0, -1.0], np.float32)
+    np.testing.assert_allclose(limit_peak(loud), loud / (2.0 / 0.99))
+    quiet = np.array([0.5, -0.2], np.float32)
+    np.testing.assert_array_equal(limit_peak(quiet), quiet)
+
+
+def test_bad_parameters_are_refused() -> None:
+    with pytest.raises(UserInputError, match="index_rate"):
+        ConversionParams(index_rate=1.5).validated()
+    with pytest.raises(UserInputError, match="f0 method"):
+        ConversionParams(f0_method="crepe").validated()
+    with pytest.raises(UserInputError, match="f0 file"):
+        ConversionParams(f0_override_path=Path("/nonexistent/f0.txt")).validated()
+    assert ConversionParams(pitch_semitones=12, filter_radius=5).validated().filter_radius == 5
