@@ -5,8 +5,9 @@ one after another in the same time window, each in a child process of this one s
 hang or a memory blow-up in one area costs only that area. Prints one table (area, measurement,
 ours, baseline, ratio, unit, notes) and writes the rows as JSON (default bench/results/latest.json).
 
-`--quick` passes quick=True to every area and shares a 5-minute budget between them: each area may
-use the time left divided by the areas still to run, so one slow area cannot starve the others.
+`--quick` passes quick=True to every area and shares a 5-minute budget between them: an area may use
+the time left minus RESERVE_S for each area still to run (and at least its even share), so a slow
+area can take what the fast ones leave but cannot starve the ones after it.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bench.common import BenchRow
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 QUICK_BUDGET_S = 290.0  # total for --quick, a little under the promised 5 minutes
+RESERVE_S = 30.0  # kept back for each area still waiting
 FULL_AREA_TIMEOUT_S = 3600.0
 PREFIX = "bench_"
 
@@ -81,6 +83,12 @@ def _child_main(package: str, area: str, quick: bool, device: str, out_path: str
         code = 1
     Path(out_path).write_text(json.dumps(payload, default=str), encoding="utf-8")
     return code
+
+
+def area_limit(left_s: float, areas_left: int) -> float:
+    """Seconds the next area may run when `left_s` remain for `areas_left` areas (this one included)."""
+    even_share = left_s / areas_left
+    return max(even_share, left_s - RESERVE_S * (areas_left - 1), 1.0)
 
 
 def run_area(package: str, area: str, quick: bool, device: str, timeout_s: float) -> AreaResult:
@@ -262,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[AreaResult] = []
     for index, area in enumerate(areas):
         left = deadline - time.perf_counter()
-        share = args.timeout or max(left / (len(areas) - index), 1.0)
+        share = args.timeout or area_limit(left, len(areas) - index)
         print(f"[{index + 1}/{len(areas)}] {area} (limit {share:.0f} s) ...", file=sys.stderr, flush=True)
         if args.in_process:
             start = time.perf_counter()

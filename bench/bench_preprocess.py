@@ -178,6 +178,19 @@ def rvc_single_process(source_dir: Path, exp_dir: Path, sr: int = TARGET_RATE) -
 
 
 # ---------------------------------------------------------------------------------------------
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished child processes."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
 def run(quick: bool, device: str = "cpu") -> list[BenchRow]:
     from train.experiment import Experiment
     from train.preprocess import preprocess_folder
@@ -190,36 +203,34 @@ def run(quick: bool, device: str = "cpu") -> list[BenchRow]:
         make_dataset(source, total_s, file_s)
         counter = {"ours": 0, "base": 0}
         pieces = {"ours": 0, "base": 0}
+        cpu: dict[str, list[float]] = {"ours": [], "base": []}
 
         def ours() -> None:
             counter["ours"] += 1
             exp = Experiment(work / "logs" / f"ours{counter['ours']}")
+            before = _cpu_seconds()
             result = preprocess_folder(source, exp, "40k", n_workers=workers)
+            cpu["ours"].append(_cpu_seconds() - before)
             pieces["ours"] = result.segments_written
             shutil.rmtree(exp.root)
 
         def baseline() -> None:
             counter["base"] += 1
             target = work / "logs" / f"base{counter['base']}"
+            before = _cpu_seconds()
             pieces["base"] = rvc_single_process(source, target)
+            cpu["base"].append(_cpu_seconds() - before)
             shutil.rmtree(target)
 
         # The first run in this process also pays for importing scipy and the decoders.
         cold_start = time.perf_counter()
         ours()
         cold_s = time.perf_counter() - cold_start
+        cpu["ours"].clear()
         ours_s, base_s = interleaved(ours, baseline, repeats=3, warmup=True)
         assert base_s is not None
-
-        def ours_one_process() -> None:
-            counter["ours"] += 1
-            exp = Experiment(work / "logs" / f"single{counter['ours']}")
-            preprocess_folder(source, exp, "40k", n_workers=1)
-            shutil.rmtree(exp.root)
-
-        # Per-core efficiency, independent of how many cores the machine really gives us right now.
-        single_s, base_again_s = interleaved(ours_one_process, baseline, repeats=3 if quick else 2, warmup=False)
-        assert base_again_s is not None
+        ours_cpu, base_cpu = _median(cpu["ours"]), _median(cpu["base"])
+        load = os.getloadavg()[0]
         label = f"{total_s / 60:g} min audio, {int(total_s / file_s)} files"
         return [
             BenchRow(
@@ -229,16 +240,17 @@ def run(quick: bool, device: str = "cpu") -> list[BenchRow]:
                 ours=ours_s,
                 baseline=base_s,
                 notes=f"{workers} worker processes vs RVC recipe in 1 process; speed-up {base_s / ours_s:.2f}x; "
-                f"pieces ours {pieces['ours']} / RVC {pieces['base']}",
-                extra={"first_run_in_fresh_process_s": cold_s, "audio_s": total_s, "workers": workers},
+                f"pieces ours {pieces['ours']} / RVC {pieces['base']}; load average {load:.1f}",
+                extra={"first_run_in_fresh_process_s": cold_s, "audio_s": total_s, "workers": workers, "load_average": load},
             ),
             BenchRow(
                 area="preprocess",
-                name=f"step 2a in one process, {label}",
-                unit="s",
-                ours=single_s,
-                baseline=base_again_s,
-                notes=f"both in 1 process: speed-up {base_again_s / single_s:.2f}x (decoding, slicer, writes)",
+                name=f"step 2a CPU time, {label}",
+                unit="CPU s",
+                ours=ours_cpu,
+                baseline=base_cpu,
+                notes=f"all processes, user + system: ours needs {base_cpu / ours_cpu:.2f}x less work "
+                "(less sensitive than wall time to other load on the machine)",
             ),
             BenchRow(
                 area="preprocess",

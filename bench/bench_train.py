@@ -5,6 +5,7 @@ here on the same network classes and weights: the target mel computed inside aut
 generator's backward also filling the discriminator's weight gradients, and the gradient norms
 summed parameter by parameter with `.item()` (`commons.clip_grad_value_(params, None)`).
 Both run interleaved in one process; peak memory is measured per variant in a fresh process.
+On a GPU both use the trainer's mixed precision (bf16 where supported, else fp16 + GradScaler).
 
     python -m bench.bench_train [--quick] [--device cpu|cuda]
 """
@@ -35,23 +36,17 @@ ITEM_SECONDS = (
 )  # slice lengths as preprocessing makes them (<= 3.7 s)
 
 
-def _batch(config: Any, mel: Any) -> Any:
+def _batch(config: Any, mel: Any, batch_size: int = BATCH) -> Any:
     import torch
 
     from train.data import Sample, collate
 
     rng = np.random.default_rng(0)
     samples = []
-    for i, seconds in enumerate(ITEM_SECONDS):
-        n = (
-            int(seconds * config.sample_rate)
-            // config.data.hop_length
-            * config.data.hop_length
-        )
+    for i, seconds in enumerate(ITEM_SECONDS[:batch_size]):
+        n = int(seconds * config.sample_rate) // config.data.hop_length * config.data.hop_length
         t = np.arange(n) / config.sample_rate
-        wave = (
-            0.3 * np.sin(2 * np.pi * (150 + 20 * i) * t) + 0.01 * rng.standard_normal(n)
-        ).astype(np.float32)
+        wave = (0.3 * np.sin(2 * np.pi * (150 + 20 * i) * t) + 0.01 * rng.standard_normal(n)).astype(np.float32)
         wave_t = torch.from_numpy(wave).unsqueeze(0)  # [1, T]
         spec = mel.spectrogram(wave_t).squeeze(0)  # [F, frames]
         frames = spec.shape[1]
@@ -59,13 +54,9 @@ def _batch(config: Any, mel: Any) -> Any:
             Sample(
                 spec=spec,
                 wave=wave_t,
-                phone=torch.from_numpy(
-                    rng.standard_normal((frames, config.content_dim)).astype(np.float32)
-                ),
+                phone=torch.from_numpy(rng.standard_normal((frames, config.content_dim)).astype(np.float32)),
                 pitch=torch.from_numpy(rng.integers(1, 256, frames)),
-                pitchf=torch.from_numpy(
-                    (150 + 20 * i + rng.standard_normal(frames)).astype(np.float32)
-                ),
+                pitchf=torch.from_numpy((150 + 20 * i + rng.standard_normal(frames)).astype(np.float32)),
                 speaker_id=0,
             )
         )
@@ -90,9 +81,7 @@ def _make_trainer(device: str, workdir: Path) -> Any:
     trainer.optim_g = trainer._make_optimizer(trainer.net_g)
     trainer.optim_d = trainer._make_optimizer(trainer.net_d)
     trainer._g_params = list(trainer.net_g.parameters())
-    trainer.scaler = torch.amp.GradScaler(
-        trainer.device.type, enabled=trainer.amp_dtype == torch.float16
-    )
+    trainer.scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.amp_dtype == torch.float16)
     return trainer
 
 
@@ -120,16 +109,14 @@ def rvc_step(trainer: Any, batch: Any) -> float:
         enabled=trainer.amp_dtype != torch.float32,
     )
     with autocast:
-        y_hat, ids_slice, _x, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = (
-            trainer.net_g(
-                b.phone,
-                b.phone_lengths,
-                b.pitch,
-                b.pitchf,
-                b.spec,
-                b.spec_lengths,
-                b.speaker_id,
-            )
+        y_hat, ids_slice, _x, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = trainer.net_g(
+            b.phone,
+            b.phone_lengths,
+            b.pitch,
+            b.pitchf,
+            b.spec,
+            b.spec_lengths,
+            b.speaker_id,
         )
         mel = trainer.mel.mel_from_spectrogram(b.spec)
         y_mel = slice_segments(mel, ids_slice, cfg.segment_frames)
@@ -137,9 +124,7 @@ def rvc_step(trainer: Any, batch: Any) -> float:
             y_hat_mel = trainer.mel.mel(y_hat.float().squeeze(1))
         if trainer.amp_dtype != torch.float32:
             y_hat_mel = y_hat_mel.to(trainer.amp_dtype)
-        wave = slice_segments(
-            b.wave, ids_slice * cfg.data.hop_length, cfg.train.segment_size
-        )
+        wave = slice_segments(b.wave, ids_slice * cfg.data.hop_length, cfg.train.segment_size)
         y_d_hat_r, y_d_hat_g, _, _ = trainer.net_d(wave, y_hat.detach())
         with torch.autocast(trainer.device.type, enabled=False):
             loss_disc, _, _ = discriminator_loss(y_d_hat_r, y_d_hat_g)
@@ -179,24 +164,17 @@ def _peak_memory_child(kind: str, device: str, queue: Any) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         trainer = _make_trainer(device, Path(workdir))
         batch = _batch(trainer.config, trainer.mel)
-        step = (
-            trainer.train_step if kind == "ours" else (lambda b: rvc_step(trainer, b))
-        )
+        step = trainer.train_step if kind == "ours" else (lambda b: rvc_step(trainer, b))
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         step(batch)
-        step(batch)
         _sync(device)
-        gpu = (
-            torch.cuda.max_memory_allocated() / 2**20
-            if device.startswith("cuda")
-            else None
-        )
+        gpu = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
         queue.put((peak_rss_mb(), gpu))
 
 
 def peak_memory(kind: str, device: str) -> tuple[float, float | None]:
-    """(peak RSS MB, peak GPU MB or None) of two steps of `kind` in a fresh process."""
+    """(peak RSS MB, peak GPU MB or None) of one step of `kind` in a fresh process."""
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_peak_memory_child, args=(kind, device, queue))
@@ -207,10 +185,12 @@ def peak_memory(kind: str, device: str) -> tuple[float, float | None]:
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
+    """Quick on CPU: batch 1, one step each without warm-up (a real-size CPU step takes tens of seconds)."""
     rows: list[BenchRow] = []
+    batch_size = 1 if quick and not device.startswith("cuda") else BATCH
     with tempfile.TemporaryDirectory() as workdir:
         trainer = _make_trainer(device, Path(workdir))
-        batch = _batch(trainer.config, trainer.mel)
+        batch = _batch(trainer.config, trainer.mel, batch_size)
         params_g = sum(p.numel() for p in trainer.net_g.parameters())
         params_d = sum(p.numel() for p in trainer.net_d.parameters())
 
@@ -225,10 +205,8 @@ def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
         repeats = 1 if quick else 3
         ours_s, base_s = interleaved(ours, baseline, repeats=repeats, warmup=not quick)
         precision = str(trainer.amp_dtype).replace("torch.", "")
-        notes = f"v2 40k f0, G {params_g / 1e6:.1f}M + D {params_d / 1e6:.1f}M params, batch {BATCH}, segment 12800, {precision}"
-        rows.append(
-            BenchRow("train", f"step time ({device})", "s", ours_s, base_s, True, notes)
-        )
+        notes = f"v2 40k f0, G {params_g / 1e6:.1f}M + D {params_d / 1e6:.1f}M params, batch {batch_size}, segment 12800, {precision}"
+        rows.append(BenchRow("train", f"step time ({device})", "s", ours_s, base_s, True, notes))
         rows.append(
             BenchRow(
                 "train",
@@ -246,7 +224,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
         rows.append(
             BenchRow(
                 "train",
-                "peak RSS, 2 steps",
+                "peak RSS, 1 step",
                 "MB",
                 ours_rss,
                 base_rss,
@@ -258,7 +236,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
             rows.append(
                 BenchRow(
                     "train",
-                    "peak GPU memory, 2 steps",
+                    "peak GPU memory, 1 step",
                     "MB",
                     ours_gpu,
                     base_gpu,

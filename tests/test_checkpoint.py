@@ -266,6 +266,22 @@ def test_voice_with_leftover_posterior_still_builds() -> None:
     # Some tools keep enc_q in voice files; RVC's loader ignores it.
     voice = tiny_voice("v2", use_f0=False)
     full = tiny_synth("v2", use_f0=False).state_dict()
-    voice.weights.update({k: v.half() for k, v in full.items() if k.startswith("enc_q.")})
+    voice.weights.update(
+        {k: v.half() for k, v in full.items() if k.startswith("enc_q.")}
+    )
     net = build_synthesizer(voice)
     assert not hasattr(net, "enc_q")
+
+
+def test_malformed_entries_give_model_file_error(tmp_path: Path) -> None:
+    path = tmp_path / "odd.pth"
+    weights = {
+        "emb_g.weight": torch.zeros(2, 2),
+        "enc_p.emb_phone.weight": torch.zeros(3),
+    }  # 1-D: no feature axis
+    torch.save({"weight": weights, "config": [0] * 18, "f0": "yes"}, path)
+    with pytest.raises(ModelFileError, match="malformed"):
+        load_voice(path)
+    torch.save({"weight": {"a": torch.zeros(1)}, "config": [0] * 5}, path)
+    with pytest.raises(ModelFileError, match="18 values"):
+        load_voice(path)

@@ -34,9 +34,7 @@ def _worker(rank: int, experiment_root: str, out_dir: str, port: int) -> None:
     from train.trainer import Trainer, TrainingOptions
 
     experiment = Experiment(experiment_root)
-    torch.manual_seed(
-        100 + rank
-    )  # different initial weights per rank: DDP must broadcast rank 0's
+    torch.manual_seed(100 + rank)  # different initial weights per rank: DDP must broadcast rank 0's
     options = TrainingOptions(
         epochs=2,
         batch_size=2,
@@ -44,9 +42,7 @@ def _worker(rank: int, experiment_root: str, out_dir: str, port: int) -> None:
         log_interval=1,
         weights_dir=Path(out_dir) / "weights",
     )
-    trainer = Trainer(
-        tiny_setup(experiment), options, networks=tiny_networks(experiment)
-    )
+    trainer = Trainer(tiny_setup(experiment), options, networks=tiny_networks(experiment))
     result = trainer.run()
     weights = {
         "g": [p.detach().double().sum().item() for p in trainer.net_g.parameters()],
@@ -77,22 +73,13 @@ def test_two_gloo_ranks_stay_in_sync_and_only_rank0_writes(tmp_path: Path) -> No
     assert ranks[0]["step"] == ranks[1]["step"] == 4
     assert ranks[0]["g"] == ranks[1]["g"] and ranks[0]["d"] == ranks[1]["d"]
     # rank 0 alone wrote: one checkpoint pair per epoch, one voice, one metrics line per step, one event file
-    assert (
-        ranks[0]["checkpoint"]
-        and ranks[1]["checkpoint"] is None
-        and ranks[1]["voice"] is None
-    )
+    assert ranks[0]["checkpoint"] and ranks[1]["checkpoint"] is None and ranks[1]["voice"] is None
     assert sorted(c.step for c in experiment.list_checkpoints("G")) == [2, 4]
     assert sorted(c.step for c in experiment.list_checkpoints("D")) == [2, 4]
     saved = load_training_checkpoint(experiment.g_checkpoint_path(4)).model
     assert not any(k.startswith("module.") for k in saved)
-    assert [p.double().sum().item() for p in saved.values()] == pytest.approx(
-        ranks[1]["g"], rel=0, abs=0
-    )
-    steps = [
-        json.loads(line)["step"]
-        for line in experiment.metrics_path.read_text().splitlines()
-    ]
+    assert [p.double().sum().item() for p in saved.values()] == pytest.approx(ranks[1]["g"], rel=0, abs=0)
+    steps = [json.loads(line)["step"] for line in experiment.metrics_path.read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
     assert len(list(experiment.root.glob("events.out.tfevents.*"))) == 1
     assert [p.name for p in (out / "weights").iterdir()] == ["tiny.pth"]

@@ -73,6 +73,14 @@ def test_f0_override_file_and_application(tmp_path: Path) -> None:
     expected[3:14] = np.interp(np.arange(11), times * 100, hz)
     np.testing.assert_allclose(out, expected)
     assert out[3] == 100.0 and out[8] == pytest.approx(200.0) and out[14] == 300.0
+    # RVC's own arithmetic on a table starting at 0 s (float32 table, x_pad frames in front)
+    table = np.array([[0.0, 110.0], [0.333, 220.0], [1.237, 180.0]], dtype=np.float32)
+    span = np.round((table[:, 0].max() - table[:, 0].min()) * 100 + 1).astype("int16")
+    rvc = np.interp(list(range(span)), table[:, 0] * 100, table[:, 1])
+    expected = np.full(300, 100.0)
+    expected[30 : 30 + len(rvc)] = rvc
+    ours = apply_f0_override(np.full(300, 100.0), table[:, 0].astype(np.float64), table[:, 1].astype(np.float64), frame_offset=30)
+    np.testing.assert_array_equal(ours, expected)
     late = apply_f0_override(np.zeros(50), np.array([0.2, 0.3]), np.array([150.0, 150.0]))
     assert np.flatnonzero(late).tolist() == list(range(20, 31))
     bad = tmp_path / "bad.txt"
@@ -138,13 +146,15 @@ def test_pm_padding_matches_rvc_centering() -> None:
     import parselmouth
 
     signal = synthetic_pitch_signal(1.0, seed=3)
+    # float64 input (RVC's pipeline passes its high-passed float64 signal) must reach Praat unrounded
+    audio = signal.audio.astype(np.float64) + 1e-9 * np.random.default_rng(0).standard_normal(signal.audio.size)
     raw = (
-        parselmouth.Sound(signal.audio.astype(np.float64), 16000)
+        parselmouth.Sound(audio, 16000)
         .to_pitch_ac(time_step=0.01, voicing_threshold=0.6, pitch_floor=50, pitch_ceiling=1100)
         .selected_array["frequency"]
     )
-    n = signal.audio.size // 160  # RVC's p_len
-    ours = estimate_f0(signal.audio, "pm", n_frames=n)
+    n = audio.size // 160  # RVC's p_len
+    ours = estimate_f0(audio, "pm", n_frames=n)
     pad = (n - len(raw) + 1) // 2
     np.testing.assert_array_equal(ours, np.pad(raw, (pad, n - len(raw) - pad)))
 
@@ -165,3 +175,31 @@ def test_swift_uses_the_cache_and_clamps_the_range() -> None:
     again = estimate_f0(signal.audio, "swift", cache=cache, f0_min=1.0, f0_max=5000.0)
     assert len(cache) == 1
     np.testing.assert_allclose(first[first > 0], again[first > 0], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def deep_vibrato():
+    return synthetic_pitch_signal(4.0, seed=3, vibrato_depth=0.06)
+
+
+@pytest.mark.parametrize("method", ["pm", "dio", "swift"])
+def test_frames_sit_on_the_10ms_grid(deep_vibrato, method: str) -> None:
+    """With a 6 % vibrato a track shifted by one frame misses by > 15 cents on most frames."""
+    signal = deep_vibrato
+    f0 = estimate_f0(signal.audio, method)
+    scores = {lag: raw_pitch_accuracy(np.roll(f0, lag), signal.f0_true, signal.scored, cents=15) for lag in (-1, 0, 1)}
+    assert scores[0] >= 0.9
+    assert scores[0] > scores[-1] + 0.4 and scores[0] > scores[1] + 0.4
+
+
+def test_progress_and_cancel() -> None:
+    from infer_pack.errors import CancelledError
+    from infer_pack.progress import CancelToken
+
+    calls: list[tuple[int, int]] = []
+    estimate_f0(np.zeros(1600, np.float32), "dio", progress=lambda done, total, message: calls.append((done, total)))
+    assert calls[-1] == (11, 11)
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(CancelledError):
+        estimate_f0(np.zeros(1600, np.float32), "pm", cancel=token)

@@ -19,17 +19,13 @@ RATES = ("32k", "40k", "48k")
 @pytest.fixture(scope="module")
 def numeric(reference: Path) -> tuple[dict[str, np.ndarray], dict]:
     arrays = np.load(reference_file(reference, "train/ref_train_numeric.npz"))
-    meta = json.loads(
-        reference_file(reference, "train/ref_train_numeric.json").read_text()
-    )
+    meta = json.loads(reference_file(reference, "train/ref_train_numeric.json").read_text())
     return {k: arrays[k] for k in arrays.files}, meta
 
 
 def transform(meta: dict, rate: str, mode: str) -> MelTransform:
     m = meta["mel"][rate]
-    return MelTransform(
-        m["sampling_rate"], m["n_fft"], m["hop"], m["win"], m["n_mels"], mode=mode
-    )  # type: ignore[arg-type]
+    return MelTransform(m["sampling_rate"], m["n_fft"], m["hop"], m["win"], m["n_mels"], mode=mode)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("rate", RATES)
@@ -52,12 +48,8 @@ def test_spectrogram_and_mel_match_rvc(numeric, rate: str, mode: str) -> None:
     assert spec.shape == ref_spec.shape
     np.testing.assert_allclose(spec.numpy(), ref_spec, rtol=1e-5, atol=1e-4)
     from_spec = mel.mel_from_spectrogram(torch.from_numpy(ref_spec))
-    np.testing.assert_allclose(
-        from_spec.numpy(), arrays[f"mel_from_spec_{rate}_{mode}"], atol=1e-5
-    )
-    np.testing.assert_allclose(
-        mel.mel(wave).numpy(), arrays[f"mel_from_wave_{rate}_{mode}"], atol=1e-4
-    )
+    np.testing.assert_allclose(from_spec.numpy(), arrays[f"mel_from_spec_{rate}_{mode}"], atol=1e-5)
+    np.testing.assert_allclose(mel.mel(wave).numpy(), arrays[f"mel_from_wave_{rate}_{mode}"], atol=1e-4)
 
 
 def test_epsilon_modes_differ_on_quiet_bins(numeric) -> None:

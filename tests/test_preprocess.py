@@ -292,3 +292,21 @@ def test_missing_dataset_folder_is_a_clear_error_and_creates_nothing(tmp_path: P
     with pytest.raises(UserInputError, match="does not exist"):
         preprocess_folder(tmp_path / "nope", exp, "40k")
     assert not exp.root.exists()
+
+
+def test_cancel_with_worker_processes_then_resume(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    for i in range(8):
+        _write_source(folder, f"{i}.wav", tone(2.0))
+    exp = Experiment(tmp_path / "logs" / "e")
+    token = CancelToken()
+    with pytest.raises(CancelledError):
+        preprocess_folder(folder, exp, "40k", n_workers=2, cancel=token, progress=lambda d, t, m: d >= 1 and token.cancel())
+    finished = [r for r in read_state(exp)["sources"].values() if r["status"] == "done"]
+    assert 1 <= len(finished) < 8
+    assert len(exp.segment_names()) >= len(finished)
+    token.reset()
+    resumed = preprocess_folder(folder, exp, "40k", n_workers=2, cancel=token)
+    assert resumed.reused == len(finished) and resumed.reused + resumed.processed == 8
+    assert exp.segment_names() == [f"{i}_0" for i in range(8)]

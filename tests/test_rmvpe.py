@@ -106,6 +106,7 @@ def test_chunked_inference_matches_single_pass(ref: dict[str, np.ndarray], model
     chunked = model.salience(ref["wave"])
     assert chunked.shape == salience.shape
     np.testing.assert_allclose(chunked, salience, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(model.f0(ref["wave"]), decode_salience(chunked))
 
 
 def test_missing_and_wrong_files(tmp_path: Path, weights: Path) -> None:

@@ -13,15 +13,11 @@ from train.data import BUCKET_BOUNDARIES, DistributedBucketSampler
 
 @pytest.fixture(scope="module")
 def case(reference: Path) -> dict:
-    return json.loads(
-        reference_file(reference, "train/ref_train_numeric.json").read_text()
-    )["sampler"]
+    return json.loads(reference_file(reference, "train/ref_train_numeric.json").read_text())["sampler"]
 
 
 def test_buckets_and_batches_match_rvc(case: dict) -> None:
-    sampler = DistributedBucketSampler(
-        case["lengths"], case["batch_size"], case["boundaries_in"]
-    )
+    sampler = DistributedBucketSampler(case["lengths"], case["batch_size"], case["boundaries_in"])
     assert sampler.boundaries == case["boundaries_after"]
     assert sampler.buckets == case["buckets"]
     assert sampler.num_samples_per_bucket == case["num_samples_per_bucket"]
@@ -34,9 +30,7 @@ def test_buckets_and_batches_match_rvc(case: dict) -> None:
 
 def test_replicas_get_disjoint_halves_of_each_epoch(case: dict) -> None:
     lengths = case["lengths"]
-    ranks = [
-        DistributedBucketSampler(lengths, 2, num_replicas=2, rank=r) for r in range(2)
-    ]
+    ranks = [DistributedBucketSampler(lengths, 2, num_replicas=2, rank=r) for r in range(2)]
     for sampler in ranks:
         sampler.set_epoch(3)
     batches = [list(s) for s in ranks]

@@ -78,12 +78,8 @@ def fixed_mel_loss(trainer: Trainer, net_g: torch.nn.Module) -> float:
             batch.spec_lengths,
             batch.speaker_id,
         )
-        target = slice_segments(
-            trainer.mel.mel_from_spectrogram(batch.spec), ids, SEGMENT_FRAMES
-        )
-        loss = float(
-            torch.nn.functional.l1_loss(trainer.mel.mel(y_hat.squeeze(1)), target)
-        )
+        target = slice_segments(trainer.mel.mel_from_spectrogram(batch.spec), ids, SEGMENT_FRAMES)
+        loss = float(torch.nn.functional.l1_loss(trainer.mel.mel(y_hat.squeeze(1)), target))
     net_g.train()
     return loss
 
@@ -93,9 +89,7 @@ def experiment(tmp_path: Path) -> Experiment:
     return prepare_experiment(tmp_path / "logs")
 
 
-def test_two_epochs_learn_and_write_rvc_files(
-    experiment: Experiment, tmp_path: Path
-) -> None:
+def test_two_epochs_learn_and_write_rvc_files(experiment: Experiment, tmp_path: Path) -> None:
     from infer_pack.checkpoint import (
         build_synthesizer,
         load_training_checkpoint,
@@ -120,15 +114,8 @@ def test_two_epochs_learn_and_write_rvc_files(
     assert ckpt.iteration == 3 and ckpt.learning_rate == pytest.approx(2e-3)
     assert any(k.startswith("enc_q.") for k in ckpt.model)
     group = ckpt.optimizer["param_groups"][0]
-    assert (
-        group["betas"] == (0.8, 0.99)
-        and group["eps"] == 1e-9
-        and group["weight_decay"] == 0.01
-    )
-    assert (
-        float(next(iter(ckpt.optimizer["state"].values()))["step"])
-        == result.global_step
-    )
+    assert group["betas"] == (0.8, 0.99) and group["eps"] == 1e-9 and group["weight_decay"] == 0.01
+    assert float(next(iter(ckpt.optimizer["state"].values()))["step"]) == result.global_step
 
     # one metrics line per step (interval 1), learning rate decayed per epoch
     lines = [json.loads(x) for x in experiment.metrics_path.read_text().splitlines()]
@@ -146,9 +133,7 @@ def test_two_epochs_learn_and_write_rvc_files(
         "step_time_s",
     ):
         assert np.isfinite(lines[-1][key]), key
-    assert list(experiment.root.glob("events.out.tfevents.*")), (
-        "TensorBoard event file missing"
-    )
+    assert list(experiment.root.glob("events.out.tfevents.*")), "TensorBoard event file missing"
     png = result.loss_curve_path
     assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "epoch 3 done" in experiment.train_log_path.read_text()
@@ -172,9 +157,7 @@ def test_two_epochs_learn_and_write_rvc_files(
     assert audio.shape[-1] == frames * 320 and torch.isfinite(audio).all()
 
 
-def test_resume_continues_step_count_and_optimizer_state(
-    experiment: Experiment, tmp_path: Path
-) -> None:
+def test_resume_continues_step_count_and_optimizer_state(experiment: Experiment, tmp_path: Path) -> None:
     from infer_pack.checkpoint import load_training_checkpoint
 
     _, first = run_training(experiment, tmp_path, epochs=2)
@@ -182,17 +165,14 @@ def test_resume_continues_step_count_and_optimizer_state(
     _, second = run_training(experiment, tmp_path, epochs=3)
     assert second.resumed_from == experiment.g_checkpoint_path(2 * STEPS_PER_EPOCH)
     assert second.first_epoch == 3 and second.global_step == 3 * STEPS_PER_EPOCH
-    resumed = load_training_checkpoint(
-        experiment.g_checkpoint_path(3 * STEPS_PER_EPOCH)
-    )
+    resumed = load_training_checkpoint(experiment.g_checkpoint_path(3 * STEPS_PER_EPOCH))
     state = resumed.optimizer["state"]
     # Adam's step counters went on from 6 (they would read 3 after a silent restart)
     assert {float(s["step"]) for s in state.values()} == {3.0 * STEPS_PER_EPOCH}
     assert saved.iteration == 2 and resumed.iteration == 3
     lines = [json.loads(x) for x in experiment.metrics_path.read_text().splitlines()]
-    assert lines[-1]["step"] == 9 and lines[-1]["learning_rate"] == pytest.approx(
-        2e-3 * 0.999875**2
-    )
+    assert [x["step"] for x in lines] == list(range(1, 10))  # one record per step, none repeated
+    assert lines[-1]["step"] == 9 and lines[-1]["learning_rate"] == pytest.approx(2e-3 * 0.999875**2)
     # Already at the last epoch: nothing left to train, nothing restarted.
     _, third = run_training(experiment, tmp_path, epochs=3)
     assert third.global_step == 9 and third.first_epoch == 4
@@ -206,9 +186,7 @@ def test_latest_only_names_and_resume(experiment: Experiment, tmp_path: Path) ->
     assert again.first_epoch == 3 and again.global_step == 9
 
 
-def test_cancel_saves_a_usable_checkpoint_and_resume_goes_on(
-    experiment: Experiment, tmp_path: Path
-) -> None:
+def test_cancel_saves_a_usable_checkpoint_and_resume_goes_on(experiment: Experiment, tmp_path: Path) -> None:
     cancel = CancelToken()
 
     def progress(done: int, total: int, message: str) -> None:
@@ -230,11 +208,11 @@ def test_cancel_saves_a_usable_checkpoint_and_resume_goes_on(
     _, resumed = run_training(experiment, tmp_path, epochs=2, save_every_epochs=10)
     assert resumed.resumed_from == experiment.g_checkpoint_path(4)
     assert resumed.first_epoch == 2 and resumed.global_step == 4 + STEPS_PER_EPOCH
+    steps = [json.loads(x)["step"] for x in experiment.metrics_path.read_text().splitlines()]
+    assert steps == list(range(1, 5 + STEPS_PER_EPOCH))
 
 
-def test_damaged_or_incomplete_checkpoints(
-    experiment: Experiment, tmp_path: Path
-) -> None:
+def test_damaged_or_incomplete_checkpoints(experiment: Experiment, tmp_path: Path) -> None:
     run_training(experiment, tmp_path, epochs=1)
     good = experiment.g_checkpoint_path(STEPS_PER_EPOCH)
     # a G without its D (killed between the two writes) and a temp file are not resume points
@@ -243,18 +221,14 @@ def test_damaged_or_incomplete_checkpoints(
     assert find_resume_point(experiment).step == STEPS_PER_EPOCH  # type: ignore[union-attr]
     # a damaged newest pair is an error that names the file and the way out, never a silent restart
     experiment.g_checkpoint_path(50).write_bytes(good.read_bytes()[:1000])
-    experiment.d_checkpoint_path(50).write_bytes(
-        experiment.d_checkpoint_path(STEPS_PER_EPOCH).read_bytes()
-    )
+    experiment.d_checkpoint_path(50).write_bytes(experiment.d_checkpoint_path(STEPS_PER_EPOCH).read_bytes())
     with pytest.raises(ModelFileError) as info:
         run_training(experiment, tmp_path, epochs=2)
     assert "G_50.pth" in str(info.value) and "previous checkpoint" in str(info.value)
     assert not experiment.lock_path.exists()
 
 
-def test_kill_during_save_leaves_previous_checkpoint(
-    experiment: Experiment, tmp_path: Path
-) -> None:
+def test_kill_during_save_leaves_previous_checkpoint(experiment: Experiment, tmp_path: Path) -> None:
     from infer_pack.checkpoint import load_training_checkpoint
 
     run_training(experiment, tmp_path, epochs=1)
@@ -267,9 +241,7 @@ def test_kill_during_save_leaves_previous_checkpoint(
     )
     target = experiment.g_checkpoint_path(99)
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(target)], cwd=repo, stdout=subprocess.PIPE
-    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(target)], cwd=repo, stdout=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline().strip() == b"go"
     proc.kill()
     proc.wait()
@@ -281,9 +253,7 @@ def test_kill_during_save_leaves_previous_checkpoint(
         leftover.unlink()
 
 
-def test_second_training_is_refused_and_stale_lock_taken_over(
-    experiment: Experiment, tmp_path: Path
-) -> None:
+def test_second_training_is_refused_and_stale_lock_taken_over(experiment: Experiment, tmp_path: Path) -> None:
     lock = TrainingLock(experiment.lock_path)
     with lock:
         with pytest.raises(TrainingLockedError) as info:
@@ -320,36 +290,23 @@ def test_optimizer_state_is_matched_by_parameter_name() -> None:
     }
     remapped = optimizer_state_by_name(saved, writer_order, net, Path("G_1.pth"))
     for new_index, name in enumerate(names):
-        assert (
-            remapped["state"][new_index]["exp_avg"].shape
-            == dict(net.named_parameters())[name].shape
-        )
-        assert float(
-            remapped["state"][new_index]["exp_avg"].flatten()[0]
-        ) == writer_order.index(name)
+        assert remapped["state"][new_index]["exp_avg"].shape == dict(net.named_parameters())[name].shape
+        assert float(remapped["state"][new_index]["exp_avg"].flatten()[0]) == writer_order.index(name)
     optimizer = torch.optim.AdamW(net.parameters())
     optimizer.load_state_dict(remapped)
     with pytest.raises(ModelFileError):
         optimizer_state_by_name(saved, writer_order[:3], net, Path("G_1.pth"))
 
 
-def test_pretrained_weights_load_strictly(
-    experiment: Experiment, tmp_path: Path
-) -> None:
+def test_pretrained_weights_load_strictly(experiment: Experiment, tmp_path: Path) -> None:
     from infer_pack.checkpoint import save_training_checkpoint
 
     torch.manual_seed(5)
     net_g, net_d = tiny_networks(experiment)
     pre_g, pre_d = tmp_path / "f0G32k.pth", tmp_path / "f0D32k.pth"
-    half = {
-        k: v.half() for k, v in net_g.state_dict().items()
-    }  # published files are fp16
-    save_training_checkpoint(
-        pre_g, model=half, optimizer=None, learning_rate=1e-4, iteration=0
-    )
-    save_training_checkpoint(
-        pre_d, model=net_d, optimizer=None, learning_rate=1e-4, iteration=0
-    )
+    half = {k: v.half() for k, v in net_g.state_dict().items()}  # published files are fp16
+    save_training_checkpoint(pre_g, model=half, optimizer=None, learning_rate=1e-4, iteration=0)
+    save_training_checkpoint(pre_d, model=net_d, optimizer=None, learning_rate=1e-4, iteration=0)
     run_training(
         experiment,
         tmp_path,
@@ -361,13 +318,9 @@ def test_pretrained_weights_load_strictly(
     assert "loaded pretrained generator" in experiment.train_log_path.read_text()
 
     broken = {k: v for k, v in net_g.state_dict().items() if not k.startswith("enc_q.")}
-    save_training_checkpoint(
-        pre_g, model=broken, optimizer=None, learning_rate=1e-4, iteration=0
-    )
+    save_training_checkpoint(pre_g, model=broken, optimizer=None, learning_rate=1e-4, iteration=0)
     for path in experiment.root.glob("[GD]_*.pth"):
         path.unlink()
     with pytest.raises(ModelFileError) as info:
-        run_training(
-            experiment, tmp_path, epochs=1, pretrained_g=pre_g, pretrained_d=pre_d
-        )
+        run_training(experiment, tmp_path, epochs=1, pretrained_g=pre_g, pretrained_d=pre_d)
     assert "enc_q" in str(info.value) and str(pre_g) in str(info.value)

@@ -76,9 +76,7 @@ def prepare_experiment(
 ) -> Experiment:
     """Write a complete, trainable experiment (as preprocessing + extraction would leave it)."""
     experiment = Experiment(logs_dir / name)
-    experiment.write_metadata(
-        ExperimentMetadata(sample_rate_tag=TAG, version=VERSION, use_f0=True)
-    )
+    experiment.write_metadata(ExperimentMetadata(sample_rate_tag=TAG, version=VERSION, use_f0=True))
     rng = np.random.default_rng(7)
     for i in range(items):
         base_f0 = 120.0 + 30.0 * i
@@ -88,9 +86,7 @@ def prepare_experiment(
         path.parent.mkdir(parents=True, exist_ok=True)
         wavfile.write(path, RATE, audio)
         pitch_frames = int(seconds * 100) + 1
-        f0 = base_f0 * (
-            1.0 + 0.03 * np.sin(2 * np.pi * 5.0 * np.arange(pitch_frames) / 100.0)
-        )
+        f0 = base_f0 * (1.0 + 0.03 * np.sin(2 * np.pi * 5.0 * np.arange(pitch_frames) / 100.0))
         save_npy(experiment.f0_hz_path(segment), f0.astype(np.float64))
         save_npy(experiment.f0_coarse_path(segment), coarse_pitch(f0))
         feature_frames = int(seconds * 50)
@@ -98,12 +94,8 @@ def prepare_experiment(
         features[:, i] += 1.0  # a per-item signature the prior can learn
         save_npy(experiment.feature_path(segment, VERSION), features)
     experiment.ensure_mute_audio_and_f0(TAG)
-    save_npy(
-        experiment.mute_feature_path(VERSION), np.zeros((149, 768), dtype=np.float32)
-    )
-    experiment.config_path.write_text(
-        json.dumps(tiny_config_json(learning_rate), indent=4, sort_keys=True)
-    )
+    save_npy(experiment.mute_feature_path(VERSION), np.zeros((149, 768), dtype=np.float32))
+    experiment.config_path.write_text(json.dumps(tiny_config_json(learning_rate), indent=4, sort_keys=True))
     experiment.write_filelist(VERSION, True, 0, seed=0)
     return experiment
 
@@ -124,9 +116,7 @@ def tiny_discriminator() -> torch.nn.Module:
                 [apply_weight_norm(nn.Conv2d(1, 4, (5, 1), (3, 1), padding=(2, 0))),
                  apply_weight_norm(nn.Conv2d(4, 8, (5, 1), (3, 1), padding=(2, 0)))]
             )  # fmt: skip
-            self.conv_post = apply_weight_norm(
-                nn.Conv2d(8, 1, (3, 1), 1, padding=(1, 0))
-            )
+            self.conv_post = apply_weight_norm(nn.Conv2d(8, 1, (3, 1), 1, padding=(1, 0)))
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
             b, c, t = x.shape  # [B, 1, T]
@@ -169,6 +159,4 @@ def tiny_networks(experiment: Experiment) -> tuple[torch.nn.Module, torch.nn.Mod
 def tiny_setup(experiment: Experiment) -> TrainingSetup:
     from train.trainer import TrainingSetup, load_experiment_config
 
-    return TrainingSetup(
-        experiment, VERSION, TAG, True, load_experiment_config(experiment, VERSION, TAG)
-    )
+    return TrainingSetup(experiment, VERSION, TAG, True, load_experiment_config(experiment, VERSION, TAG))

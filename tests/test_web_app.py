@@ -17,6 +17,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "experiment": "demo", "sample_rate_tag": "40k", "version": "v2", "use_f0": True, "processes": 1,
     "dataset": "inputs", "speaker_id": 0, "f0_method": "pm", "save_every": 1, "epochs": 1, "batch_size": 2,
     "save_latest_only": False, "save_small_each": False, "pretrained_g": "", "pretrained_d": "",
+    "index_kind": "ivf_flat",
 }
 
 
@@ -54,6 +55,39 @@ def _wait_job(client: Any, job_id: str, timeout_s: float = 120.0) -> dict[str, A
             return status
         time.sleep(0.3)
     raise TimeoutError(f"job {job_id} still running after {timeout_s} s")
+
+
+def test_convert_through_the_api_writes_the_voice_rate(served: tuple[Any, Any, Path]) -> None:
+    from gradio_client import handle_file
+
+    client, _ctx, root = served
+    source = root / "inputs" / "b.wav"
+    out_audio, out_file, text = client.predict(
+        handle_file(str(source)), "ref.pth", "", None, 0, 12, "pm", 0.75, 3, 0, 0.25, 0.33, api_name="/convert",
+    )
+    rms, rate, samples = audio_rms(out_file)
+    assert rate == 40000, "the reference voice is a 40 kHz model"
+    assert abs(samples - 40000 * 1.0) <= 40000 * 0.02, samples  # 1.0 s in, 1.0 s out
+    assert rms > 1e-3, "output is silent"
+    assert "converted 1.0 s of audio" in text and "40000 Hz" in text and "times:" in text
+    assert (root / "outputs" / "b_ref.wav").is_file(), "single conversions are kept in <project>/outputs"
+    assert audio_rms(out_audio)[1] == 40000
+
+
+def test_convert_errors_are_one_line_messages(served: tuple[Any, Any, Path]) -> None:
+    from gradio_client import handle_file
+
+    client, _ctx, root = served
+    broken = root / "inputs" / "broken.wav"
+    broken.write_bytes(b"RIFF\x00\x00not really audio")
+    with pytest.raises(Exception) as info:
+        client.predict(handle_file(str(broken)), "ref.pth", "", None, 0, 0, "pm", 0.75, 3, 0, 0.25, 0.33,
+                       api_name="/convert")
+    message = str(info.value)
+    assert "cannot load audio" in message and "Traceback" not in message
+    with pytest.raises(Exception, match="no voice selected"):
+        client.predict(handle_file(str(root / "inputs" / "a.wav")), None, "", None, 0, 0, "pm", 0.75, 3, 0, 0.25,
+                       0.33, api_name="/convert")
 
 
 def test_typed_paths_outside_the_project_are_refused(served: tuple[Any, Any, Path]) -> None:

@@ -24,8 +24,9 @@ download never replaces a good file.
 Where the catalogue's numbers come from: every sha256 was published for the upstream revision
 e6d0c1a17da07c33557852f9dfa2bd44cc75737d; the sizes and hashes of hubert_base.pt, rmvpe.pt and the
 twelve with-pitch (f0*) pretrained files agree across several independent public manifests. The
-sizes of the twelve pitch-less pretrained files (G*.pth, D*.pth) were not found in any public
-source, so they are None: those files are verified by sha256 alone.
+hashes of the twelve pitch-less pretrained files (G*.pth, D*.pth) come from a single public
+manifest and their sizes were not found anywhere, so their size is None: they are verified by
+sha256 alone. A file the hub serves with a different hash is refused, never installed.
 """
 
 from __future__ import annotations
@@ -414,6 +415,8 @@ def download_file(
     except TransportError as exc:
         raise AssetDownloadError(item, target, str(exc), endpoint) from exc
     try:
+        if stream.offset not in (start, 0):
+            raise TransportError(f"the server sent bytes from {stream.offset:,} when asked for {start:,}", offline=False)
         if stream.offset != start:  # the server ignored the Range: begin again from byte 0
             start = 0
             digest = hashlib.sha256()

@@ -15,7 +15,9 @@ from typing import Any
 
 from infer_pack.errors import CancelledError, RVCError, UserInputError
 
+# Mirrors of the API's choices, kept here so --help needs no heavy import (a test checks they agree).
 F0_METHODS = ("rmvpe", "pm", "harvest", "dio", "swift")
+OUTPUT_FORMATS = ("wav", "flac", "mp3", "m4a")
 SAMPLE_RATES = ("32k", "40k", "48k")
 VERSIONS = ("v1", "v2")
 EXIT_ERROR = 1
@@ -102,6 +104,7 @@ def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rms-mix", type=float, default=0.25, help="volume envelope mix 0..1 (default: 0.25)")
     group.add_argument("--protect", type=float, default=0.33, help="protect voiceless consonants, 0.5 = off (default: 0.33)")
     group.add_argument("--f0-file", default=None, help="pitch curve file replacing the extracted pitch")
+    group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
 
 
 def _add_experiment_flags(parser: argparse.ArgumentParser, *, sample_rate: bool = True, prepared: bool = True) -> None:
@@ -143,14 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("convert", _cmd_convert, "convert one audio file with a voice")
     p.add_argument("--model", "-m", required=True, help="voice name in weights/ or a .pth path")
     p.add_argument("--input", "-i", required=True, help="audio file to convert")
-    p.add_argument("--output", "-o", required=True, help="file to write (.wav, .flac, ...)")
+    p.add_argument("--output", "-o", required=True, help="file to write; its extension picks the format (.wav, .flac, .mp3, .m4a)")
     _add_conversion_flags(p)
 
     p = add("batch", _cmd_batch, "convert every audio file in a folder")
     p.add_argument("--model", "-m", required=True, help="voice name in weights/ or a .pth path")
     p.add_argument("--input-dir", required=True)
     p.add_argument("--output-dir", required=True)
-    p.add_argument("--format", default="wav", choices=("wav", "flac", "mp3", "m4a"), help="default: wav")
+    p.add_argument("--format", default="wav", choices=OUTPUT_FORMATS, help="default: wav")
     _add_conversion_flags(p)
 
     p = add("preprocess", _cmd_preprocess, "slice and resample a dataset into an experiment")
@@ -172,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("index", _cmd_index, "build the feature index of an experiment")
     p.add_argument("--experiment", "-e", required=True)
-    p.add_argument("--version", choices=VERSIONS, default="v2")
+    p.add_argument("--version", choices=VERSIONS, default=None, help="default: as the experiment was prepared")
+    p.add_argument("--kind", default="ivf_flat", help="index type (default: ivf_flat, RVC's)")
 
     p = add("one-click", _cmd_one_click, "preprocess, extract, train and index in one go")
     _add_experiment_flags(p, prepared=False)
@@ -234,12 +238,40 @@ def _run(args: argparse.Namespace, call: Callable[[TqdmProgress], Any], unit: st
     return result
 
 
+def _conversion_fields(args: argparse.Namespace) -> dict[str, Any]:
+    return dict(
+        index_path=args.index, speaker_id=args.speaker_id, pitch_semitones=args.transpose, f0_method=args.f0_method,
+        index_rate=args.index_rate, filter_radius=args.filter_radius, resample_hz=args.resample,
+        rms_mix_rate=args.rms_mix, protect=args.protect, device=args.device,
+    )
+
+
 def _cmd_convert(args: argparse.Namespace) -> Any:
-    raise UserInputError("convert is not available yet")
+    from pathlib import Path
+
+    from tools import api
+
+    model = _voice(args, args.model)
+    output = Path(args.output)
+    fmt = output.suffix.lstrip(".").lower() or "wav"
+    return _run(args, lambda bar: api.convert_voice(
+        project=args.root, model=model, input_path=args.input, output_path=output, f0_file=args.f0_file,
+        output_format=fmt, progress=bar, **_conversion_fields(args),
+    ))
 
 
-def _cmd_batch(args: argparse.Namespace) -> Any:
-    raise UserInputError("batch is not available yet")
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from tools import api
+
+    model = _voice(args, args.model)
+    fields = _conversion_fields(args)
+    if args.f0_file:
+        raise UserInputError("--f0-file applies to one input; use `convert` for it")
+    result = _run(args, lambda bar: api.convert_batch(
+        project=args.root, model=model, input_dir=args.input_dir, output_dir=args.output_dir,
+        output_format=args.format, progress=bar, **fields,
+    ))
+    return EXIT_ERROR if result.failed else 0
 
 
 def _cmd_preprocess(args: argparse.Namespace) -> Any:
@@ -280,7 +312,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_index(args: argparse.Namespace) -> Any:
-    raise UserInputError("index is not available yet")
+    from tools import api
+
+    return _run(args, lambda bar: api.train_index(
+        project=args.root, experiment=args.experiment, version=args.version, kind=args.kind, progress=bar,
+    ))
 
 
 def _cmd_one_click(args: argparse.Namespace) -> int:

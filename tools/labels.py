@@ -64,6 +64,7 @@ LABELS: dict[str, str] = {
     "train.batch_size": "Batch size",
     "train.save_latest_only": "Keep only the latest checkpoint (saves disk space)",
     "train.save_small_each": "Export a small voice model to weights/ at every save",
+    "train.index_kind": "Index type",
     "train.pretrained_g": "Pretrained generator (G)",
     "train.pretrained_d": "Pretrained discriminator (D)",
     "train.step1": "1. Process data",

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from infer_pack.errors import RVCError, UserInputError
+from tools.jobs import JobContext
 from tools.labels import label
-from tools.ui_jobs import job_panel
+from tools.ui_jobs import JobStarter, job_panel
 
 if TYPE_CHECKING:
     from tools.web import AppContext
@@ -116,38 +118,35 @@ def run_convert(
     """Convert one uploaded/recorded file; returns (output audio path, download path, result text)."""
     from tools import api
 
-    if not audio_path:
-        raise gr.Error("no input audio: upload a file or record one first")
     try:
+        if not audio_path:
+            raise UserInputError("no input audio: upload a file or record one first")
+        kwargs = conversion_kwargs(*params)
+        model, index_path = _voice_path(ctx, voice_file), _index_path(ctx, index)
         result = api.convert_voice(
-            project=ctx.project,
-            model=_voice_path(ctx, voice_file),
-            input_path=Path(audio_path),
-            index_path=_index_path(ctx, index),
-            f0_file=Path(f0_file) if f0_file else None,
-            cache=ctx.cache,
-            **conversion_kwargs(*params),
+            project=ctx.project, model=model, input_path=Path(audio_path), index_path=index_path,
+            f0_file=Path(f0_file) if f0_file else None, cache=ctx.cache, **kwargs,
         )
     except RVCError as exc:
         raise gr.Error(str(exc), print_exception=False) from None
     output = str(result.output_path)
-    return output, output, result.summary() if hasattr(result, "summary") else str(result)
+    return output, output, result.summary()
 
 
-def _batch_starter(ctx: "AppContext"):  # type: ignore[no-untyped-def]
+def _batch_starter(ctx: "AppContext") -> JobStarter:
     def starter(voice_file: str | None, index: str | None, input_dir: str, output_dir: str, out_format: str,
-                *params: Any):  # type: ignore[no-untyped-def]
+                *params: Any) -> tuple[str, Callable[[JobContext], Any], None]:
         from tools import api
 
         voice = _voice_path(ctx, voice_file)
         index_path = _index_path(ctx, index)
-        if not input_dir.strip() or not output_dir.strip():
+        if not str(input_dir or "").strip() or not str(output_dir or "").strip():
             raise UserInputError("give both an input folder and an output folder")
         src = ctx.project.confine(input_dir.strip(), "input folder")
         dst = ctx.project.confine(output_dir.strip(), "output folder")
         kwargs = conversion_kwargs(*params)
 
-        def work(job):  # type: ignore[no-untyped-def]
+        def work(job: JobContext) -> Any:
             return api.convert_batch(
                 project=ctx.project, model=voice, input_dir=src, output_dir=dst, index_path=index_path,
                 output_format=out_format, cache=ctx.cache, progress=job.progress, cancel=job.cancel, **kwargs,
@@ -160,6 +159,8 @@ def _batch_starter(ctx: "AppContext"):  # type: ignore[no-untyped-def]
 
 def build(ctx: "AppContext", tab: gr.Tab) -> None:
     """The tab's widgets; the voice and index lists refresh each time `tab` is selected."""
+    from tools.api.convert import OUTPUT_FORMATS
+
     with gr.Row():
         voice = gr.Dropdown(voice_choices(ctx), value=None, label=label("convert.voice"), scale=3,
                             elem_id="convert-voice")
@@ -200,7 +201,7 @@ def build(ctx: "AppContext", tab: gr.Tab) -> None:
             with gr.Row():
                 input_dir = gr.Textbox(label=label("batch.input_dir"))
                 output_dir = gr.Textbox(label=label("batch.output_dir"))
-                out_format = gr.Dropdown(["wav", "flac", "mp3", "m4a"], value="wav", label=label("batch.format"))
+                out_format = gr.Dropdown(list(OUTPUT_FORMATS), value="wav", label=label("batch.format"))
             batch_params = conversion_controls("convert")
             batch_run = gr.Button(label("batch.run"), variant="primary")
             panel = job_panel(ctx.jobs, elem_id="batch-panel")

@@ -95,6 +95,7 @@ class TrainForm:
     FIELDS = (
         "experiment", "sample_rate_tag", "version", "use_f0", "processes", "dataset", "speaker_id", "f0_method",
         "save_every", "epochs", "batch_size", "save_latest_only", "save_small_each", "pretrained_g", "pretrained_d",
+        "index_kind",
     )
 
     def __init__(self, ctx: "AppContext") -> None:
@@ -179,7 +180,7 @@ class TrainForm:
         def work(job: JobContext) -> Any:
             return api.train_index(
                 project=self.ctx.project, experiment=v["experiment"], version=v["version"],
-                progress=job.progress, cancel=job.cancel,
+                kind=v["index_kind"], progress=job.progress, cancel=job.cancel,
             )
 
         return "index", work, v["experiment"]
@@ -202,6 +203,8 @@ class TrainForm:
 
 
 def build(ctx: "AppContext") -> None:
+    from tools.api import index as api_index
+
     form = TrainForm(ctx)
     default_g, default_d, default_note = pretrained_defaults(ctx, "40k", "v2", True)
     with gr.Row():
@@ -222,6 +225,8 @@ def build(ctx: "AppContext") -> None:
         save_latest_only = gr.Checkbox(value=False, label=label("train.save_latest_only"))
         save_small_each = gr.Checkbox(value=False, label=label("train.save_small_each"))
     with gr.Row():
+        index_kind = gr.Dropdown(api_index.index_kind_choices(), value="ivf_flat", label=label("train.index_kind"),
+                                 scale=1)
         pretrained_g = gr.Textbox(default_g, label=label("train.pretrained_g"), scale=2)
         pretrained_d = gr.Textbox(default_d, label=label("train.pretrained_d"), scale=2)
         pretrained_note = gr.HTML(default_note, elem_id="train-pretrained-note")
@@ -259,7 +264,7 @@ def build(ctx: "AppContext") -> None:
         with gr.Column(scale=2):
             health.render()
     fields = [experiment, sample_rate, version, use_f0, processes, dataset, speaker_id, f0_method, save_every,
-              epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d]
+              epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d, index_kind]
     panel.bind(b_pre, form.preprocess, fields, api_name="preprocess")
     panel.bind(b_ext, form.extract, fields, api_name="extract")
     panel.bind(b_train, form.train, fields, api_name="train")

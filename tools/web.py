@@ -37,6 +37,12 @@ class AppContext:
     def create(cls, root: str | Path, allow_paths: tuple[str | Path, ...] = ()) -> "AppContext":
         return cls(project=Project.at(root, extra_allowed=allow_paths))
 
+    def served_dirs(self) -> list[str]:
+        """Folders whose files the browser may fetch: only where single conversions are written."""
+        from tools.api.convert import OUTPUT_DIR_NAME
+
+        return [str(self.project.root / OUTPUT_DIR_NAME)]
+
 
 @dataclass(frozen=True)
 class ServerSettings:
@@ -156,14 +162,15 @@ def launch(args: argparse.Namespace, *, block: bool = True) -> int:
     ctx = AppContext.create(root, allow)
     ctx.jobs.install_log_capture()
     app = build_app(ctx)
-    serve(app, settings, block=block)
+    serve(app, settings, ctx.served_dirs(), block=block)
     return 0
 
 
-def serve(app: "gr.Blocks", settings: ServerSettings, *, block: bool = True) -> None:
+def serve(app: "gr.Blocks", settings: ServerSettings, served_dirs: list[str], *, block: bool = True) -> None:
     """Queue and launch `app` with the server settings (no share links, no SSR, no telemetry)."""
     app.queue(default_concurrency_limit=2)
     app.launch(
+        allowed_paths=served_dirs,
         server_name=settings.host,
         server_port=settings.port,
         auth=settings.auth,

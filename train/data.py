@@ -55,17 +55,12 @@ class Batch:
         moved = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            moved[f.name] = (
-                None if value is None else value.to(device, non_blocking=non_blocking)
-            )
+            moved[f.name] = None if value is None else value.to(device, non_blocking=non_blocking)
         return Batch(**moved)
 
     def pin_memory(self) -> Batch:
         pinned = {
-            f.name: None
-            if getattr(self, f.name) is None
-            else getattr(self, f.name).pin_memory()
-            for f in fields(self)
+            f.name: None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory() for f in fields(self)
         }
         return Batch(**pinned)
 
@@ -77,9 +72,7 @@ def read_wav_float32(path: Path, expected_rate: int) -> np.ndarray:
     try:
         rate, data = wavfile.read(path)
     except (OSError, ValueError) as exc:
-        raise AudioLoadError(
-            path, f"unreadable wav ({exc})", "run the preprocessing step again"
-        ) from None
+        raise AudioLoadError(path, f"unreadable wav ({exc})", "run the preprocessing step again") from None
     if rate != expected_rate:
         raise AudioLoadError(
             path,
@@ -98,13 +91,9 @@ def bucket_length(wav_path: Path, hop_length: int) -> int:
 
 
 class TrainingDataset(torch.utils.data.Dataset[Sample]):
-    def __init__(
-        self, items: Sequence[FilelistEntry], mel: MelTransform, use_f0: bool
-    ) -> None:
+    def __init__(self, items: Sequence[FilelistEntry], mel: MelTransform, use_f0: bool) -> None:
         if not items:
-            raise ExperimentError(
-                "the filelist has no usable lines; run feature extraction first"
-            )
+            raise ExperimentError("the filelist has no usable lines; run feature extraction first")
         self.items = list(items)
         self.mel = mel
         self.use_f0 = use_f0
@@ -113,17 +102,13 @@ class TrainingDataset(torch.utils.data.Dataset[Sample]):
                 raise ExperimentError(
                     f"{item.gt_wav}: the file list has no pitch files for an f0 model; run feature extraction again"
                 )
-        self.lengths = [
-            bucket_length(item.gt_wav, mel.hop_length) for item in self.items
-        ]
+        self.lengths = [bucket_length(item.gt_wav, mel.hop_length) for item in self.items]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def spec_cache_path(self, wav_path: Path) -> Path:
-        return wav_path.with_name(
-            f"{wav_path.name.split('.')[0]}.spec-{self.mel.cache_tag}.pt"
-        )
+        return wav_path.with_name(f"{wav_path.name.split('.')[0]}.spec-{self.mel.cache_tag}.pt")
 
     def spectrogram(self, wav_path: Path, wave: torch.Tensor) -> torch.Tensor:
         """[F, frames], from the cache when it is at least as new as the wav."""
@@ -148,13 +133,9 @@ class TrainingDataset(torch.utils.data.Dataset[Sample]):
 
     def __getitem__(self, index: int) -> Sample:
         item = self.items[index]
-        audio = torch.from_numpy(
-            read_wav_float32(item.gt_wav, self.mel.sample_rate)
-        ).unsqueeze(0)  # [1, samples]
+        audio = torch.from_numpy(read_wav_float32(item.gt_wav, self.mel.sample_rate)).unsqueeze(0)  # [1, samples]
         spec = self.spectrogram(item.gt_wav, audio)
-        phone = np.repeat(np.load(item.feature), 2, axis=0)[
-            :MAX_FEATURE_FRAMES
-        ]  # [frames, D] at 100 Hz
+        phone = np.repeat(np.load(item.feature), 2, axis=0)[:MAX_FEATURE_FRAMES]  # [frames, D] at 100 Hz
         frames = min(phone.shape[0], spec.shape[1])
         pitch = pitchf = None
         if self.use_f0:
@@ -179,9 +160,7 @@ class TrainingDataset(torch.utils.data.Dataset[Sample]):
 
 def collate(samples: Sequence[Sample]) -> Batch:
     """Zero-pad a list of samples; order by spectrogram length, longest first."""
-    order = sorted(
-        range(len(samples)), key=lambda i: samples[i].spec.shape[1], reverse=True
-    )
+    order = sorted(range(len(samples)), key=lambda i: samples[i].spec.shape[1], reverse=True)
     batch_size = len(samples)
     use_f0 = samples[0].pitch is not None
     max_spec = max(s.spec.shape[1] for s in samples)
@@ -204,12 +183,7 @@ def collate(samples: Sequence[Sample]) -> Batch:
         wave_lengths[row] = s.wave.shape[1]
         phone[row, : s.phone.shape[0]] = s.phone
         phone_lengths[row] = s.phone.shape[0]
-        if (
-            pitch is not None
-            and pitchf is not None
-            and s.pitch is not None
-            and s.pitchf is not None
-        ):
+        if pitch is not None and pitchf is not None and s.pitch is not None and s.pitchf is not None:
             pitch[row, : s.pitch.shape[0]] = s.pitch
             pitchf[row, : s.pitchf.shape[0]] = s.pitchf
         speaker_id[row] = s.speaker_id
@@ -290,17 +264,10 @@ class DistributedBucketSampler(torch.utils.data.Sampler[list[int]]):
             else:
                 order = list(range(len(bucket)))
             extra = padded_size - len(bucket)
-            order = (
-                order + order * (extra // len(bucket)) + order[: extra % len(bucket)]
-            )
+            order = order + order * (extra // len(bucket)) + order[: extra % len(bucket)]
             mine = order[self.rank :: self.num_replicas]
             for j in range(len(mine) // self.batch_size):
-                batches.append(
-                    [
-                        bucket[i]
-                        for i in mine[j * self.batch_size : (j + 1) * self.batch_size]
-                    ]
-                )
+                batches.append([bucket[i] for i in mine[j * self.batch_size : (j + 1) * self.batch_size]])
         if self.shuffle:
             permutation = torch.randperm(len(batches), generator=generator).tolist()
             batches = [batches[i] for i in permutation]

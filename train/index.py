@@ -235,9 +235,8 @@ def _write_index(index: Any, target: Path) -> None:
 
 
 def _write_npy(array: np.ndarray, target: Path) -> None:
-    with atomic_path(target) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array)
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        np.save(handle, array)
 
 
 def build_index_from_features(

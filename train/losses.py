@@ -13,20 +13,21 @@ import torch
 
 def discriminator_loss(
     real_outputs: Sequence[torch.Tensor], fake_outputs: Sequence[torch.Tensor]
-) -> tuple[torch.Tensor, list[float], list[float]]:
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """Least-squares GAN loss of the discriminator: real -> 1, fake -> 0.
 
-    Returns the total and the per-sub-discriminator real and fake terms (floats, for logging).
+    Returns the total and the per-sub-discriminator real and fake terms (detached 0-d tensors,
+    for logging; turning them into floats here would stall a GPU every step).
     """
     total = torch.zeros((), device=real_outputs[0].device)
-    real_terms: list[float] = []
-    fake_terms: list[float] = []
+    real_terms: list[torch.Tensor] = []
+    fake_terms: list[torch.Tensor] = []
     for real, fake in zip(real_outputs, fake_outputs):
         real_term = torch.mean((1.0 - real.float()) ** 2)
         fake_term = torch.mean(fake.float() ** 2)
         total = total + real_term + fake_term
-        real_terms.append(real_term.item())
-        fake_terms.append(fake_term.item())
+        real_terms.append(real_term.detach())
+        fake_terms.append(fake_term.detach())
     return total, real_terms, fake_terms
 
 
@@ -67,18 +68,12 @@ def kl_loss(
     z_p, logs_q: [B, C, T] (posterior side); m_p, logs_p: [B, C, T] (prior); z_mask: [B, 1, T].
     Summed over channels and valid frames, divided by the number of valid frames.
     """
-    z_p, logs_q, m_p, logs_p, z_mask = (
-        t.float() for t in (z_p, logs_q, m_p, logs_p, z_mask)
-    )
+    z_p, logs_q, m_p, logs_p, z_mask = (t.float() for t in (z_p, logs_q, m_p, logs_p, z_mask))
     kl = logs_p - logs_q - 0.5
     kl = kl + 0.5 * ((z_p - m_p) ** 2) * torch.exp(-2.0 * logs_p)
     return torch.sum(kl * z_mask) / torch.sum(z_mask)
 
 
-def mel_loss(
-    target_mel: torch.Tensor, generated_mel: torch.Tensor, weight: float
-) -> torch.Tensor:
+def mel_loss(target_mel: torch.Tensor, generated_mel: torch.Tensor, weight: float) -> torch.Tensor:
     """L1 between log mels ([B, n_mels, frames]) times the config's c_mel."""
-    return (
-        torch.nn.functional.l1_loss(target_mel.float(), generated_mel.float()) * weight
-    )
+    return torch.nn.functional.l1_loss(target_mel.float(), generated_mel.float()) * weight

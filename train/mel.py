@@ -38,9 +38,7 @@ EPSILONS: dict[str, Epsilons] = {
 
 def epsilons(mode: EpsilonMode) -> Epsilons:
     if mode not in EPSILONS:
-        raise ValueError(
-            f"unknown mel epsilon mode {mode!r}; expected one of {EPSILON_MODES}"
-        )
+        raise ValueError(f"unknown mel epsilon mode {mode!r}; expected one of {EPSILON_MODES}")
     return EPSILONS[mode]
 
 
@@ -80,9 +78,7 @@ def slaney_mel_filterbank(
     """Triangular mel filters, area-normalised: float32 [n_mels, n_fft // 2 + 1]."""
     fmax = sample_rate / 2.0 if fmax is None else float(fmax)
     fft_freqs = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)  # [F]
-    mel_edges = np.linspace(
-        hz_to_mel(np.array(fmin)), hz_to_mel(np.array(fmax)), n_mels + 2
-    )
+    mel_edges = np.linspace(hz_to_mel(np.array(fmin)), hz_to_mel(np.array(fmax)), n_mels + 2)
     hz_edges = mel_to_hz(mel_edges)  # [n_mels + 2]
     widths = np.diff(hz_edges)
     ramps = hz_edges[:, None] - fft_freqs[None, :]  # [n_mels + 2, F]
@@ -109,20 +105,14 @@ class MelTransform:
     fmin: float = 0.0
     fmax: float | None = None
     mode: EpsilonMode = "head"
-    _windows: dict[tuple[str, str], torch.Tensor] = field(
-        default_factory=dict, repr=False
-    )
-    _bases: dict[tuple[str, str], torch.Tensor] = field(
-        default_factory=dict, repr=False
-    )
+    _windows: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict, repr=False)
+    _bases: dict[tuple[str, str], torch.Tensor] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.eps = epsilons(self.mode)
 
     @classmethod
-    def from_data_section(
-        cls, data: DataSection, mode: EpsilonMode = "head"
-    ) -> MelTransform:
+    def from_data_section(cls, data: DataSection, mode: EpsilonMode = "head") -> MelTransform:
         return cls(
             sample_rate=data.sampling_rate,
             n_fft=data.filter_length,
@@ -144,9 +134,7 @@ class MelTransform:
 
         key = (str(like.dtype), str(like.device))
         if key not in self._windows:
-            self._windows[key] = torch.hann_window(
-                self.win_length, dtype=like.dtype, device=like.device
-            )
+            self._windows[key] = torch.hann_window(self.win_length, dtype=like.dtype, device=like.device)
         return self._windows[key]
 
     def mel_basis(self, like: torch.Tensor) -> torch.Tensor:
@@ -154,12 +142,8 @@ class MelTransform:
 
         key = (str(like.dtype), str(like.device))
         if key not in self._bases:
-            basis = slaney_mel_filterbank(
-                self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax
-            )
-            self._bases[key] = torch.from_numpy(basis).to(
-                dtype=like.dtype, device=like.device
-            )
+            basis = slaney_mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
+            self._bases[key] = torch.from_numpy(basis).to(dtype=like.dtype, device=like.device)
         return self._bases[key]
 
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
@@ -167,9 +151,7 @@ class MelTransform:
         import torch
 
         pad = (self.n_fft - self.hop_length) // 2
-        padded = torch.nn.functional.pad(
-            wave.unsqueeze(1), (pad, pad), mode="reflect"
-        ).squeeze(1)  # [B, T + 2 pad]
+        padded = torch.nn.functional.pad(wave.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)  # [B, T + 2 pad]
         stft = torch.stft(
             padded,
             self.n_fft,

@@ -52,10 +52,7 @@ class StepMetrics:
         data["loss_g_terms"] = list(self.loss_g_terms)
         data["loss_d_real_terms"] = list(self.loss_d_real_terms)
         data["loss_d_fake_terms"] = list(self.loss_d_fake_terms)
-        return {
-            k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in data.items()
-        }
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in data.items()}
 
     def scalars(self) -> dict[str, float]:
         """RVC's TensorBoard tags."""
@@ -71,12 +68,8 @@ class StepMetrics:
             "step_time_s": self.step_time_s,
         }
         values.update({f"loss/g/{i}": v for i, v in enumerate(self.loss_g_terms)})
-        values.update(
-            {f"loss/d_r/{i}": v for i, v in enumerate(self.loss_d_real_terms)}
-        )
-        values.update(
-            {f"loss/d_g/{i}": v for i, v in enumerate(self.loss_d_fake_terms)}
-        )
+        values.update({f"loss/d_r/{i}": v for i, v in enumerate(self.loss_d_real_terms)})
+        values.update({f"loss/d_g/{i}": v for i, v in enumerate(self.loss_d_fake_terms)})
         values.update(self.extra)
         return values
 
@@ -84,9 +77,7 @@ class StepMetrics:
 class MetricsWriter:
     """Appends metrics for one experiment; a disabled writer (DDP ranks > 0) does nothing."""
 
-    def __init__(
-        self, metrics_path: Path, tensorboard_dir: Path | None, enabled: bool = True
-    ) -> None:
+    def __init__(self, metrics_path: Path, tensorboard_dir: Path | None, enabled: bool = True) -> None:
         self.metrics_path = metrics_path
         self.enabled = enabled
         self._tensorboard: Any = None
@@ -95,18 +86,24 @@ class MetricsWriter:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tensorboard = SummaryWriter(log_dir=str(tensorboard_dir))
-            except (
-                ImportError
-            ) as exc:  # training goes on; only the TensorBoard view is lost
+            except ImportError as exc:  # training goes on; only the TensorBoard view is lost
                 log.warning("TensorBoard logging disabled: %s", exc)
 
     @property
     def loss_curve_path(self) -> Path:
         return self.metrics_path.with_name(LOSS_CURVE_FILE)
 
-    def write(
-        self, metrics: StepMetrics, mel_images: dict[str, np.ndarray] | None = None
-    ) -> None:
+    def keep_until(self, step: int) -> None:
+        """Drop records after `step`: a fresh start keeps none, a resume drops what a killed run
+        logged past its last checkpoint (those steps are trained again)."""
+        if not self.enabled or not self.metrics_path.exists():
+            return
+        kept = [r for r in read_metrics(self.metrics_path) if isinstance(r.get("step"), int) and r["step"] <= step]
+        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+        with atomic_path(self.metrics_path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+
+    def write(self, metrics: StepMetrics, mel_images: dict[str, np.ndarray] | None = None) -> None:
         if not self.enabled:
             return
         self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,9 +113,7 @@ class MetricsWriter:
             for tag, value in metrics.scalars().items():
                 self._tensorboard.add_scalar(tag, value, metrics.step)
             for tag, image in (mel_images or {}).items():
-                self._tensorboard.add_image(
-                    tag, _mel_to_image(image), metrics.step, dataformats="HW"
-                )
+                self._tensorboard.add_image(tag, _mel_to_image(image), metrics.step, dataformats="HW")
             self._tensorboard.flush()
 
     def plot(self) -> Path | None:

@@ -25,12 +25,14 @@ Differences from RVC, on purpose:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -403,6 +405,13 @@ def _worker_context() -> Any:
 
     methods = multiprocessing.get_all_start_methods()
     if threading.active_count() == 1 and "fork" in methods:
+        # Import the heavy modules here once, so forked workers inherit them instead of each
+        # importing scipy again (seconds per worker on a busy machine).
+        for name in _WORKER_PRELOAD:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                pass  # a worker that needs it reports the error per file
         return multiprocessing.get_context("fork")
     if "forkserver" in methods:
         context = multiprocessing.get_context("forkserver")
@@ -572,7 +581,7 @@ def parallel_map(
                 running.discard(future)
                 try:
                     yield future.result()
-                except futures.process.BrokenProcessPool as exc:
+                except BrokenProcessPool as exc:
                     raise ExperimentError(
                         "a worker process died (out of memory?); files finished so far are kept, "
                         "run the step again to resume, with fewer processes if it happens again"

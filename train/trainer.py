@@ -85,24 +85,16 @@ class TrainingOptions:
     epochs: int = 20
     batch_size: int = 4  # items per step on each device
     save_every_epochs: int = 5
-    latest_only: bool = (
-        False  # overwrite G_2333333.pth / D_2333333.pth instead of keeping every save
-    )
-    export_every_save: bool = (
-        False  # also write weights/<exp>_e<epoch>_s<step>.pth at each save
-    )
+    latest_only: bool = False  # overwrite G_2333333.pth / D_2333333.pth instead of keeping every save
+    export_every_save: bool = False  # also write weights/<exp>_e<epoch>_s<step>.pth at each save
     pretrained_g: Path | None = None  # None: start the generator from random weights
     pretrained_d: Path | None = None
     weights_dir: Path | None = None  # where voice models go; None: no voice export
     voice_name: str | None = None  # default: the experiment name
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    precision: Precision = (
-        "auto"  # auto: bf16 on GPUs that support it, else fp16; fp32 on CPU
-    )
+    precision: Precision = "auto"  # auto: bf16 on GPUs that support it, else fp16; fp32 on CPU
     mel_epsilons: EpsilonMode = "head"
-    log_interval: int | None = (
-        None  # steps between metric lines; None: the config's (200)
-    )
+    log_interval: int | None = None  # steps between metric lines; None: the config's (200)
     seed: int | None = None  # None: the config's (1234)
     num_workers: int = 0  # DataLoader worker processes
     resume: bool = True
@@ -111,17 +103,11 @@ class TrainingOptions:
         if self.epochs < 1:
             raise UserInputError(f"epochs must be at least 1 (got {self.epochs})")
         if self.batch_size < 1:
-            raise UserInputError(
-                f"batch size must be at least 1 (got {self.batch_size})"
-            )
+            raise UserInputError(f"batch size must be at least 1 (got {self.batch_size})")
         if self.save_every_epochs < 1:
-            raise UserInputError(
-                f"save frequency must be at least 1 epoch (got {self.save_every_epochs})"
-            )
+            raise UserInputError(f"save frequency must be at least 1 epoch (got {self.save_every_epochs})")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise UserInputError(
-                f"unknown precision {self.precision!r}; use auto, fp32, bf16 or fp16"
-            )
+            raise UserInputError(f"unknown precision {self.precision!r}; use auto, fp32, bf16 or fp16")
 
 
 @dataclass(frozen=True)
@@ -152,18 +138,14 @@ class TrainingResult:
     last_metrics: StepMetrics | None = None
 
 
-def load_experiment_config(
-    experiment: Experiment, version: Version, sample_rate_tag: SampleRateTag
-) -> RVCConfig:
+def load_experiment_config(experiment: Experiment, version: Version, sample_rate_tag: SampleRateTag) -> RVCConfig:
     """The experiment's config.json (RVC's copy, written once) as a typed config."""
     path = experiment.write_config(version, sample_rate_tag)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
         config = parse_config(raw, version, sample_rate_tag, path)
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ExperimentError(
-            f"{path}: unreadable training config ({exc}); delete it to get the default back"
-        ) from exc
+        raise ExperimentError(f"{path}: unreadable training config ({exc}); delete it to get the default back") from exc
     expected = {"32k": 32000, "40k": 40000, "48k": 48000}[sample_rate_tag]
     if config.sample_rate != expected:
         raise ExperimentError(
@@ -188,9 +170,7 @@ class TrainingLock:
 
     def _holder(self) -> tuple[int, str] | None:
         try:
-            pid_text, _, host = (
-                self.path.read_text(encoding="utf-8").strip().partition(" ")
-            )
+            pid_text, _, host = self.path.read_text(encoding="utf-8").strip().partition(" ")
             return int(pid_text), host
         except (OSError, ValueError):
             return None
@@ -230,9 +210,7 @@ class TrainingLock:
                 handle.write(self._payload())
             self.owned = True
             return
-        raise TrainingLockedError(
-            f"{self.path}: could not take the training lock; delete the file and retry"
-        )
+        raise TrainingLockedError(f"{self.path}: could not take the training lock; delete the file and retry")
 
     def release(self) -> None:
         if self.owned and self._holder() == (os.getpid(), socket.gethostname()):
@@ -283,9 +261,7 @@ def resolve_device(name: str, dist: Distributed) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UserInputError(
-                f"device {name!r} asked for but no CUDA GPU is visible; use device 'cpu'"
-            )
+            raise UserInputError(f"device {name!r} asked for but no CUDA GPU is visible; use device 'cpu'")
         if dist.enabled:
             device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
@@ -300,9 +276,7 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
         return torch.float32
     if precision == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
-        precision
-    ]
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -336,9 +310,7 @@ def optimizer_state_by_name(
     writer's parameters in that same order (the networks have no buffers).
     """
     names = [name for name, _ in net.named_parameters()]
-    position = {
-        name: i for i, name in enumerate(k for k in saved_keys if k in set(names))
-    }
+    position = {name: i for i, name in enumerate(k for k in saved_keys if k in set(names))}
     if set(position) != set(names):
         raise ModelFileError(
             path,
@@ -351,9 +323,7 @@ def optimizer_state_by_name(
         entry = old_state.get(position[name])
         if entry is not None:
             new_state[new_index] = entry
-    groups = [
-        dict(group, params=list(range(len(names)))) for group in saved["param_groups"]
-    ]
+    groups = [dict(group, params=list(range(len(names)))) for group in saved["param_groups"]]
     if len(groups) != 1:
         raise ModelFileError(
             path,
@@ -379,11 +349,7 @@ class ResumePoint:
 def find_resume_point(experiment: Experiment) -> ResumePoint | None:
     """The newest step for which both G_<step>.pth and D_<step>.pth exist (RVC's numeric order)."""
     d_steps = {c.step: c.path for c in experiment.list_checkpoints("D")}
-    pairs = [
-        (c.step, c.path, d_steps[c.step])
-        for c in experiment.list_checkpoints("G")
-        if c.step in d_steps
-    ]
+    pairs = [(c.step, c.path, d_steps[c.step]) for c in experiment.list_checkpoints("G") if c.step in d_steps]
     if not pairs:
         return None
     step, g_path, d_path = max(pairs, key=lambda p: p[0])
@@ -403,8 +369,8 @@ class StepOutput:
     loss_kl: torch.Tensor
     grad_norm_d: torch.Tensor
     grad_norm_g: torch.Tensor
-    d_real_terms: list[float]
-    d_fake_terms: list[float]
+    d_real_terms: list[torch.Tensor]
+    d_fake_terms: list[torch.Tensor]
     g_terms: list[torch.Tensor]
     target_mel: torch.Tensor  # [B, n_mels, segment_frames]
     generated_mel: torch.Tensor  # [B, n_mels, segment_frames]
@@ -433,9 +399,7 @@ class Trainer:
         self.dist = Distributed.from_env()
         self.device = resolve_device(options.device, self.dist)
         self.amp_dtype = resolve_precision(options.precision, self.device)
-        self.mel = MelTransform.from_data_section(
-            self.config.data, options.mel_epsilons
-        )
+        self.mel = MelTransform.from_data_section(self.config.data, options.mel_epsilons)
         self.log_interval = options.log_interval or self.config.train.log_interval
         self._networks = networks
         self.net_g: torch.nn.Module
@@ -519,11 +483,7 @@ class Trainer:
             )
             if ckpt.optimizer:
                 try:
-                    optimizer.load_state_dict(
-                        optimizer_state_by_name(
-                            ckpt.optimizer, list(ckpt.model), net, path
-                        )
-                    )
+                    optimizer.load_state_dict(optimizer_state_by_name(ckpt.optimizer, list(ckpt.model), net, path))
                 except (KeyError, ValueError, TypeError) as exc:
                     raise ModelFileError(
                         path,
@@ -531,21 +491,11 @@ class Trainer:
                         _RESUME_FIX.format(path=path),
                     ) from None
             else:
-                log.warning(
-                    "%s holds no optimizer state; Adam moments start from zero", path
-                )
-            epochs_done = (
-                ckpt.iteration
-                if epochs_done is None
-                else min(epochs_done, ckpt.iteration)
-            )
+                log.warning("%s holds no optimizer state; Adam moments start from zero", path)
+            epochs_done = ckpt.iteration if epochs_done is None else min(epochs_done, ckpt.iteration)
         assert epochs_done is not None
         # G_2333333 ("latest only") carries no step count: count whole epochs instead.
-        step = (
-            point.step
-            if point.step != LATEST_ONLY_STEP
-            else epochs_done * steps_per_epoch
-        )
+        step = point.step if point.step != LATEST_ONLY_STEP else epochs_done * steps_per_epoch
         log.info(
             "resuming from %s (epoch %d done, step %d)",
             point.g_path.name,
@@ -554,9 +504,7 @@ class Trainer:
         )
         return epochs_done + 1, step, point.g_path
 
-    def _set_learning_rate(
-        self, first_epoch: int
-    ) -> list[torch.optim.lr_scheduler.ExponentialLR]:
+    def _set_learning_rate(self, first_epoch: int) -> list[torch.optim.lr_scheduler.ExponentialLR]:
         """Epoch e trains with lr x decay^(e-1); a scheduler per optimiser steps once per epoch."""
         train = self.config.train
         schedulers = []
@@ -565,9 +513,7 @@ class Trainer:
                 group["initial_lr"] = train.learning_rate
                 group["lr"] = train.learning_rate * train.lr_decay ** (first_epoch - 1)
             schedulers.append(
-                torch.optim.lr_scheduler.ExponentialLR(
-                    optimizer, gamma=train.lr_decay, last_epoch=first_epoch - 2
-                )
+                torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=train.lr_decay, last_epoch=first_epoch - 2)
             )
         return schedulers
 
@@ -587,32 +533,24 @@ class Trainer:
         segment_frames = self.config.segment_frames
 
         with self._autocast():
-            y_hat, ids_slice, _x_mask, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = (
-                self.net_g(
-                    b.phone,
-                    b.phone_lengths,
-                    b.pitch,
-                    b.pitchf,
-                    b.spec,
-                    b.spec_lengths,
-                    b.speaker_id,
-                )
+            y_hat, ids_slice, _x_mask, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = self.net_g(
+                b.phone,
+                b.phone_lengths,
+                b.pitch,
+                b.pitchf,
+                b.spec,
+                b.spec_lengths,
+                b.speaker_id,
             )  # y_hat [B, 1, segment_size]
         with torch.no_grad():
-            target_mel = slice_segments(
-                self.mel.mel_from_spectrogram(b.spec), ids_slice, segment_frames
-            )  # [B, M, S]
+            target_mel = slice_segments(self.mel.mel_from_spectrogram(b.spec), ids_slice, segment_frames)  # [B, M, S]
         generated_mel = self.mel.mel(y_hat.float().squeeze(1))  # [B, M, S], fp32
-        wave = slice_segments(
-            b.wave, ids_slice * hop, self.config.train.segment_size
-        )  # [B, 1, segment_size]
+        wave = slice_segments(b.wave, ids_slice * hop, self.config.train.segment_size)  # [B, 1, segment_size]
 
         # Discriminator: real -> 1, generated (detached) -> 0.
         with self._autocast():
             real_scores, fake_scores, _, _ = self.net_d(wave, y_hat.detach())
-        loss_d, d_real_terms, d_fake_terms = discriminator_loss(
-            real_scores, fake_scores
-        )
+        loss_d, d_real_terms, d_fake_terms = discriminator_loss(real_scores, fake_scores)
         self.optim_d.zero_grad(set_to_none=True)
         self.scaler.scale(loss_d).backward()
         self.scaler.unscale_(self.optim_d)
@@ -641,9 +579,7 @@ class Trainer:
         )  # fmt: skip
 
     # -- files -------------------------------------------------------------------------------------
-    def _save_checkpoints(
-        self, epochs_done: int, global_step: int
-    ) -> tuple[Path, Path]:
+    def _save_checkpoints(self, epochs_done: int, global_step: int) -> tuple[Path, Path]:
         """G then D, each written atomically; a pair is only used for resume once both exist."""
         from infer_pack.checkpoint import save_training_checkpoint
 
@@ -674,9 +610,7 @@ class Trainer:
     def _export_voice(self, path: Path, epochs_done: int) -> Path:
         from infer_pack.checkpoint import save_voice, voice_from_state_dict
 
-        state = {
-            k: v.detach().cpu() for k, v in _unwrap(self.net_g).state_dict().items()
-        }
+        state = {k: v.detach().cpu() for k, v in _unwrap(self.net_g).state_dict().items()}
         voice = voice_from_state_dict(
             state,
             self.config,
@@ -701,11 +635,7 @@ class Trainer:
         lock = TrainingLock(self.experiment.lock_path)
         if self.dist.is_main:
             lock.acquire()
-        file_log = (
-            _attach_file_log(self.experiment.train_log_path)
-            if self.dist.is_main
-            else None
-        )
+        file_log = _attach_file_log(self.experiment.train_log_path) if self.dist.is_main else None
         metrics = MetricsWriter(
             self.experiment.metrics_path,
             self.experiment.root,
@@ -722,15 +652,11 @@ class Trainer:
 
     def _run(self, metrics: MetricsWriter) -> TrainingResult:
         options = self.options
-        torch.manual_seed(
-            options.seed if options.seed is not None else self.config.train.seed
-        )
+        torch.manual_seed(options.seed if options.seed is not None else self.config.train.seed)
         loader, sampler = self._make_loader()
         steps_per_epoch = len(sampler)
 
-        net_g, net_d = (
-            self._networks if self._networks is not None else build_networks(self.setup)
-        )
+        net_g, net_d = self._networks if self._networks is not None else build_networks(self.setup)
         self.net_g, self.net_d = net_g.to(self.device), net_d.to(self.device)
         self.optim_g = self._make_optimizer(self.net_g)
         self.optim_d = self._make_optimizer(self.net_d)
@@ -747,16 +673,11 @@ class Trainer:
                     log.info("no pretrained %s: training it from random weights", what)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net_g = torch.nn.parallel.DistributedDataParallel(
-                self.net_g, device_ids=ids
-            )
-            self.net_d = torch.nn.parallel.DistributedDataParallel(
-                self.net_d, device_ids=ids
-            )
+            self.net_g = torch.nn.parallel.DistributedDataParallel(self.net_g, device_ids=ids)
+            self.net_d = torch.nn.parallel.DistributedDataParallel(self.net_d, device_ids=ids)
+        metrics.keep_until(global_step)
         self._g_params = [p for p in self.net_g.parameters() if p.requires_grad]
-        self.scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self.amp_dtype == torch.float16
-        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         schedulers = self._set_learning_rate(first_epoch)
         self.net_g.train()
         self.net_d.train()
@@ -782,18 +703,14 @@ class Trainer:
             sampler.set_epoch(epoch)
             for batch in loader:
                 if self._stop_requested():
-                    return self._stop(
-                        result, epoch - 1, global_step, saved_step, metrics
-                    )
+                    return self._stop(result, epoch - 1, global_step, saved_step, metrics)
                 start = time.perf_counter()
                 out = self.train_step(batch)
                 global_step += 1
                 steps_this_run += 1
                 interval_time += time.perf_counter() - start
                 interval_steps += 1
-                if self.dist.is_main and (
-                    global_step % self.log_interval == 0 or steps_this_run == 1
-                ):
+                if self.dist.is_main and (global_step % self.log_interval == 0 or steps_this_run == 1):
                     result.last_metrics = self._log_metrics(
                         out, epoch, global_step, interval_time / interval_steps, metrics
                     )
@@ -806,12 +723,8 @@ class Trainer:
                 )
             result.epochs_done, result.global_step = epoch, global_step
             log.info("epoch %d done (step %d)", epoch, global_step)
-            if self.dist.is_main and (
-                epoch % options.save_every_epochs == 0 or epoch == options.epochs
-            ):
-                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(
-                    epoch, global_step
-                )
+            if self.dist.is_main and (epoch % options.save_every_epochs == 0 or epoch == options.epochs):
+                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(epoch, global_step)
                 saved_step = global_step
                 if options.export_every_save and epoch != options.epochs:
                     voice = self._voice_path(epoch, global_step)
@@ -852,9 +765,7 @@ class Trainer:
         result.epochs_done, result.global_step = epochs_done, global_step
         if self.dist.is_main:
             if global_step != saved_step and global_step > 0:
-                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(
-                    epochs_done, global_step
-                )
+                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(epochs_done, global_step)
             final = self._voice_path(None, global_step)
             if final is not None and global_step > 0:
                 result.voice_path = self._export_voice(final, epochs_done)
@@ -899,8 +810,8 @@ class Trainer:
             grad_norm_g=out.grad_norm_g.item(),
             step_time_s=step_time,
             loss_g_terms=tuple(t.item() for t in out.g_terms),
-            loss_d_real_terms=tuple(out.d_real_terms),
-            loss_d_fake_terms=tuple(out.d_fake_terms),
+            loss_d_real_terms=tuple(t.item() for t in out.d_real_terms),
+            loss_d_fake_terms=tuple(t.item() for t in out.d_fake_terms),
         )
         images = {
             "slice/mel_org": out.target_mel[0].float().cpu().numpy(),
@@ -921,11 +832,7 @@ class Trainer:
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
-    return (
-        net.module
-        if isinstance(net, torch.nn.parallel.DistributedDataParallel)
-        else net
-    )
+    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
 
 
 @contextlib.contextmanager
@@ -948,9 +855,7 @@ def _grad_norm(net: torch.nn.Module) -> torch.Tensor:
 def _attach_file_log(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     logger = logging.getLogger("train")
     logger.addHandler(handler)
@@ -968,9 +873,7 @@ def train(
     on_metrics: MetricSink | None = None,
 ) -> TrainingResult:
     """Train (or resume) one experiment; see the module docstring for the recipe."""
-    return Trainer(
-        setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics
-    ).run()
+    return Trainer(setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics).run()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -988,25 +891,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--version", choices=["v1", "v2"], default=None)
     parser.add_argument("--sample-rate", choices=["32k", "40k", "48k"], default=None)
-    parser.add_argument(
-        "--no-f0", action="store_true", help="train a model without pitch guidance"
-    )
+    parser.add_argument("--no-f0", action="store_true", help="train a model without pitch guidance")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument(
-        "--batch-size", type=int, default=4, help="items per step on each GPU"
-    )
-    parser.add_argument(
-        "--save-every", type=int, default=5, help="epochs between checkpoints"
-    )
+    parser.add_argument("--batch-size", type=int, default=4, help="items per step on each GPU")
+    parser.add_argument("--save-every", type=int, default=5, help="epochs between checkpoints")
     parser.add_argument("--latest-only", action="store_true")
     parser.add_argument("--export-every-save", action="store_true")
     parser.add_argument("--pretrained-g", type=Path, default=None)
     parser.add_argument("--pretrained-d", type=Path, default=None)
     parser.add_argument("--weights-dir", type=Path, default=None)
     parser.add_argument("--device", default="auto")
-    parser.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto"
-    )
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     parser.add_argument("--mel-epsilons", choices=["head", "classic"], default="head")
     parser.add_argument("--log-interval", type=int, default=None)
     parser.add_argument("--workers", type=int, default=2)
@@ -1015,9 +910,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     experiment = Experiment(args.experiment_dir)
     meta = experiment.infer_metadata()
     version: Version = args.version or meta.version

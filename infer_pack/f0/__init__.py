@@ -34,6 +34,7 @@ from infer_pack.f0.filters import (
     load_f0_override,
     median_filter_f0,
 )
+from infer_pack.progress import CancelToken, ProgressCallback, check, report
 
 if TYPE_CHECKING:
     from infer_pack.cache import ModelCache
@@ -76,12 +77,17 @@ def estimate_f0(
     rmvpe_path: str | Path | None = None,
     cache: ModelCache | None = None,
     device: str = "cpu",
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
 ) -> np.ndarray:
     """f0 in Hz, float64 [n_frames] (default `len // 160 + 1`), 0 where unvoiced.
 
     `f0_min`/`f0_max` bound the search of pm, harvest, dio and swift. rmvpe ignores them, as RVC's
     offline pipeline does. `rmvpe_path`, `cache` and `device` concern the neural methods only.
+    `cancel` is checked before the work (and between pieces of long rmvpe runs); `progress` gets
+    (frames done, frames in total, message).
     """
+    check(cancel)
     if method not in F0_METHODS:
         raise ValueError(f"unknown f0 method {method!r}; choose one of {', '.join(F0_METHODS)}")
     if not 0 < f0_min < f0_max:
@@ -89,12 +95,14 @@ def estimate_f0(
     audio = np.asarray(audio_16k)
     if audio.ndim != 1:
         raise ValueError(f"audio_16k must be mono [samples], got shape {audio.shape}")
-    audio = np.nan_to_num(audio.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    # float64 stays float64: RVC's pipeline hands its high-passed (float64) signal to pm/harvest/dio.
+    audio = np.nan_to_num(audio.astype(np.float64 if audio.dtype == np.float64 else np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
     frames = frame_count(audio.size) if n_frames is None else int(n_frames)
     if frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")
-    estimator = _estimator(method, rmvpe_path=rmvpe_path, cache=cache, device=device)
+    estimator = _estimator(method, rmvpe_path=rmvpe_path, cache=cache, device=device, progress=progress, cancel=cancel)
     f0 = estimator(audio, frames, float(f0_min), float(f0_max))
+    report(progress, frames, frames, f"pitch ({method})")
     f0 = np.nan_to_num(np.asarray(f0, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     f0[f0 < 0] = 0.0
     return f0
@@ -103,7 +111,15 @@ def estimate_f0(
 Estimator = Callable[[np.ndarray, int, float, float], np.ndarray]
 
 
-def _estimator(method: str, *, rmvpe_path: str | Path | None, cache: ModelCache | None, device: str) -> Estimator:
+def _estimator(
+    method: str,
+    *,
+    rmvpe_path: str | Path | None,
+    cache: ModelCache | None,
+    device: str,
+    progress: ProgressCallback | None,
+    cancel: CancelToken | None,
+) -> Estimator:
     if method == "pm":
         from infer_pack.f0.pm import estimate_pm
 
@@ -120,7 +136,9 @@ def _estimator(method: str, *, rmvpe_path: str | Path | None, cache: ModelCache 
         from infer_pack.f0.rmvpe import estimate_rmvpe
 
         def run_rmvpe(audio: np.ndarray, frames: int, f0_min: float, f0_max: float) -> np.ndarray:
-            return estimate_rmvpe(audio, frames, rmvpe_path=rmvpe_path, cache=cache, device=device)
+            return estimate_rmvpe(
+                audio, frames, rmvpe_path=rmvpe_path, cache=cache, device=device, progress=progress, cancel=cancel
+            )
 
         return run_rmvpe
     from infer_pack.f0.swift import estimate_swift

@@ -117,14 +117,17 @@ def apply_f0_override(
     first time instead.
     """
     out = np.array(f0, dtype=np.float64, copy=True)
-    times = np.asarray(times, dtype=np.float64)
-    hz = np.asarray(hz, dtype=np.float64)
-    if times.size == 0:
+    # RVC holds the table in float32 and scales the times in float32; do the same so the
+    # interpolation positions (and the span length) come out identical.
+    times32 = np.asarray(times, dtype=np.float32)
+    hz32 = np.asarray(hz, dtype=np.float32)
+    if times32.size == 0:
         return out
-    start = int(np.round(times.min() * frames_per_second))
-    count = int(np.round((times.max() - times.min()) * frames_per_second + 1))
+    rate = np.float32(frames_per_second)
+    start = int(np.round(times32.min() * rate))
+    count = int(np.round((times32.max() - times32.min()) * rate + np.float32(1)))
     positions = start + np.arange(count)
-    replacement = np.interp(positions, times * frames_per_second, hz)
+    replacement = np.interp(positions, times32 * rate, hz32)
     begin = frame_offset + start
     end = min(out.size, begin + count)
     if begin < end:

@@ -9,6 +9,7 @@ U-Net's activations grow with the frame count) whatever the audio length.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from infer_pack.errors import AssetMissingError, ModelFileError
 from infer_pack.f0.filters import fit_to_frames
 from infer_pack.f0.rmvpe_decode import RVC_THRESHOLD, decode_salience
 from infer_pack.f0.rmvpe_mel import HOP, N_FFT
+from infer_pack.progress import CancelToken, ProgressCallback, check, report
 
 if TYPE_CHECKING:
     import torch
@@ -66,15 +68,35 @@ class RMVPE:
 
     def salience(self, audio_16k: np.ndarray) -> np.ndarray:
         """float32 [len // 160 + 1, 360]."""
+        return np.concatenate([hidden for _, hidden in self._salience_pieces(audio_16k)])
+
+    def f0(
+        self,
+        audio_16k: np.ndarray,
+        threshold: float = RVC_THRESHOLD,
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+    ) -> np.ndarray:
+        """f0 in Hz, float64 [len // 160 + 1]; each piece is decoded as soon as it is computed, so
+        only the f0 track (not the [T, 360] salience) is kept for long audio. `cancel` is checked
+        and `progress` called (in frames) between pieces."""
+        frames = audio_16k.size // HOP + 1
+        tracks: list[np.ndarray] = []
+        for first, hidden in self._salience_pieces(audio_16k, cancel):
+            tracks.append(decode_salience(hidden, threshold))
+            report(progress, first + hidden.shape[0], frames, "pitch (rmvpe)")
+        return np.concatenate(tracks)
+
+    def _salience_pieces(
+        self, audio_16k: np.ndarray, cancel: CancelToken | None = None
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """(first frame, salience float32 [frames, 360]) pieces covering the whole signal in order."""
         frames = audio_16k.size // HOP + 1
         if frames <= SINGLE_PASS_FRAMES:
-            return self._to_numpy(self.mel_to_salience(self.log_mel(audio_16k)))
-        return self._chunked_salience(audio_16k, frames)
-
-    def f0(self, audio_16k: np.ndarray, threshold: float = RVC_THRESHOLD) -> np.ndarray:
-        return decode_salience(self.salience(audio_16k), threshold)
-
-    def _chunked_salience(self, audio_16k: np.ndarray, frames: int) -> np.ndarray:
+            check(cancel)
+            yield 0, self._to_numpy(self.mel_to_salience(self.log_mel(audio_16k)))
+            return
         import torch
 
         from infer_pack.f0.rmvpe_mel import log_mel, stft_magnitude
@@ -82,8 +104,8 @@ class RMVPE:
         half = N_FFT // 2
         # The reflect padding of the whole signal, so that every window's frames equal a single pass's.
         padded = np.pad(np.asarray(audio_16k, dtype=np.float32), (half, half), mode="reflect")
-        out = np.empty((frames, 360), dtype=np.float32)
         for core_start in range(0, frames, CHUNK_FRAMES):
+            check(cancel)
             core_end = min(frames, core_start + CHUNK_FRAMES)
             start = max(0, core_start - CONTEXT_FRAMES)
             end = min(frames, core_end + CONTEXT_FRAMES)
@@ -91,8 +113,7 @@ class RMVPE:
             wave = torch.from_numpy(np.ascontiguousarray(piece)).to(self.device).unsqueeze(0)
             mel = log_mel(stft_magnitude(wave, center=False), self.mel_basis)  # [1, 128, end - start]
             hidden = self._to_numpy(self.mel_to_salience(mel))
-            out[core_start:core_end] = hidden[core_start - start : core_end - start]
-        return out
+            yield core_start, hidden[core_start - start : core_end - start]
 
     @staticmethod
     def _to_numpy(hidden: torch.Tensor) -> np.ndarray:
@@ -189,9 +210,11 @@ def estimate_rmvpe(
     cache: ModelCache | None = None,
     device: str = "cpu",
     threshold: float = RVC_THRESHOLD,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
 ) -> np.ndarray:
     """f0 [n_frames] float64 Hz (0 = unvoiced) with RVC's threshold 0.03."""
     if rmvpe_path is None:
         raise AssetMissingError("rmvpe.pt", DEFAULT_ASSET)
     model = get_rmvpe(rmvpe_path, device, cache)
-    return fit_to_frames(model.f0(audio_16k, threshold), n_frames)
+    return fit_to_frames(model.f0(audio_16k, threshold, progress=progress, cancel=cancel), n_frames)

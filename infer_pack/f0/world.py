@@ -22,7 +22,7 @@ def _pyworld() -> ModuleType:
 
 
 def estimate_harvest(audio_16k: np.ndarray, n_frames: int, f0_min: float, f0_max: float) -> np.ndarray:
-    """f0 [n_frames] float64 Hz (0 = unvoiced). Harvest is slow (about 1 s per 10 s) but robust.
+    """f0 [n_frames] float64 Hz (0 = unvoiced). Harvest is slow (about 3 s of CPU per 10 s of audio) but robust.
 
     RVC's optional 3-tap median filter is not applied here: see `median_filter_f0`.
     """

@@ -158,6 +158,10 @@ def extract_features(
     from train.extract_features import extract_features as extract_content
 
     request = ExtractRequest(experiment, version, use_f0, f0_method, interpolate_unvoiced, speaker_id, n_processes, device)
+    from infer_pack.f0 import F0_METHODS
+
+    if request.f0_method not in F0_METHODS:
+        raise UserInputError(f"unknown f0 method {request.f0_method!r}; choose one of {', '.join(F0_METHODS)}")
     proj = _project(project)
     exp = _experiment(proj, request.experiment)
     if not exp.wavs16k_names():
@@ -196,9 +200,11 @@ def extract_features(
             progress=progress,
             cancel=cancel,
         )
+
     def encoder() -> ContentEncoder:
+        # Same key style as rmvpe's, so the conversion side can share the loaded encoder.
         return cache.get_or_load(
-            ("content-encoder", file_key(proj.hubert_path), resolved_device),
+            ("hubert", file_key(proj.hubert_path), str(resolved_device)),
             lambda: load_content_encoder(proj.hubert_path, device=resolved_device),
         )
 

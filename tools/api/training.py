@@ -41,12 +41,8 @@ class TrainRequest:
     save_every_epochs: int = 5
     latest_only: bool = False
     export_every_save: bool = False
-    use_pretrained: bool = (
-        True  # start from pretrained[_v2]/f0G40k.pth etc. when present
-    )
-    pretrained_g: str | None = (
-        None  # explicit files (relative to the project) override the default ones
-    )
+    use_pretrained: bool = True  # start from pretrained[_v2]/f0G40k.pth etc. when present
+    pretrained_g: str | None = None  # explicit files (relative to the project) override the default ones
     pretrained_d: str | None = None
     device: str = "auto"
     precision: Precision = "auto"
@@ -54,9 +50,7 @@ class TrainRequest:
     log_interval: int | None = None
     num_workers: int = 0
     resume: bool = True
-    export_voice: bool = (
-        True  # write weights/<experiment>.pth at the end (and when stopped)
-    )
+    export_voice: bool = True  # write weights/<experiment>.pth at the end (and when stopped)
 
 
 @dataclass(frozen=True)
@@ -168,9 +162,7 @@ def train_model(
     chosen_version: Version = request.version or meta.version
     tag: SampleRateTag = request.sample_rate_tag or meta.sample_rate_tag
     chosen_f0 = meta.use_f0 if request.use_f0 is None else request.use_f0
-    chosen_speaker = (
-        meta.speaker_id if request.speaker_id is None else request.speaker_id
-    )
+    chosen_speaker = meta.speaker_id if request.speaker_id is None else request.speaker_id
     exp.write_filelist(chosen_version, chosen_f0, chosen_speaker)
     config = load_experiment_config(exp, chosen_version, tag)
     g_path = _pretrained(project, request, chosen_version, tag, chosen_f0, "G")
@@ -193,15 +185,11 @@ def train_model(
         resume=request.resume,
     )
     setup = TrainingSetup(exp, chosen_version, tag, chosen_f0, config)
-    result = train(
-        setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics
-    )
+    result = train(setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics)
     return _to_result(result, g_path, d_path)
 
 
-def _to_result(
-    result: TrainingResult, pretrained_g: Path | None, pretrained_d: Path | None
-) -> TrainResult:
+def _to_result(result: TrainingResult, pretrained_g: Path | None, pretrained_d: Path | None) -> TrainResult:
     last = result.last_metrics
     return TrainResult(
         experiment_dir=result.experiment_dir,
@@ -235,19 +223,13 @@ class OneClickResult:
             self.train.summary(),
         ]
         if self.index is not None:
-            parts.append(
-                self.index.summary()
-                if hasattr(self.index, "summary")
-                else str(self.index)
-            )
+            parts.append(self.index.summary() if hasattr(self.index, "summary") else str(self.index))
         else:
             parts.append("index not built: training was stopped")
         return "\n".join(parts)
 
 
-def _stage(
-    progress: ProgressCallback | None, number: int, name: str
-) -> ProgressCallback | None:
+def _stage(progress: ProgressCallback | None, number: int, name: str) -> ProgressCallback | None:
     """Prefix a step's messages with its place in the pipeline."""
     if progress is None:
         return None

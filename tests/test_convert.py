@@ -1,0 +1,118 @@
+"""The conversion and index user actions on a small project folder.
+
+The project's hubert_base.pt is the tiny reference HuBERT; the encoder the API would load from it
+is replaced, in the model cache, by that HuBERT followed by a FIXED RANDOM PROJECTION to 256 dims
+(the v1 voice's content width). See tests/test_pipeline.py for why.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from conftest import reference_file, synthetic_voice
+
+from infer_pack.cache import ModelCache, file_key
+from infer_pack.errors import AssetMissingError, UserInputError
+from infer_pack.progress import CancelToken
+from tools.api.convert import batch_output_name, convert_batch, convert_voice
+from tools.api.index import train_index
+from tools.project import Project
+
+
+@pytest.fixture(scope="module")
+def project(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, ModelCache]:
+    from test_pipeline import ProjectedEncoder
+
+    root = tmp_path_factory.mktemp("convert-project")
+    project = Project.at(root)
+    project.weights_dir.mkdir()
+    (project.weights_dir / "slim.pth").symlink_to(reference_file(reference, "ref_v1_32k_nof0_slim.pth"))
+    shutil.copyfile(reference_file(reference, "tiny_hubert.pt"), project.hubert_path)
+    cache = ModelCache()
+    encoder = ProjectedEncoder(project.hubert_path, 256)
+    cache.get_or_load(("hubert", file_key(project.hubert_path), "cpu"), lambda: encoder)
+    inputs = root / "in"
+    inputs.mkdir()
+    soundfile.write(str(inputs / "a.wav"), synthetic_voice(0.5, 22050, seed=1), 22050)
+    (inputs / "broken.wav").write_bytes(b"RIFF....WAVEfmt junk")
+    (inputs / "notes.txt").write_text("not audio")
+    return project, cache
+
+
+def test_convert_one_file(project: tuple[Project, ModelCache]) -> None:
+    proj, cache = project
+    messages: list[str] = []
+    result = convert_voice(
+        project=proj, model=proj.voice_path("slim"), input_path=proj.root / "in" / "a.wav", f0_method="pm",
+        output_format="flac", device="cpu", cache=cache, progress=lambda d, t, m: messages.append(m),
+    )  # fmt: skip
+    assert result.output_path == proj.root / "outputs" / "a_slim.flac"
+    info = soundfile.info(str(result.output_path))
+    assert info.samplerate == 32000 == result.sample_rate and info.format == "FLAC"
+    # 0.5 s in; RVC's length: pad 1 s each side, HuBERT frames x 2 x hop, minus the padding.
+    padded = 8000 + 2 * 16000
+    assert info.frames == 2 * ((padded - 400) // 320 + 1) * 320 - 2 * 32000
+    assert result.input_seconds == pytest.approx(0.5, abs=1e-3)
+    assert messages and messages[-1] == "done"
+    assert "real time" in result.summary()
+
+
+def test_batch_goes_on_after_a_bad_file(project: tuple[Project, ModelCache], tmp_path: Path) -> None:
+    proj, cache = project
+    seen: list[tuple[int, int]] = []
+    result = convert_batch(
+        project=proj, model=proj.voice_path("slim"), input_dir=proj.root / "in", output_dir=tmp_path / "out",
+        f0_method="pm", device="cpu", cache=cache, progress=lambda d, t, m: seen.append((d, t)),
+    )  # fmt: skip
+    assert [p.name for p in result.converted] == ["a.wav.wav"] == [batch_output_name(Path("a.wav"), "wav")]
+    assert [path.name for path, _ in result.failed] == ["broken.wav"]
+    assert "broken.wav" in result.failed[0][1]
+    assert seen[-1] == (2, 2)
+    data, rate = soundfile.read(str(result.converted[0]), dtype="int16")
+    assert rate == 32000 and data.size > 0
+    assert "1 failed" in result.summary()
+
+    token = CancelToken()
+    token.cancel()
+    from infer_pack.errors import CancelledError
+
+    with pytest.raises(CancelledError):
+        convert_batch(project=proj, model=proj.voice_path("slim"), input_dir=proj.root / "in",
+                      output_dir=tmp_path / "out2", f0_method="pm", device="cpu", cache=cache, cancel=token)  # fmt: skip
+
+
+def test_errors_name_the_problem(project: tuple[Project, ModelCache], tmp_path: Path) -> None:
+    proj, cache = project
+    with pytest.raises(UserInputError, match="not found"):
+        convert_voice(project=proj, model=proj.weights_dir / "none.pth", input_path=proj.root / "in" / "a.wav",
+                      device="cpu", cache=cache)  # fmt: skip
+    with pytest.raises(UserInputError, match="output format"):
+        convert_voice(project=proj, model=proj.voice_path("slim"), input_path=proj.root / "in" / "a.wav",
+                      output_format="ogg", device="cpu", cache=cache)  # type: ignore[arg-type]  # fmt: skip
+    with pytest.raises(AssetMissingError, match="hubert"):
+        convert_voice(project=Project.at(tmp_path), model=proj.voice_path("slim"),
+                      input_path=proj.root / "in" / "a.wav", device="cpu")  # fmt: skip
+    with pytest.raises(UserInputError, match="no audio files"):
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        convert_batch(project=proj, model=proj.voice_path("slim"), input_dir=empty, output_dir=tmp_path / "o")
+
+
+def test_train_index_action(tmp_path: Path) -> None:
+    proj = Project.at(tmp_path)
+    folder = proj.experiment_dir("voice") / "3_feature256"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        np.save(folder / f"0_{i}.npy", rng.standard_normal((300, 256)).astype(np.float32))
+    result = train_index(project=proj, experiment="voice")
+    n_list = min(int(16 * 900**0.5), 900 // 39)
+    assert result.added_path == proj.experiment_dir("voice") / f"added_IVF{n_list}_Flat_nprobe_1_voice_v1.index"
+    assert result.added_path in proj.list_indexes()
+    assert "900 feature frames" in result.summary()
+    with pytest.raises(UserInputError, match="index kind"):
+        train_index(project=proj, experiment="voice", kind="pq")

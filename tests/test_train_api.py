@@ -1,0 +1,100 @@
+"""The training API: train_model on a project folder, and one_click's order of steps."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_train_fixtures import prepare_experiment, tiny_networks
+
+from infer_pack.errors import AssetMissingError
+
+
+@pytest.fixture
+def tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real Synthesizer at the experiment's tiny config, with a small discriminator."""
+    monkeypatch.setattr("train.trainer.build_networks", lambda setup: tiny_networks(setup.experiment))
+
+
+def test_train_model_in_a_project(project_root: Path, tiny_models: None) -> None:
+    from infer_pack.checkpoint import load_voice
+    from tools.api.training import train_model
+
+    experiment = prepare_experiment(project_root / "logs", name="singer")
+    experiment.filelist_path.unlink()  # train_model writes it again, as RVC does
+    seen: list[tuple[int, str, float]] = []
+    progress: list[tuple[int, int]] = []
+    result = train_model(
+        project_root,
+        lambda done, total, message: progress.append((done, total)),
+        None,
+        experiment="singer",
+        epochs=1,
+        batch_size=2,
+        log_interval=1,
+        on_metrics=lambda step, name, value: seen.append((step, name, value)),
+    )
+    assert not result.cancelled and result.epochs_done == 1 and result.global_step == 3
+    assert result.pretrained_g is None and result.pretrained_d is None  # none in the project: from scratch
+    assert result.voice_path == project_root / "weights" / "singer.pth"
+    assert load_voice(result.voice_path).info == "1epoch"
+    assert experiment.filelist_path.exists()
+    assert {name for _, name, _ in seen} >= {"loss_mel", "loss_d", "learning_rate"}
+    assert progress[-1] == (3, 3)
+    assert "finished at epoch 1, step 3" in result.summary()
+    assert result.last_losses["step"] == 3
+
+    with pytest.raises(AssetMissingError):
+        train_model(project_root, experiment="singer", epochs=2, pretrained_g="pretrained_v2/f0G32k.pth")
+
+
+def test_one_click_runs_each_step_once_in_order(project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tools.api.dataset as dataset_api
+    import tools.api.training as training_api
+
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def recorder(name: str, result: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append((name, kwargs))
+            kwargs.get("progress") and kwargs["progress"](1, 1, "ok")
+            return result
+
+        return call
+
+    trained = training_api.TrainResult(
+        project_root, 3, 30, False, None, None, None, None, None, project_root / "weights" / "x.pth"
+    )
+    monkeypatch.setattr(dataset_api, "preprocess_dataset", recorder("preprocess", "P"))
+    monkeypatch.setattr(dataset_api, "extract_features", recorder("extract", "E"))
+    monkeypatch.setattr(training_api, "train_model", recorder("train", trained))
+    index_module = types.ModuleType("tools.api.index")
+    index_module.train_index = recorder("index", "I")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tools.api.index", index_module)
+    messages: list[str] = []
+    result = training_api.one_click(
+        project=project_root,
+        experiment="x",
+        dataset_dir=project_root / "data",
+        sample_rate_tag="48k",
+        version="v1",
+        f0_method="pm",
+        epochs=3,
+        progress=lambda d, t, m: messages.append(m),
+    )
+    assert [name for name, _ in calls] == ["preprocess", "extract", "train", "index"]
+    assert calls[0][1]["sample_rate_tag"] == "48k" and calls[1][1]["f0_method"] == "pm"
+    assert calls[2][1]["epochs"] == 3 and calls[2][1]["version"] == "v1"
+    assert calls[3][1]["version"] == "v1"
+    assert (result.preprocess, result.extract, result.train, result.index) == ("P", "E", trained, "I")
+    assert messages[0].startswith("[1/4 preprocess]") and messages[-1].startswith("[4/4 index]")
+
+    # a stopped training builds no index
+    calls.clear()
+    stopped = training_api.TrainResult(project_root, 1, 5, True, None, None, None, None, None, None)
+    monkeypatch.setattr(training_api, "train_model", recorder("train", stopped))
+    result = training_api.one_click(project=project_root, experiment="x", dataset_dir=project_root / "data")
+    assert [name for name, _ in calls] == ["preprocess", "extract", "train"] and result.index is None

@@ -1,0 +1,79 @@
+"""Pieces of the web app checked without a server: progress bar, loss curve, health report, index matching."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from tools.jobs import JobRunner
+from tools.web import AppContext
+
+
+@pytest.fixture
+def ctx(project_root: Path) -> AppContext:
+    return AppContext.create(project_root)
+
+
+def test_progress_bar_escapes_messages_and_reports_fraction() -> None:
+    from tools.ui_jobs import progress_html
+
+    runner = JobRunner()
+
+    def work(job) -> None:  # type: ignore[no-untyped-def]
+        job.progress(3, 4, "<script>alert(1)</script>")
+        raise RuntimeError("<b>boom</b>")
+
+    snapshot = runner.wait(runner.start("demo", work).job_id, timeout=5)
+    html = progress_html(snapshot)
+    assert "<script>" not in html and "&lt;b&gt;boom&lt;/b&gt;" in html
+    assert 'data-state="failed"' in html and 'data-fraction="0.750"' in html
+    assert 'data-state="idle"' in progress_html(None)
+
+
+def test_loss_curve_reads_the_experiment_metrics(ctx: AppContext) -> None:
+    from tools.ui_train import loss_frame
+    from train.experiment import Experiment
+    from train.metrics import MetricsWriter, StepMetrics
+
+    experiment = Experiment(ctx.project.experiment_dir("voice"))
+    writer = MetricsWriter(experiment.metrics_path, None)
+    for step, mel in ((10, 30.0), (20, 25.0), (30, float("nan"))):
+        writer.write(StepMetrics(step=step, epoch=1, loss_d=4.0, loss_g=40.0 + step, loss_gen=3.0, loss_fm=5.0,
+                                 loss_mel=mel, loss_kl=2.0, learning_rate=1e-4, grad_norm_d=1.0, grad_norm_g=1.0,
+                                 step_time_s=0.5))
+    frame = loss_frame(ctx, "voice")
+    mel = frame[frame["series"] == "mel"]
+    assert list(mel["step"]) == [10, 20] and list(mel["loss"]) == [30.0, 25.0]  # NaN left out, not plotted as 0
+    generator = frame[frame["series"] == "generator total"]
+    assert list(generator["loss"]) == [50.0, 60.0, 70.0]
+    assert all(math.isfinite(v) for v in frame["loss"])
+    assert loss_frame(ctx, "absent").empty
+
+
+def test_index_is_matched_to_the_voice(ctx: AppContext) -> None:
+    from tools.ui_convert import NO_INDEX, match_index
+
+    root = ctx.project.root
+    for relative in ("logs/alto/added_IVF12_Flat_nprobe_1_alto_v2.index", "logs/bass/trained_IVF9_bass_v2.index",
+                     "logs/bass/added_IVF9_Flat_nprobe_1_bass_v2.index", "weights/tenor.index"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"")
+    assert match_index(ctx, "alto.pth") == "logs/alto/added_IVF12_Flat_nprobe_1_alto_v2.index"
+    assert match_index(ctx, "bass.pth") == "logs/bass/added_IVF9_Flat_nprobe_1_bass_v2.index"  # not trained_
+    assert match_index(ctx, "tenor.pth") == "weights/tenor.index"
+    assert match_index(ctx, "soprano.pth") == NO_INDEX
+    assert match_index(ctx, None) == NO_INDEX
+
+
+def test_pretrained_defaults_flag_missing_files(ctx: AppContext) -> None:
+    from tools.ui_train import pretrained_defaults
+
+    g, d, note = pretrained_defaults(ctx, "48k", "v1", False)
+    assert (g, d) == ("pretrained/G48k.pth", "pretrained/D48k.pth")
+    assert "missing" in note and "pretrained/G48k.pth" in note
+    for path in (g, d):
+        (ctx.project.root / path).parent.mkdir(parents=True, exist_ok=True)
+        (ctx.project.root / path).write_bytes(b"x")
+    assert "missing" not in pretrained_defaults(ctx, "48k", "v1", False)[2]

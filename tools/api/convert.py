@@ -1,0 +1,358 @@
+"""User actions: convert one audio file (`convert_voice`) or every audio file of a folder (`convert_batch`).
+
+Loaded models live in the `ModelCache` passed in (the app keeps one): the content encoder under the
+same key the feature extraction uses, the synthesiser per (voice file, device, dtype), the index per
+file. A batch logs and counts the files that fail and goes on with the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from infer_pack.errors import CancelledError, RVCError, UserInputError
+from infer_pack.progress import CancelToken, ProgressCallback, check, report
+from tools.project import Project
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from infer_pack.cache import ModelCache
+    from infer_pack.pipeline import ConversionParams, VoiceConverter
+
+log = logging.getLogger(__name__)
+
+OutputFormat = Literal["wav", "flac", "mp3", "m4a"]
+OUTPUT_FORMATS: tuple[str, ...] = ("wav", "flac", "mp3", "m4a")
+OUTPUT_DIR_NAME = "outputs"  # <project>/outputs/: where single conversions go unless told otherwise
+
+
+@dataclass(frozen=True)
+class ConvertRequest:
+    model: Path  # voice .pth
+    input_path: Path
+    output_path: Path | None = None  # None: <project>/outputs/<input stem>_<voice>.<format>
+    index_path: Path | None = None
+    f0_file: Path | None = None
+    speaker_id: int = 0
+    pitch_semitones: float = 0.0
+    f0_method: str = "rmvpe"
+    index_rate: float = 0.75
+    filter_radius: int = 3
+    resample_hz: int = 0
+    rms_mix_rate: float = 0.25
+    protect: float = 0.33
+    seed: int | None = 0
+    output_format: OutputFormat = "wav"
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    output_path: Path
+    sample_rate: int  # Hz
+    input_seconds: float
+    seconds: float  # wall time of the conversion (loading included)
+    index_used: Path | None
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.seconds / self.input_seconds if self.input_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        index = f"index {self.index_used.name}" if self.index_used else "no index"
+        stages = ", ".join(f"{name} {value:.2f} s" for name, value in self.stage_seconds.items())
+        return (
+            f"converted {self.input_seconds:.1f} s of audio in {self.seconds:.1f} s "
+            f"({self.realtime_factor:.2f}x real time; {index}) -> {self.output_path} at {self.sample_rate} Hz"
+            + (f"\ntimes: {stages}" if stages else "")
+        )
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    output_dir: Path
+    converted: list[Path]
+    failed: list[tuple[Path, str]]  # (input file, reason)
+    seconds: float
+
+    def summary(self) -> str:
+        lines = [f"converted {len(self.converted)} file(s), {len(self.failed)} failed, into {self.output_dir}"]
+        lines += [f"  {path.name}: {reason}" for path, reason in self.failed]
+        return "\n".join(lines)
+
+
+def _project(project: Project | str | Path) -> Project:
+    return project if isinstance(project, Project) else Project.at(project)
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _params(request: ConvertRequest) -> ConversionParams:
+    from infer_pack.pipeline import ConversionParams
+
+    return ConversionParams(
+        pitch_semitones=request.pitch_semitones,
+        f0_method=request.f0_method,
+        index_rate=request.index_rate,
+        filter_radius=request.filter_radius,
+        resample_sr=request.resample_hz,
+        rms_mix_rate=request.rms_mix_rate,
+        protect=request.protect,
+        f0_override_path=request.f0_file,
+        speaker_id=request.speaker_id,
+        seed=request.seed,
+    ).validated()
+
+
+def load_converter(
+    project: Project, model: Path, index_path: Path | None, device: str, cache: ModelCache
+) -> VoiceConverter:
+    """The voice, its synthesiser, the content encoder and the index, from the cache or loaded into it."""
+    import torch
+
+    from infer_pack.cache import file_key
+    from infer_pack.checkpoint import build_synthesizer, load_voice
+    from infer_pack.errors import AssetMissingError
+    from infer_pack.hubert import load_content_encoder
+    from infer_pack.pipeline import VoiceConverter
+    from infer_pack.retrieval import load_index
+    from train.index import added_index_for
+
+    if not model.is_file():
+        raise UserInputError(f"voice model {str(model)!r} not found; pick one from weights/ or export one in the Train tab")
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    voice_key = file_key(model)
+    voice = cache.get_or_load(("voice", voice_key), lambda: load_voice(model))
+    synthesizer = cache.get_or_load(
+        ("synthesizer", voice_key, device, str(dtype)), lambda: build_synthesizer(voice, device, dtype)
+    )
+    if not project.hubert_path.is_file():
+        raise AssetMissingError(project.hubert_path, "hubert")
+    # The key the feature extraction uses too, so both share one loaded encoder.
+    encoder = cache.get_or_load(
+        ("hubert", file_key(project.hubert_path), device),
+        lambda: load_content_encoder(project.hubert_path, device=device),
+    )
+    index = None
+    if index_path is not None:
+        resolved = added_index_for(index_path)  # RVC: a picked trained_* file means its added_* twin
+        index = cache.get_or_load(("index", file_key(resolved)), lambda: load_index(resolved))
+    return VoiceConverter(
+        voice, encoder, index, device, synthesizer=synthesizer, dtype=dtype, rmvpe_path=project.rmvpe_path, cache=cache
+    )
+
+
+def _require_rmvpe(project: Project, converter: VoiceConverter, params: ConversionParams) -> None:
+    from infer_pack.errors import AssetMissingError
+
+    if converter.use_f0 and params.f0_method == "rmvpe" and not project.rmvpe_path.is_file():
+        raise AssetMissingError(project.rmvpe_path, "rmvpe")
+
+
+def write_audio(path: Path, audio: np.ndarray, sample_rate: int, output_format: str) -> None:
+    """16-bit WAV/FLAC (what RVC writes), MP3 through libsndfile, M4A (AAC) through PyAV; atomically."""
+    import soundfile
+
+    from infer_pack.audio import write_wav
+    from infer_pack.fileio import atomic_path
+
+    if output_format == "wav":
+        write_wav(path, audio, sample_rate, subtype="PCM_16")
+        return
+    if output_format in ("flac", "mp3"):
+        fmt, subtype = ("FLAC", "PCM_16") if output_format == "flac" else ("MP3", "MPEG_LAYER_III")
+        with atomic_path(path) as tmp:
+            soundfile.write(str(tmp), audio, sample_rate, format=fmt, subtype=subtype)
+        return
+    if output_format == "m4a":
+        with atomic_path(path) as tmp:
+            _write_m4a(tmp, audio, sample_rate)
+        return
+    raise UserInputError(f"unknown output format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+
+
+def _write_m4a(path: Path, audio: np.ndarray, sample_rate: int) -> None:
+    import av
+    import numpy as np
+
+    with av.open(str(path), mode="w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=sample_rate)
+        stream.layout = "mono"
+        samples = np.clip(audio, -1.0, 1.0).astype(np.float32)[None]  # [1, T] planar
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = sample_rate
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def _convert_file(
+    converter: VoiceConverter,
+    input_path: Path,
+    output_path: Path,
+    params: ConversionParams,
+    output_format: str,
+    progress: ProgressCallback | None,
+    cancel: CancelToken | None,
+) -> tuple[int, float]:
+    from infer_pack.audio import load_audio
+    from infer_pack.pipeline import SAMPLE_RATE
+
+    audio = load_audio(input_path, SAMPLE_RATE)
+    out, rate = converter.convert(audio, params, progress, cancel)
+    write_audio(output_path, out, rate, output_format)
+    return rate, audio.shape[0] / SAMPLE_RATE
+
+
+def convert_voice(
+    *,
+    project: Project | str | Path,
+    model: str | Path,
+    input_path: str | Path,
+    output_path: str | Path | None = None,
+    index_path: str | Path | None = None,
+    f0_file: str | Path | None = None,
+    speaker_id: int = 0,
+    pitch_semitones: float = 0.0,
+    f0_method: str = "rmvpe",
+    index_rate: float = 0.75,
+    filter_radius: int = 3,
+    resample_hz: int = 0,
+    rms_mix_rate: float = 0.25,
+    protect: float = 0.33,
+    seed: int | None = 0,
+    output_format: OutputFormat = "wav",
+    device: str = "auto",
+    cache: ModelCache | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> ConvertResult:
+    """Convert one audio file with a voice model (and optionally its feature index)."""
+    from infer_pack.cache import ModelCache
+
+    started = time.perf_counter()
+    proj = _project(project)
+    request = ConvertRequest(
+        Path(model), Path(input_path), Path(output_path) if output_path else None,
+        Path(index_path) if index_path else None, Path(f0_file) if f0_file else None, speaker_id, pitch_semitones,
+        f0_method, index_rate, filter_radius, resample_hz, rms_mix_rate, protect, seed, output_format, device,
+    )  # fmt: skip
+    if request.output_format not in OUTPUT_FORMATS:
+        raise UserInputError(f"unknown output format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    params = _params(request)
+    cache = cache if cache is not None else ModelCache()
+    converter = load_converter(proj, request.model, request.index_path, _device(request.device), cache)
+    _require_rmvpe(proj, converter, params)
+    target = request.output_path or (
+        proj.root / OUTPUT_DIR_NAME / f"{request.input_path.stem}_{request.model.stem}.{request.output_format}"
+    )
+    rate, input_seconds = _convert_file(
+        converter, request.input_path, target, params, request.output_format, progress, cancel
+    )
+    times = converter.last_times
+    return ConvertResult(
+        output_path=target,
+        sample_rate=rate,
+        input_seconds=input_seconds,
+        seconds=time.perf_counter() - started,
+        index_used=converter.index.path if converter.index is not None and params.index_rate > 0 else None,
+        stage_seconds={"features": times.features, "f0": times.f0, "synthesis": times.synthesis},
+    )
+
+
+def batch_output_name(input_path: Path, output_format: str) -> str:
+    """RVC's batch naming: the whole input name plus the format (`song.mp3` -> `song.mp3.wav`), so
+    files that differ only in extension never overwrite each other."""
+    return f"{input_path.name}.{output_format}"
+
+
+def convert_batch(
+    *,
+    project: Project | str | Path,
+    model: str | Path,
+    input_dir: str | Path | None = None,
+    output_dir: str | Path,
+    input_paths: list[str | Path] | None = None,
+    index_path: str | Path | None = None,
+    output_format: OutputFormat = "wav",
+    speaker_id: int = 0,
+    pitch_semitones: float = 0.0,
+    f0_method: str = "rmvpe",
+    index_rate: float = 0.75,
+    filter_radius: int = 3,
+    resample_hz: int = 0,
+    rms_mix_rate: float = 0.25,
+    protect: float = 0.33,
+    seed: int | None = 0,
+    device: str = "auto",
+    cache: ModelCache | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> BatchResult:
+    """Convert every audio file of `input_dir` (or the given `input_paths`) into `output_dir`.
+
+    A file that fails is logged and counted and the others go on; cancel stops between files.
+    """
+    from infer_pack.audio import audio_extension_ok
+    from infer_pack.cache import ModelCache
+
+    started = time.perf_counter()
+    proj = _project(project)
+    if output_format not in OUTPUT_FORMATS:
+        raise UserInputError(f"unknown output format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
+    if input_paths:
+        files = [Path(p) for p in input_paths]
+    elif input_dir is not None:
+        folder = Path(input_dir)
+        if not folder.is_dir():
+            raise UserInputError(f"input folder {str(folder)!r} does not exist; check the path")
+        files = sorted(p for p in folder.iterdir() if p.is_file() and audio_extension_ok(p))
+    else:
+        raise UserInputError("give an input folder or a list of input files")
+    if not files:
+        raise UserInputError(f"no audio files found in {str(input_dir)!r}; supported: wav, flac, mp3, m4a, ogg, ...")
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    request = ConvertRequest(
+        Path(model), files[0], None, Path(index_path) if index_path else None, None, speaker_id, pitch_semitones,
+        f0_method, index_rate, filter_radius, resample_hz, rms_mix_rate, protect, seed, output_format, device,
+    )  # fmt: skip
+    params = _params(request)
+    cache = cache if cache is not None else ModelCache()
+    converter = load_converter(proj, request.model, request.index_path, _device(device), cache)
+    _require_rmvpe(proj, converter, params)
+
+    converted: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    report(progress, 0, len(files), f"converting {len(files)} file(s)")
+    for number, path in enumerate(files):
+        check(cancel)
+        target = out_dir / batch_output_name(path, output_format)
+        try:
+            _convert_file(converter, path, target, params, output_format, None, cancel)
+        except CancelledError:
+            raise
+        except RVCError as exc:
+            failed.append((path, str(exc)))
+            log.warning("batch conversion: %s failed: %s", path, exc)
+        except (OSError, ValueError, RuntimeError) as exc:
+            failed.append((path, f"{type(exc).__name__}: {exc}"))
+            log.warning("batch conversion: %s failed: %s", path, exc)
+        else:
+            converted.append(target)
+        report(progress, number + 1, len(files), f"{number + 1}/{len(files)} {path.name}: "
+               + ("failed" if failed and failed[-1][0] == path else "done"))  # fmt: skip
+    return BatchResult(output_dir=out_dir, converted=converted, failed=failed, seconds=time.perf_counter() - started)
+
