@@ -76,7 +76,9 @@ def _open(path: Path) -> Any:
         raise AudioLoadError(path, f"cannot open it ({exc})", _DECODE_FIX) from None
     if not container.streams.audio:
         container.close()
-        raise AudioLoadError(path, "the file has no audio stream", "pick a file with sound in it (or extract the audio track)")
+        raise AudioLoadError(
+            path, "the file has no audio stream", "pick a file with sound in it (or extract the audio track)"
+        )
     return container, container.streams.audio[0]
 
 
@@ -266,7 +268,12 @@ def load_audio(
         raise AudioLoadError(path, "it holds no audio samples", "re-export it with some sound in it")
     audio = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
     decoded_s = total / sample_rate
-    if not allow_truncated and exact_length and declared is not None and declared - decoded_s > max(0.5, 0.05 * declared):
+    if (
+        not allow_truncated
+        and exact_length
+        and declared is not None
+        and declared - decoded_s > max(0.5, 0.05 * declared)
+    ):
         raise AudioLoadError(
             path,
             f"only {decoded_s:.2f} s of the {declared:.2f} s its header announces could be decoded (truncated file?)",
@@ -323,7 +330,9 @@ def write_wav(
     data = np.asarray(audio)
     if data.ndim not in (1, 2) or data.shape[0] == 0:
         raise ValueError(f"audio must be [T] or [T, channels] with T > 0, got shape {data.shape}")
-    data = np.nan_to_num(data.astype(np.float64 if subtype == "DOUBLE" else np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    data = np.nan_to_num(
+        data.astype(np.float64 if subtype == "DOUBLE" else np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0
+    )
     if subtype != "FLOAT" and subtype != "DOUBLE":
         data = np.clip(data, -1.0, 1.0)
 
@@ -340,5 +349,25 @@ def audio_extension_ok(path: str | Path) -> bool:
 
 
 AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac", ".wma", ".aiff", ".aif", ".webm", ".mp4", ".mkv", ".mov", ".ac3", ".caf", ".wv", ".ape"}
+    {
+        ".wav",
+        ".flac",
+        ".mp3",
+        ".ogg",
+        ".oga",
+        ".opus",
+        ".m4a",
+        ".aac",
+        ".wma",
+        ".aiff",
+        ".aif",
+        ".webm",
+        ".mp4",
+        ".mkv",
+        ".mov",
+        ".ac3",
+        ".caf",
+        ".wv",
+        ".ape",
+    }
 )

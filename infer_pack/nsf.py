@@ -32,6 +32,43 @@ class SineGen(nn.Module):
         self.sine_amp = sine_amp
         self.noise_std = noise_std
         self.voiced_threshold = voiced_threshold
+        # False: RVC's float32 phase arithmetic (bit-for-bit its numbers). True: a float64 running
+        # phase reduced mod 1, equal within float32 noise; used for ONNX, where another runtime's
+        # interpolation rounding makes RVC's wrap detection fire spuriously and the float32 sum drift.
+        self.exact_phase = False
+
+    def _rvc_sine(self, rad_values: torch.Tensor, upp: int) -> torch.Tensor:
+        """rad_values [B, T, dim] cycles per sample -> sine [B, T*upp, dim] (RVC's algorithm)."""
+        # Phase at frame boundaries (in cycles), interpolated to samples; only used to find the
+        # samples where the wrapped phase restarts, so the float32 running sum stays small.
+        tmp_over_one = torch.cumsum(rad_values, 1) * upp  # [B, T, dim]
+        tmp_over_one = F.interpolate(
+            tmp_over_one.transpose(2, 1),
+            scale_factor=float(upp),
+            mode="linear",
+            align_corners=True,
+        ).transpose(2, 1)  # [B, T*upp, dim]
+        rad_values = F.interpolate(
+            rad_values.transpose(2, 1), scale_factor=float(upp), mode="nearest"
+        ).transpose(1, 2)
+        tmp_over_one = tmp_over_one % 1
+        wraps = (tmp_over_one[:, 1:, :] - tmp_over_one[:, :-1, :]) < 0
+        cumsum_shift = F.pad(
+            wraps.to(rad_values.dtype) * -1.0, [0, 0, 1, 0]
+        )  # -1 where the phase wraps
+        return (
+            torch.sin(torch.cumsum(rad_values + cumsum_shift, dim=1) * 2 * math.pi)
+            * self.sine_amp
+        )
+
+    def _exact_sine(self, rad_values: torch.Tensor, upp: int) -> torch.Tensor:
+        rad_values = F.interpolate(
+            rad_values.transpose(2, 1), scale_factor=float(upp), mode="nearest"
+        ).transpose(1, 2)
+        phase = (torch.cumsum(rad_values.double(), dim=1) % 1).to(
+            rad_values.dtype
+        )  # [B, T*upp, dim]
+        return torch.sin(phase * 2 * math.pi) * self.sine_amp
 
     def forward(
         self, f0: torch.Tensor, upp: int, *, noise: bool = True
@@ -49,27 +86,10 @@ class SineGen(nn.Module):
                 rand_ini = torch.rand(f0_buf.shape[0], self.dim, device=f0.device)
                 rand_ini[:, 0] = 0
                 rad_values[:, 0, :] = rad_values[:, 0, :] + rand_ini
-            # Phase at frame boundaries (in cycles), interpolated to samples; only used to find
-            # the samples where the wrapped phase restarts.
-            tmp_over_one = torch.cumsum(rad_values, 1) * upp  # [B, T, dim]
-            tmp_over_one = F.interpolate(
-                tmp_over_one.transpose(2, 1),
-                scale_factor=float(upp),
-                mode="linear",
-                align_corners=True,
-            ).transpose(2, 1)  # [B, T*upp, dim]
-            rad_values = F.interpolate(
-                rad_values.transpose(2, 1), scale_factor=float(upp), mode="nearest"
-            ).transpose(2, 1)  # [B, T*upp, dim]
-            tmp_over_one = tmp_over_one % 1
-            wraps = (tmp_over_one[:, 1:, :] - tmp_over_one[:, :-1, :]) < 0
-            cumsum_shift = F.pad(
-                wraps.to(rad_values.dtype) * -1.0, [0, 0, 1, 0]
-            )  # -1 where the phase wraps
-            sine_waves = (
-                torch.sin(torch.cumsum(rad_values + cumsum_shift, dim=1) * 2 * math.pi)
-                * self.sine_amp
-            )
+            if self.exact_phase:
+                sine_waves = self._exact_sine(rad_values, upp)
+            else:
+                sine_waves = self._rvc_sine(rad_values, upp)
             uv = (f0 > self.voiced_threshold).to(f0.dtype)  # [B, T, 1]
             uv = F.interpolate(
                 uv.transpose(2, 1), scale_factor=float(upp), mode="nearest"

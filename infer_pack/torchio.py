@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import struct
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +30,33 @@ def safe_torch_load(path: str | Path, *, allowed_globals: Sequence[Any] = ()) ->
         with torch.serialization.safe_globals(list(allowed_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "Unsupported global" in str(exc) or "Weights only load failed" in str(exc):
-            detail = next((line for line in str(exc).splitlines() if "Unsupported global" in line), first_line)
-            raise UnsafeFileError(path, detail.strip()) from None
-        raise ModelFileError(path, f"corrupt pickle data ({first_line})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as exc:
-        raise ModelFileError(path, f"truncated or not a PyTorch file ({type(exc).__name__}: {exc})") from None
+        text = str(exc)
+        # Any request for a global (class or function) outside the allow-list marks a pickle that
+        # would build or call arbitrary objects: refuse it as unsafe, not merely corrupt.
+        unsupported = [
+            line.strip()
+            for line in text.splitlines()
+            if "unsupported global" in line.lower() or "global" in line.lower() and "blocked" in line.lower()
+        ]
+        if unsupported:
+            raise UnsafeFileError(path, unsupported[0]) from None
+        first_line = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+        raise ModelFileError(path, f"corrupt or not a PyTorch weights file ({first_line[:200]})") from None
+    except MemoryError:
+        raise ModelFileError(path, "the file claims an impossible size (corrupt or hostile)") from None
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        zipfile.BadZipFile,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        AssertionError,
+        OverflowError,
+        UnicodeDecodeError,
+        struct.error,
+    ) as exc:
+        raise ModelFileError(path, f"truncated or not a PyTorch file ({type(exc).__name__}: {str(exc)[:200]})") from None

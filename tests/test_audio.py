@@ -55,7 +55,9 @@ def _sine_fit_amplitude(audio: np.ndarray, sample_rate: int, hz: float) -> float
         ("opus", "libopus", "flt", 48000, 0.03),
     ],
 )
-def test_formats_decode_to_mono_16k(tmp_path: Path, suffix: str, codec: str, fmt: str, rate: int, tolerance: float) -> None:
+def test_formats_decode_to_mono_16k(
+    tmp_path: Path, suffix: str, codec: str, fmt: str, rate: int, tolerance: float
+) -> None:
     planes = _tone(rate)
     data = (planes * 32767).astype(np.int16) if fmt == "s16" else planes
     path = _encode(tmp_path / f"tone.{suffix}", data, rate, codec, fmt, "stereo")

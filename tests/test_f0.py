@@ -33,7 +33,15 @@ def test_coarse_matches_rvc_table_exactly(reference: Path) -> None:
     coarse = f0_to_coarse(data["f0_hz"])
     assert coarse.dtype == np.int64
     np.testing.assert_array_equal(coarse, data["coarse"])
-    assert list(f0_to_coarse(np.array([0.0, 50.0, 100.0, 200.0, 300.0, 1100.0, 5000.0]))) == [1, 1, 20, 54, 84, 255, 255]
+    assert list(f0_to_coarse(np.array([0.0, 50.0, 100.0, 200.0, 300.0, 1100.0, 5000.0]))) == [
+        1,
+        1,
+        20,
+        54,
+        84,
+        255,
+        255,
+    ]
 
 
 def test_uv_example_interpolation_and_coarse(reference: Path) -> None:
@@ -79,7 +87,9 @@ def test_f0_override_file_and_application(tmp_path: Path) -> None:
     rvc = np.interp(list(range(span)), table[:, 0] * 100, table[:, 1])
     expected = np.full(300, 100.0)
     expected[30 : 30 + len(rvc)] = rvc
-    ours = apply_f0_override(np.full(300, 100.0), table[:, 0].astype(np.float64), table[:, 1].astype(np.float64), frame_offset=30)
+    ours = apply_f0_override(
+        np.full(300, 100.0), table[:, 0].astype(np.float64), table[:, 1].astype(np.float64), frame_offset=30
+    )
     np.testing.assert_array_equal(ours, expected)
     late = apply_f0_override(np.zeros(50), np.array([0.2, 0.3]), np.array([150.0, 150.0]))
     assert np.flatnonzero(late).tolist() == list(range(20, 31))
@@ -134,7 +144,9 @@ def signals() -> dict[float | None, object]:
 
 
 @pytest.mark.parametrize(("method", "snr_db", "min_rpa", "max_voicing_error"), CASES)
-def test_accuracy_on_synthetic_notes(signals, method: str, snr_db: float | None, min_rpa: float, max_voicing_error: float) -> None:
+def test_accuracy_on_synthetic_notes(
+    signals, method: str, snr_db: float | None, min_rpa: float, max_voicing_error: float
+) -> None:
     signal = signals[snr_db]
     f0 = estimate_f0(signal.audio, method)
     assert f0.shape == signal.f0_true.shape

@@ -135,11 +135,6 @@ def test_concurrent_writers_never_mix_contents(target: Path) -> None:
     assert _leftovers(target.parent, target) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="infer_pack/fileio.py:23 mkstemp creates 0600 files, so every atomically written voice/index/"
-    "metadata file ends up private instead of following the umask like a normal write",
-)
 def test_atomic_write_keeps_normal_permissions(tmp_path: Path) -> None:
     plain = tmp_path / "plain.bin"
     plain.write_bytes(b"x")

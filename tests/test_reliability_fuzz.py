@@ -205,11 +205,6 @@ def _torchio_escapes(path: Path) -> bool:
     return False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TORCHIO_ESCAPING,
-    reason="load_voice inherits safe_torch_load's leaks (infer_pack/torchio.py:37): random bytes -> IndexError",
-)
 def test_random_bytes_give_model_file_error_in_load_voice(tmp_path: Path) -> None:
     checkpoint = _checkpoint_module()
     path = tmp_path / "random.pth"

@@ -60,7 +60,9 @@ def test_mel_front_end(ref: dict[str, np.ndarray], model: rmvpe_module.RMVPE) ->
     np.testing.assert_allclose(model.log_mel(ref["wave"]).numpy(), ref["mel"], rtol=0, atol=1e-4)
 
 
-def test_network_output_matches_rvc(ref: dict[str, np.ndarray], salience: np.ndarray, model: rmvpe_module.RMVPE) -> None:
+def test_network_output_matches_rvc(
+    ref: dict[str, np.ndarray], salience: np.ndarray, model: rmvpe_module.RMVPE
+) -> None:
     assert salience.shape == (201, 360) and salience.dtype == np.float32
     # RVC's float32 run is 7.8e-7 from float64; ours must be as close to the float64 truth.
     np.testing.assert_allclose(salience, ref["hidden_f64"], rtol=0, atol=1e-5)
@@ -78,7 +80,9 @@ def test_decode_is_bit_exact(ref: dict[str, np.ndarray]) -> None:
     np.testing.assert_array_equal(decode_salience(ref["syn_salience"], 0.05), ref["syn_f0_thred_0_05"])
 
 
-def test_end_to_end_f0_through_estimate_f0(ref: dict[str, np.ndarray], weights: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_end_to_end_f0_through_estimate_f0(
+    ref: dict[str, np.ndarray], weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     loads: list[Path] = []
     real_load = rmvpe_module.load_rmvpe
 
@@ -99,7 +103,9 @@ def test_end_to_end_f0_through_estimate_f0(ref: dict[str, np.ndarray], weights: 
     assert len(loads) == 1
 
 
-def test_chunked_inference_matches_single_pass(ref: dict[str, np.ndarray], model: rmvpe_module.RMVPE, salience: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunked_inference_matches_single_pass(
+    ref: dict[str, np.ndarray], model: rmvpe_module.RMVPE, salience: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(rmvpe_module, "SINGLE_PASS_FRAMES", 32)
     monkeypatch.setattr(rmvpe_module, "CHUNK_FRAMES", 128)
     monkeypatch.setattr(rmvpe_module, "CONTEXT_FRAMES", 64)

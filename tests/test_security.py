@@ -63,7 +63,6 @@ def test_project_paths_refuse_hostile_voice_and_experiment_names(project_root: P
     assert project.experiment_dir("alto") == project.root / "logs" / "alto"
 
 
-@pytest.mark.xfail(strict=True, reason="tools/project.py: `mute` (RVC's reserved logs/mute) is accepted as an experiment name")
 def test_reserved_mute_folder_is_not_an_experiment_name(project_root: Path) -> None:
     with pytest.raises(UserInputError):
         Project.at(project_root).experiment_dir("mute")
@@ -128,7 +127,6 @@ def test_confine_home_expansion_is_still_checked(layout: tuple[Project, Path], m
         project.confine("~/secret.txt")
 
 
-@pytest.mark.xfail(strict=True, reason="tools/project.py confine(): a NUL byte escapes as a bare ValueError from resolve()")
 def test_confine_nul_byte_is_a_user_input_error(layout: tuple[Project, Path]) -> None:
     project, _ = layout
     with pytest.raises(UserInputError):
@@ -216,7 +214,6 @@ def test_empty_missing_and_directory_paths(tmp_path: Path) -> None:
         safe_torch_load(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, raises=ESCAPING, reason=TORCHIO_ESCAPES)
 def test_truncated_zip_is_a_model_file_error(tmp_path: Path, valid_checkpoint: Path) -> None:
     data = valid_checkpoint.read_bytes()
     for cut in (10, len(data) // 3, len(data) // 2, len(data) - 1):
@@ -227,7 +224,6 @@ def test_truncated_zip_is_a_model_file_error(tmp_path: Path, valid_checkpoint: P
         assert str(broken) in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, raises=ESCAPING, reason=TORCHIO_ESCAPES)
 def test_random_bytes_and_text_are_model_file_errors(tmp_path: Path) -> None:
     text = tmp_path / "readme.pth"
     text.write_text("this is not a model\n")
@@ -241,11 +237,6 @@ def test_random_bytes_and_text_are_model_file_errors(tmp_path: Path) -> None:
             safe_torch_load(noise)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="infer_pack/torchio.py:33 treats every 'Weights only load failed' as hostile, so plain corrupt "
-    "data ('Unsupported operand', most random bytes) is reported as an unsafe file",
-)
 def test_corrupt_data_is_not_reported_as_hostile(tmp_path: Path, valid_checkpoint: Path) -> None:
     first_byte = tmp_path / "one-byte.pth"
     first_byte.write_bytes(valid_checkpoint.read_bytes()[:1])

@@ -28,11 +28,12 @@ def validate_name(name: str, what: str = "name") -> str:
         or "\\" in cleaned
         or "\x00" in cleaned
         or ".." in cleaned
+        or cleaned.lower() == "mute"
         or not _NAME_RE.match(cleaned)
     ):
         raise UserInputError(
             f"invalid {what} {name!r}: use letters, digits, spaces, '-', '_', '.', at most 100 characters, "
-            "and no path separators"
+            "no path separators, and not the reserved name 'mute'"
         )
     return cleaned
 
@@ -96,6 +97,8 @@ class Project:
 
     def confine(self, typed_path: str | Path, what: str = "path") -> Path:
         """Resolve a path typed by a user; it must lie inside the project or an allowed folder."""
+        if "\x00" in str(typed_path):
+            raise UserInputError(f"{what} {str(typed_path)!r} contains a NUL byte; type a plain folder or file path")
         raw = Path(typed_path).expanduser()
         resolved = (raw if raw.is_absolute() else self.root / raw).resolve()
         for allowed in (self.root, *self.extra_allowed):

@@ -7,7 +7,7 @@ Output: `audio` [1, 1, T * hop] float32. T is dynamic.
 `rnd` is the prior noise already scaled: z_p = m_p + exp(logs_p) * rnd. Pass
 `0.66666 * standard normal` for RVC's sampling, or zeros for a deterministic result. The NSF
 excitation in the graph has no random part (RVC adds a small noise there), so the exported model
-is a pure function of its inputs.
+is a pure function of its inputs; its sine phase is accumulated in float64 (see nsf.SineGen.exact_phase).
 """
 
 from __future__ import annotations
@@ -110,6 +110,8 @@ def export_onnx(
     if not isinstance(voice, VoiceModel):
         voice = load_voice(voice)
     net = build_synthesizer(voice, "cpu", torch.float32, fold_weight_norm=True)
+    if net.use_f0:
+        net.dec.m_source.l_sin_gen.exact_phase = True
     graph = _wrapper(net).eval()
     inputs = example_inputs(voice)
     names = list(inputs)

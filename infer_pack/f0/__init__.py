@@ -96,7 +96,12 @@ def estimate_f0(
     if audio.ndim != 1:
         raise ValueError(f"audio_16k must be mono [samples], got shape {audio.shape}")
     # float64 stays float64: RVC's pipeline hands its high-passed (float64) signal to pm/harvest/dio.
-    audio = np.nan_to_num(audio.astype(np.float64 if audio.dtype == np.float64 else np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    audio = np.nan_to_num(
+        audio.astype(np.float64 if audio.dtype == np.float64 else np.float32, copy=False),
+        nan=0.0,
+        posinf=0.0,
+        neginf=0.0,
+    )
     frames = frame_count(audio.size) if n_frames is None else int(n_frames)
     if frames < 0:
         raise ValueError(f"n_frames must be >= 0, got {n_frames}")

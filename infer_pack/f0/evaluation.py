@@ -82,7 +82,9 @@ def synthetic_pitch_signal(
     return PitchSignal(audio=audio.astype(np.float32), f0_true=f0_true, scored=scored)
 
 
-def raw_pitch_accuracy(f0_est: np.ndarray, f0_true: np.ndarray, scored: np.ndarray | None = None, cents: float = 50.0) -> float:
+def raw_pitch_accuracy(
+    f0_est: np.ndarray, f0_true: np.ndarray, scored: np.ndarray | None = None, cents: float = 50.0
+) -> float:
     """Share of truly voiced frames whose estimate is voiced and within `cents` of the truth."""
     mask = f0_true > 0 if scored is None else (f0_true > 0) & scored
     if not mask.any():

@@ -88,7 +88,9 @@ def load_f0_override(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
                 raise ValueError(f"{len(fields)} fields")
             time_s, hz = float(fields[0]), float(fields[1])
         except ValueError:
-            raise UserInputError(f"f0 file {str(path)!r} line {number} is not 'time,hz': {line[:60]!r}; {fix}") from None
+            raise UserInputError(
+                f"f0 file {str(path)!r} line {number} is not 'time,hz': {line[:60]!r}; {fix}"
+            ) from None
         if not (np.isfinite(time_s) and np.isfinite(hz)) or time_s < 0 or hz < 0:
             raise UserInputError(f"f0 file {str(path)!r} line {number} has a negative or non-finite value; {fix}")
         rows.append((time_s, hz))

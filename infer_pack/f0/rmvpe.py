@@ -141,7 +141,9 @@ def load_rmvpe(path: str | Path, device: str = "cpu") -> RMVPE:
         raise AssetMissingError(path, DEFAULT_ASSET)
     state = safe_torch_load(path)
     if not isinstance(state, dict):
-        raise ModelFileError(path, f"expected a state_dict (dict of tensors), found {type(state).__name__}", "use RVC's rmvpe.pt")
+        raise ModelFileError(
+            path, f"expected a state_dict (dict of tensors), found {type(state).__name__}", "use RVC's rmvpe.pt"
+        )
     model = build_model(empty=True)  # skips initialising 90 M parameters that the file overwrites
     missing, unexpected = _key_differences(model.state_dict(), state)
     if missing or unexpected:

@@ -55,7 +55,9 @@ class ResEncoderBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, in_channels: int, n_encoders: int, kernel_size: tuple[int, int], n_blocks: int, out_channels: int = 16):
+    def __init__(
+        self, in_channels: int, n_encoders: int, kernel_size: tuple[int, int], n_blocks: int, out_channels: int = 16
+    ):
         super().__init__()
         self.bn = nn.BatchNorm2d(in_channels, momentum=BN_MOMENTUM)
         self.layers = nn.ModuleList()
@@ -139,7 +141,9 @@ class DeepUnet(nn.Module):
     ):
         super().__init__()
         self.encoder = Encoder(in_channels, en_de_layers, kernel_size, n_blocks, en_out_channels)
-        self.intermediate = Intermediate(self.encoder.out_channel // 2, self.encoder.out_channel, inter_layers, n_blocks)
+        self.intermediate = Intermediate(
+            self.encoder.out_channel // 2, self.encoder.out_channel, inter_layers, n_blocks
+        )
         self.decoder = Decoder(self.encoder.out_channel, en_de_layers, kernel_size, n_blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 1, T, 128] -> [B, 16, T, 128]

@@ -1,0 +1,240 @@
+"""End-to-end conversion speed: our pipeline vs an RVC-style path, same models, same input.
+
+Models: the real-size v2 / 40k / f0 voice (the reference file when present, else random weights
+from RVC's config) and a real-size HuBERT Base with random weights; a 768-dim IVF index of
+random features (index rate 0.75). Input: a synthetic voice of 10 s and 60 s (quick: 10 s only),
+f0 by pm and swift.
+
+The baseline re-implements RVC's `Pipeline.pipeline` / `Pipeline.vc` steps as RVC orders them
+(moving sum by 160 shifted adds, whole-index `reconstruct_n` at load, `F.interpolate`, weight norm
+kept in the synthesiser, envelope mix through torch interpolation) on the same networks. Both runs
+seed the synthesiser noise the same way, so the outputs are compared sample by sample.
+
+    python -m bench.bench_convert [--quick] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import BenchRow, interleaved, peak_rss_mb
+
+SAMPLE_RATE = 16000
+
+
+def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
+    """Harmonic voice with vibrato, syllable envelope and pauses, at 16 kHz (float32)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    f0 = 160.0 * (1.0 + 0.03 * np.sin(2 * np.pi * 5.0 * t)) * (1.0 + 0.15 * np.sin(2 * np.pi * 0.3 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    voice = sum(np.sin(k * phase) / k for k in range(1, 9))
+    envelope = np.clip(np.sin(2 * np.pi * 1.5 * t), 0.0, None) ** 0.5
+    return (0.3 * voice * envelope + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _voice() -> Any:
+    """The reference v2-40k-f0 voice file, or the same architecture with random weights."""
+    import torch
+
+    from configs import load_config
+    from infer_pack.checkpoint import load_voice, voice_from_state_dict
+    from infer_pack.models import Synthesizer
+
+    candidates = [os.environ.get("RVC_REFERENCE_DIR", ""), str(Path(__file__).resolve().parents[2] / "shared" / "reference")]
+    for folder in candidates:
+        path = Path(folder) / "ref_v2_40k_f0.pth" if folder else None
+        if path is not None and path.is_file():
+            return load_voice(path), "reference ref_v2_40k_f0.pth"
+    torch.manual_seed(1234)
+    cfg = load_config("v2", "40k")
+    net = Synthesizer.from_rvc_config(cfg, use_f0=True, posterior=False)
+    state = {k: v.half() for k, v in net.state_dict().items()}
+    return voice_from_state_dict(state, cfg, True, "bench", "v2"), "random weights (v2 40k)"
+
+
+def _index(folder: Path) -> Path:
+    from train.index import build_index_from_features
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((200, 768)).astype(np.float32)
+    data = centres[rng.integers(0, 200, 20_000)] + 0.3 * rng.standard_normal((20_000, 768)).astype(np.float32)
+    return build_index_from_features(data, folder, "bench", "v2").added_path
+
+
+def rvc_style(
+    voice: Any, net_g: Any, encoder: Any, index_path: Path, device: str
+) -> Callable[[np.ndarray, str, int], tuple[np.ndarray, int]]:
+    """RVC's offline conversion steps, written out (CPU windows: x_pad 1, x_query 6, x_center 38, x_max 41)."""
+    import faiss
+    import parselmouth
+    import torch
+    import torch.nn.functional as F
+    from scipy import signal
+
+    from infer_pack.f0 import estimate_f0, f0_to_coarse
+
+    sr, window, x_pad, x_query, x_center, x_max = 16000, 160, 1, 6, 38, 41
+    t_pad, t_pad_tgt, t_query, t_center, t_max = sr * x_pad, voice.sample_rate * x_pad, sr * x_query, sr * x_center, sr * x_max
+    bh, ah = signal.butter(N=5, Wn=48, btype="high", fs=16000)
+    index = faiss.read_index(str(index_path))
+    big_npy = index.reconstruct_n(0, index.ntotal)
+    version, tgt_sr = voice.version, voice.sample_rate
+
+    def get_f0(x: np.ndarray, p_len: int, method: str) -> tuple[np.ndarray, np.ndarray]:
+        if method == "pm":
+            f0 = parselmouth.Sound(x, sr).to_pitch_ac(time_step=0.01, voicing_threshold=0.6, pitch_floor=50,
+                                                      pitch_ceiling=1100).selected_array["frequency"]  # fmt: skip
+            pad_size = (p_len - len(f0) + 1) // 2
+            if pad_size > 0 or p_len - len(f0) - pad_size > 0:
+                f0 = np.pad(f0, [[pad_size, p_len - len(f0) - pad_size]], mode="constant")
+        else:
+            f0 = estimate_f0(x, method, n_frames=p_len)
+        return f0_to_coarse(f0), f0.copy()
+
+    def vc(audio0: np.ndarray, pitch: Any, pitchf: Any, number: int, seed: int) -> np.ndarray:
+        feats = torch.from_numpy(audio0).float().view(1, -1)
+        feats = encoder.extract(feats, version)
+        feats0 = feats.clone()
+        npy = feats[0].cpu().numpy()
+        score, ix = index.search(npy, k=8)
+        weight = np.square(1 / score)
+        weight /= weight.sum(axis=1, keepdims=True)
+        npy = np.sum(big_npy[ix] * np.expand_dims(weight, axis=2), axis=1)
+        feats = torch.from_numpy(npy).unsqueeze(0) * 0.75 + 0.25 * feats
+        feats = F.interpolate(feats.permute(0, 2, 1), scale_factor=2).permute(0, 2, 1)
+        feats0 = F.interpolate(feats0.permute(0, 2, 1), scale_factor=2).permute(0, 2, 1)
+        p_len = audio0.shape[0] // window
+        if feats.shape[1] < p_len:
+            p_len = feats.shape[1]
+            pitch, pitchf = pitch[:, :p_len], pitchf[:, :p_len]
+        pitchff = pitchf.clone()
+        pitchff[pitchf > 0] = 1
+        pitchff[pitchf < 1] = 0.33
+        feats = feats * pitchff.unsqueeze(-1) + feats0 * (1 - pitchff.unsqueeze(-1))
+        with torch.inference_mode(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + number)
+            out = net_g.infer(feats.to(device), torch.tensor([p_len], device=device), pitch.to(device),
+                              pitchf.to(device), torch.tensor([0], device=device))[0][0, 0]  # fmt: skip
+        return out.float().cpu().numpy()
+
+    def change_rms(data1: np.ndarray, data2: np.ndarray, rate: float) -> np.ndarray:
+        def rms(y: np.ndarray, frame: int, hop: int) -> torch.Tensor:
+            padded = np.pad(y, frame // 2)
+            frames = np.lib.stride_tricks.sliding_window_view(padded, frame)[::hop]
+            return torch.from_numpy(np.sqrt(np.mean(np.abs(frames) ** 2, axis=-1)))[None]
+
+        rms1 = F.interpolate(rms(data1, 16000, 8000).unsqueeze(0), size=data2.shape[0], mode="linear").squeeze()
+        rms2 = F.interpolate(rms(data2, tgt_sr // 2 * 2, tgt_sr // 2).unsqueeze(0), size=data2.shape[0], mode="linear").squeeze()
+        rms2 = torch.max(rms2, torch.zeros_like(rms2) + 1e-6)
+        return data2 * (torch.pow(rms1, torch.tensor(1 - rate)) * torch.pow(rms2, torch.tensor(rate - 1))).numpy()
+
+    def convert(audio: np.ndarray, method: str, seed: int) -> tuple[np.ndarray, int]:
+        audio_max = np.abs(audio).max() / 0.95
+        if audio_max > 1:
+            audio = audio / audio_max
+        audio = signal.filtfilt(bh, ah, audio)
+        audio_pad = np.pad(audio, (window // 2, window // 2), mode="reflect")
+        opt_ts = []
+        if audio_pad.shape[0] > t_max:
+            audio_sum = np.zeros_like(audio)
+            for i in range(window):
+                audio_sum += audio_pad[i : i - window]
+            for t in range(t_center, audio.shape[0], t_center):
+                region = np.abs(audio_sum[t - t_query : t + t_query])
+                opt_ts.append(t - t_query + np.where(region == region.min())[0][0])
+        audio_pad = np.pad(audio, (t_pad, t_pad), mode="reflect")
+        p_len = audio_pad.shape[0] // window
+        coarse, f0 = get_f0(audio_pad, p_len, method)
+        pitch = torch.tensor(coarse[:p_len]).unsqueeze(0).long()
+        pitchf = torch.tensor(f0[:p_len]).unsqueeze(0).float()
+        s, t, pieces = 0, None, []
+        for number, t in enumerate(opt_ts):
+            t = t // window * window
+            pieces.append(vc(audio_pad[s : t + 2 * t_pad + window], pitch[:, s // window : (t + 2 * t_pad) // window],
+                             pitchf[:, s // window : (t + 2 * t_pad) // window], number, seed)[t_pad_tgt:-t_pad_tgt])  # fmt: skip
+            s = t
+        last = len(opt_ts)
+        tail = (pitch[:, t // window :], pitchf[:, t // window :]) if t is not None else (pitch, pitchf)
+        pieces.append(vc(audio_pad[t:] if t is not None else audio_pad, *tail, last, seed)[t_pad_tgt:-t_pad_tgt])
+        out = np.concatenate(pieces)
+        out = change_rms(audio, out, 0.25)
+        peak = np.abs(out).max() / 0.99
+        return (out / peak if peak > 1 else out).astype(np.float32), tgt_sr
+
+    return convert
+
+
+def _random_hubert(device: str) -> Any:
+    import torch
+
+    from bench.bench_hubert import _random_base_model
+    from infer_pack.hubert import ContentEncoder
+
+    return ContentEncoder(_random_base_model(device), device, torch.float32)
+
+
+def run(quick: bool, device: str) -> list[BenchRow]:
+    import tempfile
+
+    import torch
+
+    from infer_pack.checkpoint import build_synthesizer
+    from infer_pack.pipeline import ConversionParams, VoiceConverter
+    from infer_pack.retrieval import load_index
+
+    voice, voice_note = _voice()
+    encoder = _random_hubert(device)
+    dtype = torch.float32
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory() as folder:
+        index_path = _index(Path(folder))
+        converter = VoiceConverter(voice, encoder, load_index(index_path), device, dtype=dtype)
+        baseline = rvc_style(voice, build_synthesizer(voice, device, dtype, fold_weight_norm=False), encoder,
+                             index_path, device)  # fmt: skip
+        durations = [10.0] if quick else [10.0, 60.0]
+        methods = ["pm"] if quick else ["pm", "swift"]
+        for seconds in durations:
+            audio = synthetic_speech(seconds, seed=int(seconds))
+            for method in methods:
+                params = ConversionParams(f0_method=method, index_rate=0.75, seed=0)
+                results: dict[str, np.ndarray] = {}
+
+                def ours(params: ConversionParams = params) -> None:
+                    results["ours"] = converter.convert(audio, params)[0]
+
+                def base(method: str = method) -> None:
+                    results["base"] = baseline(audio, method, 0)[0]
+
+                ours_s, base_s = interleaved(ours, base, repeats=1 if quick or seconds > 30 else 2, warmup=False)
+                diff = float(np.abs(results["ours"] - results["base"]).max()) if results["ours"].shape == results["base"].shape else float("nan")
+                load = os.getloadavg()[0]
+                note = (f"{voice_note}; max |ours - RVC-style| = {diff:.2e}; load avg {load:.1f}; "
+                        f"peak RSS {peak_rss_mb():.0f} MB")  # fmt: skip
+                times = converter.last_times
+                extra = {"device": device, "features_s": times.features, "f0_s": times.f0,
+                         "synthesis_s": times.synthesis, "max_abs_diff": diff}  # fmt: skip
+                rows.append(BenchRow("convert", f"{method} {seconds:.0f} s", "x realtime (RTF)", ours_s / seconds,
+                                     (base_s or 0.0) / seconds, True, note, extra))  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    for row in run(args.quick, args.device):
+        print(json.dumps(row.to_dict()))
+
+
+if __name__ == "__main__":
+    main()
