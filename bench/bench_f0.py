@@ -119,7 +119,9 @@ def _speed_rows(quick: bool, device: str, rmvpe: Path | None) -> list[BenchRow]:
         ours()
         cpu_s = time.process_time() - started
         note += f"; cpu {cpu_s:.3f} s"
-        rows.append(BenchRow("f0", f"{method} 10 s", "s", ours_s, base_s, True, note, {"device": device, "cpu_s": cpu_s}))
+        rows.append(
+            BenchRow("f0", f"{method} 10 s", "s", ours_s, base_s, True, note, {"device": device, "cpu_s": cpu_s})
+        )
     return rows
 
 
@@ -148,7 +150,9 @@ def _accuracy_rows(quick: bool, device: str, rmvpe: Path | None, rmvpe_is_real: 
                 verr.append(voicing_error(f0, signal.f0_true, signal.scored))
             extra = {"snr_db": snr, "seeds": list(seeds), "seconds_each": duration}
             rows.append(BenchRow("f0", f"{method} RPA50 {label}", "share", float(np.mean(rpa)), None, False, "", extra))
-            rows.append(BenchRow("f0", f"{method} voicing error {label}", "share", float(np.mean(verr)), None, True, "", extra))
+            rows.append(
+                BenchRow("f0", f"{method} voicing error {label}", "share", float(np.mean(verr)), None, True, "", extra)
+            )
     return rows
 
 

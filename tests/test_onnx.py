@@ -13,15 +13,49 @@ from infer_pack.checkpoint import (
     VoiceModel,
     build_synthesizer,
     save_voice,
+    voice_from_state_dict,
 )
+from infer_pack.models import Synthesizer
 from tools import api
 from train.onnx_export import example_inputs, export_onnx
 
 ort = pytest.importorskip("onnxruntime")
 
 
+def hop400_voice() -> VoiceModel:
+    """A narrow pitch voice with the real 40k upsampling (hop 400): long excitations, as in use."""
+    config = [
+        1025,
+        32,
+        8,
+        16,
+        32,
+        2,
+        1,
+        3,
+        0,
+        "1",
+        [3],
+        [[1, 3, 5]],
+        [10, 10, 2, 2],
+        16,
+        [16, 16, 4, 4],
+        4,
+        8,
+        40000,
+    ]
+    torch.manual_seed(0)
+    net = Synthesizer(*config, content_dim=768, use_f0=True, posterior=False)
+    with torch.no_grad():
+        net.dec.m_source.l_linear.weight.fill_(6.0)  # make the sine excitation matter
+    return voice_from_state_dict(net.state_dict(), config, True, "", "v2", "40k")
+
+
 def assert_graph_matches_torch(
-    onnx_path: Path, voice: VoiceModel, expected_inputs: list[str]
+    onnx_path: Path,
+    voice: VoiceModel,
+    expected_inputs: list[str],
+    lengths: tuple[int, ...] = (64, 9, 150),
 ) -> None:
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     assert [i.name for i in session.get_inputs()] == expected_inputs

@@ -12,6 +12,7 @@ is a pure function of its inputs; its sine phase is accumulated in float64 (see 
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,7 +74,7 @@ def _wrapper(net: Synthesizer) -> torch.nn.Module:
 def example_inputs(
     voice: VoiceModel, frames: int = 64, seed: int = 0
 ) -> dict[str, torch.Tensor]:
-    """Inputs of the exported graph for `frames` frames (random features, a gliding f0, zero noise)."""
+    """Inputs of the exported graph for `frames` frames (random features, a vibrato f0, zero noise)."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
@@ -82,16 +83,23 @@ def example_inputs(
         "phone_lengths": torch.tensor([frames], dtype=torch.long),
     }
     if voice.use_f0:
-        f0 = torch.linspace(120.0, 260.0, frames).unsqueeze(0)
-        coarse = (
-            1127 * torch.log(1 + f0 / 700)
-            - 1127 * torch.log(torch.tensor(1 + 50 / 700))
-        ) * 254
-        coarse = coarse / (
-            1127 * torch.log(torch.tensor(1 + 1100 / 700))
-            - 1127 * torch.log(torch.tensor(1 + 50 / 700))
+        # A sung-like contour: vibrato around 200 Hz with unvoiced stretches (0 Hz, coarse 1).
+        t = torch.arange(frames, dtype=torch.float64)
+        f0 = (
+            200
+            + 85 * torch.sin(2 * math.pi * t / 120)
+            + 12 * torch.sin(2 * math.pi * t / 37)
         )
-        inputs["pitch"] = torch.clamp(coarse + 1, 1, 255).round().long()
+        f0[(t < 8) | ((t >= frames // 2) & (t < frames // 2 + 10))] = 0.0
+        mel = 1127 * torch.log1p(f0 / 700)
+        mel_min, mel_max = 1127 * math.log1p(50 / 700), 1127 * math.log1p(1100 / 700)
+        coarse = torch.where(
+            f0 > 0,
+            (mel - mel_min) * 254 / (mel_max - mel_min) + 1,
+            torch.ones_like(mel),
+        )
+        inputs["pitch"] = torch.clamp(coarse, 1, 255).round().long().unsqueeze(0)
+        f0 = f0.float().unsqueeze(0)
         inputs["pitchf"] = f0
     inputs["sid"] = torch.tensor([0], dtype=torch.long)
     inputs["rnd"] = torch.zeros(1, int(voice.config[2]), frames)
