@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -208,10 +207,10 @@ def run(quick: bool, device: str) -> list[BenchRow]:
                 params = ConversionParams(f0_method=method, index_rate=0.75, seed=0)
                 results: dict[str, np.ndarray] = {}
 
-                def ours(params: ConversionParams = params) -> None:
+                def ours(params: ConversionParams = params, audio: np.ndarray = audio, results: dict = results) -> None:
                     results["ours"] = converter.convert(audio, params)[0]
 
-                def base(method: str = method) -> None:
+                def base(method: str = method, audio: np.ndarray = audio, results: dict = results) -> None:
                     results["base"] = baseline(audio, method, 0)[0]
 
                 ours_s, base_s = interleaved(ours, base, repeats=1 if quick or seconds > 30 else 2, warmup=False)

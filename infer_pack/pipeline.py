@@ -163,7 +163,7 @@ class Windows:
     @property
     def pad_frames(self) -> int:
         """Context frames (10 ms) added on each side."""
-        return int(round(self.x_pad * 100))
+        return round(self.x_pad * 100)
 
     def pad_samples(self, sample_rate: int) -> int:
         return self.pad_frames * sample_rate // 100

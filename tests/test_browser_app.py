@@ -76,7 +76,7 @@ def test_convert_tab_converts_an_uploaded_file(page: Any, served: tuple[str, Any
     page.locator("#convert-voice input").click()
     page.get_by_role("option", name="ref").click()
     page.locator("#convert-audio input[type=file]").set_input_files(str(root / "inputs" / "a.wav"))
-    page.wait_for_selector("#convert-audio audio, #convert-audio .waveform-container, #convert-audio [data-testid=waveform-controls]")
+    page.locator("#convert-audio").get_by_text("Drop Audio Here").wait_for(state="hidden")  # upload finished
     page.locator("#convert-f0").get_by_text("PM (fast)").click()
     page.locator("#convert-transpose input").fill("12")
     page.locator("#convert-run").click()

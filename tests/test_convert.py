@@ -116,3 +116,17 @@ def test_train_index_action(tmp_path: Path) -> None:
     assert "900 feature frames" in result.summary()
     with pytest.raises(UserInputError, match="index kind"):
         train_index(project=proj, experiment="voice", kind="pq")
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "m4a"])
+def test_output_formats_decode_back(fmt: str, tmp_path: Path) -> None:
+    from infer_pack.audio import load_audio
+    from tools.api.convert import write_audio
+
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(32000) / 32000)).astype(np.float32)
+    path = tmp_path / f"out.{fmt}"
+    write_audio(path, tone, 32000, fmt)
+    back = load_audio(path, 32000)
+    assert abs(back.size - tone.size) < 4096  # encoders may add priming samples
+    assert np.sqrt(np.mean(back**2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
+    assert not list(tmp_path.glob(".*.tmp"))

@@ -8,6 +8,7 @@ rates, chunking, pitch, retrieval, determinism), not the sound of a trained voic
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,7 @@ def test_long_input_is_cut_in_quiet_places() -> None:
     n_padded = audio.size + 2 * 16000
     chunks = plan_chunks(n_padded, points, CPU_WINDOWS)
     assert chunks[0].start == 0 and chunks[-1].stop == n_padded
-    for left, right in zip(chunks, chunks[1:]):
+    for left, right in itertools.pairwise(chunks):
         assert left.stop == right.start + 2 * 16000 + 160
     assert split_points(audio[: 16000 * 30], CPU_WINDOWS) == []
 

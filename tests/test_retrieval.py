@@ -16,7 +16,7 @@ def rvc_style_index(path: Path, data: np.ndarray) -> None:
     import faiss
 
     n_ivf = min(int(16 * np.sqrt(data.shape[0])), data.shape[0] // 39)
-    index = faiss.index_factory(data.shape[1], "IVF%s,Flat" % n_ivf)
+    index = faiss.index_factory(data.shape[1], f"IVF{n_ivf},Flat")
     faiss.extract_index_ivf(index).nprobe = 1
     index.train(data)
     for i in range(0, data.shape[0], 8192):

@@ -89,7 +89,7 @@ def conversion_controls(prefix: str) -> list[gr.components.Component]:
                          info=spec.help, elem_id=f"{prefix}-{name}")
 
     speaker_spec, pitch_spec = PARAM_SPECS["speaker_id"], PARAM_SPECS["pitch_semitones"]
-    methods = dict(F0_CHOICES)
+    shown = {value: text for text, value in F0_CHOICES}
     with gr.Row():
         speaker = gr.Number(label=label("convert.speaker_id"), value=speaker_spec.default, precision=0,
                             minimum=speaker_spec.minimum, info=speaker_spec.help, elem_id=f"{prefix}-speaker")
@@ -97,7 +97,7 @@ def conversion_controls(prefix: str) -> list[gr.components.Component]:
                               minimum=pitch_spec.minimum, maximum=pitch_spec.maximum, info=pitch_spec.help,
                               elem_id=f"{prefix}-transpose")
         f0_method = gr.Radio(
-            [(methods.get(name, name), name) for name in PARAM_SPECS["f0_method"].choices],
+            [(shown.get(name, name), name) for name in PARAM_SPECS["f0_method"].choices],
             value=PARAM_SPECS["f0_method"].default, label=label("convert.f0_method"),
             info=PARAM_SPECS["f0_method"].help, elem_id=f"{prefix}-f0",
         )
@@ -202,7 +202,7 @@ def build(ctx: "AppContext", tab: gr.Tab) -> None:
                 input_dir = gr.Textbox(label=label("batch.input_dir"))
                 output_dir = gr.Textbox(label=label("batch.output_dir"))
                 out_format = gr.Dropdown(list(OUTPUT_FORMATS), value="wav", label=label("batch.format"))
-            batch_params = conversion_controls("convert")
+            batch_params = conversion_controls("batch")
             batch_run = gr.Button(label("batch.run"), variant="primary")
             panel = job_panel(ctx.jobs, elem_id="batch-panel")
             panel.bind(batch_run, _batch_starter(ctx), [voice, index, input_dir, output_dir, out_format, *batch_params],

@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from infer_pack.errors import CancelledError, RVCError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
