@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 
@@ -44,13 +45,13 @@ def _recall(truth: np.ndarray, found: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / K for a, b in zip(truth, found)]))
 
 
-def run(quick: bool, device: str) -> list[BenchRow]:
+def run(quick: bool, device: str, sizes: list[int] | None = None) -> list[BenchRow]:
     import faiss
 
     from infer_pack.retrieval import load_index
     from train.index import INDEX_KINDS, build_index_from_features
 
-    sizes = [20_000] if quick else [20_000, 100_000, 500_000]
+    sizes = sizes or ([20_000] if quick else [20_000, 100_000, 500_000])
     rows: list[BenchRow] = []
     for n in sizes:
         data = clustered_features(n + N_QUERIES, seed=n)
@@ -84,6 +85,8 @@ def run(quick: bool, device: str) -> list[BenchRow]:
             rows.append(BenchRow("index", f"{name} search", "ms/1k queries", search_ms, exact_ms, True,
                                  "baseline: exact (flat) search " + note))  # fmt: skip
             rows.append(BenchRow("index", f"{name} build", "s", build_s, None, True, note))
+            for row in rows[-3:]:  # partial results stay visible when a long run is stopped
+                print(json.dumps(row.to_dict()), file=sys.stderr, flush=True)
     return rows
 
 
@@ -91,8 +94,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--sizes", type=int, nargs="*", help="N values to measure (default: 20k 100k 500k)")
     args = parser.parse_args()
-    for row in run(args.quick, args.device):
+    for row in run(args.quick, args.device, args.sizes):
         print(json.dumps(row.to_dict()))
 
 

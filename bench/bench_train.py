@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import queue as queue_module
 import sys
 import tempfile
 import time
@@ -179,7 +180,13 @@ def peak_memory(kind: str, device: str) -> tuple[float, float | None]:
     queue = context.Queue()
     process = context.Process(target=_peak_memory_child, args=(kind, device, queue))
     process.start()
-    result = queue.get(timeout=1800)
+    while True:  # poll, so that a child that dies (e.g. out of memory) does not leave us waiting
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"the {kind} memory probe died with exit code {process.exitcode}") from None
     process.join()
     return result
 

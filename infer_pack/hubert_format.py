@@ -314,7 +314,7 @@ def read_transformers_folder(path: str | Path) -> HubertCheckpoint:
         raise ModelFileError(weights_file, "not a state dict")
     names = [str(name) for name in raw]
     # Models saved from a wrapper (e.g. HubertForCTC) prefix the encoder with "hubert.".
-    strip = "hubert." if names and all(n.startswith("hubert.") or n.startswith("final_proj.") for n in names) else ""
+    strip = "hubert." if names and all(n.startswith(("hubert.", "final_proj.")) for n in names) else ""
     state: dict[str, torch.Tensor] = {}
     for name in names:
         short = name[len(strip) :] if strip and name.startswith(strip) else name

@@ -365,6 +365,14 @@ class VoiceConverter:
 
         from infer_pack.checkpoint import build_synthesizer
 
+        if index is not None and index.dim != voice.content_dim:
+            from infer_pack.errors import IndexFileError
+
+            raise IndexFileError(
+                index.path or "<index>",
+                f"it holds {index.dim}-dim features but this {voice.version} voice uses {voice.content_dim}-dim ones",
+                "pick the index trained with this voice (its file name ends in _v1 or _v2)",
+            )
         self.voice = voice
         self.encoder = encoder
         self.index = index
@@ -378,14 +386,6 @@ class VoiceConverter:
         self.rmvpe_path = rmvpe_path
         self.cache = cache
         self.last_times = ConversionTimes()
-        if index is not None and index.dim != voice.content_dim:
-            from infer_pack.errors import IndexFileError
-
-            raise IndexFileError(
-                index.path or "<index>",
-                f"it holds {index.dim}-dim features but this {voice.version} voice uses {voice.content_dim}-dim ones",
-                "pick the index trained with this voice (its file name ends in _v1 or _v2)",
-            )
 
     @property
     def sample_rate(self) -> int:
@@ -395,13 +395,22 @@ class VoiceConverter:
     def use_f0(self) -> bool:
         return self.voice.use_f0
 
-    def expected_length(self, n_input: int) -> int:
-        """Output samples (at the voice's rate, before resampling) for `n_input` samples at 16 kHz."""
+    def expected_length(self, audio_16k: np.ndarray | int) -> int:
+        """Output samples (at the voice's rate, before resampling) for this 16 kHz input.
+
+        Given only a sample count, the result is exact for input that is not split (up to x_max s);
+        split input needs the audio, whose quiet places decide the cuts.
+        """
         windows = self.windows
         t_pad = windows.pad_samples(SAMPLE_RATE)
         t_pad_tgt = windows.pad_samples(self.sample_rate)
         hop = self.sample_rate // 100
-        points = split_points(np.zeros(n_input), windows) if n_input + WINDOW > SAMPLE_RATE * windows.x_max else []
+        if isinstance(audio_16k, np.ndarray):
+            n_input = audio_16k.shape[0]
+            points = split_points(high_pass(normalise_input_peak(audio_16k.astype(np.float32))), windows)
+        else:
+            n_input = int(audio_16k)
+            points = split_points(np.zeros(n_input), windows)
         total = 0
         for chunk in plan_chunks(n_input + 2 * t_pad, points, windows):
             n = chunk.stop - chunk.start

@@ -86,14 +86,10 @@ class Driver:
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=30)
-        # Workers are reparented, not children of this process: wait until the group is gone,
-        # so nothing writes into the experiment after the kill.
+        # Workers are reparented, not children of this process: wait until none of the group
+        # runs any more, so nothing writes into the experiment after the kill.
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(self.proc.pid, 0)
-            except ProcessLookupError:
-                return
+        while time.monotonic() < deadline and _group_running(self.proc.pid):
             time.sleep(0.02)
 
     def wait_until(self, condition: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
@@ -110,6 +106,28 @@ class Driver:
                 self.kill()
                 raise AssertionError(f"kill point not reached in {timeout_s} s ({what}):\n{self.log()[-3000:]}")
             time.sleep(0.01)
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs (zombies waiting for a reaper do not count)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def start_driver(tmp_path: Path, name: str, body: str, *, threads: int = 1) -> Driver:

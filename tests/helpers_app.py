@@ -217,3 +217,11 @@ def build_fairseq_hubert(
             else:
                 _sys.modules[name] = module
     return target
+
+
+def shared_test_hubert(tmp_path_factory: Any, reference: Path) -> Path:
+    """The random v2-width HuBERT, built once per test session (every app test module reuses the file)."""
+    target = Path(tmp_path_factory.getbasetemp()) / "shared-app" / "hubert768.pt"
+    if not target.is_file():
+        build_fairseq_hubert(reference / "tiny_hubert.pt", target)
+    return target

@@ -7,14 +7,13 @@ Screenshots are written under the test's tmp folder.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers_app import CHROMIUM, CHROMIUM_ARGS, app_in_thread, build_fairseq_hubert, make_project, write_test_wav
+from helpers_app import shared_test_hubert, CHROMIUM, CHROMIUM_ARGS, app_in_thread, make_project, write_test_wav
 
 pytestmark = [
     pytest.mark.browser,
@@ -22,12 +21,13 @@ pytestmark = [
 ]
 TIMEOUT_MS = 120_000
 MANY_FILES = 40
+CONVERT_TIMEOUT_MS = 300_000
 
 
 @pytest.fixture(scope="module")
 def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any, Path]]:
     base = tmp_path_factory.mktemp("browser")
-    hubert = build_fairseq_hubert(reference / "tiny_hubert.pt", base / "hubert768.pt")
+    hubert = shared_test_hubert(tmp_path_factory, reference)
     root = make_project(base / "project", reference, hubert)
     # A dataset that takes a while to prepare, so it can be stopped half way (hard links: no extra disk).
     take = write_test_wav(base / "long-take.wav", seconds=30.0, f0_hz=140.0)
@@ -71,23 +71,39 @@ def _wait_state(page: Any, panel: str, states: tuple[str, ...], timeout_ms: int 
     return str(_progress(page, panel).get_attribute("data-state"))
 
 
+def _click_when_uploaded(page: Any, button: str, attempts: int = 60) -> None:
+    """Click `button`; while Gradio answers that an upload is still running, close its notice and retry."""
+    for _ in range(attempts):
+        page.locator(button).click()
+        page.wait_for_timeout(1000)
+        pending = page.locator(".toast-body", has_text="finish uploading")
+        if pending.count() == 0:
+            return
+        page.locator(".toast-body .toast-close").first.click()
+        page.wait_for_timeout(500)
+    raise AssertionError("the upload never finished")
+
+
 def test_convert_tab_converts_an_uploaded_file(page: Any, served: tuple[str, Any, Path], tmp_path: Path) -> None:
     _url, _ctx, root = served
     page.locator("#convert-voice input").click()
     page.get_by_role("option", name="ref").click()
-    page.locator("#convert-audio input[type=file]").set_input_files(str(root / "inputs" / "a.wav"))
+    page.locator("#convert-audio input[type=file]").set_input_files(str(root / "inputs" / "b.wav"))
     page.locator("#convert-audio").get_by_text("Drop Audio Here").wait_for(state="hidden")  # upload finished
     page.locator("#convert-f0").get_by_text("PM (fast)").click()
     page.locator("#convert-transpose input").fill("12")
-    page.locator("#convert-run").click()
+    _click_when_uploaded(page, "#convert-run")
     info = page.locator("#convert-info textarea")
+    # The result text, or an error toast, within the conversion timeout (CPU only, shared machines).
     page.wait_for_function(
-        "el => el.value.length > 0", arg=info.element_handle(), timeout=TIMEOUT_MS
+        "el => el.value.length > 0 || document.querySelector('.toast-body') !== null",
+        arg=info.element_handle(), timeout=CONVERT_TIMEOUT_MS,
     )
+    assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
     text = info.input_value()
     page.screenshot(path=str(tmp_path / "convert.png"), full_page=True)
     assert "error" not in text.lower(), text
-    assert re.search(r"\d+ Hz", text), text
+    assert "converted 1.0 s of audio" in text and "at 40000 Hz" in text, text
     # The converted file is offered for download and the player has a source.
     link = page.locator("#convert-download a").first
     assert (link.get_attribute("href") or "").endswith(".wav")

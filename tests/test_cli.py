@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+
+import pytest
 from pathlib import Path
 
 from conftest import REPO_ROOT
@@ -83,3 +85,52 @@ def test_assets_lists_missing_files(project_root: Path) -> None:
              line.split()[0] in ("ok", "missing", "partial")}
     assert lines["hubert"] == "missing" and lines["rmvpe"] == "missing"
     assert "missing: hubert, rmvpe" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def voice_project(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers_app import make_project, shared_test_hubert
+
+    hubert = shared_test_hubert(tmp_path_factory, reference)
+    return make_project(tmp_path_factory.mktemp("cli") / "project", reference, hubert)
+
+
+@pytest.mark.slow
+def test_convert_with_the_reference_voice(voice_project: Path, tmp_path: Path) -> None:
+    from helpers_app import audio_rms
+
+    output = tmp_path / "out.flac"
+    done = run_cli("convert", "--model", "ref", "--input", str(voice_project / "inputs" / "b.wav"),
+                   "--output", str(output), "--f0-method", "pm", "--transpose", "-5", root=voice_project)
+    assert done.returncode == 0, done.stderr
+    assert "converted 1.0 s of audio" in done.stdout and "at 40000 Hz" in done.stdout
+    rms, rate, samples = audio_rms(output)
+    assert rate == 40000 and abs(samples - 40000) <= 800 and rms > 1e-3
+    assert "it/s" in done.stderr or "s/it" in done.stderr, "tqdm progress goes to stderr"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--input", "missing.wav", "--f0-method", "pm"], "cannot load audio"),
+        (["--input", "inputs/a.wav", "--f0-method", "rmvpe"], "missing asset"),
+        (["--input", "inputs/a.wav", "--f0-method", "pm", "--index-rate", "1.5"], "index_rate"),
+    ],
+)
+def test_convert_bad_input_is_one_clear_line(voice_project: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    args = [str(voice_project / a) if a.startswith(("inputs/", "missing")) else a for a in args]
+    done = run_cli("convert", "--model", "ref", "--output", str(tmp_path / "x.wav"), *args, root=voice_project)
+    assert done.returncode == 1, done.stdout
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_cli_choices_match_the_api() -> None:
+    from infer_pack.pipeline import F0_METHOD_NAMES
+    from tools import cli
+    from tools.api.convert import OUTPUT_FORMATS
+
+    assert sorted(cli.F0_METHODS) == sorted(F0_METHOD_NAMES)
+    assert cli.OUTPUT_FORMATS == OUTPUT_FORMATS

@@ -16,8 +16,13 @@ import torch
 import torch.nn.functional as F
 from conftest import reference_file
 
-import infer_pack.hubert as hubert
-from infer_pack.errors import AssetMissingError, ModelFileError, UnsafeFileError, UserInputError
+from infer_pack import hubert
+from infer_pack.errors import (
+    AssetMissingError,
+    ModelFileError,
+    UnsafeFileError,
+    UserInputError,
+)
 from infer_pack.hubert import HubertModel, load_content_encoder
 from infer_pack.hubert_format import HubertArch, parse_conv_layers
 
@@ -165,7 +170,7 @@ def test_reproduces_reference_features(tiny: tuple[Path, dict[str, np.ndarray]])
 def test_batch_and_chunking_do_not_change_features(
     tiny: tuple[Path, dict[str, np.ndarray]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path, ref = tiny
+    path, _ = tiny
     encoder = load_content_encoder(path)
     model = encoder.model
     rng = np.random.default_rng(5)
@@ -365,3 +370,38 @@ def test_bfloat16_stays_close(tiny: tuple[Path, dict[str, np.ndarray]]) -> None:
     error = np.abs(v2.numpy() - ref["last_layer"])
     # bfloat16 keeps 8 bits of mantissa; outputs have a standard deviation of about 1.
     assert error.mean() < 0.03 and error.max() < 0.25, (error.mean(), error.max())
+
+
+def test_versions_read_layers_9_and_12_and_stop_there() -> None:
+    arch = HubertArch(
+        conv_layers=((8, 10, 5),) + ((8, 3, 2),) * 4 + ((8, 2, 2),) * 2,
+        embed_dim=16,
+        ffn_dim=32,
+        attention_heads=2,
+        encoder_layers=12,
+        conv_pos=8,
+        conv_pos_groups=2,
+        final_proj_dim=4,
+        label_rows=0,
+    )
+    torch.manual_seed(3)
+    model = HubertModel(arch)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.normal_(0.0, 0.3)
+    encoder = hubert.ContentEncoder(model, "cpu", torch.float32)
+    calls: list[int] = []
+    for index, layer in enumerate(model.encoder.layers):
+        layer.register_forward_hook(lambda *_, index=index: calls.append(index))
+    wave = torch.randn(1, 4000)
+    v1 = encoder.extract(wave, "v1")
+    assert calls == list(range(9))
+    calls.clear()
+    v2 = encoder.extract(wave, "v2")
+    assert calls == list(range(12))
+    with torch.inference_mode():
+        expected_v1 = model.final_proj(model(wave, 9))  # type: ignore[misc]
+        assert not torch.equal(model(wave, 9), model(wave, 12))
+        np.testing.assert_allclose(v2.numpy(), model(wave, 12).numpy(), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(v1.numpy(), expected_v1.numpy(), atol=1e-6, rtol=0)
+    assert v1.shape == (1, 12, 4) and v2.shape == (1, 12, 16)

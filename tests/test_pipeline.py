@@ -161,6 +161,11 @@ def test_long_input_is_cut_in_quiet_places() -> None:
     for left, right in itertools.pairwise(chunks):
         assert left.stop == right.start + 2 * 16000 + 160
     assert split_points(audio[: 16000 * 30], CPU_WINDOWS) == []
+    # A 10-minute input is worked on in pieces of at most x_center + x_query + 2 x_pad seconds.
+    ten_minutes = 16000 * 600
+    chunks = plan_chunks(ten_minutes + 2 * 16000, split_points(np.zeros(ten_minutes), CPU_WINDOWS), CPU_WINDOWS)
+    assert len(chunks) == 600 // 38 + 1
+    assert max(c.stop - c.start for c in chunks) <= 16000 * (38 + 6 + 2) + 160
 
 
 def test_split_search_matches_rvcs_moving_sum() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from helpers_app import app_in_thread, audio_rms, build_fairseq_hubert, make_project
+from helpers_app import shared_test_hubert, app_in_thread, audio_rms, make_project
 
 # Train-tab form values in tools.ui_train.TrainForm.FIELDS order.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -32,7 +33,7 @@ def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     from gradio_client import Client
 
     base = tmp_path_factory.mktemp("webapp")
-    hubert = build_fairseq_hubert(reference / "tiny_hubert.pt", base / "hubert768.pt")
+    hubert = shared_test_hubert(tmp_path_factory, reference)
     root = make_project(base / "project", reference, hubert)
     with app_in_thread(root) as (url, ctx):
         yield Client(url, verbose=False), ctx, root
@@ -145,3 +146,60 @@ def test_model_tools_show_change_and_merge(served: tuple[Any, Any, Path]) -> Non
     refused = client.predict("ref", "ref", 0.5, "../outside", "", api_name="/merge")
     assert refused.startswith("error: invalid voice name")
     assert not (root.parent / "outside.pth").exists()
+
+
+@pytest.mark.slow
+def test_batch_converts_a_folder_and_counts_failures(served: tuple[Any, Any, Path]) -> None:
+    import shutil
+
+    client, _ctx, root = served
+    folder = root / "batch-in"
+    folder.mkdir()
+    shutil.copy(root / "inputs" / "b.wav", folder / "take.wav")
+    (folder / "broken.wav").write_bytes(b"RIFF\x00\x00not really audio")
+    outputs = client.predict("ref.pth", "", "batch-in", "batch-out", "flac", 0, 0, "pm", 0.75, 3, 0, 0.25, 0.33,
+                             api_name="/convert_batch")
+    job_id, state, _text = _progress_state(outputs[1])
+    assert state == "running"
+    status = _wait_job(client, job_id, timeout_s=300)
+    assert status["state"] == "done", status
+    assert any("converted 1 file(s), 1 failed" in line for line in status["log"]), status["log"]
+    assert any("broken.wav" in line and "cannot load audio" in line for line in status["log"])
+    assert sorted(p.name for p in (root / "batch-out").iterdir()) == ["take.wav.flac"]
+    refused = client.predict("ref.pth", "", "/tmp", "batch-out", "wav", 0, 0, "pm", 0.75, 3, 0, 0.25, 0.33,
+                             api_name="/convert_batch")
+    assert "outside the project folder" in _progress_state(refused[1])[2]
+
+
+@pytest.mark.slow
+def test_training_streams_losses_and_stop_really_stops(served: tuple[Any, Any, Path]) -> None:
+    from tools import api
+    from tools.ui_train import loss_frame
+
+    client, ctx, root = served
+    api.preprocess_dataset(project=ctx.project, experiment="web-train", dataset_dir=root / "inputs", n_processes=1)
+    api.extract_features(project=ctx.project, experiment="web-train", f0_method="pm", n_processes=1,
+                         device="cpu", cache=ctx.cache)
+    outputs = client.predict(*train_form(experiment="web-train", epochs=100, batch_size=1), api_name="/train")
+    job_id, state, _text = _progress_state(outputs[1])
+    assert state == "running", outputs[1]
+    deadline = time.time() + 300
+    status = client.predict(job_id, api_name="/job_status")
+    while "loss_mel" not in status.get("last_metrics", {}) and status["state"] == "running":
+        assert time.time() < deadline, "no training step was logged in time"
+        time.sleep(0.5)
+        status = client.predict(job_id, api_name="/job_status")
+    assert status["state"] == "running", status
+    assert math.isfinite(status["last_metrics"]["loss_mel"])
+    assert client.predict(job_id, api_name="/stop_job") is True
+    status = _wait_job(client, job_id, timeout_s=300)
+    assert status["state"] == "cancelled", status
+    assert any("training stopped at epoch" in line for line in status["log"])
+    experiment = root / "logs" / "web-train"
+    assert list(experiment.glob("G_*.pth")) and list(experiment.glob("D_*.pth")), "a stopped run keeps a checkpoint"
+    assert (root / "weights" / "web-train.pth").is_file(), "a stopped run exports the voice"
+    steps_at_stop = len(loss_frame(ctx, "web-train"))
+    assert steps_at_stop > 0, "the loss curve has data"
+    time.sleep(2)
+    assert len(loss_frame(ctx, "web-train")) == steps_at_stop, "nothing trains after Stop"
+    assert not ctx.jobs.running()

@@ -229,14 +229,25 @@ def _write_index(index: Any, target: Path) -> None:
 
     # Serialised in memory and written through atomic_path: an interrupted write never leaves a
     # truncated .index, and paths faiss's fopen cannot open (non-ASCII on Windows) still work.
+    # Python's own write() is used because it reports a full disk as ENOSPC (ndarray.tofile does not).
     data = faiss.serialize_index(index)
-    with atomic_path(target) as tmp:
-        data.tofile(tmp)
+    with atomic_path(target) as tmp, open(tmp, "wb") as handle:
+        handle.write(memoryview(data))
+
+
+class _ChunkedWriter:
+    """A file wrapper numpy does not treat as a real file, so np.save writes through write() in chunks."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def write(self, data: bytes) -> int:
+        return self._handle.write(data)
 
 
 def _write_npy(array: np.ndarray, target: Path) -> None:
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
-        np.save(handle, array)
+        np.save(_ChunkedWriter(handle), array)  # type: ignore[arg-type]
 
 
 def build_index_from_features(

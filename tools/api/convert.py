@@ -19,6 +19,7 @@ from tools.project import Project
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
     from infer_pack.cache import ModelCache
     from infer_pack.pipeline import ConversionParams, VoiceConverter
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OutputFormat = Literal["wav", "flac", "mp3", "m4a"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]  # auto: fp32 on CPU, fp16 on CUDA
 OUTPUT_FORMATS: tuple[str, ...] = ("wav", "flac", "mp3", "m4a")
 OUTPUT_DIR_NAME = "outputs"  # <project>/outputs/: where single conversions go unless told otherwise
 
@@ -48,6 +50,7 @@ class ConvertRequest:
     seed: int | None = 0
     output_format: OutputFormat = "wav"
     device: str = "auto"
+    precision: Precision = "auto"
 
 
 @dataclass(frozen=True)
@@ -115,12 +118,23 @@ def _params(request: ConvertRequest) -> ConversionParams:
     ).validated()
 
 
-def load_converter(
-    project: Project, model: Path, index_path: Path | None, device: str, cache: ModelCache
-) -> VoiceConverter:
-    """The voice, its synthesiser, the content encoder and the index, from the cache or loaded into it."""
+def _dtype(device: str, precision: str) -> torch.dtype:
     import torch
 
+    if precision == "auto":
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    choices = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if precision not in choices:
+        raise UserInputError(f"unknown precision {precision!r}; choose auto, fp32, fp16 or bf16")
+    if precision == "fp16" and not device.startswith("cuda"):
+        raise UserInputError("fp16 needs a CUDA device; use fp32 (or bf16) on the CPU")
+    return choices[precision]
+
+
+def load_converter(
+    project: Project, model: Path, index_path: Path | None, device: str, cache: ModelCache, precision: str = "auto"
+) -> VoiceConverter:
+    """The voice, its synthesiser, the content encoder and the index, from the cache or loaded into it."""
     from infer_pack.cache import file_key
     from infer_pack.checkpoint import build_synthesizer, load_voice
     from infer_pack.errors import AssetMissingError
@@ -131,7 +145,7 @@ def load_converter(
 
     if not model.is_file():
         raise UserInputError(f"voice model {str(model)!r} not found; pick one from weights/ or export one in the Train tab")
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    dtype = _dtype(device, precision)
     voice_key = file_key(model)
     voice = cache.get_or_load(("voice", voice_key), lambda: load_voice(model))
     synthesizer = cache.get_or_load(
@@ -235,6 +249,7 @@ def convert_voice(
     seed: int | None = 0,
     output_format: OutputFormat = "wav",
     device: str = "auto",
+    precision: Precision = "auto",
     cache: ModelCache | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -248,12 +263,13 @@ def convert_voice(
         Path(model), Path(input_path), Path(output_path) if output_path else None,
         Path(index_path) if index_path else None, Path(f0_file) if f0_file else None, speaker_id, pitch_semitones,
         f0_method, index_rate, filter_radius, resample_hz, rms_mix_rate, protect, seed, output_format, device,
+        precision,
     )  # fmt: skip
     if request.output_format not in OUTPUT_FORMATS:
         raise UserInputError(f"unknown output format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     params = _params(request)
     cache = cache if cache is not None else ModelCache()
-    converter = load_converter(proj, request.model, request.index_path, _device(request.device), cache)
+    converter = load_converter(proj, request.model, request.index_path, _device(request.device), cache, precision)
     _require_rmvpe(proj, converter, params)
     target = request.output_path or (
         proj.root / OUTPUT_DIR_NAME / f"{request.input_path.stem}_{request.model.stem}.{request.output_format}"
@@ -297,6 +313,7 @@ def convert_batch(
     protect: float = 0.33,
     seed: int | None = 0,
     device: str = "auto",
+    precision: Precision = "auto",
     cache: ModelCache | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -328,10 +345,11 @@ def convert_batch(
     request = ConvertRequest(
         Path(model), files[0], None, Path(index_path) if index_path else None, None, speaker_id, pitch_semitones,
         f0_method, index_rate, filter_radius, resample_hz, rms_mix_rate, protect, seed, output_format, device,
+        precision,
     )  # fmt: skip
     params = _params(request)
     cache = cache if cache is not None else ModelCache()
-    converter = load_converter(proj, request.model, request.index_path, _device(device), cache)
+    converter = load_converter(proj, request.model, request.index_path, _device(device), cache, precision)
     _require_rmvpe(proj, converter, params)
 
     converted: list[Path] = []
