@@ -254,13 +254,14 @@ class Generator(nn.Module):
         g: torch.Tensor | None = None,
         *,
         excitation_noise: bool = True,
+        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         # x: [B, inter, T], f0: [B, T] Hz (NSF only), g: [B, gin, 1] -> [B, 1, T*upp]
         har_source = None
         if self.use_nsf:
             if f0 is None:
                 raise ValueError("this generator needs f0 (pitch model)")
-            har_source = self.m_source(f0, self.upp, noise=excitation_noise).transpose(
+            har_source = self.m_source(f0, self.upp, noise=excitation_noise, generator=generator).transpose(
                 1, 2
             )  # [B, 1, T*upp]
             har_source = har_source.to(x.dtype)
@@ -472,6 +473,7 @@ class Synthesizer(nn.Module):
         *,
         noise: torch.Tensor | None = None,
         excitation_noise: bool = True,
+        generator: torch.Generator | None = None,
     ) -> tuple[
         torch.Tensor,
         torch.Tensor,
@@ -481,7 +483,8 @@ class Synthesizer(nn.Module):
 
         `noise` ([B, inter_channels, T]) replaces the random prior draw (then scaled by
         noise_scale); `noise_scale=0` skips it. `excitation_noise=False` removes the random part
-        of the NSF excitation. With both, the output is deterministic.
+        of the NSF excitation. With both, the output is deterministic. `generator` (optional) makes
+        the random draws from it instead of torch's global generator (repeatable beside other threads).
         """
         g = self.emb_g(sid).unsqueeze(-1)  # [B, gin, 1]
         if self.use_f0 and (pitch is None or pitchf is None):
@@ -495,13 +498,16 @@ class Synthesizer(nn.Module):
             z_p = (m_p + torch.exp(logs_p) * noise * noise_scale) * x_mask
         elif noise_scale != 0:
             z_p = (
-                m_p + torch.exp(logs_p) * torch.randn_like(m_p) * noise_scale
+                m_p
+                + torch.exp(logs_p)
+                * torch.randn(m_p.shape, dtype=m_p.dtype, device=m_p.device, generator=generator)
+                * noise_scale
             ) * x_mask
         else:
             z_p = m_p * x_mask
         z = self.flow(z_p, x_mask, g=g, reverse=True)
         if self.use_f0:
-            o = self.dec(z * x_mask, pitchf, g=g, excitation_noise=excitation_noise)
+            o = self.dec(z * x_mask, pitchf, g=g, excitation_noise=excitation_noise, generator=generator)
         else:
             o = self.dec(z * x_mask, g=g)
         return o, x_mask, (z, z_p, m_p, logs_p)

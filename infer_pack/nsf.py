@@ -71,9 +71,11 @@ class SineGen(nn.Module):
         return torch.sin(phase * 2 * math.pi) * self.sine_amp
 
     def forward(
-        self, f0: torch.Tensor, upp: int, *, noise: bool = True
+        self, f0: torch.Tensor, upp: int, *, noise: bool = True, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (sine_waves, uv, noise) all [B, T*upp, dim]. `noise=False` gives the exact noise-free excitation."""
+        """Returns (sine_waves, uv, noise) all [B, T*upp, dim]. `noise=False` gives the exact noise-free excitation.
+
+        `generator` (optional) supplies the random draws instead of torch's global generator."""
         with torch.no_grad():
             f0 = f0.float().unsqueeze(-1)  # [B, T, 1]
             harmonics = torch.arange(1, self.dim + 1, dtype=f0.dtype, device=f0.device)
@@ -83,7 +85,7 @@ class SineGen(nn.Module):
             ) % 1  # cycles per sample, [B, T, dim]
             if self.dim > 1:
                 # Random initial phase for the overtones only; the fundamental starts at phase 0.
-                rand_ini = torch.rand(f0_buf.shape[0], self.dim, device=f0.device)
+                rand_ini = torch.rand(f0_buf.shape[0], self.dim, device=f0.device, generator=generator)
                 rand_ini[:, 0] = 0
                 rad_values[:, 0, :] = rad_values[:, 0, :] + rand_ini
             if self.exact_phase:
@@ -96,7 +98,9 @@ class SineGen(nn.Module):
             ).transpose(2, 1)
             if noise:
                 noise_amp = uv * self.noise_std + (1 - uv) * self.sine_amp / 3
-                noise_values = noise_amp * torch.randn_like(sine_waves)
+                noise_values = noise_amp * torch.randn(
+                    sine_waves.shape, dtype=sine_waves.dtype, device=sine_waves.device, generator=generator
+                )
             else:
                 noise_values = torch.zeros_like(sine_waves)
             sine_waves = sine_waves * uv + noise_values
@@ -122,9 +126,9 @@ class SourceModuleHnNSF(nn.Module):
         self.l_tanh = nn.Tanh()
 
     def forward(
-        self, f0: torch.Tensor, upp: int, *, noise: bool = True
+        self, f0: torch.Tensor, upp: int, *, noise: bool = True, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """f0 [B, T] Hz -> excitation [B, T*upp, 1]."""
-        sine_wavs, _, _ = self.l_sin_gen(f0, upp, noise=noise)
+        sine_wavs, _, _ = self.l_sin_gen(f0, upp, noise=noise, generator=generator)
         sine_wavs = sine_wavs.to(self.l_linear.weight.dtype)
         return self.l_tanh(self.l_linear(sine_wavs))

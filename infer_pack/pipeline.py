@@ -537,10 +537,11 @@ class VoiceConverter:
         if coarse is not None and hz is not None:
             pitch_t = torch.from_numpy(np.ascontiguousarray(coarse, dtype=np.int64))[None].to(device)  # [1, T]
             pitchf_t = torch.from_numpy(np.ascontiguousarray(hz, dtype=np.float32))[None].to(device)  # [1, T] Hz
-        devices = [device.index or 0] if device.type == "cuda" else []
-        with torch.inference_mode(), torch.random.fork_rng(devices=devices, enabled=params.seed is not None):
-            if params.seed is not None:
-                # One seed per chunk: the same input and seed give the same output, in any process.
-                torch.manual_seed(int(params.seed) + number)
-            out = self.synthesizer.infer(phone_t, lengths, pitch_t, pitchf_t, sid)[0]  # [1, 1, T * hop]
+        generator = None
+        if params.seed is not None:
+            # A generator of its own per chunk (not torch's global one): the same input and seed give
+            # the same output in any process, also while other threads draw random numbers.
+            generator = torch.Generator(device=device).manual_seed(int(params.seed) + number)
+        with torch.inference_mode():
+            out = self.synthesizer.infer(phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator)[0]  # [1, 1, T*hop]
         return out[0, 0].to("cpu", torch.float32).numpy()

@@ -124,7 +124,8 @@ def test_conversion_while_training_runs(
         try:
             # Far more epochs than needed: it trains through every conversion below, then is stopped.
             outcome["result"] = train_model(
-                train_root, progress, stop, experiment=EXP, epochs=100, batch_size=2, save_every_epochs=100, device="cpu"
+                train_root, progress, stop, experiment=EXP, epochs=100, batch_size=2, save_every_epochs=100, device="cpu",
+                use_pretrained=False,
             )
         except BaseException as exc:  # noqa: BLE001 (checked below)
             outcome["error"] = exc
@@ -134,7 +135,7 @@ def test_conversion_while_training_runs(
     try:
         assert started.wait(timeout=120), f"training did not start: {outcome}"
         with pytest.raises(TrainingLockedError):
-            train_model(train_root, experiment=EXP, epochs=2, batch_size=2, device="cpu")
+            train_model(train_root, experiment=EXP, epochs=2, batch_size=2, device="cpu", use_pretrained=False)
         release.set()  # now both run for real: training steps beside the conversions
         converted = [_convert(converter, take) for take in (0, 1)]
         assert trainer.is_alive(), "the training ended before the conversions did"
@@ -161,8 +162,8 @@ def test_second_training_in_another_thread_is_refused(tmp_path: Path, monkeypatc
     experiment = prepare_experiment(tmp_path / "logs", name=EXP)
     with TrainingLock(experiment.lock_path):
         errors = _run_together(
-            [lambda: _refused(lambda: train_model(tmp_path, experiment=EXP, epochs=1, batch_size=2, device="cpu")),
-             lambda: _refused(lambda: train_model(tmp_path, experiment=EXP, epochs=1, batch_size=2, device="cpu"))]
+            [lambda: _refused(lambda: train_model(tmp_path, experiment=EXP, epochs=1, batch_size=2, device="cpu", use_pretrained=False)),
+             lambda: _refused(lambda: train_model(tmp_path, experiment=EXP, epochs=1, batch_size=2, device="cpu", use_pretrained=False))]
         )  # fmt: skip
         assert all(isinstance(e, TrainingLockedError) and "train.lock" in str(e) for e in errors)
         assert experiment.lock_path.exists() and not experiment.list_checkpoints("G")

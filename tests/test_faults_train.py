@@ -30,7 +30,7 @@ tr.build_networks = lambda setup: tiny_networks(setup.experiment)
 progress = None
 {hooks}
 from tools.api.training import train_model
-train_model({root!r}, progress, experiment={exp!r}, epochs={epochs}, batch_size=2, save_every_epochs=1, log_interval=1, device="cpu")
+train_model({root!r}, progress, experiment={exp!r}, epochs={epochs}, batch_size=2, save_every_epochs=1, log_interval=1, device="cpu", use_pretrained=False)
 touch({root!r} + "/finished")
 """
 
@@ -49,7 +49,7 @@ def trained_one_epoch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prepare_experiment(root / "logs", name=EXP)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("train.trainer.build_networks", lambda setup: tiny_networks(setup.experiment))
-        result = train_model(root, experiment=EXP, epochs=1, batch_size=2, save_every_epochs=1, log_interval=1, device="cpu")
+        result = train_model(root, experiment=EXP, epochs=1, batch_size=2, save_every_epochs=1, log_interval=1, device="cpu", use_pretrained=False)
     assert result.global_step == STEPS_PER_EPOCH
     return root
 
@@ -70,7 +70,7 @@ def _resume_and_check(root: Path, experiment: Experiment) -> None:
     assert previous.iteration == 1
     load_training_checkpoint(experiment.d_checkpoint_path(STEPS_PER_EPOCH))
 
-    result = train_model(root, experiment=EXP, epochs=EPOCHS, batch_size=2, save_every_epochs=1, log_interval=1, device="cpu")
+    result = train_model(root, experiment=EXP, epochs=EPOCHS, batch_size=2, save_every_epochs=1, log_interval=1, device="cpu", use_pretrained=False)
     assert result.resumed_from == experiment.g_checkpoint_path(STEPS_PER_EPOCH), "did not resume from the last complete checkpoint"
     assert not result.cancelled and result.epochs_done == EPOCHS and result.global_step == EPOCHS * STEPS_PER_EPOCH
     final = load_training_checkpoint(experiment.g_checkpoint_path(EPOCHS * STEPS_PER_EPOCH))
@@ -104,7 +104,7 @@ def test_kill_mid_epoch_resumes_from_last_checkpoint_and_second_training_is_refu
         assert experiment.g_checkpoint_path(3).exists() and experiment.d_checkpoint_path(3).exists()
         # The same experiment cannot be trained twice at once.
         with pytest.raises(TrainingLockedError) as info:
-            train_model(project, experiment=EXP, epochs=EPOCHS, batch_size=2, device="cpu")
+            train_model(project, experiment=EXP, epochs=EPOCHS, batch_size=2, device="cpu", use_pretrained=False)
         assert "train.lock" in str(info.value) and str(driver.proc.pid) in str(info.value)
     finally:
         driver.kill()

@@ -318,11 +318,6 @@ def test_training_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path:
     assert not path.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train/trainer.py TrainingLock.acquire: a lock file that exists but is still empty (its creator is "
-    "between O_EXCL create and write) is taken for stale and deleted, so two processes can both train",
-)
 def test_training_lock_does_not_steal_a_lock_being_written(tmp_path: Path) -> None:
     from infer_pack.errors import TrainingLockedError
     from train.trainer import TrainingLock

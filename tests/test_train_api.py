@@ -35,10 +35,11 @@ def test_train_model_in_a_project(project_root: Path, tiny_models: None) -> None
         epochs=1,
         batch_size=2,
         log_interval=1,
+        use_pretrained=False,
         on_metrics=lambda step, name, value: seen.append((step, name, value)),
     )
     assert not result.cancelled and result.epochs_done == 1 and result.global_step == 3
-    assert result.pretrained_g is None and result.pretrained_d is None  # none in the project: from scratch
+    assert result.pretrained_g is None and result.pretrained_d is None  # asked for a start from scratch
     assert result.voice_path == project_root / "weights" / "singer.pth"
     assert load_voice(result.voice_path).info == "1epoch"
     assert experiment.filelist_path.exists()
@@ -47,8 +48,11 @@ def test_train_model_in_a_project(project_root: Path, tiny_models: None) -> None
     assert "finished at epoch 1, step 3" in result.summary()
     assert result.last_losses["step"] == 3
 
-    with pytest.raises(AssetMissingError):
+    with pytest.raises(AssetMissingError, match="pretrained-v2-32k"):
         train_model(project_root, experiment="singer", epochs=2, pretrained_g="pretrained_v2/f0G32k.pth")
+    # The default pretrained files are absent: no silent start from scratch, a pointer to the download.
+    with pytest.raises(AssetMissingError, match="download pretrained-v2-32k"):
+        train_model(project_root, experiment="singer", epochs=2)
 
 
 def test_one_click_runs_each_step_once_in_order(project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -30,6 +30,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -187,29 +188,44 @@ class TrainingLock:
             return True
         return True
 
+    def _try_create(self) -> bool:
+        """Create the lock with its content in one step (hard link of a filled temp file)."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(self._payload(), encoding="utf-8")
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is not None and self._alive(*holder):
+            if self._try_create():
+                self.owned = True
+                return
+            holder = self._holder()
+            if holder is None:
+                # Unreadable or empty: a lock written by another tool may still be filling; only a
+                # lock that stayed that way for a while is stale.
+                try:
+                    age_s = time.time() - self.path.stat().st_mtime
+                except FileNotFoundError:
+                    continue
+                if age_s < 10.0:
                     raise TrainingLockedError(
-                        f"{self.path}: experiment is already being trained by process {holder[0]} on "
-                        f"{holder[1] or 'this machine'}; wait for it or stop it (if no training runs, delete this file)"
-                    ) from None
-                log.warning(
-                    "taking over the stale lock %s (holder %s is gone)",
-                    self.path,
-                    holder,
+                        f"{self.path}: another training of this experiment is starting; wait for it "
+                        "(if no training runs, delete this file)"
+                    )
+            elif self._alive(*holder):
+                raise TrainingLockedError(
+                    f"{self.path}: experiment is already being trained by process {holder[0]} on "
+                    f"{holder[1] or 'this machine'}; wait for it or stop it (if no training runs, delete this file)"
                 )
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(self._payload())
-            self.owned = True
-            return
+            log.warning("taking over the stale lock %s (holder %s is gone)", self.path, holder)
+            self.path.unlink(missing_ok=True)
         raise TrainingLockedError(f"{self.path}: could not take the training lock; delete the file and retry")
 
     def release(self) -> None:

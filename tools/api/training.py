@@ -94,19 +94,16 @@ def _pretrained(
     if explicit:
         path = project.confine(explicit, f"pretrained {kind}")
         if not path.is_file():
-            raise AssetMissingError(path, f"pretrained {kind}")
+            raise AssetMissingError(path, f"pretrained-{version}-{tag}")
         return path
     if not request.use_pretrained:
         return None
     default = project.pretrained_path(version, tag, use_f0, kind)
     if default.is_file():
         return default
-    log.warning(
-        "pretrained %s %s is missing: training it from scratch (needs far more epochs)",
-        kind,
-        default,
-    )
-    return None
+    # Never fall back to an untrained start silently: that needs far more epochs and gives a
+    # worse voice. The user either fetches the file or asks for a start from scratch.
+    raise AssetMissingError(default, f"pretrained-{version}-{tag}")
 
 
 def train_model(
