@@ -329,8 +329,7 @@ class HubertModel(nn.Module):
         self.arch = arch
         self.mask_emb = nn.Parameter(torch.zeros(arch.embed_dim))  # training only
         if arch.label_rows > 0:
-            final = arch.final_proj_dim or arch.embed_dim
-            self.label_embs_concat = nn.Parameter(torch.zeros(arch.label_rows, final))  # training only
+            self.label_embs_concat = nn.Parameter(torch.zeros(arch.label_rows, arch.label_dim))  # training only
         self.feature_extractor = ConvFeatureExtractor(arch.conv_layers, arch.conv_bias)
         # fairseq adds the projection only when the widths differ.
         self.post_extract_proj = nn.Linear(arch.conv_dim, arch.embed_dim) if arch.conv_dim != arch.embed_dim else None

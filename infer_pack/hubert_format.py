@@ -45,6 +45,7 @@ class HubertArch:
     conv_pos_groups: int = 16
     final_proj_dim: int = 256  # outputs of final_proj; 0 = the checkpoint has none
     label_rows: int = 504  # rows of label_embs_concat (training only); 0 = absent
+    label_dim: int = 256  # its width (fairseq's final_dim)
     layer_norm_eps: float = 1e-5
 
     @property
@@ -171,6 +172,7 @@ def _fairseq_arch(path: Path, model_cfg: Mapping[str, Any], state: Mapping[str, 
             conv_pos_groups=int(model_cfg.get("conv_pos_groups", 16)),
             final_proj_dim=int(final_proj.shape[0]) if final_proj is not None else 0,
             label_rows=int(labels.shape[0]) if labels is not None else 0,
+            label_dim=int(labels.shape[1]) if labels is not None and labels.dim() == 2 else 0,
         )
     except (TypeError, ValueError) as exc:
         raise ModelFileError(path, f"unreadable model config ({exc})") from None

@@ -82,8 +82,8 @@ def test_assets_lists_missing_files(project_root: Path) -> None:
     done = run_cli("assets", root=project_root)
     assert done.returncode == 0
     lines = {line.split()[1]: line.split()[0] for line in done.stdout.splitlines() if line.strip() and
-             line.split()[0] in ("ok", "missing", "partial")}
-    assert lines["hubert"] == "missing" and lines["rmvpe"] == "missing"
+             line.split()[0] in ("ok", "missing", "partial", "wrong-size")}
+    assert lines["hubert"] == "missing" and lines["rmvpe"] == "wrong-size"
     assert "missing: hubert, rmvpe" in done.stdout
 
 

@@ -18,7 +18,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "experiment": "demo", "sample_rate_tag": "40k", "version": "v2", "use_f0": True, "processes": 1,
     "dataset": "inputs", "speaker_id": 0, "f0_method": "pm", "save_every": 1, "epochs": 1, "batch_size": 2,
     "save_latest_only": False, "save_small_each": False, "pretrained_g": "", "pretrained_d": "",
-    "index_kind": "ivf_flat",
+    "index_kind": "ivf_flat", "from_scratch": False,
 }
 
 
@@ -79,7 +79,8 @@ def test_convert_errors_are_one_line_messages(served: tuple[Any, Any, Path]) -> 
     from gradio_client import handle_file
 
     client, _ctx, root = served
-    broken = root / "inputs" / "broken.wav"
+    broken = root / "junk" / "broken.wav"  # not in inputs/: the dataset tests use that folder
+    broken.parent.mkdir(exist_ok=True)
     broken.write_bytes(b"RIFF\x00\x00not really audio")
     with pytest.raises(Exception) as info:
         client.predict(handle_file(str(broken)), "ref.pth", "", None, 0, 0, "pm", 0.75, 3, 0, 0.25, 0.33,
@@ -180,7 +181,7 @@ def test_training_streams_losses_and_stop_really_stops(served: tuple[Any, Any, P
     api.preprocess_dataset(project=ctx.project, experiment="web-train", dataset_dir=root / "inputs", n_processes=1)
     api.extract_features(project=ctx.project, experiment="web-train", f0_method="pm", n_processes=1,
                          device="cpu", cache=ctx.cache)
-    outputs = client.predict(*train_form(experiment="web-train", epochs=100, batch_size=1), api_name="/train")
+    outputs = client.predict(*train_form(experiment="web-train", epochs=100, batch_size=1, from_scratch=True), api_name="/train")
     job_id, state, _text = _progress_state(outputs[1])
     assert state == "running", outputs[1]
     deadline = time.time() + 300
@@ -189,7 +190,7 @@ def test_training_streams_losses_and_stop_really_stops(served: tuple[Any, Any, P
         assert time.time() < deadline, "no training step was logged in time"
         time.sleep(0.5)
         status = client.predict(job_id, api_name="/job_status")
-    assert status["state"] == "running", status
+    assert status["state"] == "running", (status["error"], status["log"][-5:])
     assert math.isfinite(status["last_metrics"]["loss_mel"])
     assert client.predict(job_id, api_name="/stop_job") is True
     status = _wait_job(client, job_id, timeout_s=300)

@@ -77,3 +77,19 @@ def test_pretrained_defaults_flag_missing_files(ctx: AppContext) -> None:
         (ctx.project.root / path).parent.mkdir(parents=True, exist_ok=True)
         (ctx.project.root / path).write_bytes(b"x")
     assert "missing" not in pretrained_defaults(ctx, "48k", "v1", False)[2]
+
+
+def test_allow_path_extends_where_typed_folders_may_point(tmp_path: Path) -> None:
+    from infer_pack.errors import UserInputError
+    from tools.ui_train import TrainForm
+
+    root, outside = tmp_path / "project", tmp_path / "datasets"
+    root.mkdir()
+    outside.mkdir()
+    values = dict(experiment="v", dataset=str(outside))
+    with pytest.raises(UserInputError, match="--allow-path"):
+        TrainForm(AppContext.create(root))._dataset(values)
+    allowed = TrainForm(AppContext.create(root, allow_paths=(outside,)))._dataset(values)
+    assert allowed == outside.resolve()
+    with pytest.raises(UserInputError, match="outside the project folder"):
+        TrainForm(AppContext.create(root, allow_paths=(outside,)))._dataset(dict(values, dataset=str(outside / "..")))

@@ -397,7 +397,12 @@ def _cmd_assets(args: argparse.Namespace) -> int:
 
     status = api.asset_status(args.root)
     for state in status.assets:
-        mark = "ok" if state.present else ("partial" if state.partial_bytes else "missing")
+        if state.present:
+            mark = "ok"
+        elif state.size_bytes is not None:
+            mark = "wrong-size"  # not the published file: a custom one, or a cut-short copy
+        else:
+            mark = "partial" if state.partial_bytes else "missing"
         print(f"{mark:>8}  {state.group:<18} {state.path}")
     print(status.summary())
     return 0

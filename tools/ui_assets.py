@@ -28,11 +28,13 @@ def status_html(ctx: "AppContext") -> str:
         groups.setdefault(state.group, []).append(state)
     rows = []
     for group, states in groups.items():
-        missing = [s for s in states if not s.present]
-        present = not missing
-        mark = label("assets.present") if present else f"{label('assets.missing')}: " + ", ".join(
-            s.path.name for s in missing
-        )
+        missing = [s for s in states if not s.present and s.size_bytes is None]
+        # A file of another size is not the published one (a fine-tuned encoder, or a cut-short copy).
+        other = [s for s in states if not s.present and s.size_bytes is not None]
+        present = not missing and not other
+        parts = [f"{label('assets.missing')}: " + ", ".join(s.path.name for s in missing)] if missing else []
+        parts += [f"{label('assets.other')}: " + ", ".join(s.path.name for s in other)] if other else []
+        mark = "; ".join(parts) or label("assets.present")
         css = "rvc-present" if present else "rvc-missing"
         where = html.escape(str(states[0].path.parent if len(states) > 1 else states[0].path))
         rows.append(

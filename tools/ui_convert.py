@@ -183,7 +183,7 @@ def build(ctx: "AppContext", tab: gr.Tab) -> None:
             with gr.Row():
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=label("convert.audio"),
                                  elem_id="convert-audio")
-                f0_file = gr.File(label=label("convert.f0_file"), file_types=[".txt", ".csv", ".npy"], type="filepath")
+                f0_file = gr.File(label=label("convert.f0_file"), file_types=[".txt", ".csv"], type="filepath")
             params = conversion_controls("convert")
             run = gr.Button(label("convert.run"), variant="primary", elem_id="convert-run")
             with gr.Row():

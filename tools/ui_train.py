@@ -31,7 +31,7 @@ def pretrained_defaults(ctx: "AppContext", sample_rate_tag: str, version: str, u
     missing = [p for p in paths if not p.is_file()]
     if missing:
         names = ", ".join(str(p.relative_to(ctx.project.root)) for p in missing)
-        note = f'<span class="rvc-missing">missing: {names}</span> (download them in the Assets panel, or leave empty to train from scratch)'
+        note = f'<span class="rvc-missing">missing: {names}</span> (download them in the Assets panel, or tick "from scratch")'
     else:
         note = '<span class="rvc-present">pretrained G and D present</span>'
     shown = [str(p.relative_to(ctx.project.root)) for p in paths]
@@ -95,7 +95,7 @@ class TrainForm:
     FIELDS = (
         "experiment", "sample_rate_tag", "version", "use_f0", "processes", "dataset", "speaker_id", "f0_method",
         "save_every", "epochs", "batch_size", "save_latest_only", "save_small_each", "pretrained_g", "pretrained_d",
-        "index_kind",
+        "index_kind", "from_scratch",
     )
 
     def __init__(self, ctx: "AppContext") -> None:
@@ -126,7 +126,9 @@ class TrainForm:
             speaker_id=v["speaker_id"], epochs=v["epochs"], batch_size=v["batch_size"],
             save_every_epochs=v["save_every"], latest_only=bool(v["save_latest_only"]),
             export_every_save=bool(v["save_small_each"]),
-            pretrained_g=self._pretrained(v, "G"), pretrained_d=self._pretrained(v, "D"),
+            use_pretrained=not v["from_scratch"],
+            pretrained_g=None if v["from_scratch"] else self._pretrained(v, "G"),
+            pretrained_d=None if v["from_scratch"] else self._pretrained(v, "D"),
         )
 
     def preprocess(self, *raw: Any) -> tuple[str, Work, str]:
@@ -225,11 +227,13 @@ def build(ctx: "AppContext") -> None:
         save_latest_only = gr.Checkbox(value=False, label=label("train.save_latest_only"))
         save_small_each = gr.Checkbox(value=False, label=label("train.save_small_each"))
     with gr.Row():
-        index_kind = gr.Dropdown(api_index.index_kind_choices(), value="ivf_flat", label=label("train.index_kind"),
-                                 scale=1)
         pretrained_g = gr.Textbox(default_g, label=label("train.pretrained_g"), scale=2)
         pretrained_d = gr.Textbox(default_d, label=label("train.pretrained_d"), scale=2)
-        pretrained_note = gr.HTML(default_note, elem_id="train-pretrained-note")
+        with gr.Column(scale=2):
+            from_scratch = gr.Checkbox(value=False, label=label("train.from_scratch"))
+            pretrained_note = gr.HTML(default_note, elem_id="train-pretrained-note")
+        index_kind = gr.Dropdown(api_index.index_kind_choices(), value="ivf_flat", label=label("train.index_kind"),
+                                 scale=2)
 
     def refill(sr: str, ver: str, f0: bool) -> tuple[str, str, str]:
         return pretrained_defaults(ctx, sr, ver, bool(f0))
@@ -245,7 +249,7 @@ def build(ctx: "AppContext") -> None:
         b_index = gr.Button(label("train.step4"), elem_id="train-index")
         b_all = gr.Button(label("train.one_click"), variant="primary", elem_id="train-one-click")
     health = gr.Textbox(render=False, label=label("train.health"), lines=10, interactive=False, elem_id="train-health")
-    loss_plot = gr.LinePlot(loss_frame(ctx, None), render=False, x="step", y="loss", color="series",
+    loss_plot = gr.LinePlot(None, render=False, x="step", y="loss", color="series",
                             label=label("train.loss"), height=260, elem_id="train-loss")
     panel = job_panel(ctx.jobs, extra_outputs=[loss_plot, health],
                       render_extra=lambda s: [loss_update(ctx, s), health_update(ctx, s)], elem_id="train-panel")
@@ -264,7 +268,8 @@ def build(ctx: "AppContext") -> None:
         with gr.Column(scale=2):
             health.render()
     fields = [experiment, sample_rate, version, use_f0, processes, dataset, speaker_id, f0_method, save_every,
-              epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d, index_kind]
+              epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d, index_kind,
+              from_scratch]
     panel.bind(b_pre, form.preprocess, fields, api_name="preprocess")
     panel.bind(b_ext, form.extract, fields, api_name="extract")
     panel.bind(b_train, form.train, fields, api_name="train")

@@ -93,7 +93,7 @@ CSS = """
   overflow: hidden; text-overflow: ellipsis; }
 .rvc-assets table { width: 100%; }
 .rvc-assets td { padding: 2px 8px; }
-.rvc-missing { color: #b3261e; font-weight: 600; }
+.rvc-missing { color: #b3261e; font-weight: 600; overflow-wrap: anywhere; }
 .rvc-present { color: #1e7a34; font-weight: 600; }
 """
 
