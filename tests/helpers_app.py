@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from conftest import REPO_ROOT, synthetic_voice
 
 CHROMIUM = Path("/usr/bin/chromium")

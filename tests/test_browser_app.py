@@ -12,8 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from helpers_app import shared_test_hubert, CHROMIUM, CHROMIUM_ARGS, app_in_thread, make_project, write_test_wav
+from helpers_app import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    app_in_thread,
+    make_project,
+    shared_test_hubert,
+    write_test_wav,
+)
 
 pytestmark = [
     pytest.mark.browser,

@@ -11,6 +11,7 @@ fixed projection to 768 values (tests/test_pipeline.py's ProjectedEncoder); shor
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,7 @@ from infer_pack.progress import CancelToken
 EXP = "singer"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def one_intra_op_thread() -> Any:
     """Bit-identical results need one intra-op thread per call: with several, MKL (dynamic by default)
     gives a call running beside another fewer threads, which changes float rounding in the last bit.
@@ -51,13 +52,16 @@ def converter(reference: Path) -> Any:
     return VoiceConverter(voice, encoder, windows=SHORT_WINDOWS)
 
 
-TAKES = [synthetic_voice(0.7, 16000, f0_hz=f0, seed=i) for i, f0 in enumerate((140.0, 220.0))]
+@functools.cache
+def _take(number: int) -> np.ndarray:
+    """Two different 0.7 s inputs at 16 kHz."""
+    return synthetic_voice(0.7, 16000, f0_hz=(140.0, 220.0)[number], seed=number)
 
 
 def _convert(converter: Any, take: int) -> np.ndarray:
     from infer_pack.pipeline import ConversionParams
 
-    audio, rate = converter.convert(TAKES[take], ConversionParams(f0_method="pm", pitch_semitones=2.0, seed=7))
+    audio, rate = converter.convert(_take(take), ConversionParams(f0_method="pm", pitch_semitones=2.0, seed=7))
     assert rate == 40000 and audio.size > 0
     return audio
 

@@ -81,8 +81,8 @@ def test_preprocess_killed_between_files_resumes_without_redoing_recorded_source
     root = tmp_path / "project"
     experiment = Experiment(root / "logs" / EXP)
     # The state is saved after every file here (the default is once a second), and each piece
-    # takes 0.15 s longer, so the run is surely still going when 3 sources are recorded.
-    hooks = "pp.STATE_SAVE_INTERVAL_S = 0.0\nslow_down(pp, 'resample_16k', 0.15)"
+    # takes 0.3 s longer, so the run is surely still going when 3 sources are recorded.
+    hooks = "pp.STATE_SAVE_INTERVAL_S = 0.0\nslow_down(pp, 'resample_16k', 0.3)"
     driver = start_driver(tmp_path, "preprocess", PREPROCESS_DRIVER.format(hooks=hooks, root=str(root), exp=EXP, data=str(dataset)))
     driver.wait_until(lambda: len(_done_sources(experiment)) >= 3, "3 sources recorded as done")
     driver.kill()

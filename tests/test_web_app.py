@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from helpers_app import shared_test_hubert, app_in_thread, audio_rms, make_project
+from helpers_app import app_in_thread, audio_rms, make_project, shared_test_hubert
 
 # Train-tab form values in tools.ui_train.TrainForm.FIELDS order.
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -43,7 +42,7 @@ def _progress_state(html: str) -> tuple[str, str, str]:
     """(job id, state, text) from the progress bar's HTML."""
     job = re.search(r'data-job="([^"]*)"', html)
     state = re.search(r'data-state="([^"]*)"', html)
-    text = re.search(r'<div class="text">(.*?)</div>', html, re.S)
+    text = re.search(r'<div class="text">(.*?)</div>', html, re.DOTALL)
     assert job and state and text, html
     return job.group(1), state.group(1), text.group(1)
 
@@ -204,3 +203,9 @@ def test_training_streams_losses_and_stop_really_stops(served: tuple[Any, Any, P
     time.sleep(2)
     assert len(loss_frame(ctx, "web-train")) == steps_at_stop, "nothing trains after Stop"
     assert not ctx.jobs.running()
+    # The checkpoint the stop left behind becomes a small voice through the Model tools tab.
+    checkpoint = sorted(experiment.glob("G_*.pth"))[-1].relative_to(root)
+    extracted = client.predict(str(checkpoint), "from-ckpt", "auto", "auto", "auto", "made in a test",
+                               api_name="/extract_model")
+    assert extracted.startswith("voice written to") and "(v2, 40k, with pitch)" in extracted, extracted
+    assert "info: made in a test" in client.predict("from-ckpt", api_name="/show_info")

@@ -86,10 +86,25 @@ def test_allow_path_extends_where_typed_folders_may_point(tmp_path: Path) -> Non
     root, outside = tmp_path / "project", tmp_path / "datasets"
     root.mkdir()
     outside.mkdir()
-    values = dict(experiment="v", dataset=str(outside))
+    values = {"experiment": "v", "dataset": str(outside)}
     with pytest.raises(UserInputError, match="--allow-path"):
         TrainForm(AppContext.create(root))._dataset(values)
     allowed = TrainForm(AppContext.create(root, allow_paths=(outside,)))._dataset(values)
     assert allowed == outside.resolve()
     with pytest.raises(UserInputError, match="outside the project folder"):
         TrainForm(AppContext.create(root, allow_paths=(outside,)))._dataset(dict(values, dataset=str(outside / "..")))
+
+
+def test_api_package_re_exports_every_action() -> None:
+    import inspect
+
+    from tools import api
+
+    assert sorted(api.__all__) == sorted(api._EXPORTS)
+    for name in api.__all__:
+        function = getattr(api, name)
+        assert callable(function) and function.__name__ == name
+        assert function.__module__ == f"tools.api.{api._EXPORTS[name]}"
+        assert inspect.signature(function).parameters, name
+    with pytest.raises(AttributeError):
+        api.no_such_action  # noqa: B018

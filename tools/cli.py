@@ -8,9 +8,11 @@ and exits non-zero. Heavy modules are imported only inside the handlers, so `--h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from infer_pack.errors import CancelledError, RVCError, UserInputError
@@ -239,11 +241,11 @@ def _run(args: argparse.Namespace, call: Callable[[TqdmProgress], Any], unit: st
 
 
 def _conversion_fields(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        index_path=args.index, speaker_id=args.speaker_id, pitch_semitones=args.transpose, f0_method=args.f0_method,
-        index_rate=args.index_rate, filter_radius=args.filter_radius, resample_hz=args.resample,
-        rms_mix_rate=args.rms_mix, protect=args.protect, device=args.device,
-    )
+    return {
+        "index_path": args.index, "speaker_id": args.speaker_id, "pitch_semitones": args.transpose,
+        "f0_method": args.f0_method, "index_rate": args.index_rate, "filter_radius": args.filter_radius,
+        "resample_hz": args.resample, "rms_mix_rate": args.rms_mix, "protect": args.protect, "device": args.device,
+    }
 
 
 def _cmd_convert(args: argparse.Namespace) -> Any:
@@ -292,14 +294,32 @@ def _cmd_extract(args: argparse.Namespace) -> Any:
     ))
 
 
+@contextlib.contextmanager
+def _stop_on_ctrl_c(cancel: Any) -> Iterator[None]:
+    """First Ctrl-C asks the step to stop cleanly (training saves a checkpoint); a second one aborts."""
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        print("\nstopping after the current step (Ctrl-C again to abort)", file=sys.stderr)
+        cancel.cancel()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _training_fields(args: argparse.Namespace) -> dict[str, Any]:
-    return dict(
-        experiment=args.experiment, version=args.version, sample_rate_tag=args.sample_rate, use_f0=args.use_f0,
-        speaker_id=args.speaker_id, epochs=args.epochs, batch_size=args.batch_size,
-        save_every_epochs=args.save_every, latest_only=args.save_latest_only,
-        export_every_save=args.save_small_each, use_pretrained=not args.no_pretrained,
-        pretrained_g=args.pretrained_g, pretrained_d=args.pretrained_d,
-    )
+    return {
+        "experiment": args.experiment, "version": args.version, "sample_rate_tag": args.sample_rate, "use_f0": args.use_f0,
+        "speaker_id": args.speaker_id, "epochs": args.epochs, "batch_size": args.batch_size,
+        "save_every_epochs": args.save_every, "latest_only": args.save_latest_only,
+        "export_every_save": args.save_small_each, "use_pretrained": not args.no_pretrained,
+        "pretrained_g": args.pretrained_g, "pretrained_d": args.pretrained_d,
+    }
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -307,7 +327,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from tools import api
 
     cancel = CancelToken()
-    result = _run(args, lambda bar: api.train_model(args.root, bar, cancel, **_training_fields(args)))
+    with _stop_on_ctrl_c(cancel):
+        result = _run(args, lambda bar: api.train_model(args.root, bar, cancel, **_training_fields(args)))
     return EXIT_INTERRUPTED if result.cancelled else 0
 
 
@@ -325,10 +346,11 @@ def _cmd_one_click(args: argparse.Namespace) -> int:
 
     fields = _training_fields(args)
     cancel = CancelToken()
-    result = _run(args, lambda bar: api.one_click(
-        project=args.root, dataset_dir=args.dataset, f0_method=args.f0_method, n_processes=args.processes,
-        progress=bar, cancel=cancel, **fields,
-    ))
+    with _stop_on_ctrl_c(cancel):
+        result = _run(args, lambda bar: api.one_click(
+            project=args.root, dataset_dir=args.dataset, f0_method=args.f0_method, n_processes=args.processes,
+            progress=bar, cancel=cancel, **fields,
+        ))
     return EXIT_INTERRUPTED if result.train.cancelled else 0
 
 

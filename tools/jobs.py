@@ -72,7 +72,7 @@ class JobSnapshot:
 class JobContext:
     """What a job's work function receives: progress/cancel to pass on, plus log and metric sinks."""
 
-    def __init__(self, job: "Job") -> None:
+    def __init__(self, job: Job) -> None:
         self._job = job
         self.cancel: CancelToken = job.cancel_token
 
@@ -166,7 +166,7 @@ def _is_counter_only(message: str) -> bool:
 class _ThreadLogRouter(logging.Handler):
     """Copies log records to the job whose thread emitted them."""
 
-    def __init__(self, runner: "JobRunner") -> None:
+    def __init__(self, runner: JobRunner) -> None:
         super().__init__(level=logging.INFO)
         self._runner = runner
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
@@ -176,7 +176,7 @@ class _ThreadLogRouter(logging.Handler):
         if job is not None:
             try:
                 job.append_log(self.format(record))
-            except Exception:  # a broken record must never break the job that logged it
+            except Exception:  # noqa: BLE001 - a broken record must never break the job that logged it
                 self.handleError(record)
 
 

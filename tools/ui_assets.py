@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from tools.web import AppContext
 
 
-def status_html(ctx: "AppContext") -> str:
+def status_html(ctx: AppContext) -> str:
     """One row per download group (hubert, rmvpe, pretrained-v2-40k, ...): files present and missing.
 
     Rows carry data-asset / data-present attributes so tests and scripts can read them.
@@ -45,7 +45,7 @@ def status_html(ctx: "AppContext") -> str:
     return f'<div class="rvc-assets"><p>{html.escape(status.summary())}</p><table>{"".join(rows)}</table></div>'
 
 
-def build_status_panel(ctx: "AppContext") -> None:
+def build_status_panel(ctx: AppContext) -> None:
     with gr.Accordion(label("assets.heading"), open=False, elem_id="assets-panel"):
         table = gr.HTML(status_html(ctx), elem_id="assets-table")
         with gr.Row():

@@ -21,19 +21,19 @@ F0_CHOICES = [("RMVPE (best)", "rmvpe"), ("PM (fast)", "pm"), ("Harvest", "harve
 NO_INDEX = ""
 
 
-def voice_choices(ctx: "AppContext") -> list[tuple[str, str]]:
+def voice_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """(shown name, file name) for each voice in weights/."""
     return [(p.stem, p.name) for p in ctx.project.list_voices()]
 
 
-def index_choices(ctx: "AppContext") -> list[tuple[str, str]]:
+def index_choices(ctx: AppContext) -> list[tuple[str, str]]:
     root = ctx.project.root
     return [(label("convert.no_index"), NO_INDEX)] + [
         (str(p.relative_to(root)), str(p.relative_to(root))) for p in ctx.project.list_indexes()
     ]
 
 
-def match_index(ctx: "AppContext", voice_file: str | None) -> str:
+def match_index(ctx: AppContext, voice_file: str | None) -> str:
     """The index that belongs to a voice: one in logs/<voice>/ or whose name carries the voice name."""
     if not voice_file:
         return NO_INDEX
@@ -49,13 +49,13 @@ def match_index(ctx: "AppContext", voice_file: str | None) -> str:
     return NO_INDEX
 
 
-def _voice_path(ctx: "AppContext", voice_file: str | None) -> Path:
+def _voice_path(ctx: AppContext, voice_file: str | None) -> Path:
     if not voice_file:
         raise UserInputError("no voice selected; pick one in the Voice list (voices live in weights/)")
     return ctx.project.voice_path(voice_file)
 
 
-def _index_path(ctx: "AppContext", index: str | None) -> Path | None:
+def _index_path(ctx: AppContext, index: str | None) -> Path | None:
     return ctx.project.confine(index, "index file") if index else None
 
 
@@ -63,17 +63,20 @@ def conversion_kwargs(
     speaker_id: float, transpose: float, f0_method: str, index_rate: float, filter_radius: float,
     resample: float, rms_mix: float, protect: float,
 ) -> dict[str, Any]:
-    """Form values -> the API's parameter names (numbers arrive from Gradio as floats)."""
-    return dict(
-        speaker_id=int(speaker_id),
-        pitch_semitones=float(transpose),
-        f0_method=f0_method,
-        index_rate=float(index_rate),
-        filter_radius=int(filter_radius),
-        resample_hz=int(resample),
-        rms_mix_rate=float(rms_mix),
-        protect=float(protect),
-    )
+    """Form values -> the API's parameter names (numbers arrive from Gradio as floats; an emptied box as None)."""
+    for name, value in (("speaker id", speaker_id), ("transpose", transpose)):
+        if value is None:
+            raise UserInputError(f"the {name} box is empty; type a whole number (0 is the usual value)")
+    return {
+        "speaker_id": int(speaker_id),
+        "pitch_semitones": float(transpose),
+        "f0_method": f0_method,
+        "index_rate": float(index_rate),
+        "filter_radius": int(filter_radius),
+        "resample_hz": int(resample),
+        "rms_mix_rate": float(rms_mix),
+        "protect": float(protect),
+    }
 
 
 def conversion_controls(prefix: str) -> list[gr.components.Component]:
@@ -112,7 +115,7 @@ def conversion_controls(prefix: str) -> list[gr.components.Component]:
 
 
 def run_convert(
-    ctx: "AppContext", audio_path: str | None, voice_file: str | None, index: str | None, f0_file: str | None,
+    ctx: AppContext, audio_path: str | None, voice_file: str | None, index: str | None, f0_file: str | None,
     *params: Any,
 ) -> tuple[str, str, str]:
     """Convert one uploaded/recorded file; returns (output audio path, download path, result text)."""
@@ -133,7 +136,7 @@ def run_convert(
     return output, output, result.summary()
 
 
-def _batch_starter(ctx: "AppContext") -> JobStarter:
+def _batch_starter(ctx: AppContext) -> JobStarter:
     def starter(voice_file: str | None, index: str | None, input_dir: str, output_dir: str, out_format: str,
                 *params: Any) -> tuple[str, Callable[[JobContext], Any], None]:
         from tools import api
@@ -157,7 +160,7 @@ def _batch_starter(ctx: "AppContext") -> JobStarter:
     return starter
 
 
-def build(ctx: "AppContext", tab: gr.Tab) -> None:
+def build(ctx: AppContext, tab: gr.Tab) -> None:
     """The tab's widgets; the voice and index lists refresh each time `tab` is selected."""
     from tools.api.convert import OUTPUT_FORMATS
 

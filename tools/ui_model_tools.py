@@ -43,7 +43,7 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., str]:
 
 
 class ModelTools:
-    def __init__(self, ctx: "AppContext") -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
     def voice(self, typed: str | None, what: str = "voice") -> Path:
@@ -97,7 +97,7 @@ class ModelTools:
         return api.export_onnx(path=source, output_path=target)
 
 
-def build(ctx: "AppContext", tab: gr.Tab) -> None:
+def build(ctx: AppContext, tab: gr.Tab) -> None:
     """The tab's widgets; voice lists refresh each time `tab` is selected."""
     tools = ModelTools(ctx)
     voices = [p.stem for p in ctx.project.list_voices()]

@@ -25,7 +25,7 @@ VERSION_CHOICES = ["v1", "v2"]
 Work = Callable[[JobContext], Any]
 
 
-def pretrained_defaults(ctx: "AppContext", sample_rate_tag: str, version: str, use_f0: bool) -> tuple[str, str, str]:
+def pretrained_defaults(ctx: AppContext, sample_rate_tag: str, version: str, use_f0: bool) -> tuple[str, str, str]:
     """(G path, D path, note) for the settings; the note flags files that are missing."""
     paths = [ctx.project.pretrained_path(version, sample_rate_tag, use_f0, kind) for kind in ("G", "D")]
     missing = [p for p in paths if not p.is_file()]
@@ -42,7 +42,7 @@ def pretrained_defaults(ctx: "AppContext", sample_rate_tag: str, version: str, u
 LOSS_SERIES = {"loss_mel": "mel", "loss_g": "generator total", "loss_d": "discriminator", "loss_kl": "KL"}
 
 
-def loss_frame(ctx: "AppContext", experiment: str | None) -> "pd.DataFrame":
+def loss_frame(ctx: AppContext, experiment: str | None) -> pd.DataFrame:
     """The experiment's losses so far (read from its metrics file while training writes it)."""
     import math
 
@@ -64,14 +64,14 @@ def loss_frame(ctx: "AppContext", experiment: str | None) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-def loss_update(ctx: "AppContext", snapshot: JobSnapshot | None) -> Any:
+def loss_update(ctx: AppContext, snapshot: JobSnapshot | None) -> Any:
     """New plot data while a training job runs (and once when it ends); otherwise leave the plot alone."""
     if snapshot is None or snapshot.kind not in ("train", "one-click") or not snapshot.key:
         return gr.skip()
     return loss_frame(ctx, snapshot.key)
 
 
-def health_report_text(ctx: "AppContext", experiment: str | None) -> str:
+def health_report_text(ctx: AppContext, experiment: str | None) -> str:
     """The experiment's dataset health report (written by the preprocess step), or '' when none yet."""
     from train.experiment import Experiment
     from train.health import read_health_report
@@ -82,7 +82,7 @@ def health_report_text(ctx: "AppContext", experiment: str | None) -> str:
     return report.summary_text() if report is not None else ""
 
 
-def health_update(ctx: "AppContext", snapshot: JobSnapshot | None) -> Any:
+def health_update(ctx: AppContext, snapshot: JobSnapshot | None) -> Any:
     """Show the report once a step that writes it has finished; otherwise leave the box alone."""
     if snapshot is None or not snapshot.finished or snapshot.kind not in ("preprocess", "one-click"):
         return gr.skip()
@@ -98,7 +98,7 @@ class TrainForm:
         "index_kind", "from_scratch",
     )
 
-    def __init__(self, ctx: "AppContext") -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
 
     def values(self, raw: tuple[Any, ...]) -> dict[str, Any]:
@@ -121,15 +121,15 @@ class TrainForm:
 
     def _training_kwargs(self, v: dict[str, Any]) -> dict[str, Any]:
         """TrainRequest fields (tools.api.training) from the form."""
-        return dict(
-            sample_rate_tag=v["sample_rate_tag"], version=v["version"], use_f0=v["use_f0"],
-            speaker_id=v["speaker_id"], epochs=v["epochs"], batch_size=v["batch_size"],
-            save_every_epochs=v["save_every"], latest_only=bool(v["save_latest_only"]),
-            export_every_save=bool(v["save_small_each"]),
-            use_pretrained=not v["from_scratch"],
-            pretrained_g=None if v["from_scratch"] else self._pretrained(v, "G"),
-            pretrained_d=None if v["from_scratch"] else self._pretrained(v, "D"),
-        )
+        return {
+            "sample_rate_tag": v["sample_rate_tag"], "version": v["version"], "use_f0": v["use_f0"],
+            "speaker_id": v["speaker_id"], "epochs": v["epochs"], "batch_size": v["batch_size"],
+            "save_every_epochs": v["save_every"], "latest_only": bool(v["save_latest_only"]),
+            "export_every_save": bool(v["save_small_each"]),
+            "use_pretrained": not v["from_scratch"],
+            "pretrained_g": None if v["from_scratch"] else self._pretrained(v, "G"),
+            "pretrained_d": None if v["from_scratch"] else self._pretrained(v, "D"),
+        }
 
     def preprocess(self, *raw: Any) -> tuple[str, Work, str]:
         from tools import api
@@ -204,7 +204,7 @@ class TrainForm:
         return "one-click", work, v["experiment"]
 
 
-def build(ctx: "AppContext") -> None:
+def build(ctx: AppContext) -> None:
     from tools.api import index as api_index
 
     form = TrainForm(ctx)

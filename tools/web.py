@@ -34,7 +34,7 @@ class AppContext:
     cache: ModelCache = field(default_factory=lambda: ModelCache(max_items=4))
 
     @classmethod
-    def create(cls, root: str | Path, allow_paths: tuple[str | Path, ...] = ()) -> "AppContext":
+    def create(cls, root: str | Path, allow_paths: tuple[str | Path, ...] = ()) -> AppContext:
         return cls(project=Project.at(root, extra_allowed=allow_paths))
 
     def served_dirs(self) -> list[str]:
@@ -72,7 +72,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     return ServerSettings(host=host, port=port, auth=parse_auth(args.auth), max_upload_mb=int(args.max_upload_mb))
 
 
-def _theme() -> "gr.themes.Base":
+def _theme() -> gr.themes.Base:
     import gradio as gr
 
     # System fonts only: the app must look right on machines without internet access.
@@ -98,7 +98,7 @@ CSS = """
 """
 
 
-def build_app(ctx: AppContext) -> "gr.Blocks":
+def build_app(ctx: AppContext) -> gr.Blocks:
     """Assemble the tabs into one Blocks app (not launched)."""
     import gradio as gr
 
@@ -166,7 +166,7 @@ def launch(args: argparse.Namespace, *, block: bool = True) -> int:
     return 0
 
 
-def serve(app: "gr.Blocks", settings: ServerSettings, served_dirs: list[str], *, block: bool = True) -> None:
+def serve(app: gr.Blocks, settings: ServerSettings, served_dirs: list[str], *, block: bool = True) -> None:
     """Queue and launch `app` with the server settings (no share links, no SSR, no telemetry)."""
     app.queue(default_concurrency_limit=2)
     app.launch(

@@ -26,7 +26,11 @@ _EXPORTS: dict[str, str] = {
     "download_assets": "assets",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "asset_status", "change_voice_info", "convert_batch", "convert_voice", "download_assets", "export_onnx",
+    "extract_features", "extract_small_model", "merge_voices", "one_click", "preprocess_dataset", "show_voice_info",
+    "train_index", "train_model",
+]
 
 
 def __getattr__(name: str) -> Any:
