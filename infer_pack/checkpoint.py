@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from configs import CONTENT_DIM, SAMPLE_RATE_HZ, RVCConfig
 from infer_pack.errors import ModelFileError
-from infer_pack.fileio import atomic_path
-from infer_pack.torchio import safe_torch_load
+from infer_pack.torchio import safe_torch_load, torch_save_atomic
 
 if TYPE_CHECKING:
     import torch
@@ -310,13 +309,10 @@ def voice_to_dict(voice: VoiceModel) -> OrderedDict[str, Any]:
 
 def save_voice(path: str | Path, voice: VoiceModel) -> Path:
     """Write `voice` atomically in RVC's format; returns the path."""
-    import torch
 
     path = Path(path)
     data = voice_to_dict(voice)
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
-    return path
+    return torch_save_atomic(data, path)
 
 
 def rvc_config_list(cfg: RVCConfig) -> list[Any]:
@@ -463,9 +459,7 @@ def save_training_checkpoint(
         "optimizer": optim_state,
         "learning_rate": float(learning_rate),
     }
-    with atomic_path(path) as tmp:
-        torch.save(data, tmp)
-    return path
+    return torch_save_atomic(data, path)
 
 
 def load_training_checkpoint(path: str | Path) -> TrainingCheckpoint:

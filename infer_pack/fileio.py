@@ -66,3 +66,19 @@ def atomic_write_with(target: str | Path, writer: Callable[[Path], None]) -> Non
     """Call `writer(tmp_path)` and move the result onto `target` atomically."""
     with atomic_path(target) as tmp:
         writer(tmp)
+
+
+def remove_stale_temporaries(folder: str | Path) -> int:
+    """Delete leftovers of atomic writes cut short by a killed run (".<name>.<random>.tmp").
+
+    Call it only where no other writer is active (a step that owns the folder, under its lock).
+    Returns the number of files removed.
+    """
+    folder = Path(folder)
+    removed = 0
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.name.startswith(".") and path.name.endswith(".tmp") and path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed

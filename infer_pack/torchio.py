@@ -60,3 +60,19 @@ def safe_torch_load(path: str | Path, *, allowed_globals: Sequence[Any] = ()) ->
         struct.error,
     ) as exc:
         raise ModelFileError(path, f"truncated or not a PyTorch file ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def torch_save_atomic(obj: Any, path: str | Path) -> Path:
+    """`torch.save` to `path` atomically; a full disk raises DiskFullError and keeps the old file.
+
+    Saving through an open file handle (not a path) makes torch surface the OS error (ENOSPC)
+    instead of its own "unexpected pos" RuntimeError.
+    """
+    import torch
+
+    from infer_pack.fileio import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
+    return path

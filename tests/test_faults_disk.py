@@ -33,12 +33,6 @@ from train.experiment import Experiment, save_npy
 EXP = "singer"
 DEV_FULL = Path("/dev/full")
 
-# Known defects, kept visible: each xfail is strict, so a fix turns it into a failure to remove the mark.
-TORCH_SAVE_BY_PATH = (
-    "infer_pack/checkpoint.py save_voice/save_training_checkpoint call torch.save(data, tmp) with a path: "
-    "torch's C++ writer raises RuntimeError('... unexpected pos ...') on ENOSPC, so atomic_path never sees "
-    "an OSError and no DiskFullError is raised; fix: `with open(tmp, 'wb') as handle: torch.save(data, handle)`"
-)
 
 
 def _sha(path: Path) -> str:
@@ -127,8 +121,8 @@ def _no_space_in_writers(monkeypatch: pytest.MonkeyPatch, name_part: str) -> Non
         ("voice", "rename"),
         ("checkpoint", "rename"),
         ("index", "rename"),
-        pytest.param("voice", "write", marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=TORCH_SAVE_BY_PATH)),
-        pytest.param("checkpoint", "write", marks=pytest.mark.xfail(strict=True, raises=RuntimeError, reason=TORCH_SAVE_BY_PATH)),
+        ("voice", "write"),
+        ("checkpoint", "write"),
         ("index", "write"),
     ],
 )
@@ -237,8 +231,8 @@ def tmpfs_results(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param("voice", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=TORCH_SAVE_BY_PATH)),
-        pytest.param("checkpoint", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=TORCH_SAVE_BY_PATH)),
+        "voice",
+        "checkpoint",
         "index-rebuild",  # total_fea.npy is written first (np.save on an open file): DiskFullError
         "index-file",
     ],

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from infer_pack.errors import AudioLoadError, ExperimentError
-from infer_pack.fileio import atomic_write_with
+from infer_pack.torchio import torch_save_atomic
 from train.experiment import FilelistEntry
 from train.mel import MelTransform
 
@@ -126,7 +126,7 @@ class TrainingDataset(torch.utils.data.Dataset[Sample]):
             pass  # absent or damaged cache: recompute below
         spec = self.mel.spectrogram(wave).squeeze(0)  # [F, frames]
         try:
-            atomic_write_with(cache, lambda tmp: torch.save(spec, tmp))
+            torch_save_atomic(spec, cache)
         except OSError:
             pass  # a read-only dataset still trains, just without the cache
         return spec

@@ -24,6 +24,7 @@ import numpy as np
 
 from infer_pack.cache import ModelCache
 from infer_pack.errors import AudioLoadError, UserInputError
+from infer_pack.fileio import remove_stale_temporaries
 from infer_pack.progress import CancelToken, ProgressCallback, report
 from train.experiment import Experiment, save_npy
 from train.preprocess import decode_source, default_workers, parallel_map
@@ -133,6 +134,8 @@ def extract_f0(
     started = time.perf_counter()
     experiment.f0_coarse_dir.mkdir(parents=True, exist_ok=True)
     experiment.f0_hz_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (experiment.f0_coarse_dir, experiment.f0_hz_dir):
+        remove_stale_temporaries(folder)  # left by a killed run
     names = experiment.wavs16k_names()
     todo = [
         _F0Task(

@@ -19,6 +19,7 @@ import numpy as np
 
 from configs import Version
 from infer_pack.errors import AudioLoadError
+from infer_pack.fileio import remove_stale_temporaries
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from train.experiment import MUTE_SECONDS, Experiment, save_npy
 from train.extract_f0 import ExtractResult
@@ -66,6 +67,7 @@ def extract_features(
     started = time.perf_counter()
     out_dir = experiment.feature_dir(version)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)  # left by a killed run
     names = experiment.wavs16k_names()
     todo = [name for name in names if not experiment.feature_path(name, version).exists()]
     model: ContentEncoder | None = None

@@ -41,6 +41,7 @@ import numpy as np
 
 from configs import SAMPLE_RATE_HZ, SampleRateTag
 from infer_pack.errors import AudioLoadError, ExperimentError, UserInputError
+from infer_pack.fileio import remove_stale_temporaries
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from train.experiment import Experiment, ExperimentMetadata
 from train.slicer import Slicer, SlicerSettings
@@ -380,14 +381,6 @@ def _remove_pieces(experiment: Experiment, names: list[str]) -> None:
             path.with_name(f"{name}.spec.pt").unlink(missing_ok=True)
 
 
-def _remove_temporaries(folder: Path) -> None:
-    # Leftovers of atomic writes cut short by a killed run (".<name>.<random>.tmp").
-    if folder.is_dir():
-        for path in folder.iterdir():
-            if path.name.startswith(".") and path.name.endswith(".tmp"):
-                path.unlink(missing_ok=True)
-
-
 # Imported once by the fork server, so each worker starts without paying for them again.
 _WORKER_PRELOAD = ["numpy", "scipy.signal", "scipy.io.wavfile", "soxr", "soundfile", "av", "infer_pack.audio", "parselmouth", "train.preprocess", "train.extract_f0"]
 
@@ -459,7 +452,7 @@ def preprocess_folder(
         )
     for folder in (experiment.gt_wavs_dir, experiment.wavs16k_dir):
         folder.mkdir(parents=True, exist_ok=True)
-        _remove_temporaries(folder)
+        remove_stale_temporaries(folder)
     new_metadata = (metadata or ExperimentMetadata(sample_rate_tag=sample_rate_tag)).replace(
         sample_rate_tag=sample_rate_tag, speaker_id=speaker_id, source_dir=str(source_dir.absolute())
     )

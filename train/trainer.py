@@ -47,6 +47,7 @@ from infer_pack.errors import (
     TrainingLockedError,
     UserInputError,
 )
+from infer_pack.fileio import remove_stale_temporaries
 from infer_pack.progress import CancelToken, ProgressCallback, report
 from train.data import Batch, DistributedBucketSampler, TrainingDataset, collate
 from train.experiment import LATEST_ONLY_STEP, Experiment
@@ -190,7 +191,7 @@ class TrainingLock:
 
     def _try_create(self) -> bool:
         """Create the lock with its content in one step (hard link of a filled temp file)."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.locktmp")
         tmp.write_text(self._payload(), encoding="utf-8")
         try:
             os.link(tmp, self.path)
@@ -651,6 +652,8 @@ class Trainer:
         lock = TrainingLock(self.experiment.lock_path)
         if self.dist.is_main:
             lock.acquire()
+            # A checkpoint save cut short by a killed run leaves a hidden temp file (hundreds of MB).
+            remove_stale_temporaries(self.experiment.root)
         file_log = _attach_file_log(self.experiment.train_log_path) if self.dist.is_main else None
         metrics = MetricsWriter(
             self.experiment.metrics_path,
