@@ -31,7 +31,10 @@ K = 8
 def clustered_features(n: int, seed: int, n_clusters: int = 1000, rank: int = 16) -> np.ndarray:
     """[n, 768] float32: cluster centre + low-rank within-cluster spread + isotropic noise."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_clusters, DIM)).astype(np.float32)
+    # Centres on a 32-dim subspace: their distances vary as between phones, instead of the equal
+    # distances of independent random 768-dim points (which make every IVF cell list lopsided).
+    latent = rng.standard_normal((n_clusters, 32)).astype(np.float32)
+    centres = latent @ (rng.standard_normal((32, DIM)).astype(np.float32) / np.sqrt(32.0)) * 2.0
     basis = rng.standard_normal((n_clusters, rank, DIM)).astype(np.float32) * 0.25
     out = np.empty((n, DIM), dtype=np.float32)
     for start in range(0, n, 50_000):  # blocks keep the temporary [block, rank, DIM] small

@@ -160,9 +160,9 @@ class ConvFeatureExtractor(nn.Module):
         torch.mm(x[1 : 4 * pairs : 2], taps[1], out=out[: 2 * pairs])  # odd samples, all 2P outputs
         middle = x[2 : 4 * pairs + 1 : 4]  # d1 [P, C_in]
         shared = middle @ summed  # [P, C_out]
-        even_out, odd_out = out[0 : 2 * pairs : 2], out[1 : 2 * pairs : 2]
-        even_out.addmm_(x[0 : 4 * pairs - 3 : 4] - middle, taps[0]).add_(shared)
-        odd_out.addmm_(x[4 : 4 * pairs + 1 : 4] - middle, taps[2]).add_(shared)
+        out[0 : 2 * pairs : 2].addmm_(x[0 : 4 * pairs - 3 : 4] - middle, taps[0])
+        out[1 : 2 * pairs : 2].addmm_(x[4 : 4 * pairs + 1 : 4] - middle, taps[2])
+        out[: 2 * pairs].view(pairs, 2, -1).add_(shared[:, None, :])  # both outputs of each pair
         if frames % 2:
             last = frames - 1
             out[last] = x[2 * last : 2 * last + 3].reshape(1, -1) @ taps.reshape(-1, taps.shape[2])

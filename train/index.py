@@ -48,28 +48,29 @@ class IndexKindInfo:
     help: str
 
 
-# Costs measured with bench/bench_index.py (2 CPU cores, 768-dim clustered frames, recall@8 against exact
-# search over the same vectors): see each kind's help.
+# Costs measured with bench/bench_index.py (2 CPU cores, 768-dim synthetic clustered frames, recall@8
+# against exact search over the same vectors). Recall depends on how clustered the frames are, so the
+# help gives the range seen on two synthetic sets.
 INDEX_KINDS: dict[str, IndexKindInfo] = {
     "ivf_flat": IndexKindInfo(
         "ivf_flat",
         "IVF Flat, nprobe 1 (RVC)",
-        "RVC's index and file names; RVC loads it. The fastest search (about 1/60 of an exact search at "
-        "100k frames) but it looks into one cell only: it finds 89% of the 8 true nearest training features "
-        "at 20k frames and 70% at 100k.",
+        "RVC's index and file names; RVC loads it. The fastest search (1/25 of an exact search at 20k "
+        "frames, 1/60 at 100k) but it looks into one cell only: it finds 89-99% of the 8 true nearest "
+        "training features at 20k frames and about 70% at 100k on hard data.",
     ),
     "ivf_flat_probe8": IndexKindInfo(
         "ivf_flat_probe8",
         "IVF Flat, nprobe 8",
-        "The same vectors, size and build time as RVC's index, searched in 8 cells: 99.9% of the true "
-        "neighbours at 20k frames; the search costs several times more than nprobe 1 but stays a small "
-        "part of a conversion. RVC loads it too.",
+        "The same vectors, size and build time as RVC's index, searched in 8 cells: 99.9-100% of the true "
+        "neighbours at 20k frames; the search costs about 5x nprobe 1 (1/5 of an exact search), still a "
+        "small part of a conversion. RVC loads it too.",
     ),
     "hnsw": IndexKindInfo(
         "hnsw",
         "HNSW graph (32 links)",
-        "A graph index: 97% of the true neighbours at 20k frames with a search about 1/3 of an exact "
-        "one; about 7% larger than the Flat index and slower to build for large sets.",
+        "A graph index: 97-100% of the true neighbours at 20k frames, search 1/4 to 1/3 of an exact one; "
+        "about 7% larger than the Flat index, builds as fast at 20k frames but slower for large sets.",
     ),
 }
 
