@@ -213,7 +213,7 @@ def run(quick: bool, device: str) -> list[BenchRow]:
                 def base(method: str = method, audio: np.ndarray = audio, results: dict = results) -> None:
                     results["base"] = baseline(audio, method, 0)[0]
 
-                ours_s, base_s = interleaved(ours, base, repeats=1 if quick or seconds > 30 else 2, warmup=False)
+                ours_s, base_s = interleaved(ours, base, repeats=1 if quick or seconds > 30 else 2, warmup=seconds <= 30)
                 diff = float(np.abs(results["ours"] - results["base"]).max()) if results["ours"].shape == results["base"].shape else float("nan")
                 load = os.getloadavg()[0]
                 note = (f"{voice_note}; max |ours - RVC-style| = {diff:.2e}; load avg {load:.1f}; "
