@@ -11,6 +11,7 @@ faiss is imported only inside functions, so importing this module stays cheap.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,58 @@ _MIN_SCORE = 1e-12
 _QUERY_BATCH = 2048
 
 
-def read_faiss_index(path: str | Path) -> Any:
-    """faiss.read_index with errors that name the file (also reads paths faiss's C++ can't open)."""
+# A child process reads the index first under this memory cap (plus a few times the file size), so a
+# corrupt or hostile size field fails there instead of making this process allocate gigabytes.
+_PROBE_BASE_BYTES = 3 << 30
+_PROBE_SCRIPT = """
+import resource, sys
+cap = int(sys.argv[2])
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+if hard != resource.RLIM_INFINITY:
+    cap = min(cap, hard)
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+import faiss, numpy as np
+try:
+    faiss.deserialize_index(np.fromfile(sys.argv[1], dtype=np.uint8))
+except MemoryError:
+    print("claims more memory than the file can hold"); sys.exit(3)
+except Exception as exc:
+    text = str(exc).strip().splitlines()
+    print(text[-1] if text else type(exc).__name__); sys.exit(4)
+"""
+
+
+def _probe_index_in_child(path: Path) -> None:
+    """Read the index once in a memory-capped child; raise IndexFileError if that fails."""
+    import subprocess
+    import sys
+
+    cap = _PROBE_BASE_BYTES + 4 * path.stat().st_size
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE_SCRIPT, str(path), str(cap)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+    except subprocess.TimeoutExpired:
+        raise IndexFileError(path, "reading it did not finish in 10 minutes", "rebuild the index") from None
+    if done.returncode != 0:
+        reason = (done.stdout.strip().splitlines() or [f"the reader stopped with status {done.returncode}"])[-1]
+        raise IndexFileError(
+            path, f"not a readable faiss index ({reason})", "rebuild the index (Train tab: 'Train feature index')"
+        )
+
+
+def read_faiss_index(path: str | Path, *, probe: bool = True) -> Any:
+    """faiss.read_index with errors that name the file (also reads paths faiss's C++ can't open).
+
+    With `probe` (the default) the file is first read in a memory-capped child process, so a
+    damaged or hostile file cannot exhaust this process's memory; pass False for files this
+    process has just written itself.
+    """
     import faiss
 
     path = Path(path)
@@ -35,6 +86,8 @@ def read_faiss_index(path: str | Path) -> Any:
         raise IndexFileError(path, "file not found", "pick an existing .index file or build one in the Train tab")
     if path.stat().st_size == 0:
         raise IndexFileError(path, "the file is empty", "rebuild the index (Train tab: 'Train feature index')")
+    if probe:
+        _probe_index_in_child(path)
     try:
         return faiss.read_index(str(path))
     except RuntimeError:

@@ -101,12 +101,6 @@ def test_random_and_truncated_indexes_raise_index_file_error(tmp_path: Path, ivf
     assert {outcome for outcome, _ in results.values()} == {"IndexFileError"}, results
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="infer_pack/retrieval.py:40-46 read_faiss_index hands corrupt headers straight to faiss: one changed "
-    "byte makes faiss allocate (and zero-fill) gigabytes before failing (3.3 GB, 21 s for a 0.5 MB file), or "
-    "std::bad_alloc escapes as a bare MemoryError",
-)
 def test_corrupt_index_header_fails_fast_without_huge_allocations(tmp_path: Path, ivf_index: bytes) -> None:
     files = []
     for value in (245, 51):  # byte 93 lies in the quantizer's vector-size field

@@ -294,22 +294,28 @@ def build_index_from_features(
 
     n_vectors = int(data.shape[0])
     n_list = n_list_for(n_vectors)
+    # faiss and torch share OpenMP: restore the thread count afterwards so a build inside the app
+    # does not change how (and how reproducibly) conversions run.
+    saved_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(max(1, os.cpu_count() or 1))
-    index = make_empty_index(kind, dim, n_list)
-    report(progress, 2, steps, f"training {INDEX_KINDS[kind].label} on {n_vectors} vectors")
-    index.train(data)
-    check(cancel)
-    trained_path = out_dir / index_file_name(n_list, exp_name, version, stage="trained", kind=kind)
-    _write_index(index, trained_path)
-
-    report(progress, 3, steps, "adding vectors")
-    for offset in range(0, n_vectors, ADD_BATCH):
+    try:
+        index = make_empty_index(kind, dim, n_list)
+        report(progress, 2, steps, f"training {INDEX_KINDS[kind].label} on {n_vectors} vectors")
+        index.train(data)
         check(cancel)
-        index.add(data[offset : offset + ADD_BATCH])
-        done = min(offset + ADD_BATCH, n_vectors)
-        report(progress, 3, steps, f"adding vectors {done}/{n_vectors}")
-    added_path = out_dir / index_file_name(n_list, exp_name, version, stage="added", kind=kind)
-    _write_index(index, added_path)
+        trained_path = out_dir / index_file_name(n_list, exp_name, version, stage="trained", kind=kind)
+        _write_index(index, trained_path)
+
+        report(progress, 3, steps, "adding vectors")
+        for offset in range(0, n_vectors, ADD_BATCH):
+            check(cancel)
+            index.add(data[offset : offset + ADD_BATCH])
+            done = min(offset + ADD_BATCH, n_vectors)
+            report(progress, 3, steps, f"adding vectors {done}/{n_vectors}")
+        added_path = out_dir / index_file_name(n_list, exp_name, version, stage="added", kind=kind)
+        _write_index(index, added_path)
+    finally:
+        faiss.omp_set_num_threads(saved_threads)
     report(progress, steps, steps, f"index written: {added_path.name}")
     return IndexResult(
         added_path=added_path,
