@@ -181,6 +181,28 @@ def _random_hubert(device: str) -> Any:
     return ContentEncoder(_random_base_model(device), device, torch.float32)
 
 
+def _engine_row(torch_conv: Any, onnx_conv: Any, audio: np.ndarray, params: Any, seconds: float, voice_note: str) -> BenchRow:
+    """engine="onnx" (ours) vs engine="torch" (baseline): same converter settings, same seed."""
+    if onnx_conv is None:
+        return BenchRow("convert", f"onnx engine pm {seconds:.0f} s", "x realtime (RTF)", float("nan"), None, True,
+                        "onnx engine runs on CPU only")  # fmt: skip
+    results: dict[str, np.ndarray] = {}
+
+    def with_onnx() -> None:
+        results["onnx"] = onnx_conv.convert(audio, params)[0]
+
+    def with_torch() -> None:
+        results["torch"] = torch_conv.convert(audio, params)[0]
+
+    onnx_s, torch_s = interleaved(with_onnx, with_torch, repeats=1 if seconds > 30 else 2, warmup=seconds <= 30)
+    diff = float(np.abs(results["onnx"] - results["torch"]).max())
+    note = f"{voice_note}; engine onnx vs torch; max |onnx - torch| = {diff:.2e}; load avg {os.getloadavg()[0]:.1f}"
+    extra = {"synthesis_s": onnx_conv.last_times.synthesis, "torch_synthesis_s": torch_conv.last_times.synthesis,
+             "max_abs_diff": diff}  # fmt: skip
+    return BenchRow("convert", f"onnx engine pm {seconds:.0f} s", "x realtime (RTF)", onnx_s / seconds,
+                    (torch_s or 0.0) / seconds, True, note, extra)  # fmt: skip
+
+
 def run(quick: bool, device: str) -> list[BenchRow]:
     import tempfile
 
@@ -197,6 +219,12 @@ def run(quick: bool, device: str) -> list[BenchRow]:
     with tempfile.TemporaryDirectory() as folder:
         index_path = _index(Path(folder))
         converter = VoiceConverter(voice, encoder, load_index(index_path), device, dtype=dtype)
+        # The same converter with the decoder in ONNX Runtime (CPU only), sharing the synthesiser.
+        onnx_converter = None
+        if device == "cpu":
+            onnx_converter = VoiceConverter(voice, encoder, converter.index, device, dtype=dtype,
+                                            synthesizer=converter.synthesizer, engine="onnx",
+                                            onnx_cache_dir=Path(folder) / "onnx")  # fmt: skip
         baseline = rvc_style(voice, build_synthesizer(voice, device, dtype, fold_weight_norm=False), encoder,
                              index_path, device)  # fmt: skip
         durations = [10.0] if quick else [10.0, 60.0]
@@ -223,6 +251,8 @@ def run(quick: bool, device: str) -> list[BenchRow]:
                          "synthesis_s": times.synthesis, "max_abs_diff": diff}  # fmt: skip
                 rows.append(BenchRow("convert", f"{method} {seconds:.0f} s", "x realtime (RTF)", ours_s / seconds,
                                      (base_s or 0.0) / seconds, True, note, extra))  # fmt: skip
+                if method == "pm":
+                    rows.append(_engine_row(converter, onnx_converter, audio, params, seconds, voice_note))
     return rows
 
 

@@ -22,7 +22,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from infer_pack.cache import ModelCache
     from infer_pack.checkpoint import VoiceModel
     from infer_pack.models import Synthesizer
+    from infer_pack.onnx_engine import OnnxSynthesizer
     from infer_pack.retrieval import FeatureIndex
 
 SAMPLE_RATE = 16000  # HuBERT and f0 input rate
@@ -360,11 +361,15 @@ class VoiceConverter:
         windows: Windows | None = None,
         rmvpe_path: str | Path | None = None,
         cache: ModelCache | None = None,
+        engine: Literal["torch", "onnx"] = "torch",
+        onnx_cache_dir: str | Path | None = None,
     ) -> None:
         import torch
 
         from infer_pack.checkpoint import build_synthesizer
 
+        if engine not in ("torch", "onnx"):
+            raise UserInputError(f"unknown engine {engine!r}; use 'torch' or 'onnx'")
         if index is not None and index.dim != voice.content_dim:
             from infer_pack.errors import IndexFileError
 
@@ -386,6 +391,13 @@ class VoiceConverter:
         self.rmvpe_path = rmvpe_path
         self.cache = cache
         self.last_times = ConversionTimes()
+        self.engine = engine
+        # engine="onnx": the decoder runs in ONNX Runtime (CPU, float32; infer_pack/onnx_engine.py).
+        self._onnx: OnnxSynthesizer | None = None
+        if engine == "onnx":
+            from infer_pack.onnx_engine import OnnxSynthesizer
+
+            self._onnx = OnnxSynthesizer(self.synthesizer, cache_dir=onnx_cache_dir)
 
     @property
     def sample_rate(self) -> int:
@@ -542,6 +554,8 @@ class VoiceConverter:
             # A generator of its own per chunk (not torch's global one): the same input and seed give
             # the same output in any process, also while other threads draw random numbers.
             generator = torch.Generator(device=device).manual_seed(int(params.seed) + number)
+        if self._onnx is not None:
+            return self._onnx.infer(phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator)
         with torch.inference_mode():
             out = self.synthesizer.infer(phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator)[0]  # [1, 1, T*hop]
         return out[0, 0].to("cpu", torch.float32).numpy()

@@ -1,0 +1,221 @@
+"""ONNX Runtime engine for the synthesiser's decoder (CPU, float32).
+
+The decoder (the NSF/HiFi-GAN generator) is almost all of a conversion's time on CPU. This engine
+runs only that part in ONNX Runtime; the text encoder, the flow and the NSF excitation stay in
+torch, so every random draw (prior noise, excitation noise) comes from the same generator in the
+same order as `Synthesizer.infer`, and the audio matches the torch path to float32 rounding.
+
+The exported graph is cached on disk, keyed by a hash of the decoder's weights (so a voice passed
+in memory, or a file that changed in place, never reuses a stale graph) and of the versions involved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from infer_pack.errors import UserInputError
+from infer_pack.fileio import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+
+    from infer_pack.models import Synthesizer
+
+OPSET = 17
+CACHE_ENV = "RVC_ONNX_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """$RVC_ONNX_CACHE, else <temp>/rvc_onnx_cache."""
+    return Path(
+        os.environ.get(CACHE_ENV) or Path(tempfile.gettempdir()) / "rvc_onnx_cache"
+    )
+
+
+def _decoder_graph(net: Synthesizer) -> torch.nn.Module:
+    """The decoder as a pure function: (x [1, inter, T], har [1, 1, T*upp], g [1, gin, 1]) -> audio [1, 1, T*upp].
+
+    Same operations in the same order as GeneratorNSF.forward after its excitation is made.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from infer_pack import modules
+
+    dec = net.dec
+
+    class DecoderGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dec = dec
+
+        def forward(self, x, g, har=None):  # type: ignore[no-untyped-def]
+            d = self.dec
+            x = d.conv_pre(x)  # [1, C0, T]
+            if hasattr(d, "cond"):
+                x = x + d.cond(g)
+            for i in range(d.num_upsamples):
+                x = F.leaky_relu(x, modules.LRELU_SLOPE)
+                x = d.ups[i](x)  # [1, C_i, T * prod(rates[:i+1])]
+                if har is not None:
+                    x = x + d.noise_convs[i](har)
+                xs = d.resblocks[i * d.num_kernels](x)
+                for j in range(1, d.num_kernels):
+                    xs = xs + d.resblocks[i * d.num_kernels + j](x)
+                x = xs / d.num_kernels
+            x = F.leaky_relu(x)
+            return torch.tanh(d.conv_post(x))
+
+    return DecoderGraph().eval()
+
+
+def decoder_key(net: Synthesizer) -> str:
+    """Hex digest of the decoder's weights, its config and the torch / onnxruntime versions."""
+    import onnxruntime
+    import torch
+
+    digest = hashlib.sha256()
+    digest.update(
+        f"{torch.__version__}|{onnxruntime.__version__}|{OPSET}|{net.dec.upp}|{net.use_f0}".encode()
+    )
+    for name, tensor in net.dec.state_dict().items():
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(
+            tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        )
+    return digest.hexdigest()[:32]
+
+
+def export_decoder(net: Synthesizer, output: Path) -> Path:
+    """Write the decoder of `net` (float32, weight norm folded) to `output` atomically."""
+    import torch
+
+    frames, upp = 32, net.dec.upp
+    inter = int(net.dec.conv_pre.in_channels)
+    gin = int(net.dec.cond.in_channels) if hasattr(net.dec, "cond") else 1
+    x = torch.zeros(1, inter, frames)
+    g = torch.zeros(1, gin, 1)
+    args: tuple[torch.Tensor, ...] = (x, g)
+    names = ["x", "g"]
+    axes: dict[str, dict[int, str]] = {"x": {2: "frames"}, "audio": {2: "samples"}}
+    if net.use_f0:
+        args = (x, g, torch.zeros(1, 1, frames * upp))
+        names.append("har")
+        axes["har"] = {2: "samples"}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        atomic_path(output) as tmp,
+        torch.inference_mode(False),
+        torch.no_grad(),
+        warnings.catch_warnings(),
+    ):
+        # The tracer's notes (TorchScript deprecation, constant folding) are noise here; the
+        # engine test compares the graph with torch on the reference voice.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _decoder_graph(net),
+            args,
+            str(tmp),
+            input_names=names,
+            output_names=["audio"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return output
+
+
+class OnnxSynthesizer:
+    """`Synthesizer.infer` with the decoder in ONNX Runtime. CPU and float32 only.
+
+    `threads` (default: torch's intra-op thread count) sets ONNX Runtime's intra-op threads.
+    """
+
+    def __init__(
+        self,
+        net: Synthesizer,
+        *,
+        cache_dir: str | Path | None = None,
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+        import torch
+
+        param = next(net.dec.parameters())
+        if param.device.type != "cpu" or param.dtype != torch.float32:
+            raise UserInputError(
+                f"the onnx engine runs on CPU in float32; this synthesiser is on {param.device} in {param.dtype}"
+                " (use engine='torch' there)"
+            )
+        if any(
+            "weight_g" in name or "parametrizations" in name
+            for name in net.dec.state_dict()
+        ):
+            raise UserInputError(
+                "the onnx engine needs weight norm folded (build_synthesizer(..., fold_weight_norm=True))"
+            )
+        self.net = net
+        folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.path = folder / f"decoder_{decoder_key(net)}.onnx"
+        if not self.path.is_file():
+            export_decoder(net, self.path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"]
+        )
+
+    def infer(
+        self,
+        phone: torch.Tensor,
+        phone_lengths: torch.Tensor,
+        pitch: torch.Tensor | None,
+        pitchf: torch.Tensor | None,
+        sid: torch.Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> np.ndarray:
+        """Same inputs as Synthesizer.infer (batch 1, default noise scale) -> audio [T*hop] float32."""
+        import torch
+
+        from infer_pack.models import PRIOR_NOISE_SCALE
+
+        net = self.net
+        with torch.inference_mode():
+            g = net.emb_g(sid).unsqueeze(-1)  # [1, gin, 1]
+            if net.use_f0 and (pitch is None or pitchf is None):
+                raise ValueError(
+                    "this voice model uses pitch: pass pitch (coarse) and pitchf (Hz)"
+                )
+            m_p, logs_p, x_mask = net.enc_p(
+                phone, pitch if net.use_f0 else None, phone_lengths
+            )  # [1, inter, T]
+            # Draw order as Synthesizer.infer: prior noise, then the excitation's noise.
+            noise = torch.randn(
+                m_p.shape, dtype=m_p.dtype, device=m_p.device, generator=generator
+            )
+            z_p = (m_p + torch.exp(logs_p) * noise * PRIOR_NOISE_SCALE) * x_mask
+            z = net.flow(z_p, x_mask, g=g, reverse=True) * x_mask  # [1, inter, T]
+            feed: dict[str, Any] = {
+                "x": z.contiguous().numpy(),
+                "g": g.contiguous().numpy(),
+            }
+            if net.use_f0:
+                dec = net.dec
+                har = dec.m_source(pitchf, dec.upp, generator=generator).transpose(
+                    1, 2
+                )  # [1, 1, T*upp]
+                feed["har"] = har.to(torch.float32).contiguous().numpy()
+        audio = self.session.run(None, feed)[0]  # [1, 1, T*upp]
+        return np.ascontiguousarray(audio[0, 0], dtype=np.float32)
