@@ -132,9 +132,22 @@ def _dtype(device: str, precision: str) -> torch.dtype:
 
 
 def load_converter(
-    project: Project, model: Path, index_path: Path | None, device: str, cache: ModelCache, precision: str = "auto"
+    project: Project,
+    model: Path,
+    index_path: Path | None,
+    device: str,
+    cache: ModelCache,
+    precision: str = "auto",
+    engine: str = "auto",
 ) -> VoiceConverter:
-    """The voice, its synthesiser, the content encoder and the index, from the cache or loaded into it."""
+    """The voice, its synthesiser, the content encoder and the index, from the cache or loaded into it.
+
+    engine "auto" runs the decoder in ONNX Runtime on a float32 CPU converter (same audio within
+    5e-7, about a third faster here; the graph is exported once per voice into a cache folder) and
+    in torch everywhere else.
+    """
+    import torch
+
     from infer_pack.cache import file_key
     from infer_pack.checkpoint import build_synthesizer, load_voice
     from infer_pack.errors import AssetMissingError
@@ -162,9 +175,29 @@ def load_converter(
     if index_path is not None:
         resolved = added_index_for(index_path)  # RVC: a picked trained_* file means its added_* twin
         index = cache.get_or_load(("index", file_key(resolved)), lambda: load_index(resolved))
-    return VoiceConverter(
-        voice, encoder, index, device, synthesizer=synthesizer, dtype=dtype, rmvpe_path=project.rmvpe_path, cache=cache
-    )
+    if engine not in ("auto", "torch", "onnx"):
+        raise UserInputError(f"unknown engine {engine!r}; choose auto, torch or onnx")
+    if engine == "auto":
+        engine = "onnx" if device == "cpu" and dtype == torch.float32 else "torch"
+    try:
+        return VoiceConverter(
+            voice,
+            encoder,
+            index,
+            device,
+            synthesizer=synthesizer,
+            dtype=dtype,
+            rmvpe_path=project.rmvpe_path,
+            cache=cache,
+            engine=engine,  # type: ignore[arg-type]
+        )
+    except (ImportError, OSError, RuntimeError) as exc:
+        if engine != "onnx":
+            raise
+        log.warning("ONNX Runtime engine unavailable for %s (%s); converting with torch", model, exc)
+        return VoiceConverter(
+            voice, encoder, index, device, synthesizer=synthesizer, dtype=dtype, rmvpe_path=project.rmvpe_path, cache=cache
+        )
 
 
 def _require_rmvpe(project: Project, converter: VoiceConverter, params: ConversionParams) -> None:
