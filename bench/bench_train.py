@@ -192,7 +192,7 @@ def peak_memory(kind: str, device: str) -> tuple[float, float | None]:
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
-    """Quick on CPU: batch 1, one step each without warm-up (a real-size CPU step takes tens of seconds)."""
+    """Quick on CPU: batch 1, one warm-up and one timed step each (a real-size CPU step takes seconds)."""
     rows: list[BenchRow] = []
     batch_size = 1 if quick and not device.startswith("cuda") else BATCH
     with tempfile.TemporaryDirectory() as workdir:
@@ -210,7 +210,8 @@ def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
             _sync(device)
 
         repeats = 1 if quick else 3
-        ours_s, base_s = interleaved(ours, baseline, repeats=repeats, warmup=not quick)
+        # Always warm up: the first step pays one-off allocation costs that would land on whichever runs first.
+        ours_s, base_s = interleaved(ours, baseline, repeats=repeats, warmup=True)
         precision = str(trainer.amp_dtype).replace("torch.", "")
         notes = f"v2 40k f0, G {params_g / 1e6:.1f}M + D {params_d / 1e6:.1f}M params, batch {batch_size}, segment 12800, {precision}"
         rows.append(BenchRow("train", f"step time ({device})", "s", ours_s, base_s, True, notes))
