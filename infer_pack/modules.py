@@ -113,6 +113,16 @@ class WN(nn.Module):
             remove_weight_norm(layer)
 
 
+def _dilated_convs(channels: int, kernel_size: int, dilations: tuple[int, ...]) -> nn.ModuleList:
+    """Weight-normed same-length Conv1d layers, one per dilation (HiFi-GAN residual blocks)."""
+    return nn.ModuleList(
+        apply_weight_norm(
+            nn.Conv1d(channels, channels, kernel_size, 1, dilation=d, padding=get_padding(kernel_size, d))
+        )
+        for d in dilations
+    )
+
+
 class ResBlock1(nn.Module):
     """HiFi-GAN residual block type 1: three (dilated conv, conv) pairs."""
 
@@ -120,32 +130,8 @@ class ResBlock1(nn.Module):
         self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3, 5)
     ) -> None:
         super().__init__()
-        self.convs1 = nn.ModuleList(
-            apply_weight_norm(
-                nn.Conv1d(
-                    channels,
-                    channels,
-                    kernel_size,
-                    1,
-                    dilation=d,
-                    padding=get_padding(kernel_size, d),
-                )
-            )
-            for d in dilation[:3]
-        )
-        self.convs2 = nn.ModuleList(
-            apply_weight_norm(
-                nn.Conv1d(
-                    channels,
-                    channels,
-                    kernel_size,
-                    1,
-                    dilation=1,
-                    padding=get_padding(kernel_size),
-                )
-            )
-            for _ in range(3)
-        )
+        self.convs1 = _dilated_convs(channels, kernel_size, dilation[:3])
+        self.convs2 = _dilated_convs(channels, kernel_size, (1, 1, 1))
 
     def forward(
         self, x: torch.Tensor, x_mask: torch.Tensor | None = None
@@ -176,19 +162,7 @@ class ResBlock2(nn.Module):
         self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3)
     ) -> None:
         super().__init__()
-        self.convs = nn.ModuleList(
-            apply_weight_norm(
-                nn.Conv1d(
-                    channels,
-                    channels,
-                    kernel_size,
-                    1,
-                    dilation=d,
-                    padding=get_padding(kernel_size, d),
-                )
-            )
-            for d in dilation[:2]
-        )
+        self.convs = _dilated_convs(channels, kernel_size, dilation[:2])
 
     def forward(
         self, x: torch.Tensor, x_mask: torch.Tensor | None = None
