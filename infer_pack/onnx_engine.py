@@ -94,6 +94,39 @@ def decoder_key(net: Synthesizer) -> str:
     return digest.hexdigest()[:32]
 
 
+def trace_to_onnx(
+    graph: torch.nn.Module,
+    args: tuple[torch.Tensor, ...],
+    output: Path,
+    *,
+    input_names: list[str],
+    dynamic_axes: dict[str, dict[int, str]],
+    opset: int = OPSET,
+) -> None:
+    """Trace `graph` (one output, named "audio") to `output` atomically with the legacy exporter."""
+    import torch
+
+    with (
+        atomic_path(output) as tmp,
+        torch.inference_mode(False),
+        torch.no_grad(),
+        warnings.catch_warnings(),
+    ):
+        # The tracer's notes (TorchScript deprecation, constant folding) are noise here; the
+        # tests compare every exported graph with torch.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            graph,
+            args,
+            str(tmp),
+            input_names=input_names,
+            output_names=["audio"],
+            dynamic_axes=dynamic_axes,
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
 def export_decoder(net: Synthesizer, output: Path) -> Path:
     """Write the decoder of `net` (float32, weight norm folded) to `output` atomically."""
     import torch
@@ -111,25 +144,7 @@ def export_decoder(net: Synthesizer, output: Path) -> Path:
         names.append("har")
         axes["har"] = {2: "samples"}
     output.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        atomic_path(output) as tmp,
-        torch.inference_mode(False),
-        torch.no_grad(),
-        warnings.catch_warnings(),
-    ):
-        # The tracer's notes (TorchScript deprecation, constant folding) are noise here; the
-        # engine test compares the graph with torch on the reference voice.
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _decoder_graph(net),
-            args,
-            str(tmp),
-            input_names=names,
-            output_names=["audio"],
-            dynamic_axes=axes,
-            opset_version=OPSET,
-            dynamo=False,
-        )
+    trace_to_onnx(_decoder_graph(net), args, output, input_names=names, dynamic_axes=axes, opset=OPSET)
     return output
 
 

@@ -13,14 +13,13 @@ is a pure function of its inputs; its sine phase is accumulated in float64 (see 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infer_pack.checkpoint import VoiceModel, build_synthesizer, load_voice
 from infer_pack.errors import ModelFileError
-from infer_pack.fileio import atomic_path
+from infer_pack.onnx_engine import trace_to_onnx
 
 if TYPE_CHECKING:
     import torch
@@ -132,25 +131,9 @@ def export_onnx(
         dynamic_axes |= {"pitch": {1: "frames"}, "pitchf": {1: "frames"}}
     output = Path(output)
     try:
-        with (
-            atomic_path(output) as tmp,
-            torch.inference_mode(False),
-            torch.no_grad(),
-            warnings.catch_warnings(),
-        ):
-            # The tracer's notes (constant folding, deprecation of the TorchScript path) are noise here:
-            # the graph is checked against torch by the tests at several lengths.
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                graph,
-                tuple(inputs.values()),
-                str(tmp),
-                input_names=names,
-                output_names=["audio"],
-                dynamic_axes=dynamic_axes,
-                opset_version=opset,
-                dynamo=False,
-            )
+        trace_to_onnx(
+            graph, tuple(inputs.values()), output, input_names=names, dynamic_axes=dynamic_axes, opset=opset
+        )
     except (RuntimeError, torch.onnx.errors.OnnxExporterError) as exc:  # type: ignore[attr-defined]
         raise ModelFileError(
             voice.path or output, f"ONNX export failed ({type(exc).__name__}: {exc})"
