@@ -16,7 +16,10 @@ from train.experiment import (
     Experiment,
     ExperimentMetadata,
     FilelistEntry,
+    is_spec_cache,
+    rvc_spec_cache_path,
     save_npy,
+    spec_cache_path,
 )
 
 
@@ -54,6 +57,39 @@ def test_rvc_folder_and_file_names(tmp_path: Path) -> None:
     for bad in ("", "..", "a/b", "mute"):
         with pytest.raises(UserInputError):
             Experiment.in_logs(tmp_path / "logs", bad)
+
+
+def test_our_file_names_are_pinned(tmp_path: Path) -> None:
+    """Existing experiment folders hold files under these names: a rename would orphan them."""
+    exp = Experiment.in_logs(tmp_path / "logs", "voice")
+    assert exp.metadata_path == exp.root / "experiment.json"
+    assert exp.preprocess_state_path == exp.root / "preprocess_state.json"
+    assert exp.preprocess_log_path == exp.root / "preprocess.log"
+    assert exp.extract_log_path == exp.root / "extract_f0_feature.log"
+    assert exp.health_json_path == exp.root / "health.json" and exp.health_text_path == exp.root / "health.txt"
+    assert exp.lock_path == exp.root / "train.lock"
+    assert exp.metrics_path == exp.root / "metrics.jsonl"
+    assert exp.loss_curve_path == exp.root / "loss_curve.png"
+    assert exp.tensorboard_dir == exp.root  # RVC's SummaryWriter writes into the experiment folder too
+    wav = exp.gt_wav_path("3_1")
+    assert spec_cache_path(wav, "head-2048-400-2048") == exp.gt_wavs_dir / "3_1.spec-head-2048-400-2048.pt"
+    assert rvc_spec_cache_path(wav) == exp.gt_wavs_dir / "3_1.spec.pt"
+    mute = exp.mute_wav_path("40k")
+    assert spec_cache_path(mute, "classic-1024-320-1024") == mute.with_name("mute40k.spec-classic-1024-320-1024.pt")
+
+
+def test_spectrogram_caches_never_count_as_examples(tmp_path: Path) -> None:
+    exp = Experiment(tmp_path / "logs" / "voice")
+    exp.write_metadata(ExperimentMetadata(sample_rate_tag="40k"))
+    for name in ("0_0", "0_1"):
+        _fake_example(exp, name)
+    # 0_1's wav was removed (a re-cut source) while its caches, features and pitch stayed behind.
+    spec_cache_path(exp.gt_wav_path("0_1"), "head-2048-400-2048").write_bytes(b"cache")
+    rvc_spec_cache_path(exp.gt_wav_path("0_1")).write_bytes(b"cache")
+    exp.gt_wav_path("0_1").unlink()
+    assert exp.complete_names("v2", use_f0=True) == ["0_0"]
+    assert is_spec_cache("0_1.spec.pt") and is_spec_cache("0_1.spec-head-2048-400-2048.pt")
+    assert not any(is_spec_cache(n) for n in ("0_1.wav", "0_1.wav.npy", "0_1.npy", "spec.wav", "0_1.pth"))
 
 
 def test_checkpoints_sorted_by_step_not_by_text(tmp_path: Path) -> None:

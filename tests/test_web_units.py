@@ -38,7 +38,7 @@ def test_loss_curve_reads_the_experiment_metrics(ctx: AppContext) -> None:
     from train.metrics import MetricsWriter, StepMetrics
 
     experiment = Experiment(ctx.project.experiment_dir("voice"))
-    writer = MetricsWriter(experiment.metrics_path, None)
+    writer = MetricsWriter.for_experiment(experiment, tensorboard=False)
     for step, mel in ((10, 30.0), (20, 25.0), (30, float("nan"))):
         writer.write(StepMetrics(step=step, epoch=1, loss_d=4.0, loss_g=40.0 + step, loss_gen=3.0, loss_fm=5.0,
                                  loss_mel=mel, loss_kl=2.0, learning_rate=1e-4, grad_norm_d=1.0, grad_norm_g=1.0,

@@ -38,7 +38,7 @@ def pretrained_defaults(ctx: AppContext, sample_rate_tag: str, version: str, use
     return shown[0], shown[1], note
 
 
-# metrics.jsonl field -> curve name in the plot
+# field of a training metrics record -> curve name in the plot
 LOSS_SERIES = {"loss_mel": "mel", "loss_g": "generator total", "loss_d": "discriminator", "loss_kl": "KL"}
 
 

@@ -4,8 +4,8 @@ Items follow RVC's `TextAudioLoaderMultiNSFsid` / `TextAudioLoader`: float32 aud
 rate (not rescaled), content features repeated x2 in time (50 Hz -> 100 Hz) and capped at 900
 frames, coarse and fine pitch cut to the same frame count, everything cut to the shortest.
 The linear spectrogram is cached beside the wav under a name that carries the epsilon mode and
-STFT sizes, and it is recomputed when the wav is newer than the cache, so a cache can never be
-silently stale (RVC's `<name>.spec.pt` records neither).
+STFT sizes (`train.experiment.spec_cache_path`), and it is recomputed when the wav is newer than
+the cache, so a cache can never be silently stale (RVC's cache name records neither).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from infer_pack.errors import AudioLoadError, ExperimentError
 from infer_pack.torchio import torch_save_atomic
-from train.experiment import FilelistEntry
+from train.experiment import FilelistEntry, spec_cache_path
 from train.mel import MelTransform
 
 MAX_FEATURE_FRAMES = 900  # frames at 100 Hz kept per item (RVC's cap, 9 s)
@@ -108,7 +108,8 @@ class TrainingDataset(torch.utils.data.Dataset[Sample]):
         return len(self.items)
 
     def spec_cache_path(self, wav_path: Path) -> Path:
-        return wav_path.with_name(f"{wav_path.name.split('.')[0]}.spec-{self.mel.cache_tag}.pt")
+        """Where this dataset's spectrogram of `wav_path` is cached (named for its STFT settings)."""
+        return spec_cache_path(wav_path, self.mel.cache_tag)
 
     def spectrogram(self, wav_path: Path, wave: torch.Tensor) -> torch.Tensor:
         """[F, frames], from the cache when it is at least as new as the wav."""

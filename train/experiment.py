@@ -4,6 +4,7 @@ This module is the one owner of every path below `logs/`. Folder and file names 
 folder prepared by RVC trains here and a folder prepared here trains in RVC:
 
     logs/<exp>/0_gt_wavs/<name>.wav        float32 wav at the model rate (one training segment)
+    logs/<exp>/0_gt_wavs/<name>.spec-*.pt  spectrogram cache of the training loader (`spec_cache_path`)
     logs/<exp>/1_16k_wavs/<name>.wav       the same segment at 16 kHz, float32
     logs/<exp>/2a_f0/<name>.wav.npy        coarse pitch 1..255, int   [frames@100Hz]
     logs/<exp>/2b-f0nsf/<name>.wav.npy     pitch in Hz, float64       [frames@100Hz]
@@ -16,7 +17,11 @@ folder prepared by RVC trains here and a folder prepared here trains in RVC:
 
 Files RVC does not have (ignored by RVC): `experiment.json` (what the folder was prepared for),
 `preprocess_state.json` (per-source progress of step 2a), `health.json` / `health.txt`,
-`metrics.jsonl`, `train.lock`.
+`metrics.jsonl` and `loss_curve.png` (training metrics), `train.lock`. TensorBoard event files
+go into `logs/<exp>/` itself, as RVC's do.
+
+Spectrogram caches sit beside any wav of a filelist (the shared mute wav included), so their
+names come from module functions (`spec_cache_path`, `rvc_spec_cache_path`), not from `Experiment`.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ F0_HZ = "2b-f0nsf"
 MUTE = "mute"
 FEATURE_DIRS: dict[str, str] = {"v1": "3_feature256", "v2": "3_feature768"}
 METADATA_FILE = "experiment.json"
+METRICS_FILE = "metrics.jsonl"
+LOSS_CURVE_FILE = "loss_curve.png"
 METADATA_FORMAT = 1
 # RVC writes "G_2333333.pth" when only the latest checkpoint is kept.
 LATEST_ONLY_STEP = 2333333
@@ -58,6 +65,8 @@ MUTE_F0_FRAMES = 301
 CheckpointKind = Literal["G", "D"]
 
 _STEP_RE = re.compile(r"^([GD])_(\d+)\.pth$")
+# `<stem>.spec.pt` (RVC) or `<stem>.spec-<tag>.pt` (ours).
+_SPEC_CACHE_RE = re.compile(r"\.spec(-.+)?\.pt$")
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,25 @@ class FilelistEntry:
 def stem(file_name: str) -> str:
     """RVC's example name: the text before the first dot (`3_1.wav.npy` -> `3_1`)."""
     return file_name.split(".")[0]
+
+
+def spec_cache_path(wav_path: Path, cache_tag: str) -> Path:
+    """The training loader's spectrogram cache beside `wav_path`: `<stem>.spec-<cache_tag>.pt`.
+
+    `cache_tag` names everything the spectrogram depends on (`MelTransform.cache_tag`: epsilon mode
+    and STFT sizes), so a cache made with other settings is never read back.
+    """
+    return wav_path.with_name(f"{stem(wav_path.name)}.spec-{cache_tag}.pt")
+
+
+def rvc_spec_cache_path(wav_path: Path) -> Path:
+    """RVC's spectrogram cache beside `wav_path`: `<stem>.spec.pt` (written by RVC, never read here)."""
+    return wav_path.with_name(f"{stem(wav_path.name)}.spec.pt")
+
+
+def is_spec_cache(file_name: str) -> bool:
+    """True for a spectrogram cache file name, ours (`spec_cache_path`) or RVC's (`rvc_spec_cache_path`)."""
+    return _SPEC_CACHE_RE.search(file_name) is not None
 
 
 @dataclass(frozen=True)
@@ -253,7 +281,19 @@ class Experiment:
 
     @property
     def metrics_path(self) -> Path:
-        return self.root / "metrics.jsonl"
+        """Training metrics, one JSON object per logged step (`train.metrics` writes, the UI reads)."""
+        return self.root / METRICS_FILE
+
+    @property
+    def loss_curve_path(self) -> Path:
+        """The loss-curve PNG redrawn from the metrics file at each checkpoint and at the end."""
+        return self.root / LOSS_CURVE_FILE
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """Where TensorBoard event files go: the experiment folder itself, as in RVC, so
+        `tensorboard --logdir logs/<exp>` shows RVC's and our runs the same way."""
+        return self.root
 
     @property
     def lock_path(self) -> Path:
@@ -495,7 +535,7 @@ def _stems(folder: Path, suffix: str | None) -> list[str]:
             continue
         if suffix is not None and path.suffix != suffix:
             continue
-        if suffix is None and path.name.endswith(".spec.pt"):
+        if suffix is None and is_spec_cache(path.name):
             continue
         names.add(stem(path.name))
     names.discard("")

@@ -1,8 +1,10 @@
 """Training metrics: one JSON object per line, TensorBoard event files, and a loss-curve PNG.
 
-`metrics.jsonl` is the machine-readable record (the UI and tests read it); TensorBoard gets the
+The JSON-lines file is the machine-readable record (the UI and tests read it); TensorBoard gets the
 same scalars under RVC's tag names (`loss/g/total`, `loss/d/total`, `learning_rate`, ...) plus
 mel images, so `tensorboard --logdir logs/<exp>` shows what it shows for RVC experiments.
+The three paths are named by `train.experiment.Experiment` (`metrics_path`, `loss_curve_path`,
+`tensorboard_dir`); `MetricsWriter.for_experiment` uses them.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from infer_pack.fileio import atomic_path
 
+if TYPE_CHECKING:
+    from train.experiment import Experiment
+
 log = logging.getLogger(__name__)
 
-LOSS_CURVE_FILE = "loss_curve.png"
 # RVC caps these two for display only (the backward pass used the real values).
 DISPLAY_CAP = {"mel": 75.0, "kl": 9.0}
 
@@ -77,8 +81,11 @@ class StepMetrics:
 class MetricsWriter:
     """Appends metrics for one experiment; a disabled writer (DDP ranks > 0) does nothing."""
 
-    def __init__(self, metrics_path: Path, tensorboard_dir: Path | None, enabled: bool = True) -> None:
+    def __init__(
+        self, metrics_path: Path, loss_curve_path: Path, tensorboard_dir: Path | None, enabled: bool = True
+    ) -> None:
         self.metrics_path = metrics_path
+        self.loss_curve_path = loss_curve_path
         self.enabled = enabled
         self._tensorboard: Any = None
         if enabled and tensorboard_dir is not None:
@@ -89,9 +96,15 @@ class MetricsWriter:
             except ImportError as exc:  # training goes on; only the TensorBoard view is lost
                 log.warning("TensorBoard logging disabled: %s", exc)
 
-    @property
-    def loss_curve_path(self) -> Path:
-        return self.metrics_path.with_name(LOSS_CURVE_FILE)
+    @classmethod
+    def for_experiment(cls, experiment: Experiment, *, tensorboard: bool = True, enabled: bool = True) -> MetricsWriter:
+        """The writer for an experiment's own metrics file, loss-curve PNG and (optionally) TensorBoard folder."""
+        return cls(
+            experiment.metrics_path,
+            experiment.loss_curve_path,
+            experiment.tensorboard_dir if tensorboard else None,
+            enabled=enabled,
+        )
 
     def keep_until(self, step: int) -> None:
         """Drop records after `step`: a fresh start keeps none, a resume drops what a killed run
@@ -117,7 +130,7 @@ class MetricsWriter:
             self._tensorboard.flush()
 
     def plot(self) -> Path | None:
-        """Redraw the loss-curve PNG from everything in metrics.jsonl."""
+        """Redraw the loss-curve PNG from everything in the metrics file."""
         if not self.enabled:
             return None
         records = read_metrics(self.metrics_path)

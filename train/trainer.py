@@ -655,11 +655,7 @@ class Trainer:
             # A checkpoint save cut short by a killed run leaves a hidden temp file (hundreds of MB).
             remove_stale_temporaries(self.experiment.root)
         file_log = _attach_file_log(self.experiment.train_log_path) if self.dist.is_main else None
-        metrics = MetricsWriter(
-            self.experiment.metrics_path,
-            self.experiment.root,
-            enabled=self.dist.is_main,
-        )
+        metrics = MetricsWriter.for_experiment(self.experiment, enabled=self.dist.is_main)
         try:
             return self._run(metrics)
         finally:
