@@ -178,6 +178,30 @@ class ResidualCouplingBlock(nn.Module):
             flow.remove_weight_norm()
 
 
+def _conv_reach(conv: nn.Conv1d) -> int:
+    """Input samples on either side of an output sample that a stride-1 Conv1d reads (the larger side)."""
+    span = (conv.kernel_size[0] - 1) * conv.dilation[0]
+    pad = int(conv.padding[0]) if isinstance(conv.padding, tuple) else 0
+    return max(pad, span - pad)
+
+
+def decoder_context_frames(dec: Generator) -> int:
+    """Receptive half-width of `dec` in frames, rounded up, plus one frame of safety."""
+    reach = _conv_reach(dec.conv_pre)  # frames
+    rate = 1  # samples per frame at the current stage
+    for i, up in enumerate(dec.ups):
+        k, u, p = up.kernel_size[0], up.stride[0], up.padding[0]
+        reach += math.ceil(max(k - 1 - p, p) / u) + 1  # in the stage's input units
+        rate *= u
+        blocks = dec.resblocks[i * dec.num_kernels : (i + 1) * dec.num_kernels]
+        block_reach = max(
+            sum(_conv_reach(m) for m in block.modules() if isinstance(m, nn.Conv1d)) for block in blocks
+        )
+        reach = reach * u + block_reach  # now in samples of this stage
+    reach += _conv_reach(dec.conv_post)
+    return math.ceil(reach / rate) + 1
+
+
 class Generator(nn.Module):
     """HiFi-GAN decoder; with `sampling_rate` set it is RVC's NSF variant driven by a sine at f0."""
 
@@ -247,6 +271,42 @@ class Generator(nn.Module):
         if gin_channels != 0:
             self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
 
+    def excitation(
+        self,
+        f0: torch.Tensor,
+        *,
+        excitation_noise: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """NSF sine excitation at the output rate: f0 [B, T] Hz -> [B, 1, T*upp] float32."""
+        if not self.use_nsf:
+            raise ValueError("this generator has no NSF source (a model without pitch)")
+        return self.m_source(f0, self.upp, noise=excitation_noise, generator=generator).transpose(1, 2)
+
+    def decode(
+        self, x: torch.Tensor, har_source: torch.Tensor | None, g: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The convolution stack: x [B, inter, T] (+ excitation [B, 1, T*upp]) -> audio [B, 1, T*upp]."""
+        if self.use_nsf and har_source is None:
+            raise ValueError("this generator needs the excitation (pitch model)")
+        if har_source is not None:
+            har_source = har_source.to(x.dtype)
+        x = self.conv_pre(x)  # [B, C0, T]
+        if g is not None:
+            x = x + self.cond(g)
+        for i in range(self.num_upsamples):
+            x = F.leaky_relu(x, modules.LRELU_SLOPE)
+            x = self.ups[i](x)  # [B, C_i, T * prod(rates[:i+1])]
+            if har_source is not None:
+                x = x + self.noise_convs[i](har_source)
+            xs = self.resblocks[i * self.num_kernels](x)
+            for j in range(1, self.num_kernels):
+                xs = xs + self.resblocks[i * self.num_kernels + j](x)
+            x = xs / self.num_kernels
+        x = F.leaky_relu(x)  # default slope 0.01 here, as in RVC
+        x = self.conv_post(x)
+        return torch.tanh(x)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -261,25 +321,17 @@ class Generator(nn.Module):
         if self.use_nsf:
             if f0 is None:
                 raise ValueError("this generator needs f0 (pitch model)")
-            har_source = self.m_source(f0, self.upp, noise=excitation_noise, generator=generator).transpose(
-                1, 2
-            )  # [B, 1, T*upp]
-            har_source = har_source.to(x.dtype)
-        x = self.conv_pre(x)  # [B, C0, T]
-        if g is not None:
-            x = x + self.cond(g)
-        for i in range(self.num_upsamples):
-            x = F.leaky_relu(x, modules.LRELU_SLOPE)
-            x = self.ups[i](x)  # [B, C_i, T * prod(rates[:i+1])]
-            if har_source is not None:
-                x = x + self.noise_convs[i](har_source)
-            xs = self.resblocks[i * self.num_kernels](x)
-            for j in range(1, self.num_kernels):
-                xs += self.resblocks[i * self.num_kernels + j](x)
-            x = xs / self.num_kernels
-        x = F.leaky_relu(x)  # default slope 0.01 here, as in RVC
-        x = self.conv_post(x)
-        return torch.tanh(x)
+            har_source = self.excitation(f0, excitation_noise=excitation_noise, generator=generator)
+        return self.decode(x, har_source, g)
+
+    @property
+    def context_frames(self) -> int:
+        """Frames on each side that can influence an output frame (the decoder's receptive half-width).
+
+        Decoding a window of frames widened by this much on both sides gives the window's own
+        samples exactly as decoding the whole input does (same excitation, sliced).
+        """
+        return decoder_context_frames(self)
 
     def remove_weight_norm(self) -> None:
         for layer in self.ups:
@@ -474,6 +526,7 @@ class Synthesizer(nn.Module):
         noise: torch.Tensor | None = None,
         excitation_noise: bool = True,
         generator: torch.Generator | None = None,
+        keep: tuple[int, int] | None = None,
     ) -> tuple[
         torch.Tensor,
         torch.Tensor,
@@ -485,6 +538,10 @@ class Synthesizer(nn.Module):
         noise_scale); `noise_scale=0` skips it. `excitation_noise=False` removes the random part
         of the NSF excitation. With both, the output is deterministic. `generator` (optional) makes
         the random draws from it instead of torch's global generator (repeatable beside other threads).
+
+        `keep=(start, stop)` returns only the audio of frames start..stop-1 ([B, 1, (stop-start)*hop]),
+        equal to that part of the full output: the encoder, the flow and the excitation still see
+        every frame, but the decoder runs only on the window plus its receptive field.
         """
         g = self.emb_g(sid).unsqueeze(-1)  # [B, gin, 1]
         if self.use_f0 and (pitch is None or pitchf is None):
@@ -506,8 +563,22 @@ class Synthesizer(nn.Module):
         else:
             z_p = m_p * x_mask
         z = self.flow(z_p, x_mask, g=g, reverse=True)
+        zm = z * x_mask
+        har = None
         if self.use_f0:
-            o = self.dec(z * x_mask, pitchf, g=g, excitation_noise=excitation_noise, generator=generator)
-        else:
-            o = self.dec(z * x_mask, g=g)
-        return o, x_mask, (z, z_p, m_p, logs_p)
+            har = self.dec.excitation(pitchf, excitation_noise=excitation_noise, generator=generator)
+        if keep is None:
+            return self.dec.decode(zm, har, g), x_mask, (z, z_p, m_p, logs_p)
+        lo, hi, start, stop = decode_window(keep, zm.shape[-1], self.dec.context_frames)
+        upp = self.dec.upp
+        part_har = har[:, :, lo * upp : hi * upp] if har is not None else None
+        o = self.dec.decode(zm[:, :, lo:hi], part_har, g)
+        return o[:, :, (start - lo) * upp : (stop - lo) * upp], x_mask, (z, z_p, m_p, logs_p)
+
+
+def decode_window(keep: tuple[int, int], frames: int, context: int) -> tuple[int, int, int, int]:
+    """(lo, hi, start, stop): the frames to decode for output frames start..stop-1 of `frames`."""
+    start, stop = int(keep[0]), int(keep[1])
+    if not 0 <= start < stop <= frames:
+        raise ValueError(f"keep={keep} must satisfy 0 <= start < stop <= {frames}")
+    return max(0, start - context), min(frames, stop + context), start, stop

@@ -40,14 +40,11 @@ def default_cache_dir() -> Path:
 
 
 def _decoder_graph(net: Synthesizer) -> torch.nn.Module:
-    """The decoder as a pure function: (x [1, inter, T], har [1, 1, T*upp], g [1, gin, 1]) -> audio [1, 1, T*upp].
+    """The decoder as a pure function: (x [1, inter, T], g [1, gin, 1], har [1, 1, T*upp]) -> audio [1, 1, T*upp].
 
-    Same operations in the same order as GeneratorNSF.forward after its excitation is made.
+    Generator.decode itself, after the excitation is made (which stays in torch).
     """
     import torch
-    import torch.nn.functional as F
-
-    from infer_pack import modules
 
     dec = net.dec
 
@@ -57,21 +54,7 @@ def _decoder_graph(net: Synthesizer) -> torch.nn.Module:
             self.dec = dec
 
         def forward(self, x, g, har=None):  # type: ignore[no-untyped-def]
-            d = self.dec
-            x = d.conv_pre(x)  # [1, C0, T]
-            if hasattr(d, "cond"):
-                x = x + d.cond(g)
-            for i in range(d.num_upsamples):
-                x = F.leaky_relu(x, modules.LRELU_SLOPE)
-                x = d.ups[i](x)  # [1, C_i, T * prod(rates[:i+1])]
-                if har is not None:
-                    x = x + d.noise_convs[i](har)
-                xs = d.resblocks[i * d.num_kernels](x)
-                for j in range(1, d.num_kernels):
-                    xs = xs + d.resblocks[i * d.num_kernels + j](x)
-                x = xs / d.num_kernels
-            x = F.leaky_relu(x)
-            return torch.tanh(d.conv_post(x))
+            return self.dec.decode(x, har, g)
 
     return DecoderGraph().eval()
 
@@ -200,11 +183,15 @@ class OnnxSynthesizer:
         sid: torch.Tensor,
         *,
         generator: torch.Generator | None = None,
+        keep: tuple[int, int] | None = None,
     ) -> np.ndarray:
-        """Same inputs as Synthesizer.infer (batch 1, default noise scale) -> audio [T*hop] float32."""
+        """Same inputs as Synthesizer.infer (batch 1, default noise scale) -> audio [T*hop] float32.
+
+        `keep=(start, stop)`: only frames start..stop-1, as Synthesizer.infer(keep=...).
+        """
         import torch
 
-        from infer_pack.models import PRIOR_NOISE_SCALE
+        from infer_pack.models import PRIOR_NOISE_SCALE, decode_window
 
         net = self.net
         with torch.inference_mode():
@@ -222,15 +209,14 @@ class OnnxSynthesizer:
             )
             z_p = (m_p + torch.exp(logs_p) * noise * PRIOR_NOISE_SCALE) * x_mask
             z = net.flow(z_p, x_mask, g=g, reverse=True) * x_mask  # [1, inter, T]
+            frames, upp = z.shape[-1], net.dec.upp
+            lo, hi, start, stop = decode_window(keep or (0, frames), frames, net.dec.context_frames)
             feed: dict[str, Any] = {
-                "x": z.contiguous().numpy(),
+                "x": z[:, :, lo:hi].contiguous().numpy(),
                 "g": g.contiguous().numpy(),
             }
             if net.use_f0:
-                dec = net.dec
-                har = dec.m_source(pitchf, dec.upp, generator=generator).transpose(
-                    1, 2
-                )  # [1, 1, T*upp]
-                feed["har"] = har.to(torch.float32).contiguous().numpy()
-        audio = self.session.run(None, feed)[0]  # [1, 1, T*upp]
-        return np.ascontiguousarray(audio[0, 0], dtype=np.float32)
+                har = net.dec.excitation(pitchf, generator=generator)  # [1, 1, T*upp]
+                feed["har"] = har[:, :, lo * upp : hi * upp].to(torch.float32).contiguous().numpy()
+        audio = self.session.run(None, feed)[0]  # [1, 1, (hi-lo)*upp]
+        return np.ascontiguousarray(audio[0, 0, (start - lo) * upp : (stop - lo) * upp], dtype=np.float32)

@@ -526,10 +526,12 @@ class VoiceConverter:
         times.features += time.perf_counter() - started
 
         started = time.perf_counter()
-        audio = self._synthesize(phone, coarse, hz, params, number)
+        # The context padding is cut from the output (RVC decodes it and then drops it): decode only
+        # the kept frames plus the decoder's receptive field, which gives the same samples.
+        pad = self.windows.pad_frames
+        audio = self._synthesize(phone, coarse, hz, params, number, keep=(pad, n_frames - pad))
         times.synthesis += time.perf_counter() - started
-        t_pad_tgt = self.windows.pad_samples(self.sample_rate)
-        return audio[t_pad_tgt : audio.shape[0] - t_pad_tgt]
+        return audio
 
     def _synthesize(
         self,
@@ -538,6 +540,7 @@ class VoiceConverter:
         hz: np.ndarray | None,
         params: ConversionParams,
         number: int,
+        keep: tuple[int, int] | None = None,
     ) -> np.ndarray:
         import torch
 
@@ -555,7 +558,7 @@ class VoiceConverter:
             # the same output in any process, also while other threads draw random numbers.
             generator = torch.Generator(device=device).manual_seed(int(params.seed) + number)
         if self._onnx is not None:
-            return self._onnx.infer(phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator)
+            return self._onnx.infer(phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator, keep=keep)
         with torch.inference_mode():
-            out = self.synthesizer.infer(phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator)[0]  # [1, 1, T*hop]
+            out = self.synthesizer.infer(phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator, keep=keep)[0]  # [1, 1, T*hop]
         return out[0, 0].to("cpu", torch.float32).numpy()

@@ -244,3 +244,52 @@ def test_discriminator_outputs() -> None:
     assert len(real) == len(fake) == 7
     assert [len(f) for f in fmap_r] == [7] + [6] * 6
     assert all(r.dim() == 2 for r in real)
+
+
+@pytest.mark.parametrize(("version", "sample_rate"), [("v2", "40k"), ("v2", "48k"), ("v1", "32k")])
+def test_decoding_a_window_equals_that_part_of_the_full_output(version: str, sample_rate: str) -> None:
+    # Real-size decoders (the 48k one has other upsample kernels): `keep` decodes only the window
+    # plus the computed receptive field; same random draws, same samples.
+    torch.manual_seed(5)
+    net = Synthesizer.from_rvc_config(load_config(version, sample_rate), use_f0=True, posterior=False).eval()
+    net.remove_weight_norm()
+    frames, upp = 160, net.dec.upp
+    phone = torch.randn(1, frames, 768 if version == "v2" else 256)
+    lengths = torch.tensor([frames])
+    pitchf = 150 + 100 * torch.rand(1, frames)
+    pitch = torch.randint(1, 255, (1, frames))
+    sid = torch.tensor([0])
+
+    def run(keep: tuple[int, int] | None) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(11)
+        with torch.inference_mode():
+            return net.infer(phone, lengths, pitch, pitchf, sid, generator=generator, keep=keep)[0]
+
+    full = run(None)
+    assert 8 <= net.dec.context_frames <= 30
+    for start, stop in ((50, 110), (0, 40), (130, frames), (0, frames)):
+        part = run((start, stop))
+        assert part.shape == (1, 1, (stop - start) * upp)
+        err = (part - full[:, :, start * upp : stop * upp]).abs().max().item()
+        assert err < 1e-6, f"keep=({start}, {stop}): max |diff| {err:.3g}"
+    with pytest.raises(ValueError, match="keep"):
+        run((100, 100))
+
+
+def test_a_window_without_its_receptive_field_differs() -> None:
+    # The check above can fail: with too little context the window's edges change.
+    from infer_pack.models import Generator
+
+    net = tiny_synth(use_f0=True, posterior=False).eval()
+    phone, lengths = torch.randn(1, 60, 768), torch.tensor([60])
+    pitchf, pitch, sid = torch.full((1, 60), 200.0), torch.randint(1, 255, (1, 60)), torch.tensor([0])
+    noise = torch.randn(1, 8, 60)
+    with torch.inference_mode():
+        full = net.infer(phone, lengths, pitch, pitchf, sid, noise=noise, excitation_noise=False)[0]
+        original = Generator.context_frames
+        try:
+            Generator.context_frames = property(lambda self: 0)  # type: ignore[method-assign,assignment]
+            part = net.infer(phone, lengths, pitch, pitchf, sid, noise=noise, excitation_noise=False, keep=(20, 40))[0]
+        finally:
+            Generator.context_frames = original  # type: ignore[method-assign]
+    assert (part - full[:, :, 20 * 8 : 40 * 8]).abs().max().item() > 1e-4
