@@ -180,11 +180,21 @@ def test_folder_run_reports_bad_files_and_resumes(dataset: Path, tmp_path: Path)
     assert sorted(again.failed) == sorted(result.failed)  # broken files are retried and reported again
     assert {p: p.stat().st_mtime_ns for p in exp.gt_wavs_dir.iterdir()} == mtimes
 
-    # A changed source is redone under its old index; its old pieces go away.
+    # A changed source is redone under its old index; its old pieces go away with everything made
+    # from them (pitch, features, spectrogram caches), so later steps cannot reuse another audio's.
+    derived = [exp.f0_coarse_path("1_0"), exp.f0_hz_path("1_0"), exp.feature_path("1_1", "v2"),
+               exp.gt_wavs_dir / "1_0.spec-abc.pt", exp.gt_wavs_dir / "1_0.spec.pt"]  # fmt: skip
+    kept = [exp.f0_coarse_path("2_0"), exp.feature_path("2_0", "v2")]
+    for path in derived + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"old")
+    assert set(derived) <= set(exp.piece_files("1_0") + exp.piece_files("1_1"))
     _write_source(dataset, "a_take.wav", tone(3.0))
     third = preprocess_folder(dataset, exp, "40k", n_workers=1)
     assert third.reused == 1 and third.segments_written == 1
     assert [n for n in exp.segment_names() if n.startswith("1_")] == ["1_0"]
+    assert [p for p in derived if p.exists()] == []
+    assert all(p.read_bytes() == b"old" for p in kept)
     with pytest.raises(ExperimentError, match="prepared at 40k"):
         preprocess_folder(dataset, exp, "48k")
 

@@ -26,6 +26,8 @@ names come from module functions (`spec_cache_path`, `rvc_spec_cache_path`), not
 
 from __future__ import annotations
 
+import glob
+
 import json
 import random
 import re
@@ -313,6 +315,19 @@ class Experiment:
 
     def feature_path(self, name: str, version: Version) -> Path:
         return self.feature_dir(version) / f"{name}.npy"
+
+    def piece_files(self, name: str) -> list[Path]:
+        """Every file made from the piece `name` that exists: its wavs, spectrogram caches, pitch and features.
+
+        Removing these when a source is cut again keeps a later step from reusing another audio's
+        pitch or features under the same name.
+        """
+        files = [self.gt_wav_path(name), self.wav16k_path(name), self.f0_coarse_path(name), self.f0_hz_path(name)]
+        files += [self.feature_path(name, version) for version in FEATURE_DIRS]
+        for folder in (self.gt_wavs_dir, self.wavs16k_dir):
+            if folder.is_dir():
+                files += [p for p in folder.glob(f"{glob.escape(name)}.spec*.pt") if is_spec_cache(p.name)]
+        return [path for path in files if path.is_file()]
 
     @staticmethod
     def segment_name(source_index: int, segment_index: int) -> str:

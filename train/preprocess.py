@@ -43,7 +43,7 @@ from configs import SAMPLE_RATE_HZ, SampleRateTag
 from infer_pack.errors import AudioLoadError, ExperimentError, UserInputError
 from infer_pack.fileio import remove_stale_temporaries
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
-from train.experiment import Experiment, ExperimentMetadata, rvc_spec_cache_path
+from train.experiment import Experiment, ExperimentMetadata
 from train.slicer import Slicer, SlicerSettings
 
 log = logging.getLogger(__name__)
@@ -374,12 +374,11 @@ def _write_state(experiment: Experiment, state: dict[str, Any]) -> None:
 
 
 def _remove_pieces(experiment: Experiment, names: list[str]) -> None:
+    # Pitch, features and spectrogram caches go too: a later step skips names whose output exists,
+    # and the new pieces of a changed source reuse these names.
     for name in names:
-        for path in (experiment.gt_wav_path(name), experiment.wav16k_path(name)):
+        for path in experiment.piece_files(name):
             path.unlink(missing_ok=True)
-            # RVC's training loader caches a spectrogram next to the wav and would read it stale
-            # (our cache is checked against the wav's age; see train.data).
-            rvc_spec_cache_path(path).unlink(missing_ok=True)
 
 
 # Imported once by the fork server, so each worker starts without paying for them again.
