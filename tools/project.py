@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from infer_pack.errors import UserInputError
+from train.experiment import MUTE
 
 _NAME_RE = re.compile(r"^[\w][\w .\-()\[\]+]{0,99}$", re.UNICODE)
 GeneratorOrDiscriminator = Literal["G", "D"]
@@ -28,12 +29,12 @@ def validate_name(name: str, what: str = "name") -> str:
         or "\\" in cleaned
         or "\x00" in cleaned
         or ".." in cleaned
-        or cleaned.lower() == "mute"
+        or cleaned.lower() == MUTE
         or not _NAME_RE.match(cleaned)
     ):
         raise UserInputError(
             f"invalid {what} {name!r}: use letters, digits, spaces, '-', '_', '.', at most 100 characters, "
-            "no path separators, and not the reserved name 'mute'"
+            f"no path separators, and not the reserved name {MUTE!r}"
         )
     return cleaned
 
@@ -85,7 +86,7 @@ class Project:
     def list_experiments(self) -> list[str]:
         if not self.logs_dir.is_dir():
             return []
-        return sorted(p.name for p in self.logs_dir.iterdir() if p.is_dir() and p.name != "mute")
+        return sorted(p.name for p in self.logs_dir.iterdir() if p.is_dir() and p.name != MUTE)
 
     def list_indexes(self) -> list[Path]:
         """Every .index under logs/ (one level of experiments) and weights/."""
