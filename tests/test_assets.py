@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
+import io
+import os
 import re
+import socket
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from infer_pack.errors import AssetMissingError, CancelledError, UserInputError
+from infer_pack.errors import (
+    AssetMissingError,
+    CancelledError,
+    DiskFullError,
+    UserInputError,
+)
 from infer_pack.progress import CancelToken
 from tools import assets
 from tools.api import assets as api
 from tools.assets import (
+    AssetBusyError,
     AssetChecksumError,
     AssetDownloadError,
     AssetFile,
@@ -309,6 +322,248 @@ def test_cli_prints_instructions_when_offline(
     out = io.StringIO()
     assert assets.download_cli(["rmvpe"], project_root, transport=hub, out=out) == 0
     assert "sha256" in out.getvalue() or "in place" in out.getvalue()
+
+
+# --- one downloader per file (lock beside the target) ---------------------------------------------
+
+
+class GatedHub(FakeHub):
+    """A FakeHub whose streams pause after their first chunk until `gate` is set.
+
+    `started[repo_path]` is set once that first chunk has been handed over, so a test knows the
+    download is under way (lock taken, partial file open) before it starts a second one.
+    """
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        super().__init__(files)
+        self.gate = threading.Event()
+        self.started = {path: threading.Event() for path in files}
+
+    def fetch(self, url: str, start: int) -> RemoteStream:
+        stream = super().fetch(url, start)
+        started = self.started[url.split(REPO_PREFIX, 1)[1]]
+
+        def gated() -> Iterator[bytes]:
+            for index, chunk in enumerate(stream.chunks):
+                yield chunk
+                if index == 0:
+                    started.set()
+                    if not self.gate.wait(timeout=20):
+                        raise TransportError("the test never opened the gate", offline=False)
+
+        return RemoteStream(offset=stream.offset, total_size=stream.total_size, chunks=gated())
+
+
+class Background:
+    """Runs `call` in a thread and keeps its result or exception."""
+
+    def __init__(self, call: Callable[[], object]) -> None:
+        self.result: object = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], object]) -> None:
+        try:
+            self.result = call()
+        except BaseException as exc:  # noqa: BLE001 (kept for the assertions)
+            self.error = exc
+
+    def join(self) -> object:
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "the background download did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def _dead_pid() -> int:
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    return finished.pid
+
+
+def test_second_download_of_the_same_file_is_refused(project_root: Path, small_catalogue: dict[str, bytes]) -> None:
+    hub = GatedHub(small_catalogue)
+    project = Project.at(project_root)
+    item = assets.files_for(["hubert"])[0]
+    lock = assets.lock_path(project.hubert_path)
+    part = assets.partial_path(project.hubert_path)
+    first = Background(lambda: assets.download_file(item, project, transport=hub))
+    try:
+        assert hub.started["hubert_base.pt"].wait(timeout=20)
+        assert lock.read_text().split() == [str(os.getpid()), socket.gethostname()]
+
+        with pytest.raises(AssetBusyError) as info:
+            assets.download_file(item, project, transport=hub)
+        message = str(info.value)
+        assert str(project.hubert_path) in message and f"process {os.getpid()}" in message
+        assert "wait for it to finish" in message and f"remove {str(lock)!r} if no download is running" in message
+        assert isinstance(info.value, UserInputError)
+
+        # The web app's button pressed twice: the API call is refused the same way.
+        with pytest.raises(AssetBusyError):
+            api.download_assets(["hubert"], project_root, transport=hub)
+        # The command line prints the message and gives up instead of fetching the rest.
+        out = io.StringIO()
+        assert assets.download_cli(["hubert", "rmvpe"], project_root, transport=hub, out=out) == 1
+        assert "wait for it to finish" in out.getvalue() and not project.rmvpe_path.exists()
+        assert len(hub.requests) == 1  # the refused downloads never opened a stream
+    finally:
+        hub.gate.set()
+    assert first.join() == "downloaded"
+    assert project.hubert_path.read_bytes() == small_catalogue["hubert_base.pt"]
+    assert not lock.exists() and not part.exists()
+
+
+def test_lock_of_a_live_process_is_respected(project_root: Path, small_catalogue: dict[str, bytes]) -> None:
+    project = Project.at(project_root)
+    item = assets.files_for(["rmvpe"])[0]
+    lock = assets.lock_path(project.rmvpe_path)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        lock.write_text(f"{sleeper.pid} {socket.gethostname()}\n")
+        hub = FakeHub(small_catalogue)
+        with pytest.raises(AssetBusyError, match=f"process {sleeper.pid} on {re.escape(socket.gethostname())}"):
+            assets.download_file(item, project, transport=hub)
+        assert lock.read_text().split()[0] == str(sleeper.pid) and not hub.requests
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_lock_held_on_another_host_is_respected(project_root: Path, small_catalogue: dict[str, bytes]) -> None:
+    project = Project.at(project_root)
+    lock = assets.lock_path(project.rmvpe_path)
+    lock.write_text(f"{_dead_pid()} some-other-host.example\n")  # its pid cannot be checked from here
+    with pytest.raises(AssetBusyError, match="some-other-host.example"):
+        assets.download_file(assets.files_for(["rmvpe"])[0], project, transport=FakeHub(small_catalogue))
+    assert lock.exists()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(project_root: Path, small_catalogue: dict[str, bytes]) -> None:
+    project = Project.at(project_root)
+    item = assets.files_for(["hubert"])[0]
+    lock = assets.lock_path(project.hubert_path)
+    lock.write_text(f"{_dead_pid()} {socket.gethostname()}\n")  # left by a killed download
+    assets.partial_path(project.hubert_path).write_bytes(small_catalogue["hubert_base.pt"][:4_000])
+    hub = FakeHub(small_catalogue)
+    holders: list[list[str]] = []
+
+    def progress(done: int, total: int, message: str) -> None:
+        holders.append(lock.read_text().split())
+
+    assert assets.download_file(item, project, transport=hub, progress=progress) == "downloaded"
+    assert holders and all(h == [str(os.getpid()), socket.gethostname()] for h in holders)
+    assert hub.requests[0][1] == 4_000  # the dead run's partial file is resumed
+    assert project.hubert_path.read_bytes() == small_catalogue["hubert_base.pt"]
+    assert not lock.exists()
+
+
+def test_lock_without_hard_links_uses_exclusive_create(
+    project_root: Path, small_catalogue: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")  # what FAT and some network mounts answer
+
+    monkeypatch.setattr(os, "link", no_links)
+    project = Project.at(project_root)
+    lock = assets.download_lock(project.rmvpe_path)
+    with lock:
+        assert lock.path.read_text().split() == [str(os.getpid()), socket.gethostname()]
+        with pytest.raises(AssetBusyError, match=f"process {os.getpid()}"):
+            assets.download_file(assets.files_for(["rmvpe"])[0], project, transport=FakeHub(small_catalogue))
+    assert not lock.path.exists() and not list(project_root.rglob("*.locktmp"))
+
+
+@dataclass
+class FailingRun:
+    """What a failure scenario may change before the download starts."""
+
+    hub: FakeHub
+    monkeypatch: pytest.MonkeyPatch
+    cancel_at_bytes: int | None = None
+
+
+def _fail_by_checksum(run: FailingRun) -> type[BaseException]:
+    run.hub.files["rmvpe.pt"] = run.hub.files["rmvpe.pt"][:-1] + b"\x00"
+    return AssetChecksumError
+
+
+def _fail_by_cancel(run: FailingRun) -> type[BaseException]:
+    run.cancel_at_bytes = 5_000
+    return CancelledError
+
+
+def _fail_by_disk_full(run: FailingRun) -> type[BaseException]:
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    run.monkeypatch.setattr(assets.os, "fsync", full)
+    return DiskFullError
+
+
+def _fail_by_lost_connection(run: FailingRun) -> type[BaseException]:
+    run.hub.cut_after = 3_000
+    return AssetDownloadError
+
+
+def _fail_by_bug(run: FailingRun) -> type[BaseException]:
+    def broken(*args: object) -> None:
+        raise RuntimeError("unexpected failure while writing")
+
+    run.monkeypatch.setattr(assets, "_write_stream", broken)
+    return RuntimeError
+
+
+@pytest.mark.parametrize(
+    "make_it_fail",
+    [_fail_by_checksum, _fail_by_cancel, _fail_by_disk_full, _fail_by_lost_connection, _fail_by_bug],
+    ids=["checksum", "cancel", "disk-full", "connection-lost", "exception"],
+)
+def test_lock_is_released_on_every_way_out(
+    project_root: Path,
+    small_catalogue: dict[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    make_it_fail: Callable[[FailingRun], type[BaseException]],
+) -> None:
+    project = Project.at(project_root)
+    item = assets.files_for(["rmvpe"])[0]
+    lock = assets.lock_path(project.rmvpe_path)
+    run = FailingRun(FakeHub(dict(small_catalogue)), monkeypatch)
+    expected = make_it_fail(run)
+    token = CancelToken()
+    held: list[bool] = []
+
+    def watch(done: int, total: int, message: str) -> None:
+        held.append(lock.read_text().split()[0] == str(os.getpid()))
+        if run.cancel_at_bytes is not None and done >= run.cancel_at_bytes:
+            token.cancel()
+
+    with pytest.raises(expected):
+        assets.download_file(item, project, transport=run.hub, progress=watch, cancel=token)
+    assert held and all(held)  # the lock was there while the download ran ...
+    assert not lock.exists()  # ... and is gone after the failure
+    monkeypatch.undo()
+    assert assets.download_file(item, project, transport=FakeHub(small_catalogue)) == "downloaded"
+    assert project.rmvpe_path.read_bytes() == small_catalogue["rmvpe.pt"] and not lock.exists()
+
+
+def test_two_different_files_download_at_once(project_root: Path, small_catalogue: dict[str, bytes]) -> None:
+    hub = GatedHub(small_catalogue)
+    project = Project.at(project_root)
+    hubert, rmvpe = assets.files_for(["hubert"])[0], assets.files_for(["rmvpe"])[0]
+    first = Background(lambda: assets.download_file(hubert, project, transport=hub))
+    second = Background(lambda: assets.download_file(rmvpe, project, transport=hub))
+    try:  # both streams are open at the same moment: neither lock blocks the other
+        assert hub.started["hubert_base.pt"].wait(timeout=20) and hub.started["rmvpe.pt"].wait(timeout=20)
+        assert assets.lock_path(project.hubert_path).exists() and assets.lock_path(project.rmvpe_path).exists()
+    finally:
+        hub.gate.set()
+    assert first.join() == second.join() == "downloaded"
+    assert project.hubert_path.read_bytes() == small_catalogue["hubert_base.pt"]
+    assert project.rmvpe_path.read_bytes() == small_catalogue["rmvpe.pt"]
+    assert not list(project_root.rglob(".*.lock")) and not list(project_root.rglob("*.part"))
 
 
 # --- the real HTTP transport against a local server -----------------------------------------------

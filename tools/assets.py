@@ -21,6 +21,11 @@ keeps that file and the next run continues it with an HTTP Range request. The sh
 size) are checked before the file is moved into place with os.replace, so a corrupt or tampered
 download never replaces a good file.
 
+While a file downloads, `.<name>.lock` beside it holds the downloader's "<pid> <host>". A second
+download of the same file (another thread, the CLI beside the web app) is refused with
+AssetBusyError instead of writing into the same partial file; a lock left by a process that died
+on this host is taken over.
+
 Where the catalogue's numbers come from: every sha256 was published for the upstream revision
 e6d0c1a17da07c33557852f9dfa2bd44cc75737d; the sizes and hashes of hubert_base.pt, rmvpe.pt and the
 twelve with-pitch (f0*) pretrained files agree across several independent public manifests. The
@@ -47,6 +52,7 @@ from infer_pack.errors import (
     ModelFileError,
     UserInputError,
 )
+from infer_pack.fileio import LockHolder, PidLockFile
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from tools.project import Project
 
@@ -239,6 +245,20 @@ class AssetChecksumError(ModelFileError):
     """A downloaded file does not match the catalogue; it was discarded and nothing was replaced."""
 
 
+class AssetBusyError(UserInputError):
+    """Another thread or process is downloading the same file right now."""
+
+    def __init__(self, target: Path, lock: Path, holder: LockHolder | None) -> None:
+        self.path = str(target)
+        self.lock_path = str(lock)
+        self.holder = holder
+        who = holder.describe() if holder else "another process (starting)"
+        super().__init__(
+            f"{str(target)!r} is already being downloaded by {who}; wait for it to finish, "
+            f"or remove {str(lock)!r} if no download is running"
+        )
+
+
 class TransportError(OSError):
     """The remote end could not be reached (`offline`) or refused the request."""
 
@@ -370,6 +390,16 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.part")
 
 
+def lock_path(target: Path) -> Path:
+    """The lock file held while `target` is being downloaded (hidden, beside it)."""
+    return target.with_name(f".{target.name}.lock")
+
+
+def download_lock(target: Path) -> PidLockFile:
+    """The per-file download lock of `target`; acquiring a taken one raises AssetBusyError."""
+    return PidLockFile(lock_path(target), lambda lock, holder: AssetBusyError(target, lock, holder))
+
+
 # --- download -----------------------------------------------------------------------------------
 
 DownloadOutcome = Literal["downloaded", "present"]
@@ -388,16 +418,45 @@ def download_file(
     """Fetch one catalogue file into the project, resuming a partial download; verify, then move into place.
 
     Raises AssetDownloadError (network), AssetChecksumError (wrong bytes; the partial file is deleted and
-    an existing target is untouched), DiskFullError, CancelledError (the partial file is kept).
+    an existing target is untouched), DiskFullError, CancelledError (the partial file is kept),
+    AssetBusyError (another thread or process is downloading the same file). The download lock is
+    released on every way out.
     """
     target = item.local_path(project)
     label = label or item.repo_path
+    checked = _identity(target)
     if file_matches(item, target, cancel=cancel):
         return "present"
-    transport = transport or HubTransport()
     target.parent.mkdir(parents=True, exist_ok=True)
-    part = partial_path(target)
+    with download_lock(target):
+        # Another downloader may have moved a good file into place since the check above.
+        if _identity(target) != checked and file_matches(item, target, cancel=cancel):
+            return "present"
+        _fetch_into_place(item, project, target, transport or HubTransport(), endpoint, progress, cancel, label)
+    return "downloaded"
 
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of `path`, None when absent: tells whether a file was replaced since."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def _fetch_into_place(
+    item: AssetFile,
+    project: Project,
+    target: Path,
+    transport: Transport,
+    endpoint: str | None,
+    progress: ProgressCallback | None,
+    cancel: CancelToken | None,
+    label: str,
+) -> None:
+    """Resume or start `.<name>.part`, verify it, move it onto `target`. The caller holds the lock."""
+    part = partial_path(target)
     start = part.stat().st_size if part.is_file() else 0
     if item.size is not None and start > item.size:
         part.unlink()
@@ -438,7 +497,6 @@ def download_file(
         )
     _verify_or_discard(item, part, received, digest.hexdigest(), project)
     os.replace(part, target)
-    return "downloaded"
 
 
 def _write_stream(
@@ -591,6 +649,10 @@ def download_cli(
         label = f"[{index}/{len(items)}] {item.repo_path}"
         try:
             outcome = download_file(item, project, transport=transport, progress=bars, label=label)
+        except AssetBusyError as exc:  # the other downloader is fetching this set: leave it to finish
+            bars.close()
+            print(f"{label}: {exc}", file=out)
+            return 1
         except (AssetMissingError, ModelFileError, DiskFullError) as exc:
             bars.close()
             failed.append((item, str(exc)))

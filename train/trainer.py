@@ -28,14 +28,12 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import torch
 
@@ -47,7 +45,7 @@ from infer_pack.errors import (
     TrainingLockedError,
     UserInputError,
 )
-from infer_pack.fileio import remove_stale_temporaries
+from infer_pack.fileio import LockHolder, PidLockFile, remove_stale_temporaries
 from infer_pack.progress import CancelToken, ProgressCallback, report
 from train.data import Batch, DistributedBucketSampler, TrainingDataset, collate
 from train.experiment import LATEST_ONLY_STEP, Experiment
@@ -160,86 +158,23 @@ def load_experiment_config(experiment: Experiment, version: Version, sample_rate
 # ----------------------------------------------------------------------------------------------
 # One training at a time per experiment
 # ----------------------------------------------------------------------------------------------
-class TrainingLock:
+def _training_lock_refusal(path: Path, holder: LockHolder | None) -> TrainingLockedError:
+    if holder is None:
+        return TrainingLockedError(
+            f"{path}: another training of this experiment is starting; wait for it "
+            "(if no training runs, delete this file)"
+        )
+    return TrainingLockedError(
+        f"{path}: experiment is already being trained by process {holder.pid} on "
+        f"{holder.host or 'this machine'}; wait for it or stop it (if no training runs, delete this file)"
+    )
+
+
+class TrainingLock(PidLockFile):
     """`train.lock` holding "<pid> <host>"; a lock left by a dead process is taken over."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
-        self.owned = False
-
-    def _payload(self) -> str:
-        return f"{os.getpid()} {socket.gethostname()}\n"
-
-    def _holder(self) -> tuple[int, str] | None:
-        try:
-            pid_text, _, host = self.path.read_text(encoding="utf-8").strip().partition(" ")
-            return int(pid_text), host
-        except (OSError, ValueError):
-            return None
-
-    @staticmethod
-    def _alive(pid: int, host: str) -> bool:
-        if host and host != socket.gethostname():
-            return True  # cannot check another machine; assume it is running
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-    def _try_create(self) -> bool:
-        """Create the lock with its content in one step (hard link of a filled temp file)."""
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{threading.get_ident()}.locktmp")
-        tmp.write_text(self._payload(), encoding="utf-8")
-        try:
-            os.link(tmp, self.path)
-            return True
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            if self._try_create():
-                self.owned = True
-                return
-            holder = self._holder()
-            if holder is None:
-                # Unreadable or empty: a lock written by another tool may still be filling; only a
-                # lock that stayed that way for a while is stale.
-                try:
-                    age_s = time.time() - self.path.stat().st_mtime
-                except FileNotFoundError:
-                    continue
-                if age_s < 10.0:
-                    raise TrainingLockedError(
-                        f"{self.path}: another training of this experiment is starting; wait for it "
-                        "(if no training runs, delete this file)"
-                    )
-            elif self._alive(*holder):
-                raise TrainingLockedError(
-                    f"{self.path}: experiment is already being trained by process {holder[0]} on "
-                    f"{holder[1] or 'this machine'}; wait for it or stop it (if no training runs, delete this file)"
-                )
-            log.warning("taking over the stale lock %s (holder %s is gone)", self.path, holder)
-            self.path.unlink(missing_ok=True)
-        raise TrainingLockedError(f"{self.path}: could not take the training lock; delete the file and retry")
-
-    def release(self) -> None:
-        if self.owned and self._holder() == (os.getpid(), socket.gethostname()):
-            self.path.unlink(missing_ok=True)
-        self.owned = False
-
-    def __enter__(self) -> Self:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+        super().__init__(path, _training_lock_refusal)
 
 
 # ----------------------------------------------------------------------------------------------
