@@ -10,7 +10,7 @@ Sub-module attribute names (enc_p, dec, flow, enc_q, emb_g, ...) ARE the file fo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -527,6 +527,7 @@ class Synthesizer(nn.Module):
         excitation_noise: bool = True,
         generator: torch.Generator | None = None,
         keep: tuple[int, int] | None = None,
+        window: int | None = None,
     ) -> tuple[
         torch.Tensor,
         torch.Tensor,
@@ -542,6 +543,7 @@ class Synthesizer(nn.Module):
         `keep=(start, stop)` returns only the audio of frames start..stop-1 ([B, 1, (stop-start)*hop]),
         equal to that part of the full output: the encoder, the flow and the excitation still see
         every frame, but the decoder runs only on the window plus its receptive field.
+        `window=n` decodes at most n frames at a time (bounded memory for long inputs), same samples.
         """
         g = self.emb_g(sid).unsqueeze(-1)  # [B, gin, 1]
         if self.use_f0 and (pitch is None or pitchf is None):
@@ -567,18 +569,44 @@ class Synthesizer(nn.Module):
         har = None
         if self.use_f0:
             har = self.dec.excitation(pitchf, excitation_noise=excitation_noise, generator=generator)
-        if keep is None:
-            return self.dec.decode(zm, har, g), x_mask, (z, z_p, m_p, logs_p)
-        lo, hi, start, stop = decode_window(keep, zm.shape[-1], self.dec.context_frames)
-        upp = self.dec.upp
-        part_har = har[:, :, lo * upp : hi * upp] if har is not None else None
-        o = self.dec.decode(zm[:, :, lo:hi], part_har, g)
-        return o[:, :, (start - lo) * upp : (stop - lo) * upp], x_mask, (z, z_p, m_p, logs_p)
+        o = decode_frames(
+            self.dec.decode, zm, har, g, upp=self.dec.upp, context=self.dec.context_frames, keep=keep, window=window
+        )
+        return o, x_mask, (z, z_p, m_p, logs_p)
 
 
-def decode_window(keep: tuple[int, int], frames: int, context: int) -> tuple[int, int, int, int]:
-    """(lo, hi, start, stop): the frames to decode for output frames start..stop-1 of `frames`."""
-    start, stop = int(keep[0]), int(keep[1])
-    if not 0 <= start < stop <= frames:
+DecodeFn = Callable[[torch.Tensor, "torch.Tensor | None", torch.Tensor], torch.Tensor]
+
+
+def decode_frames(
+    decode: DecodeFn,
+    z: torch.Tensor,
+    har: torch.Tensor | None,
+    g: torch.Tensor,
+    *,
+    upp: int,
+    context: int,
+    keep: tuple[int, int] | None = None,
+    window: int | None = None,
+) -> torch.Tensor:
+    """Audio of frames keep[0]..keep[1]-1 of z [B, inter, T] (all frames when keep is None).
+
+    `decode(z_part, har_part, g)` is the decoder (torch or ONNX Runtime). It runs on pieces of at
+    most `window` frames (one piece when None), each widened by `context` frames on both sides, so
+    every sample equals the whole-input result. The excitation `har` [B, 1, T*upp] is made for the
+    whole input first and sliced, keeping its running phase and random draws.
+    """
+    frames = z.shape[-1]
+    first, last = (0, frames) if keep is None else (int(keep[0]), int(keep[1]))
+    if not 0 <= first < last <= frames:
         raise ValueError(f"keep={keep} must satisfy 0 <= start < stop <= {frames}")
-    return max(0, start - context), min(frames, stop + context), start, stop
+    if window is not None and window < 1:
+        raise ValueError(f"window must be at least 1 frame, got {window}")
+    step = window or (last - first)
+    pieces = []
+    for start in range(first, last, step):
+        stop = min(last, start + step)
+        lo, hi = max(0, start - context), min(frames, stop + context)
+        part = decode(z[:, :, lo:hi], None if har is None else har[:, :, lo * upp : hi * upp], g)
+        pieces.append(part[:, :, (start - lo) * upp : (stop - lo) * upp])
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)

@@ -184,14 +184,16 @@ class OnnxSynthesizer:
         *,
         generator: torch.Generator | None = None,
         keep: tuple[int, int] | None = None,
+        window: int | None = None,
     ) -> np.ndarray:
         """Same inputs as Synthesizer.infer (batch 1, default noise scale) -> audio [T*hop] float32.
 
-        `keep=(start, stop)`: only frames start..stop-1, as Synthesizer.infer(keep=...).
+        `keep=(start, stop)`: only frames start..stop-1; `window`: at most this many frames decoded
+        at a time; both as in Synthesizer.infer.
         """
         import torch
 
-        from infer_pack.models import PRIOR_NOISE_SCALE, decode_window
+        from infer_pack.models import PRIOR_NOISE_SCALE, decode_frames
 
         net = self.net
         with torch.inference_mode():
@@ -209,14 +211,19 @@ class OnnxSynthesizer:
             )
             z_p = (m_p + torch.exp(logs_p) * noise * PRIOR_NOISE_SCALE) * x_mask
             z = net.flow(z_p, x_mask, g=g, reverse=True) * x_mask  # [1, inter, T]
-            frames, upp = z.shape[-1], net.dec.upp
-            lo, hi, start, stop = decode_window(keep or (0, frames), frames, net.dec.context_frames)
-            feed: dict[str, Any] = {
-                "x": z[:, :, lo:hi].contiguous().numpy(),
-                "g": g.contiguous().numpy(),
-            }
+            har = None
             if net.use_f0:
-                har = net.dec.excitation(pitchf, generator=generator)  # [1, 1, T*upp]
-                feed["har"] = har[:, :, lo * upp : hi * upp].to(torch.float32).contiguous().numpy()
-        audio = self.session.run(None, feed)[0]  # [1, 1, (hi-lo)*upp]
-        return np.ascontiguousarray(audio[0, 0, (start - lo) * upp : (stop - lo) * upp], dtype=np.float32)
+                har = net.dec.excitation(pitchf, generator=generator).to(torch.float32)  # [1, 1, T*upp]
+            audio = decode_frames(
+                self._decode, z, har, g, upp=net.dec.upp, context=net.dec.context_frames, keep=keep, window=window
+            )
+        return np.ascontiguousarray(audio[0, 0].numpy(), dtype=np.float32)
+
+    def _decode(self, x: torch.Tensor, har: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor:
+        """One ONNX Runtime run of the decoder graph."""
+        import torch
+
+        feed: dict[str, Any] = {"x": x.contiguous().numpy(), "g": g.contiguous().numpy()}
+        if har is not None:
+            feed["har"] = har.contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, feed)[0])

@@ -175,6 +175,9 @@ class Windows:
         return GPU_HALF_WINDOWS if half and device != "cpu" else CPU_WINDOWS
 
 
+# Frames (10 ms) the decoder handles at once: its activations for 10 s of audio take about 1 GB.
+DECODE_WINDOW_FRAMES = 1000
+
 CPU_WINDOWS = Windows(x_pad=1, x_query=6, x_center=38, x_max=41)
 GPU_HALF_WINDOWS = Windows(x_pad=3, x_query=10, x_center=60, x_max=65)
 
@@ -347,6 +350,7 @@ class VoiceConverter:
 
     `synthesizer` may be passed already built (the application caches it in a ModelCache);
     otherwise it is built from `voice` on `device` in `dtype` (float32 on CPU, float16 on CUDA).
+    `decode_window` bounds the frames decoded at once (None: a whole chunk); it changes memory, not samples.
     """
 
     def __init__(
@@ -363,6 +367,7 @@ class VoiceConverter:
         cache: ModelCache | None = None,
         engine: Literal["torch", "onnx"] = "torch",
         onnx_cache_dir: str | Path | None = None,
+        decode_window: int | None = DECODE_WINDOW_FRAMES,
     ) -> None:
         import torch
 
@@ -392,6 +397,8 @@ class VoiceConverter:
         self.cache = cache
         self.last_times = ConversionTimes()
         self.engine = engine
+        # The decoder works on at most this many frames at a time (same samples; bounded memory).
+        self.decode_window = decode_window
         # engine="onnx": the decoder runs in ONNX Runtime (CPU, float32; infer_pack/onnx_engine.py).
         self._onnx: OnnxSynthesizer | None = None
         if engine == "onnx":
@@ -558,7 +565,11 @@ class VoiceConverter:
             # the same output in any process, also while other threads draw random numbers.
             generator = torch.Generator(device=device).manual_seed(int(params.seed) + number)
         if self._onnx is not None:
-            return self._onnx.infer(phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator, keep=keep)
+            return self._onnx.infer(
+                phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator, keep=keep, window=self.decode_window
+            )
         with torch.inference_mode():
-            out = self.synthesizer.infer(phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator, keep=keep)[0]  # [1, 1, T*hop]
+            out = self.synthesizer.infer(
+                phone_t, lengths, pitch_t, pitchf_t, sid, generator=generator, keep=keep, window=self.decode_window
+            )[0]  # [1, 1, T*hop]
         return out[0, 0].to("cpu", torch.float32).numpy()

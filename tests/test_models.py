@@ -260,20 +260,25 @@ def test_decoding_a_window_equals_that_part_of_the_full_output(version: str, sam
     pitch = torch.randint(1, 255, (1, frames))
     sid = torch.tensor([0])
 
-    def run(keep: tuple[int, int] | None) -> torch.Tensor:
+    def run(keep: tuple[int, int] | None, window: int | None = None) -> torch.Tensor:
         generator = torch.Generator().manual_seed(11)
         with torch.inference_mode():
-            return net.infer(phone, lengths, pitch, pitchf, sid, generator=generator, keep=keep)[0]
+            return net.infer(phone, lengths, pitch, pitchf, sid, generator=generator, keep=keep, window=window)[0]
 
     full = run(None)
     assert 8 <= net.dec.context_frames <= 30
-    for start, stop in ((50, 110), (0, 40), (130, frames), (0, frames)):
-        part = run((start, stop))
+    # (keep, window): a middle window, both edges, everything, and pieces of 37 / 7 frames.
+    cases = [((50, 110), None), ((0, 40), None), ((130, frames), None), ((0, frames), None),
+             ((0, frames), 37), ((20, 150), 7)]  # fmt: skip
+    for (start, stop), window in cases:
+        part = run((start, stop), window)
         assert part.shape == (1, 1, (stop - start) * upp)
         err = (part - full[:, :, start * upp : stop * upp]).abs().max().item()
-        assert err < 1e-6, f"keep=({start}, {stop}): max |diff| {err:.3g}"
+        assert err < 1e-6, f"keep=({start}, {stop}), window={window}: max |diff| {err:.3g}"
     with pytest.raises(ValueError, match="keep"):
         run((100, 100))
+    with pytest.raises(ValueError, match="window"):
+        run(None, 0)
 
 
 def test_a_window_without_its_receptive_field_differs() -> None:
