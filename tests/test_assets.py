@@ -401,13 +401,13 @@ def test_second_download_of_the_same_file_is_refused(project_root: Path, small_c
         assert "wait for it to finish" in message and f"remove {str(lock)!r} if no download is running" in message
         assert isinstance(info.value, UserInputError)
 
-        # The web app's button pressed twice: the API call is refused the same way.
-        with pytest.raises(AssetBusyError):
-            api.download_assets(["hubert"], project_root, transport=hub)
-        # The command line prints the message and gives up instead of fetching the rest.
+        # The web app's button pressed twice: the file is reported as busy, with no manual steps.
+        result = api.download_assets(["hubert"], project_root, transport=hub)
+        assert "wait for it to finish" in result.failed[item.repo_path] and result.help_text == ""
+        # The command line prints the message and exits 1.
         out = io.StringIO()
-        assert assets.download_cli(["hubert", "rmvpe"], project_root, transport=hub, out=out) == 1
-        assert "wait for it to finish" in out.getvalue() and not project.rmvpe_path.exists()
+        assert assets.download_cli(["hubert"], project_root, transport=hub, out=out) == 1
+        assert "wait for it to finish" in out.getvalue() and "still being downloaded by another process" in out.getvalue()
         assert len(hub.requests) == 1  # the refused downloads never opened a stream
     finally:
         hub.gate.set()
@@ -427,6 +427,13 @@ def test_lock_of_a_live_process_is_respected(project_root: Path, small_catalogue
         with pytest.raises(AssetBusyError, match=f"process {sleeper.pid} on {re.escape(socket.gethostname())}"):
             assets.download_file(item, project, transport=hub)
         assert lock.read_text().split()[0] == str(sleeper.pid) and not hub.requests
+        # Asked for several files, the others are fetched; the busy one is reported.
+        result = api.download_assets(["hubert", "rmvpe"], project_root, transport=hub)
+        assert result.downloaded == [assets.files_for(["hubert"])[0].repo_path]
+        assert list(result.failed) == [item.repo_path] and "wait for it to finish" in result.failed[item.repo_path]
+        out = io.StringIO()
+        assert assets.download_cli(["hubert", "rmvpe"], project_root, transport=hub, out=out) == 1
+        assert "already present" in out.getvalue() and "1 of 2 file(s) still being downloaded" in out.getvalue()
     finally:
         sleeper.kill()
         sleeper.wait()

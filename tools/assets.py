@@ -645,14 +645,16 @@ def download_cli(
         return 2
     bars = _TqdmProgress(out)
     failed: list[tuple[AssetFile, str]] = []
+    busy = 0
     for index, item in enumerate(items, 1):
         label = f"[{index}/{len(items)}] {item.repo_path}"
         try:
             outcome = download_file(item, project, transport=transport, progress=bars, label=label)
-        except AssetBusyError as exc:  # the other downloader is fetching this set: leave it to finish
+        except AssetBusyError as exc:  # another process is fetching this file: leave it to finish
             bars.close()
+            busy += 1
             print(f"{label}: {exc}", file=out)
-            return 1
+            continue
         except (AssetMissingError, ModelFileError, DiskFullError) as exc:
             bars.close()
             failed.append((item, str(exc)))
@@ -666,6 +668,9 @@ def download_cli(
     if failed:
         print(f"\n{len(failed)} of {len(items)} file(s) missing.", file=out)
         print(offline_instructions([item for item, _ in failed], project), file=out)
+        return 1
+    if busy:
+        print(f"\n{busy} of {len(items)} file(s) still being downloaded by another process.", file=out)
         return 1
     print(f"all {len(items)} file(s) in place under {project.root}", file=out)
     return 0

@@ -107,6 +107,10 @@ def download_assets(
             result.failed[item.repo_path] = str(exc)
             failed_items.append(item)
             continue
+        except assets.AssetBusyError as exc:
+            # Another download of this file is running: the others go on; no manual steps to show.
+            result.failed[item.repo_path] = str(exc)
+            continue
         except (AssetMissingError, ModelFileError, DiskFullError) as exc:
             result.failed[item.repo_path] = str(exc)
             failed_items.append(item)
