@@ -1,4 +1,4 @@
-"""A real headless Chromium clicks through the app: convert an upload, prepare a dataset, stop a job.
+"""A real headless Chromium clicks through the app: convert an upload or a recording, prepare a dataset, stop a job.
 
 Uses Debian's /usr/bin/chromium through Playwright (no browser download); skipped when it is absent.
 Screenshots are written under the test's tmp folder.
@@ -7,10 +7,12 @@ Screenshots are written under the test's tmp folder.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from helpers_app import (
     CHROMIUM,
@@ -154,3 +156,67 @@ def test_stop_button_stops_a_running_step(page: Any, served: tuple[str, Any, Pat
     sources_done = {clip.name.split("_")[0] for clip in clips}  # clips are named <source>_<piece>.wav
     assert 0 < len(sources_done) < MANY_FILES, sorted(sources_done)
     assert not ctx.jobs.running(), "the worker thread must have ended"
+
+
+MIC_TONE_HZ = 180.0
+
+
+def test_convert_tab_converts_a_microphone_recording(
+    browser: Any, served: tuple[str, Any, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Record ~2 s from Chromium's fake microphone (fed from a wav of a 180 Hz tone), then convert it."""
+    from infer_pack.audio import load_audio
+    from infer_pack.f0 import estimate_f0
+    from tools import api
+
+    url, _ctx, _root = served
+    tone = write_test_wav(tmp_path / "mic-tone.wav", seconds=3.0, sample_rate=48000, f0_hz=MIC_TONE_HZ)
+    received: list[Path] = []
+    real_convert = api.convert_voice
+
+    def spy(**kwargs: Any) -> Any:  # the app runs in this process: note which file the recording became
+        received.append(Path(kwargs["input_path"]))
+        return real_convert(**kwargs)
+
+    monkeypatch.setattr(api, "convert_voice", spy)
+    mic_args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={tone}"]
+    mic_browser = browser.browser_type.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *mic_args])
+    try:
+        context = mic_browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["microphone"])
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.goto(url)
+        page.wait_for_selector("#convert-run")
+        page.locator('#convert-audio button[aria-label="Record audio"]').click()
+        page.locator("#convert-audio .record-button").click()
+        page.wait_for_timeout(2000)
+        page.locator("#convert-audio .stop-button").click()
+        # The recording is decoded, turned into a wav and uploaded; then the input player shows it.
+        page.locator("#convert-audio [data-testid=waveform-controls]").wait_for()
+        page.locator("#convert-voice input").click()
+        page.get_by_role("option", name="ref").click()
+        page.locator("#convert-f0").get_by_text("PM (fast)").click()
+        _click_when_uploaded(page, "#convert-run")
+        info = page.locator("#convert-info textarea")
+        page.wait_for_function(
+            "el => el.value.length > 0 || document.querySelector('.toast-body') !== null",
+            arg=info.element_handle(), timeout=CONVERT_TIMEOUT_MS,
+        )
+        page.screenshot(path=str(tmp_path / "convert-microphone.png"), full_page=True)
+        assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
+        text = info.input_value()
+        assert page.locator("#convert-output [data-testid=waveform-controls]").count() == 1, "no output player"
+        assert (page.locator("#convert-download a").first.get_attribute("href") or "").endswith(".wav")
+    finally:
+        mic_browser.close()
+    seconds = re.search(r"converted (\d+\.\d) s of audio", text)
+    assert seconds and 1.0 <= float(seconds.group(1)) <= 4.0, text  # about the 2 s between Record and Stop
+    assert "at 40000 Hz" in text, text
+    # What reached the converter is the fake microphone's tone, not silence or Chromium's default beep.
+    assert len(received) == 1, received
+    recorded = load_audio(received[0], 16000)
+    f0 = estimate_f0(recorded, "pm")
+    voiced = f0[f0 > 0]
+    assert voiced.size > 0.3 * f0.size, "the recording is mostly unvoiced"
+    assert abs(float(np.median(voiced)) - MIC_TONE_HZ) < 0.2 * MIC_TONE_HZ, float(np.median(voiced))

@@ -164,11 +164,14 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
     """The tab's widgets; the voice and index lists refresh each time `tab` is selected."""
     from tools.api.convert import OUTPUT_FORMATS
 
+    # Custom values are allowed: the choices are listed when the app starts (and refreshed per browser session),
+    # and a voice or index made later (training, merge) must still be accepted from an API client. The
+    # handlers validate the names (weights/<name>.pth, paths confined to the project).
     with gr.Row():
         voice = gr.Dropdown(voice_choices(ctx), value=None, label=label("convert.voice"), scale=3,
-                            elem_id="convert-voice")
+                            allow_custom_value=True, elem_id="convert-voice")
         index = gr.Dropdown(index_choices(ctx), value=NO_INDEX, label=label("convert.index"), scale=4,
-                            elem_id="convert-index")
+                            allow_custom_value=True, elem_id="convert-index")
         refresh = gr.Button(label("convert.refresh"), scale=1, min_width=120)
 
     def on_voice(voice_file: str | None) -> Any:
