@@ -10,6 +10,10 @@ The baseline re-implements RVC's `Pipeline.pipeline` / `Pipeline.vc` steps as RV
 kept in the synthesiser, envelope mix through torch interpolation) on the same networks. Both runs
 seed the synthesiser noise the same way, so the outputs are compared sample by sample.
 
+Ours runs as the application does: the decoder in ONNX Runtime on a CPU ("onnx engine" rows compare
+it with our torch decoder). Full runs add peak memory, each conversion in a fresh process: 60 s ours
+vs RVC-style, and ours on 180 s (bounded by the chunk and decoder-window sizes, not the input).
+
     python -m bench.bench_convert [--quick] [--device cpu]
 """
 
@@ -24,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BenchRow, interleaved, peak_rss_mb
+from bench.common import BenchRow, in_fresh_process, interleaved, peak_rss_mb
 
 SAMPLE_RATE = 16000
 
@@ -183,7 +187,7 @@ def _random_hubert(device: str) -> Any:
 
 def _engine_row(torch_conv: Any, onnx_conv: Any, audio: np.ndarray, params: Any, seconds: float, voice_note: str) -> BenchRow:
     """engine="onnx" (ours) vs engine="torch" (baseline): same converter settings, same seed."""
-    if onnx_conv is None:
+    if torch_conv is None or onnx_conv.engine != "onnx":
         return BenchRow("convert", f"onnx engine pm {seconds:.0f} s", "x realtime (RTF)", float("nan"), None, True,
                         "onnx engine runs on CPU only")  # fmt: skip
     results: dict[str, np.ndarray] = {}
@@ -203,30 +207,71 @@ def _engine_row(torch_conv: Any, onnx_conv: Any, audio: np.ndarray, params: Any,
                     (torch_s or 0.0) / seconds, True, note, extra)  # fmt: skip
 
 
-def run(quick: bool, device: str) -> list[BenchRow]:
-    import tempfile
-
+def _converters(voice: Any, device: str, folder: Path) -> tuple[Any, Any, Any]:
+    """(ours with the default engine, ours with the torch decoder or None, the RVC-style function)."""
     import torch
 
     from infer_pack.checkpoint import build_synthesizer
-    from infer_pack.pipeline import ConversionParams, VoiceConverter
+    from infer_pack.pipeline import VoiceConverter
     from infer_pack.retrieval import load_index
 
-    voice, voice_note = _voice()
     encoder = _random_hubert(device)
-    dtype = torch.float32
+    index_path = _index(folder)
+    # The application's default: the decoder in ONNX Runtime on a CPU, torch elsewhere.
+    engine = "onnx" if device == "cpu" else "torch"
+    ours = VoiceConverter(voice, encoder, load_index(index_path), device, dtype=torch.float32, engine=engine,
+                          onnx_cache_dir=folder / "onnx")  # fmt: skip
+    torch_engine = None
+    if engine != "torch":
+        torch_engine = VoiceConverter(voice, encoder, ours.index, device, dtype=torch.float32,
+                                      synthesizer=ours.synthesizer, engine="torch")  # fmt: skip
+    baseline = rvc_style(voice, build_synthesizer(voice, device, torch.float32, fold_weight_norm=False), encoder,
+                         index_path, device)  # fmt: skip
+    return ours, torch_engine, baseline
+
+
+def _peak_rss_child(kind: str, seconds: float, device: str) -> tuple[float, float]:
+    """(peak RSS MB, wall s) of one pm conversion of `seconds` of audio by `kind` in this fresh process."""
+    import tempfile
+    import time
+
+    from infer_pack.pipeline import ConversionParams
+
+    voice, _ = _voice()
+    with tempfile.TemporaryDirectory() as folder:
+        ours, _, baseline = _converters(voice, device, Path(folder))
+        audio = synthetic_speech(seconds, seed=7)
+        started = time.perf_counter()
+        if kind == "ours":
+            ours.convert(audio, ConversionParams(f0_method="pm", index_rate=0.75, seed=0))
+        else:
+            baseline(audio, "pm", 0)
+        return peak_rss_mb(), time.perf_counter() - started
+
+
+def _memory_rows(device: str) -> list[BenchRow]:
+    """Peak memory of a 60 s conversion, ours vs RVC-style, and of ours on 180 s (bounded by the chunk size)."""
+    rows = []
+    ours_mb, _ = in_fresh_process(_peak_rss_child, "ours", 60.0, device)
+    base_mb, _ = in_fresh_process(_peak_rss_child, "rvc", 60.0, device)
+    rows.append(BenchRow("convert", "peak RSS pm 60 s", "MB", ours_mb, base_mb, True,
+                         "one conversion per fresh process (models, index and audio included)"))  # fmt: skip
+    long_mb, long_s = in_fresh_process(_peak_rss_child, "ours", 180.0, device)
+    rows.append(BenchRow("convert", "peak RSS pm 180 s (ours)", "MB", long_mb, None, True,
+                         f"vs ours on 60 s: {long_mb / ours_mb:.2f}x; RTF {long_s / 180:.2f}",
+                         {"rtf": long_s / 180}))  # fmt: skip
+    return rows
+
+
+def run(quick: bool, device: str) -> list[BenchRow]:
+    import tempfile
+
+    from infer_pack.pipeline import ConversionParams
+
+    voice, voice_note = _voice()
     rows: list[BenchRow] = []
     with tempfile.TemporaryDirectory() as folder:
-        index_path = _index(Path(folder))
-        converter = VoiceConverter(voice, encoder, load_index(index_path), device, dtype=dtype)
-        # The same converter with the decoder in ONNX Runtime (CPU only), sharing the synthesiser.
-        onnx_converter = None
-        if device == "cpu":
-            onnx_converter = VoiceConverter(voice, encoder, converter.index, device, dtype=dtype,
-                                            synthesizer=converter.synthesizer, engine="onnx",
-                                            onnx_cache_dir=Path(folder) / "onnx")  # fmt: skip
-        baseline = rvc_style(voice, build_synthesizer(voice, device, dtype, fold_weight_norm=False), encoder,
-                             index_path, device)  # fmt: skip
+        converter, torch_converter, baseline = _converters(voice, device, Path(folder))
         durations = [5.0] if quick else [10.0, 60.0]  # quick fits the smoke run's time budget
         methods = ["pm"] if quick else ["pm", "swift"]
         for seconds in durations:
@@ -244,15 +289,16 @@ def run(quick: bool, device: str) -> list[BenchRow]:
                 ours_s, base_s = interleaved(ours, base, repeats=1 if quick or seconds > 30 else 2, warmup=seconds <= 30)
                 diff = float(np.abs(results["ours"] - results["base"]).max()) if results["ours"].shape == results["base"].shape else float("nan")
                 load = os.getloadavg()[0]
-                note = (f"{voice_note}; max |ours - RVC-style| = {diff:.2e}; load avg {load:.1f}; "
-                        f"peak RSS {peak_rss_mb():.0f} MB")  # fmt: skip
+                note = f"{voice_note}; decoder engine {converter.engine}; max |ours - RVC-style| = {diff:.2e}; load avg {load:.1f}"
                 times = converter.last_times
-                extra = {"device": device, "features_s": times.features, "f0_s": times.f0,
+                extra = {"device": device, "engine": converter.engine, "features_s": times.features, "f0_s": times.f0,
                          "synthesis_s": times.synthesis, "max_abs_diff": diff}  # fmt: skip
                 rows.append(BenchRow("convert", f"{method} {seconds:.0f} s", "x realtime (RTF)", ours_s / seconds,
                                      (base_s or 0.0) / seconds, True, note, extra))  # fmt: skip
                 if method == "pm":
-                    rows.append(_engine_row(converter, onnx_converter, audio, params, seconds, voice_note))
+                    rows.append(_engine_row(torch_converter, converter, audio, params, seconds, voice_note))
+    if not quick:
+        rows.extend(_memory_rows(device))
     return rows
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
-import queue as queue_module
 import sys
 import tempfile
 import time
@@ -24,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BenchRow, interleaved, peak_rss_mb
+from bench.common import BenchRow, in_fresh_process, interleaved, peak_rss_mb
 
 VERSION = "v2"
 TAG = "40k"
@@ -158,7 +156,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _peak_memory_child(kind: str, device: str, queue: Any) -> None:
+def _peak_memory_child(kind: str, device: str) -> tuple[float, float | None]:
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -171,24 +169,12 @@ def _peak_memory_child(kind: str, device: str, queue: Any) -> None:
         step(batch)
         _sync(device)
         gpu = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-        queue.put((peak_rss_mb(), gpu))
+        return peak_rss_mb(), gpu
 
 
 def peak_memory(kind: str, device: str) -> tuple[float, float | None]:
     """(peak RSS MB, peak GPU MB or None) of one step of `kind` in a fresh process."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_peak_memory_child, args=(kind, device, queue))
-    process.start()
-    while True:  # poll, so that a child that dies (e.g. out of memory) does not leave us waiting
-        try:
-            result = queue.get(timeout=5)
-            break
-        except queue_module.Empty:
-            if not process.is_alive():
-                raise RuntimeError(f"the {kind} memory probe died with exit code {process.exitcode}") from None
-    process.join()
-    return result
+    return in_fresh_process(_peak_memory_child, kind, device)
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:

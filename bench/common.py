@@ -62,3 +62,33 @@ def interleaved(
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _fresh_process_child(target: Callable[..., Any], args: tuple[Any, ...], results: Any) -> None:
+    results.put(target(*args))
+
+
+def in_fresh_process(target: Callable[..., Any], *args: Any) -> Any:
+    """`target(*args)` in a new (spawned) process; its return value. For peak memory of one variant.
+
+    `target` must be a module-level function. A child that dies (e.g. out of memory) raises here
+    instead of leaving the caller waiting.
+    """
+    import multiprocessing
+    import queue as queue_module
+
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_fresh_process_child, args=(target, args, results))
+    process.start()
+    while True:
+        try:
+            result = results.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not process.is_alive():
+                raise RuntimeError(
+                    f"{getattr(target, '__name__', target)} died in its own process with exit code {process.exitcode}"
+                ) from None
+    process.join()
+    return result
