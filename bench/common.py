@@ -60,7 +60,19 @@ def interleaved(
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
+    """Peak resident memory of this process so far (MB).
+
+    Linux: VmHWM of /proc/self/status, which starts afresh in a spawned process (ru_maxrss does not:
+    the kernel carries the parent's peak across fork and exec, so every child would report at least
+    the parent's peak). Elsewhere: ru_maxrss.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -173,6 +173,11 @@ class OnnxSynthesizer:
         self.session = ort.InferenceSession(
             str(self.path), options, providers=["CPUExecutionProvider"]
         )
+        # Give the arena's free blocks back after each run: windows and chunks of other lengths would
+        # otherwise grow it run after run (about 0.9 GB more peak memory on 2 minutes of audio), at
+        # no measurable cost in speed.
+        self._run_options = ort.RunOptions()
+        self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def infer(
         self,
@@ -226,4 +231,4 @@ class OnnxSynthesizer:
         feed: dict[str, Any] = {"x": x.contiguous().numpy(), "g": g.contiguous().numpy()}
         if har is not None:
             feed["har"] = har.contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        return torch.from_numpy(self.session.run(None, feed, self._run_options)[0])
