@@ -528,6 +528,7 @@ class Synthesizer(nn.Module):
         generator: torch.Generator | None = None,
         keep: tuple[int, int] | None = None,
         window: int | None = None,
+        decode: DecodeFn | None = None,
     ) -> tuple[
         torch.Tensor,
         torch.Tensor,
@@ -544,6 +545,7 @@ class Synthesizer(nn.Module):
         equal to that part of the full output: the encoder, the flow and the excitation still see
         every frame, but the decoder runs only on the window plus its receptive field.
         `window=n` decodes at most n frames at a time (bounded memory for long inputs), same samples.
+        `decode` replaces `self.dec.decode` (the ONNX engine runs the decoder in ONNX Runtime).
         """
         g = self.emb_g(sid).unsqueeze(-1)  # [B, gin, 1]
         if self.use_f0 and (pitch is None or pitchf is None):
@@ -570,7 +572,7 @@ class Synthesizer(nn.Module):
         if self.use_f0:
             har = self.dec.excitation(pitchf, excitation_noise=excitation_noise, generator=generator)
         o = decode_frames(
-            self.dec.decode, zm, har, g, upp=self.dec.upp, context=self.dec.context_frames, keep=keep, window=window
+            decode or self.dec.decode, zm, har, g, upp=self.dec.upp, context=self.dec.context_frames, keep=keep, window=window
         )
         return o, x_mask, (z, z_p, m_p, logs_p)
 

@@ -198,30 +198,11 @@ class OnnxSynthesizer:
         """
         import torch
 
-        from infer_pack.models import PRIOR_NOISE_SCALE, decode_frames
-
-        net = self.net
         with torch.inference_mode():
-            g = net.emb_g(sid).unsqueeze(-1)  # [1, gin, 1]
-            if net.use_f0 and (pitch is None or pitchf is None):
-                raise ValueError(
-                    "this voice model uses pitch: pass pitch (coarse) and pitchf (Hz)"
-                )
-            m_p, logs_p, x_mask = net.enc_p(
-                phone, pitch if net.use_f0 else None, phone_lengths
-            )  # [1, inter, T]
-            # Draw order as Synthesizer.infer: prior noise, then the excitation's noise.
-            noise = torch.randn(
-                m_p.shape, dtype=m_p.dtype, device=m_p.device, generator=generator
-            )
-            z_p = (m_p + torch.exp(logs_p) * noise * PRIOR_NOISE_SCALE) * x_mask
-            z = net.flow(z_p, x_mask, g=g, reverse=True) * x_mask  # [1, inter, T]
-            har = None
-            if net.use_f0:
-                har = net.dec.excitation(pitchf, generator=generator).to(torch.float32)  # [1, 1, T*upp]
-            audio = decode_frames(
-                self._decode, z, har, g, upp=net.dec.upp, context=net.dec.context_frames, keep=keep, window=window
-            )
+            audio = self.net.infer(
+                phone, phone_lengths, pitch, pitchf, sid,
+                generator=generator, keep=keep, window=window, decode=self._decode,
+            )[0]  # fmt: skip
         return np.ascontiguousarray(audio[0, 0].numpy(), dtype=np.float32)
 
     def _decode(self, x: torch.Tensor, har: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor:
