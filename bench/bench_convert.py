@@ -6,7 +6,7 @@ random features (index rate 0.75). Input: a synthetic voice of 10 s and 60 s (qu
 f0 by pm and swift.
 
 The baseline re-implements RVC's `Pipeline.pipeline` / `Pipeline.vc` steps as RVC orders them
-(moving sum by 160 shifted adds, whole-index `reconstruct_n` at load, `F.interpolate`, weight norm
+(sum of absolute values by 160 shifted adds, whole-index `reconstruct_n` at load, `F.interpolate`, weight norm
 kept in the synthesiser, envelope mix through torch interpolation) on the same networks. Both runs
 seed the synthesiser noise the same way, so the outputs are compared sample by sample.
 
@@ -150,9 +150,9 @@ def rvc_style(
         if audio_pad.shape[0] > t_max:
             audio_sum = np.zeros_like(audio)
             for i in range(window):
-                audio_sum += audio_pad[i : i - window]
+                audio_sum += np.abs(audio_pad[i : i - window])
             for t in range(t_center, audio.shape[0], t_center):
-                region = np.abs(audio_sum[t - t_query : t + t_query])
+                region = audio_sum[t - t_query : t + t_query]
                 opt_ts.append(t - t_query + np.where(region == region.min())[0][0])
         audio_pad = np.pad(audio, (t_pad, t_pad), mode="reflect")
         p_len = audio_pad.shape[0] // window

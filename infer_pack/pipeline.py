@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 
 from infer_pack.errors import UserInputError
+from infer_pack.f0.filters import PITCH_GAP_MODES, PitchGaps
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 
 if TYPE_CHECKING:
@@ -91,6 +92,10 @@ PARAM_SPECS: dict[str, ParamSpec] = {
         ParamSpec("protect", "Protect consonants", 0.33, "Keeps unvoiced consonants and breaths from the unblended "
                   "features to avoid tearing artefacts. 0.5 turns it off; lower protects more but weakens the index.",
                   0.0, 0.5, 0.01),
+        ParamSpec("pitch_gaps", "Pitch gaps", "keep", "What unvoiced frames (consonants, breaths, silence) get as "
+                  "pitch. keep: no pitch there, so 'Protect consonants' works (RVC up to its 2024 releases, which most "
+                  "voices were trained with). interpolate: filled with the pitch of the voiced frames around them (RVC "
+                  "2026), smoother across short gaps; protection then has no effect.", choices=PITCH_GAP_MODES),
         ParamSpec("speaker_id", "Speaker id", 0, "Speaker row of multi-speaker voice models (0 for usual models).", 0, 108, 1),
         ParamSpec("seed", "Random seed", 0, "Seed of the synthesiser's noise: the same seed gives the same output.", 0, 2**31 - 1, 1),
     )
@@ -108,6 +113,7 @@ class ConversionParams:
     resample_sr: int = 0
     rms_mix_rate: float = 0.25
     protect: float = 0.33
+    pitch_gaps: PitchGaps = "keep"  # unvoiced f0 frames: kept at 0, or filled (see PARAM_SPECS)
     f0_override_path: Path | None = None  # RVC's f0 file: "time_s,hz" per line
     speaker_id: int = 0
     seed: int | None = 0  # None: fresh noise on every call, as RVC
@@ -116,6 +122,8 @@ class ConversionParams:
         """A copy with numbers of the right type; raises UserInputError naming any value out of range."""
         if self.f0_method not in F0_METHOD_NAMES:
             raise UserInputError(f"unknown f0 method {self.f0_method!r}; choose one of {', '.join(F0_METHOD_NAMES)}")
+        if self.pitch_gaps not in PITCH_GAP_MODES:
+            raise UserInputError(f"unknown pitch gaps mode {self.pitch_gaps!r}; choose one of {', '.join(PITCH_GAP_MODES)}")
         if self.f0_override_path is not None and not Path(self.f0_override_path).is_file():
             raise UserInputError(f"f0 file {str(self.f0_override_path)!r} not found; check the path or leave it empty")
         return replace(
@@ -211,20 +219,27 @@ def high_pass(audio: np.ndarray) -> np.ndarray:
 
 
 def split_points(audio: np.ndarray, windows: Windows) -> list[int]:
-    """Where to cut long input: near every x_center s, at the quietest 10 ms moving sum within +-x_query s."""
+    """Where to cut long input: near every x_center s, at the quietest 10 ms window within +-x_query s.
+
+    "Quietest" is RVC's `audio_sum`: the sum of absolute sample values over the 160 samples starting
+    at each position of the input reflect-padded by 80 samples. (The absolute value of a plain sum
+    would call a loud tone quiet wherever its samples cancel out.) Each region's sums are added tap
+    by tap in RVC's order, so ties between equally quiet places break the same way.
+    """
     t_query = SAMPLE_RATE * windows.x_query
     t_center = SAMPLE_RATE * windows.x_center
     t_max = SAMPLE_RATE * windows.x_max
-    if audio.shape[0] + WINDOW <= t_max:
+    n = audio.shape[0]
+    if n + WINDOW <= t_max:
         return []
-    padded = np.pad(audio, (WINDOW // 2, WINDOW // 2), mode="reflect")
-    cumulative = np.concatenate(([0.0], np.cumsum(padded, dtype=np.float64)))
-    moving_sum = np.abs(cumulative[WINDOW : WINDOW + audio.shape[0]] - cumulative[: audio.shape[0]])  # [N]
+    magnitude = np.abs(np.pad(np.asarray(audio, dtype=np.float64), (WINDOW // 2, WINDOW // 2), mode="reflect"))
     points: list[int] = []
-    for t in range(t_center, audio.shape[0], t_center):
-        lo = t - t_query
-        region = moving_sum[lo : t + t_query]
-        points.append(lo + int(np.argmin(region)))
+    for t in range(t_center, n, t_center):
+        lo, hi = t - t_query, min(t + t_query, n)
+        loudness = np.zeros(hi - lo, dtype=np.float64)  # [hi - lo]
+        for tap in range(WINDOW):
+            loudness += magnitude[lo + tap : hi + tap]
+        points.append(lo + int(np.argmin(loudness)))
     return points
 
 
@@ -305,12 +320,23 @@ def pitch_track(
     cache: ModelCache | None = None,
     device: str = "cpu",
 ) -> PitchTrack:
-    """RVC's get_f0 on the padded input: estimate, filter (harvest), transpose, override, coarse."""
-    from infer_pack.f0 import apply_f0_override, estimate_f0, f0_to_coarse, load_f0_override, median_filter_f0, shift_f0
+    """RVC's get_f0 on the padded input: estimate, filter (harvest), fill gaps (optional), transpose, override, coarse."""
+    from infer_pack.f0 import (
+        apply_f0_override,
+        estimate_f0,
+        f0_to_coarse,
+        fill_pitch_gaps,
+        load_f0_override,
+        median_filter_f0,
+        shift_f0,
+    )
 
     f0 = estimate_f0(audio_pad, params.f0_method, n_frames=n_frames, rmvpe_path=rmvpe_path, cache=cache, device=device)
     if params.f0_method == "harvest":
         f0 = median_filter_f0(f0, params.filter_radius)
+    # Gaps are filled on the estimator's track (the training extractor uses the same helper);
+    # a user's f0 file then overrides frames as given.
+    f0 = fill_pitch_gaps(f0, params.pitch_gaps)
     f0 = shift_f0(f0, params.pitch_semitones)
     if params.f0_override_path is not None:
         times, hz = load_f0_override(params.f0_override_path)

@@ -168,17 +168,64 @@ def test_long_input_is_cut_in_quiet_places() -> None:
     assert max(c.stop - c.start for c in chunks) <= 16000 * (38 + 6 + 2) + 160
 
 
-def test_split_search_matches_rvcs_moving_sum() -> None:
-    audio = np.random.default_rng(1).standard_normal(16000 * 50)
+def rvc_split_points(audio: np.ndarray, windows: Windows) -> list[int]:
+    """RVC's own cut search (Pipeline.pipeline's audio_sum loop), written out literally."""
+    window, t_query, t_center, t_max = 160, 16000 * windows.x_query, 16000 * windows.x_center, 16000 * windows.x_max
+    audio_pad = np.pad(audio, (window // 2, window // 2), mode="reflect")
+    opt_ts: list[int] = []
+    if audio_pad.shape[0] > t_max:
+        audio_sum = np.zeros_like(audio)
+        for i in range(window):
+            audio_sum += np.abs(audio_pad[i : i - window])
+        for t in range(t_center, audio.shape[0], t_center):
+            region = audio_sum[t - t_query : t + t_query]
+            opt_ts.append(t - t_query + int(np.where(region == region.min())[0][0]))
+    return opt_ts
+
+
+def test_split_search_matches_rvcs_audio_sum() -> None:
+    rng = np.random.default_rng(1)
+    audio = rng.standard_normal(16000 * 80)
     audio[16000 * 37 + 5000 : 16000 * 37 + 9000] *= 0.01
-    padded = np.pad(audio, (80, 80), mode="reflect")
-    moving = np.zeros_like(audio)
-    for i in range(160):
-        moving += padded[i : i - 160]
-    t, q = 16000 * 38, 16000 * 6
-    region = np.abs(moving[t - q : t + q])
-    expected = t - q + np.where(region == region.min())[0][0]
-    assert split_points(audio, CPU_WINDOWS) == [expected]
+    assert split_points(audio, CPU_WINDOWS) == rvc_split_points(audio, CPU_WINDOWS)
+    # Exact ties (digital silence) break towards the first quiet sample, as RVC's np.where(...)[0][0].
+    audio[16000 * 34 : 16000 * 36] = 0.0
+    audio[16000 * 73 : 16000 * 74] = 0.0
+    points = split_points(audio, CPU_WINDOWS)
+    assert points == rvc_split_points(audio, CPU_WINDOWS)
+    assert points[0] == 16000 * 34 + 80 and points[1] == 16000 * 73 + 80
+
+
+def test_loud_tone_is_cut_in_its_pause_not_where_its_samples_cancel() -> None:
+    """A sustained 100 Hz tone sums to ~0 over every 10 ms window (one period), so a search on the
+    absolute value of the plain sum finds 'silence' anywhere in the tone. RVC sums absolute values."""
+    t = np.arange(16000 * 50) / 16000
+    audio = 0.37 * np.sin(2 * np.pi * 100.0 * t)  # RMS 0.26
+    pause = slice(int(16000 * 35.2), int(16000 * 35.7))
+    audio[pause] = 0.0009 * np.random.default_rng(2).standard_normal(pause.stop - pause.start)
+    points = split_points(audio, CPU_WINDOWS)
+    assert len(points) == 1
+    assert pause.start <= points[0] and points[0] + 160 <= pause.stop, f"cut at {points[0] / 16000:.2f} s"
+    assert points == rvc_split_points(audio, CPU_WINDOWS)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cut_lands_in_the_quietest_window_for_signals_with_an_offset(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 16000 * 45
+    offset = rng.uniform(-0.4, 0.4)
+    envelope = np.repeat(rng.uniform(0.05, 1.0, n // 1600 + 1), 1600)[:n]
+    audio = offset + envelope * rng.standard_normal(n) * 0.2
+    # Samples alternating +a/-a are loud but cancel in a plain sum.
+    loud = slice(16000 * 36, 16000 * 37)
+    audio[loud] = 0.8 * np.where(np.arange(loud.stop - loud.start) % 2 == 0, 1.0, -1.0)
+    (point,) = split_points(audio, CPU_WINDOWS)
+    padded = np.abs(np.pad(audio, (80, 80), mode="reflect"))
+    loudness = np.lib.stride_tricks.sliding_window_view(padded, 160).sum(axis=-1)[:n]  # independent brute force
+    lo, hi = 16000 * 32, 16000 * 44
+    assert lo <= point < hi
+    assert loudness[point] == pytest.approx(loudness[lo:hi].min(), rel=1e-9, abs=1e-12)
+    assert not (loud.start - 160 <= point < loud.stop)
 
 
 def test_protect_keeps_unvoiced_frames_from_the_unblended_features() -> None:

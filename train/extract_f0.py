@@ -84,10 +84,10 @@ def f0_for_segment(
 
     n_frames = audio_16k.size // f0lib.HOP if method == "pm" else None
     f0 = f0lib.estimate_f0(audio_16k, method, n_frames=n_frames, rmvpe_path=rmvpe_path, cache=cache, device=device)
-    if interpolate_unvoiced:
-        if not np.any(f0 > 0):
-            return None
-        f0 = f0lib.interpolate_unvoiced(f0)
+    if interpolate_unvoiced and not np.any(f0 > 0):
+        return None
+    # The same helper conversion uses for its "pitch gaps" parameter, so both fill gaps alike.
+    f0 = f0lib.fill_pitch_gaps(f0, "interpolate" if interpolate_unvoiced else "keep")
     return f0, f0lib.f0_to_coarse(f0)
 
 

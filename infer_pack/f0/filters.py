@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -61,6 +62,25 @@ def interpolate_unvoiced(f0: np.ndarray) -> np.ndarray:
         return f0.copy()
     index = np.arange(f0.size)
     return np.interp(index, index[voiced], f0[voiced])
+
+
+PitchGaps = Literal["keep", "interpolate"]
+PITCH_GAP_MODES: tuple[PitchGaps, ...] = ("keep", "interpolate")
+
+
+def fill_pitch_gaps(f0: np.ndarray, mode: PitchGaps) -> np.ndarray:
+    """What happens to unvoiced (0 Hz) frames before coarse pitch, for training and conversion alike.
+
+    "keep": they stay 0, so the synthesiser sees unvoiced frames and consonant protection acts (RVC
+    releases up to 2024, which most published voices were trained with). "interpolate": they are
+    filled by `interpolate_unvoiced` (current RVC, 2026 main); the track then has no unvoiced frame
+    and protection has nothing to act on.
+    """
+    if mode == "keep":
+        return np.asarray(f0, dtype=np.float64).copy()
+    if mode == "interpolate":
+        return interpolate_unvoiced(f0)
+    raise ValueError(f"unknown pitch gap mode {mode!r}; choose one of {', '.join(PITCH_GAP_MODES)}")
 
 
 def load_f0_override(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
