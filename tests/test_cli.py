@@ -57,6 +57,11 @@ def test_convert_help_shows_rvc_defaults() -> None:
         assert flag in text and f"default: {default}" in text, flag
 
 
+def test_unknown_pitch_gaps_mode_is_a_usage_error() -> None:
+    done = run_cli("convert", "--model", "x", "--input", "y.wav", "--pitch-gaps", "fill")
+    assert done.returncode == 2 and "--pitch-gaps" in done.stderr and "interpolate" in done.stderr
+
+
 def test_usage_error_exits_2() -> None:
     done = run_cli("convert", "--model", "x")
     assert done.returncode == 2
@@ -102,7 +107,8 @@ def test_convert_with_the_reference_voice(voice_project: Path, tmp_path: Path) -
 
     output = tmp_path / "out.flac"
     done = run_cli("convert", "--model", "ref", "--input", str(voice_project / "inputs" / "b.wav"),
-                   "--output", str(output), "--f0-method", "pm", "--transpose", "-5", root=voice_project)
+                   "--output", str(output), "--f0-method", "pm", "--transpose", "-5", "--pitch-gaps", "interpolate",
+                   root=voice_project)
     assert done.returncode == 0, done.stderr
     assert "converted 1.0 s of audio" in done.stdout and "at 40000 Hz" in done.stdout
     rms, rate, samples = audio_rms(output)
@@ -129,9 +135,10 @@ def test_convert_bad_input_is_one_clear_line(voice_project: Path, tmp_path: Path
 
 
 def test_cli_choices_match_the_api() -> None:
-    from infer_pack.pipeline import F0_METHOD_NAMES
+    from infer_pack.pipeline import F0_METHOD_NAMES, PITCH_GAP_MODES
     from tools import cli
     from tools.api.convert import OUTPUT_FORMATS
 
     assert sorted(cli.F0_METHODS) == sorted(F0_METHOD_NAMES)
+    assert cli.PITCH_GAPS == PITCH_GAP_MODES
     assert cli.OUTPUT_FORMATS == OUTPUT_FORMATS

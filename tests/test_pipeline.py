@@ -260,3 +260,67 @@ def test_bad_parameters_are_refused() -> None:
     with pytest.raises(UserInputError, match="f0 file"):
         ConversionParams(f0_override_path=Path("/nonexistent/f0.txt")).validated()
     assert ConversionParams(pitch_semitones=12, filter_radius=5).validated().filter_radius == 5
+
+
+def gapped_tone(seconds: float = 1.2) -> np.ndarray:
+    """A 150 Hz voice with two silent gaps (unvoiced frames) and a faint noise floor."""
+    audio = tone(seconds, 150.0)
+    audio[int(0.35 * 16000) : int(0.5 * 16000)] = 0.0
+    audio[int(0.8 * 16000) : int(0.9 * 16000)] = 0.0
+    return audio + 1e-4 * np.random.default_rng(5).standard_normal(audio.size).astype(np.float32)
+
+
+def test_pitch_gaps_keep_leaves_zeros_interpolate_fills_them() -> None:
+    from infer_pack.pipeline import pitch_track
+
+    audio = np.pad(gapped_tone().astype(np.float64), 1600, mode="reflect")
+    n_frames = audio.size // 160
+    kept = pitch_track(audio, n_frames, ConversionParams(f0_method="pm"), SHORT_WINDOWS)
+    filled = pitch_track(audio, n_frames, ConversionParams(f0_method="pm", pitch_gaps="interpolate"), SHORT_WINDOWS)
+    gaps = kept.hz == 0
+    assert gaps.sum() > 20 and (~gaps).sum() > 40
+    assert (filled.hz > 100).all() and (filled.coarse > 1).all()
+    np.testing.assert_array_equal(filled.hz[~gaps], kept.hz[~gaps])
+    assert (kept.coarse[gaps] == 1).all()
+    with pytest.raises(UserInputError, match="pitch gaps"):
+        ConversionParams(pitch_gaps="fill").validated()
+
+
+def test_protect_acts_only_when_pitch_gaps_are_kept(v2_converter: VoiceConverter, tmp_path: Path) -> None:
+    from infer_pack.retrieval import load_index
+    from train.index import build_index_from_features
+
+    features = np.random.default_rng(0).standard_normal((400, 768)).astype(np.float32)
+    index = load_index(build_index_from_features(features, tmp_path, "t", "v2").added_path)
+    converter = VoiceConverter(v2_converter.voice, v2_converter.encoder, index, synthesizer=v2_converter.synthesizer,
+                               windows=SHORT_WINDOWS)
+    audio = gapped_tone()
+    outputs = {}
+    for gaps in ("keep", "interpolate"):
+        for protect in (0.33, 0.5):
+            params = ConversionParams(f0_method="pm", index_rate=0.75, protect=protect, pitch_gaps=gaps, seed=0)
+            outputs[gaps, protect] = converter.convert(audio, params)[0]
+    assert np.abs(outputs["keep", 0.33] - outputs["keep", 0.5]).max() > 1e-3
+    np.testing.assert_array_equal(outputs["interpolate", 0.33], outputs["interpolate", 0.5])
+    assert np.abs(outputs["keep", 0.5] - outputs["interpolate", 0.5]).max() > 1e-3
+
+
+def test_training_and_conversion_fill_gaps_with_one_helper(monkeypatch: pytest.MonkeyPatch) -> None:
+    import infer_pack.f0 as f0lib
+    from infer_pack.pipeline import pitch_track
+    from train.extract_f0 import f0_for_segment
+
+    calls: list[str] = []
+    real = f0lib.fill_pitch_gaps
+
+    def spy(f0: np.ndarray, mode: str) -> np.ndarray:
+        calls.append(mode)
+        return real(f0, mode)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(f0lib, "fill_pitch_gaps", spy)
+    audio = gapped_tone().astype(np.float64)
+    result = f0_for_segment(audio, "pm")
+    assert result is not None and (result[0] > 0).all()
+    f0_for_segment(audio, "pm", interpolate_unvoiced=False)
+    pitch_track(audio, audio.size // 160, ConversionParams(f0_method="pm", pitch_gaps="interpolate"), SHORT_WINDOWS)
+    assert calls == ["interpolate", "keep", "interpolate"]

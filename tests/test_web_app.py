@@ -63,7 +63,8 @@ def test_convert_through_the_api_writes_the_voice_rate(served: tuple[Any, Any, P
     client, _ctx, root = served
     source = root / "inputs" / "b.wav"
     out_audio, out_file, text = client.predict(
-        handle_file(str(source)), "ref.pth", "", None, 0, 12, "pm", 0.75, 3, 0, 0.25, 0.33, api_name="/convert",
+        handle_file(str(source)), "ref.pth", "", None, 0, 12, "pm", 0.75, 3, 0, 0.25, 0.33, "interpolate",
+        api_name="/convert",
     )
     rms, rate, samples = audio_rms(out_file)
     assert rate == 40000, "the reference voice is a 40 kHz model"

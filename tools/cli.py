@@ -19,6 +19,7 @@ from infer_pack.errors import CancelledError, RVCError, UserInputError
 
 # Mirrors of the API's choices, kept here so --help needs no heavy import (a test checks they agree).
 F0_METHODS = ("rmvpe", "pm", "harvest", "dio", "swift")
+PITCH_GAPS = ("keep", "interpolate")  # infer_pack.pipeline's PITCH_GAP_MODES (not imported: --help stays fast)
 OUTPUT_FORMATS = ("wav", "flac", "mp3", "m4a")
 SAMPLE_RATES = ("32k", "40k", "48k")
 VERSIONS = ("v1", "v2")
@@ -105,6 +106,9 @@ def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--resample", type=int, default=0, help="output sample rate in Hz, 0 = the voice's (default: 0)")
     group.add_argument("--rms-mix", type=float, default=0.25, help="volume envelope mix 0..1 (default: 0.25)")
     group.add_argument("--protect", type=float, default=0.33, help="protect voiceless consonants, 0.5 = off (default: 0.33)")
+    group.add_argument("--pitch-gaps", choices=PITCH_GAPS, default="keep",
+                       help="unvoiced frames: keep them unpitched so --protect works (RVC up to 2024), or fill them "
+                            "with the surrounding pitch (RVC 2026) (default: keep)")
     group.add_argument("--f0-file", default=None, help="pitch curve file replacing the extracted pitch")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
 
@@ -244,7 +248,8 @@ def _conversion_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "index_path": args.index, "speaker_id": args.speaker_id, "pitch_semitones": args.transpose,
         "f0_method": args.f0_method, "index_rate": args.index_rate, "filter_radius": args.filter_radius,
-        "resample_hz": args.resample, "rms_mix_rate": args.rms_mix, "protect": args.protect, "device": args.device,
+        "resample_hz": args.resample, "rms_mix_rate": args.rms_mix, "protect": args.protect, "pitch_gaps": args.pitch_gaps,
+        "device": args.device,
     }
 
 

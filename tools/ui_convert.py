@@ -61,7 +61,7 @@ def _index_path(ctx: AppContext, index: str | None) -> Path | None:
 
 def conversion_kwargs(
     speaker_id: float, transpose: float, f0_method: str, index_rate: float, filter_radius: float,
-    resample: float, rms_mix: float, protect: float,
+    resample: float, rms_mix: float, protect: float, pitch_gaps: str = "keep",
 ) -> dict[str, Any]:
     """Form values -> the API's parameter names (numbers arrive from Gradio as floats; an emptied box as None)."""
     for name, value in (("speaker id", speaker_id), ("transpose", transpose)):
@@ -76,6 +76,7 @@ def conversion_kwargs(
         "resample_hz": int(resample),
         "rms_mix_rate": float(rms_mix),
         "protect": float(protect),
+        "pitch_gaps": pitch_gaps or "keep",
     }
 
 
@@ -111,7 +112,10 @@ def conversion_controls(prefix: str) -> list[gr.components.Component]:
     with gr.Row():
         rms_mix = slider("rms_mix_rate", "convert.rms_mix")
         protect = slider("protect", "convert.protect")
-    return [speaker, transpose, f0_method, index_rate, filter_radius, resample, rms_mix, protect]
+        gaps_spec = PARAM_SPECS["pitch_gaps"]
+        pitch_gaps = gr.Radio(list(gaps_spec.choices), value=gaps_spec.default, label=label("convert.pitch_gaps"),
+                              info=gaps_spec.help, elem_id=f"{prefix}-pitch_gaps")
+    return [speaker, transpose, f0_method, index_rate, filter_radius, resample, rms_mix, protect, pitch_gaps]
 
 
 def run_convert(

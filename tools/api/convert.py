@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from infer_pack.cache import ModelCache
+    from infer_pack.f0.filters import PitchGaps
     from infer_pack.pipeline import ConversionParams, VoiceConverter
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class ConvertRequest:
     output_format: OutputFormat = "wav"
     device: str = "auto"
     precision: Precision = "auto"
+    pitch_gaps: PitchGaps = "keep"  # unvoiced f0 frames kept at 0 (RVC <= 2024) or interpolated (RVC 2026)
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ def _params(request: ConvertRequest) -> ConversionParams:
         resample_sr=request.resample_hz,
         rms_mix_rate=request.rms_mix_rate,
         protect=request.protect,
+        pitch_gaps=request.pitch_gaps,
         f0_override_path=request.f0_file,
         speaker_id=request.speaker_id,
         seed=request.seed,
@@ -279,6 +282,7 @@ def convert_voice(
     resample_hz: int = 0,
     rms_mix_rate: float = 0.25,
     protect: float = 0.33,
+    pitch_gaps: PitchGaps = "keep",
     seed: int | None = 0,
     output_format: OutputFormat = "wav",
     device: str = "auto",
@@ -296,7 +300,7 @@ def convert_voice(
         Path(model), Path(input_path), Path(output_path) if output_path else None,
         Path(index_path) if index_path else None, Path(f0_file) if f0_file else None, speaker_id, pitch_semitones,
         f0_method, index_rate, filter_radius, resample_hz, rms_mix_rate, protect, seed, output_format, device,
-        precision,
+        precision, pitch_gaps,
     )  # fmt: skip
     if request.output_format not in OUTPUT_FORMATS:
         raise UserInputError(f"unknown output format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
@@ -344,6 +348,7 @@ def convert_batch(
     resample_hz: int = 0,
     rms_mix_rate: float = 0.25,
     protect: float = 0.33,
+    pitch_gaps: PitchGaps = "keep",
     seed: int | None = 0,
     device: str = "auto",
     precision: Precision = "auto",
@@ -378,7 +383,7 @@ def convert_batch(
     request = ConvertRequest(
         Path(model), files[0], None, Path(index_path) if index_path else None, None, speaker_id, pitch_semitones,
         f0_method, index_rate, filter_radius, resample_hz, rms_mix_rate, protect, seed, output_format, device,
-        precision,
+        precision, pitch_gaps,
     )  # fmt: skip
     params = _params(request)
     cache = cache if cache is not None else ModelCache()
