@@ -85,6 +85,9 @@ class TrainingCheckpoint:
     optimizer: dict[str, Any] | None
     learning_rate: float
     path: Path | None = None
+    # Optimiser steps taken so far; our own key (RVC ignores it). None in RVC's files: the step is then
+    # only known from the file name, and G_2333333 ("latest only") names none.
+    global_step: int | None = None
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -437,11 +440,13 @@ def save_training_checkpoint(
     optimizer: Any,
     learning_rate: float,
     iteration: int,
+    global_step: int | None = None,
 ) -> Path:
     """Write RVC's `{"model", "iteration", "optimizer", "learning_rate"}` atomically.
 
     `model` may be a module (a DDP wrapper is unwrapped) or a state dict; `optimizer` an optimizer,
-    its state dict, or None. `iteration` is the epoch number, as in RVC.
+    its state dict, or None. `iteration` is the epoch number, as in RVC; `global_step` (optional) is
+    stored under its own key, which RVC's loader ignores.
     """
     import torch
 
@@ -459,6 +464,8 @@ def save_training_checkpoint(
         "optimizer": optim_state,
         "learning_rate": float(learning_rate),
     }
+    if global_step is not None:
+        data["global_step"] = int(global_step)
     return torch_save_atomic(data, path)
 
 
@@ -481,6 +488,7 @@ def load_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
         optimizer=obj.get("optimizer"),
         learning_rate=float(obj.get("learning_rate", 0.0)),
         path=path,
+        global_step=int(obj["global_step"]) if isinstance(obj.get("global_step"), int) else None,
     )
 
 

@@ -324,3 +324,31 @@ def test_pretrained_weights_load_strictly(experiment: Experiment, tmp_path: Path
     with pytest.raises(ModelFileError) as info:
         run_training(experiment, tmp_path, epochs=1, pretrained_g=pre_g, pretrained_d=pre_d)
     assert "enc_q" in str(info.value) and str(pre_g) in str(info.value)
+
+
+def test_stop_mid_epoch_latest_only_resumes_at_the_saved_step(
+    experiment: Experiment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """G_2333333 has no step in its name: the step saved on a mid-epoch stop must be the one resumed."""
+    import re
+
+    cancel = CancelToken()
+
+    def progress(done: int, total: int, message: str) -> None:
+        if done == STEPS_PER_EPOCH + 2:  # two steps into epoch 2
+            cancel.cancel()
+
+    caplog.set_level("INFO", logger="train")
+    _, stopped = run_training(
+        experiment, tmp_path, epochs=3, latest_only=True, cancel=cancel, progress=progress
+    )
+    assert stopped.cancelled and stopped.epochs_done == 1 and stopped.global_step == STEPS_PER_EPOCH + 2
+    saved = [m.group(1) for r in caplog.records if (m := re.search(r"^saved G_2333333.* step (\d+)\)", r.getMessage()))]
+    assert saved[-1] == str(STEPS_PER_EPOCH + 2)
+    caplog.clear()
+    _, resumed = run_training(experiment, tmp_path, epochs=2, latest_only=True)
+    said = [m.group(1) for r in caplog.records if (m := re.search(r"^resuming from G_2333333.* step (\d+)\)", r.getMessage()))]
+    assert said == saved[-1:]
+    assert resumed.first_epoch == 2 and resumed.global_step == STEPS_PER_EPOCH + 2 + STEPS_PER_EPOCH
+    steps = [json.loads(x)["step"] for x in experiment.metrics_path.read_text().splitlines()]
+    assert steps == list(range(1, 2 * STEPS_PER_EPOCH + 3))  # the two stopped steps are kept, none repeated

@@ -414,6 +414,7 @@ class Trainer:
         if point is None:
             return 1, 0, None
         epochs_done = None
+        recorded_steps: list[int | None] = []
         for path, net, optimizer in (
             (point.d_path, self.net_d, self.optim_d),
             (point.g_path, self.net_g, self.optim_g),
@@ -445,9 +446,9 @@ class Trainer:
             else:
                 log.warning("%s holds no optimizer state; Adam moments start from zero", path)
             epochs_done = ckpt.iteration if epochs_done is None else min(epochs_done, ckpt.iteration)
+            recorded_steps.append(ckpt.global_step)
         assert epochs_done is not None
-        # G_2333333 ("latest only") carries no step count: count whole epochs instead.
-        step = point.step if point.step != LATEST_ONLY_STEP else epochs_done * steps_per_epoch
+        step = _resume_step(point.step, recorded_steps, epochs_done, steps_per_epoch)
         log.info(
             "resuming from %s (epoch %d done, step %d)",
             point.g_path.name,
@@ -549,9 +550,10 @@ class Trainer:
                 iteration=epochs_done,
                 optimizer=optimizer.state_dict(),
                 learning_rate=lr,
+                global_step=global_step,
             )
         log.info(
-            "saved %s and %s (epoch %d, step %d)",
+            "saved %s and %s (epoch %d done, step %d)",
             g_path.name,
             d_path.name,
             epochs_done,
@@ -779,6 +781,16 @@ class Trainer:
             values.loss_mel, values.loss_kl, step_time,
         )  # fmt: skip
         return values
+
+
+def _resume_step(name_step: int, recorded: Sequence[int | None], epochs_done: int, steps_per_epoch: int) -> int:
+    """The step a resumed run goes on from: the one the G/D pair recorded when saved (a stop mid-epoch
+    saves more steps than whole epochs), else the file name's, else whole epochs (RVC's G_2333333)."""
+    if recorded and all(s is not None for s in recorded) and len(set(recorded)) == 1:
+        return int(recorded[0])  # type: ignore[arg-type]
+    if name_step != LATEST_ONLY_STEP:
+        return name_step
+    return epochs_done * steps_per_epoch
 
 
 def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
