@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO_ROOT
@@ -142,3 +143,20 @@ def test_cli_choices_match_the_api() -> None:
     assert sorted(cli.F0_METHODS) == sorted(F0_METHOD_NAMES)
     assert cli.PITCH_GAPS == PITCH_GAP_MODES
     assert cli.OUTPUT_FORMATS == OUTPUT_FORMATS
+
+
+@pytest.mark.parametrize(("flag", "interpolate"), [([], True), (["--pitch-gaps", "keep"], False)])
+def test_extract_pitch_gaps_flag_reaches_the_api(
+    monkeypatch: pytest.MonkeyPatch, project_root: Path, flag: list[str], interpolate: bool
+) -> None:
+    from tools import api, cli
+
+    seen: dict[str, Any] = {}
+
+    def fake_extract(**kwargs: Any) -> str:
+        seen.update(kwargs)
+        return "extracted"
+
+    monkeypatch.setattr(api, "extract_features", fake_extract, raising=False)
+    status = cli.main(["--root", str(project_root), "extract", "-e", "alice", "--f0-method", "pm", *flag])
+    assert status == 0 and seen["interpolate_unvoiced"] is interpolate and seen["f0_method"] == "pm"

@@ -64,11 +64,12 @@ def test_network_output_matches_rvc(
     ref: dict[str, np.ndarray], salience: np.ndarray, model: rmvpe_module.RMVPE
 ) -> None:
     assert salience.shape == (201, 360) and salience.dtype == np.float32
-    # RVC's float32 run is 7.8e-7 from float64; ours must be as close to the float64 truth.
-    np.testing.assert_allclose(salience, ref["hidden_f64"], rtol=0, atol=1e-5)
-    np.testing.assert_allclose(salience, ref["hidden"], rtol=0, atol=1e-5)
+    # RVC's float32 run is 7.8e-7 from float64; ours (BatchNorm folded into the convolutions) is
+    # 8.4e-7 from it here and 1.4e-6 on other CPUs: 3e-6 leaves room for that, not for a real change.
+    np.testing.assert_allclose(salience, ref["hidden_f64"], rtol=0, atol=3e-6)
+    np.testing.assert_allclose(salience, ref["hidden"], rtol=0, atol=3e-6)
     padded = model.mel_to_salience(torch.from_numpy(ref["mel_padded"])).numpy()
-    np.testing.assert_allclose(padded[0], ref["hidden_padded"][0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(padded[0], ref["hidden_padded"][0], rtol=0, atol=3e-6)
 
 
 def test_decode_is_bit_exact(ref: dict[str, np.ndarray]) -> None:

@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("extract", _cmd_extract, "extract pitch and content features of a preprocessed experiment")
     _add_experiment_flags(p, sample_rate=False)
     p.add_argument("--f0-method", choices=F0_METHODS, default="rmvpe")
+    p.add_argument("--pitch-gaps", choices=PITCH_GAPS, default="interpolate",
+                   help="unvoiced frames of the training pitch: fill them (current RVC) or keep them at 0 "
+                        "(RVC up to 2024) (default: interpolate)")
     p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
 
@@ -295,7 +298,8 @@ def _cmd_extract(args: argparse.Namespace) -> Any:
 
     return _run(args, lambda bar: api.extract_features(
         project=args.root, experiment=args.experiment, version=args.version, use_f0=args.use_f0,
-        f0_method=args.f0_method, n_processes=args.processes, device=args.device, progress=bar,
+        f0_method=args.f0_method, interpolate_unvoiced=args.pitch_gaps == "interpolate", n_processes=args.processes,
+        device=args.device, progress=bar,
     ))
 
 
