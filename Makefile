@@ -1,5 +1,6 @@
 # `make run`: set up .venv on first use, then start the web app on 127.0.0.1:7865.
 # `make test`: set up .venv (and Chromium for the browser tests), then run the test suite.
+# `make cli ARGS="..."`: the command line (`tools.cli`) with .venv's Python.
 PY ?= python3
 VENV := .venv
 PYTHON := $(VENV)/bin/python
@@ -8,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test bench browser setup
+.PHONY: run test bench cli browser setup
 
 run: $(STAMP)
 	$(PYTHON) infer-web.py $(ARGS)
@@ -18,6 +19,10 @@ test: $(STAMP) browser
 
 bench: $(STAMP)
 	$(PYTHON) -m bench $(ARGS)
+
+# The command line with the project's Python: `make cli ARGS="convert --model weights/a.pth --input in.wav"`.
+cli: $(STAMP)
+	$(PYTHON) -m tools.cli $(ARGS)
 
 setup: $(STAMP)
 

@@ -160,3 +160,49 @@ def test_extract_pitch_gaps_flag_reaches_the_api(
     monkeypatch.setattr(api, "extract_features", fake_extract, raising=False)
     status = cli.main(["--root", str(project_root), "extract", "-e", "alice", "--f0-method", "pm", *flag])
     assert status == 0 and seen["interpolate_unvoiced"] is interpolate and seen["f0_method"] == "pm"
+
+
+def test_output_cut_short_by_head_exits_quietly(project_root: Path) -> None:
+    """`tools.cli assets | head -1` shows the first line and no BrokenPipe error."""
+    command = f"'{sys.executable}' -m tools.cli --root '{project_root}' assets | head -1"
+    done = subprocess.run(["bash", "-c", command], cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.stdout.count("\n") == 1 and "missing" in done.stdout, done.stdout
+    assert done.stderr == "", done.stderr
+    # The same with the reader certainly gone before anything is written (head can win or lose that race).
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        closed = subprocess.run([sys.executable, "-m", "tools.cli", "--root", str(project_root), "assets"],
+                                cwd=str(REPO_ROOT), stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60,
+                                check=False)
+    finally:
+        os.close(write_end)
+    assert closed.stderr == "", closed.stderr
+    assert closed.returncode == 141, "like a tool killed by SIGPIPE (128 + 13), so `set -o pipefail` sees it"
+
+
+def test_missing_packages_point_to_the_venv(project_root: Path) -> None:
+    """Run by a Python without the project's packages (-S: no site-packages), the error says what to run."""
+    done = subprocess.run([sys.executable, "-S", "-m", "tools.cli", "--root", str(project_root), "assets"],
+                          cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert ".venv/bin/python -m tools.cli" in lines[0] and "make cli ARGS=" in lines[0], lines[0]
+
+
+def test_make_cli_runs_the_cli_with_the_venv_python() -> None:
+    dry = subprocess.run(["make", "-n", "cli", "ARGS=assets --root x"], cwd=str(REPO_ROOT), capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert dry.returncode == 0, dry.stderr
+    assert ".venv/bin/python -m tools.cli assets --root x" in dry.stdout.splitlines()[-1]
+
+
+def test_readme_commands_use_the_venv_python() -> None:
+    """A bare `python -m tools.cli` outside .venv fails with ModuleNotFoundError: the README must not suggest it."""
+    import re
+
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    bare = [line for line in text.splitlines() if re.search(r"(?<![/\w.])python3? -m (tools|bench|train)\b", line)]
+    assert not bare, bare

@@ -26,6 +26,7 @@ VERSIONS = ("v1", "v2")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_READER_GONE = 141  # 128 + SIGPIPE: what a shell reports for a tool cut off by `| head`
 
 
 class TqdmProgress:
@@ -440,10 +441,38 @@ def _cmd_assets(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # here, not at interpreter exit, so a closed pipe is caught below
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of stdout left (`... | head -1`): stop quietly. Later writes (Python's own flush at
+    exit) go to /dev/null so no 'Exception ignored ... BrokenPipeError' follows."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_READER_GONE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         result = args.handler(args)
+    except BrokenPipeError:
+        raise
+    except ModuleNotFoundError as exc:
+        print(
+            f"error: {exc} in {sys.executable}: run the command line with the project's Python, "
+            '`.venv/bin/python -m tools.cli ...` or `make cli ARGS="..."` (`make setup` installs the packages)',
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
     except CancelledError as exc:
         print(f"stopped: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
