@@ -52,6 +52,10 @@ LABELS: dict[str, str] = {
     "job.progress": "Progress",
     "job.log": "Log",
     "job.idle": "idle",
+    "jobs.heading": "Running jobs",
+    "jobs.none": "No job is running.",
+    "jobs.choose": "Job",
+    "jobs.stop": "Stop this job",
     # train
     "train.experiment": "Experiment name",
     "train.sample_rate": "Target sample rate",

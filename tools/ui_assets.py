@@ -69,4 +69,5 @@ def build_status_panel(ctx: AppContext) -> None:
 
         refresh.click(lambda: status_html(ctx), outputs=[table], api_name="asset_status")
         panel.bind(download, start_download, [], api_name="download_assets")
+        panel.attach_on_load(("download",))
 

@@ -217,3 +217,4 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
             panel = job_panel(ctx.jobs, elem_id="batch-panel")
             panel.bind(batch_run, _batch_starter(ctx), [voice, index, input_dir, output_dir, out_format, *batch_params],
                        api_name="convert_batch")
+            panel.attach_on_load(("batch",))

@@ -12,7 +12,7 @@ from infer_pack.errors import UserInputError
 from tools.jobs import JobContext, JobSnapshot
 from tools.labels import label
 from tools.project import validate_name
-from tools.ui_jobs import job_panel
+from tools.ui_jobs import job_panel, newest_running
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 F0_CHOICES = [("RMVPE (best)", "rmvpe"), ("PM (fast)", "pm"), ("Harvest", "harvest"), ("DIO", "dio"), ("Swift", "swift")]
 SAMPLE_RATE_CHOICES = ["32k", "40k", "48k"]
 VERSION_CHOICES = ["v1", "v2"]
+# Job kinds this tab starts (and reattaches to when a page loads).
+TRAIN_JOB_KINDS = ("preprocess", "extract", "train", "index", "one-click")
 Work = Callable[[JobContext], Any]
 
 
@@ -262,6 +264,24 @@ def build(ctx: AppContext) -> None:
         return loss_frame(ctx, valid), health_report_text(ctx, valid)
 
     experiment.blur(existing_state, [experiment], [loss_plot, health], api_name=False)
+
+    def follow_experiment(name: str) -> list[Any]:
+        """Typing the name of an experiment that has a running job shows that job (and its Stop target)."""
+        try:
+            valid = validate_name(name, "experiment name")
+        except UserInputError:
+            return panel.attach(None)
+        return panel.attach(newest_running(ctx.jobs, TRAIN_JOB_KINDS, valid))
+
+    def follow_on_load() -> list[Any]:
+        """A page loaded while a step runs (reload, second tab) shows that step and its experiment's name."""
+        snapshot = newest_running(ctx.jobs, TRAIN_JOB_KINDS)
+        name = snapshot.key if snapshot is not None and snapshot.key else gr.skip()
+        return [name, *panel.attach(snapshot)]
+
+    experiment.blur(follow_experiment, [experiment], panel.outputs, api_name=False, show_progress="hidden")
+    gr.on(None, follow_on_load, inputs=None, outputs=[experiment, *panel.outputs], api_name=False,
+          show_progress="hidden")
     with gr.Row():
         with gr.Column(scale=3):
             loss_plot.render()

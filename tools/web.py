@@ -84,13 +84,16 @@ def _theme() -> gr.themes.Base:
 
 
 CSS = """
-.rvc-progress { position: relative; height: 26px; border-radius: 6px; background: var(--block-background-fill);
+.rvc-progress { position: relative; min-height: 26px; border-radius: 6px; background: var(--block-background-fill);
   border: 1px solid var(--border-color-primary); overflow: hidden; }
 .rvc-progress .bar { position: absolute; inset: 0 auto 0 0; background: var(--color-accent-soft); transition: width .4s; }
 .rvc-progress[data-state=failed] .bar { background: #f4c7c3; }
 .rvc-progress[data-state=cancelled] .bar { background: #f6e3b4; }
 .rvc-progress .text { position: relative; padding: 0 10px; line-height: 26px; font-size: 14px; white-space: nowrap;
   overflow: hidden; text-overflow: ellipsis; }
+.rvc-progress[data-state=failed] .text { white-space: normal; overflow-wrap: anywhere; }
+.rvc-running table { width: 100%; }
+.rvc-running td { padding: 2px 8px; }
 .rvc-assets table { width: 100%; }
 .rvc-assets td { padding: 2px 8px; }
 .rvc-missing { color: #b3261e; font-weight: 600; overflow-wrap: anywhere; }
@@ -102,12 +105,13 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     """Assemble the tabs into one Blocks app (not launched)."""
     import gradio as gr
 
-    from tools import ui_assets, ui_convert, ui_model_tools, ui_train
+    from tools import ui_assets, ui_convert, ui_jobs, ui_model_tools, ui_train
     from tools.labels import label
 
     with gr.Blocks(title=label("app.title"), theme=_theme(), css=CSS, analytics_enabled=False) as app:
         gr.Markdown(f"## {label('app.title')}\n{label('app.subtitle')}")
         ui_assets.build_status_panel(ctx)
+        ui_jobs.running_jobs_panel(ctx.jobs)
         with gr.Tabs():
             with gr.Tab(label("tab.convert"), id="convert") as convert_tab:
                 ui_convert.build(ctx, convert_tab)
@@ -122,8 +126,12 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         def stop_endpoint(job_id: str) -> bool:
             return ctx.jobs.cancel(job_id)
 
+        def running_endpoint() -> list[dict]:
+            return [job_status(ctx, s.job_id) for s in ctx.jobs.running()]
+
         gr.api(status_endpoint, api_name="job_status")
         gr.api(stop_endpoint, api_name="stop_job")
+        gr.api(running_endpoint, api_name="running_jobs")
     return app
 
 
