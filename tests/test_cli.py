@@ -206,3 +206,22 @@ def test_readme_commands_use_the_venv_python() -> None:
     text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     bare = [line for line in text.splitlines() if re.search(r"(?<![/\w.])python3? -m (tools|bench|train)\b", line)]
     assert not bare, bare
+
+
+@pytest.mark.parametrize(("flag", "interval"), [([], None), (["--log-interval", "10"], 10)])
+def test_train_log_interval_flag_reaches_the_api(
+    monkeypatch: pytest.MonkeyPatch, project_root: Path, flag: list[str], interval: int | None
+) -> None:
+    from tools import api, cli
+
+    seen: dict[str, Any] = {}
+
+    def fake_train(*args: Any, **kwargs: Any) -> Any:
+        from types import SimpleNamespace
+
+        seen.update(kwargs)
+        return SimpleNamespace(cancelled=False, summary=lambda: "trained")
+
+    monkeypatch.setattr(api, "train_model", fake_train, raising=False)
+    status = cli.main(["--root", str(project_root), "train", "-e", "alice", *flag])
+    assert status == 0 and seen["log_interval"] == interval

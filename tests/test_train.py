@@ -352,3 +352,25 @@ def test_stop_mid_epoch_latest_only_resumes_at_the_saved_step(
     assert resumed.first_epoch == 2 and resumed.global_step == STEPS_PER_EPOCH + 2 + STEPS_PER_EPOCH
     steps = [json.loads(x)["step"] for x in experiment.metrics_path.read_text().splitlines()]
     assert steps == list(range(1, 2 * STEPS_PER_EPOCH + 3))  # the two stopped steps are kept, none repeated
+
+
+def test_short_runs_log_every_epoch_and_plot_points(experiment: Experiment, tmp_path: Path) -> None:
+    """The config's interval (200 steps) is longer than the run: the last step of each epoch is logged anyway."""
+    _, result = run_training(experiment, tmp_path, epochs=2, log_interval=None)
+    steps = [json.loads(x)["step"] for x in experiment.metrics_path.read_text().splitlines()]
+    assert steps == [1, STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]
+    assert result.loss_curve_path is not None and result.loss_curve_path.stat().st_size > 0
+    # An explicit interval: its multiples plus each epoch's end, never the same step twice.
+    experiment.metrics_path.unlink()
+    for checkpoint in experiment.list_checkpoints("G") + experiment.list_checkpoints("D"):
+        checkpoint.path.unlink()
+    run_training(experiment, tmp_path, epochs=2, log_interval=2)
+    steps = [json.loads(x)["step"] for x in experiment.metrics_path.read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 6]
+
+
+def test_training_options_refuse_a_zero_log_interval() -> None:
+    from infer_pack.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="log interval"):
+        TrainingOptions(log_interval=0)

@@ -137,6 +137,8 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained-g", default=None, help="pretrained generator (default: the matching asset)")
     parser.add_argument("--pretrained-d", default=None, help="pretrained discriminator (default: the matching asset)")
     parser.add_argument("--no-pretrained", action="store_true", help="train from scratch")
+    parser.add_argument("--log-interval", type=int, default=None,
+                        help="log losses every N steps; each epoch's last step is always logged (default: 200)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,7 +330,7 @@ def _training_fields(args: argparse.Namespace) -> dict[str, Any]:
         "speaker_id": args.speaker_id, "epochs": args.epochs, "batch_size": args.batch_size,
         "save_every_epochs": args.save_every, "latest_only": args.save_latest_only,
         "export_every_save": args.save_small_each, "use_pretrained": not args.no_pretrained,
-        "pretrained_g": args.pretrained_g, "pretrained_d": args.pretrained_d,
+        "pretrained_g": args.pretrained_g, "pretrained_d": args.pretrained_d, "log_interval": args.log_interval,
     }
 
 

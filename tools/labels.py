@@ -68,6 +68,7 @@ LABELS: dict[str, str] = {
     "train.save_every": "Save a checkpoint every N epochs",
     "train.epochs": "Total epochs",
     "train.batch_size": "Batch size",
+    "train.log_interval": "Log losses every N steps (each epoch's last step is always logged)",
     "train.save_latest_only": "Keep only the latest checkpoint (saves disk space)",
     "train.save_small_each": "Export a small voice model to weights/ at every save",
     "train.index_kind": "Index type",

@@ -97,7 +97,7 @@ class TrainForm:
     FIELDS = (
         "experiment", "sample_rate_tag", "version", "use_f0", "processes", "dataset", "speaker_id", "f0_method",
         "save_every", "epochs", "batch_size", "save_latest_only", "save_small_each", "pretrained_g", "pretrained_d",
-        "index_kind", "from_scratch",
+        "index_kind", "from_scratch", "log_interval",
     )
 
     def __init__(self, ctx: AppContext) -> None:
@@ -109,6 +109,8 @@ class TrainForm:
         v["use_f0"] = bool(v["use_f0"])
         for key in ("processes", "speaker_id", "save_every", "epochs", "batch_size"):
             v[key] = int(v[key])
+        # an emptied box means the config's interval
+        v["log_interval"] = int(v["log_interval"]) if v.get("log_interval") not in (None, "") else None
         return v
 
     def _dataset(self, v: dict[str, Any]) -> Any:
@@ -127,7 +129,7 @@ class TrainForm:
             "sample_rate_tag": v["sample_rate_tag"], "version": v["version"], "use_f0": v["use_f0"],
             "speaker_id": v["speaker_id"], "epochs": v["epochs"], "batch_size": v["batch_size"],
             "save_every_epochs": v["save_every"], "latest_only": bool(v["save_latest_only"]),
-            "export_every_save": bool(v["save_small_each"]),
+            "export_every_save": bool(v["save_small_each"]), "log_interval": v["log_interval"],
             "use_pretrained": not v["from_scratch"],
             "pretrained_g": None if v["from_scratch"] else self._pretrained(v, "G"),
             "pretrained_d": None if v["from_scratch"] else self._pretrained(v, "D"),
@@ -228,6 +230,8 @@ def build(ctx: AppContext) -> None:
         batch_size = gr.Slider(1, 40, value=4, step=1, label=label("train.batch_size"))
         save_latest_only = gr.Checkbox(value=False, label=label("train.save_latest_only"))
         save_small_each = gr.Checkbox(value=False, label=label("train.save_small_each"))
+        log_interval = gr.Number(value=200, precision=0, minimum=1, label=label("train.log_interval"),
+                                 elem_id="train-log-interval")
     with gr.Row():
         pretrained_g = gr.Textbox(default_g, label=label("train.pretrained_g"), scale=2)
         pretrained_d = gr.Textbox(default_d, label=label("train.pretrained_d"), scale=2)
@@ -289,7 +293,7 @@ def build(ctx: AppContext) -> None:
             health.render()
     fields = [experiment, sample_rate, version, use_f0, processes, dataset, speaker_id, f0_method, save_every,
               epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d, index_kind,
-              from_scratch]
+              from_scratch, log_interval]
     panel.bind(b_pre, form.preprocess, fields, api_name="preprocess")
     panel.bind(b_ext, form.extract, fields, api_name="extract")
     panel.bind(b_train, form.train, fields, api_name="train")

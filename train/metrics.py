@@ -166,6 +166,8 @@ def plot_loss_curve(records: Sequence[dict[str, Any]], target: Path) -> None:
     from matplotlib.figure import Figure
 
     steps = [r["step"] for r in records]
+    # Few records (a short run): draw each one as a dot, since a single record makes no line.
+    style: dict[str, Any] = {"marker": "o", "markersize": 3} if len(records) <= 50 else {}
     figure = Figure(figsize=(8, 4.5), dpi=100)
     top, bottom = figure.subplots(2, 1, sharex=True)
     for key, label in (
@@ -173,9 +175,9 @@ def plot_loss_curve(records: Sequence[dict[str, Any]], target: Path) -> None:
         ("loss_fm", "feature match"),
         ("loss_kl", "KL"),
     ):
-        top.plot(steps, [_num(r.get(key)) for r in records], label=label)
+        top.plot(steps, [_num(r.get(key)) for r in records], label=label, **style)
     for key, label in (("loss_gen", "generator (GAN)"), ("loss_d", "discriminator")):
-        bottom.plot(steps, [_num(r.get(key)) for r in records], label=label)
+        bottom.plot(steps, [_num(r.get(key)) for r in records], label=label, **style)
     top.set_ylabel("loss")
     bottom.set_ylabel("loss")
     bottom.set_xlabel("step")

@@ -94,7 +94,7 @@ class TrainingOptions:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: Precision = "auto"  # auto: bf16 on GPUs that support it, else fp16; fp32 on CPU
     mel_epsilons: EpsilonMode = "head"
-    log_interval: int | None = None  # steps between metric lines; None: the config's (200)
+    log_interval: int | None = None  # steps between metric lines (each epoch's last step too); None: the config's (200)
     seed: int | None = None  # None: the config's (1234)
     num_workers: int = 0  # DataLoader worker processes
     resume: bool = True
@@ -106,6 +106,8 @@ class TrainingOptions:
             raise UserInputError(f"batch size must be at least 1 (got {self.batch_size})")
         if self.save_every_epochs < 1:
             raise UserInputError(f"save frequency must be at least 1 epoch (got {self.save_every_epochs})")
+        if self.log_interval is not None and self.log_interval < 1:
+            raise UserInputError(f"log interval must be at least 1 step (got {self.log_interval})")
         if self.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise UserInputError(f"unknown precision {self.precision!r}; use auto, fp32, bf16 or fp16")
 
@@ -653,7 +655,7 @@ class Trainer:
         interval_steps = 0
         for epoch in range(first_epoch, options.epochs + 1):
             sampler.set_epoch(epoch)
-            for batch in loader:
+            for batch_number, batch in enumerate(loader, 1):
                 if self._stop_requested():
                     return self._stop(result, epoch - 1, global_step, saved_step, metrics)
                 start = time.perf_counter()
@@ -662,7 +664,10 @@ class Trainer:
                 steps_this_run += 1
                 interval_time += time.perf_counter() - start
                 interval_steps += 1
-                if self.dist.is_main and (global_step % self.log_interval == 0 or steps_this_run == 1):
+                # The first step and each epoch's last are logged too, so a run shorter than the interval
+                # still draws a curve.
+                due = global_step % self.log_interval == 0 or steps_this_run == 1 or batch_number == steps_per_epoch
+                if self.dist.is_main and due:
                     result.last_metrics = self._log_metrics(
                         out, epoch, global_step, interval_time / interval_steps, metrics
                     )
