@@ -3,7 +3,8 @@
 * Voice model ("small model", `weights/<name>.pth`): an OrderedDict
   `{"weight": {key: fp16 tensor} without enc_q.*, "config": [18 values], "info": str, "sr": "40k",
   "f0": 0|1, "version": "v1"|"v2", ...extra keys some RVC forks add}`. Old files without `f0` /
-  `version` mean a pitch model / v1.
+  `version` mean a pitch model / v1. Voices made here add `"trained_speakers": [ids]` (RVC ignores
+  it): emb_g always has the config's rows (109), so only this says how many speakers were trained.
 * Training checkpoint (`logs/<exp>/G_*.pth`, `D_*.pth`): `{"model", "iteration" (the epoch),
   "optimizer", "learning_rate"}`.
 * Pretrained G/D (`pretrained{,_v2}/...`): only `["model"]` is read and it must fit the network
@@ -36,6 +37,7 @@ StateDict = dict[str, "torch.Tensor"]
 VOICE_CORE_KEYS = ("weight", "config", "info", "sr", "f0", "version")
 CONFIG_LENGTH = 18
 POSTERIOR_PREFIX = "enc_q."
+TRAINED_SPEAKERS_KEY = "trained_speakers"
 
 
 @dataclass
@@ -63,6 +65,14 @@ class VoiceModel:
     @property
     def speaker_count(self) -> int:
         return int(self.weights["emb_g.weight"].shape[0])
+
+    @property
+    def trained_speakers(self) -> tuple[int, ...] | None:
+        """Speaker ids the voice was trained on, when the file records them (None in RVC's files)."""
+        ids = self.extra.get(TRAINED_SPEAKERS_KEY)
+        if not isinstance(ids, (list, tuple)) or not all(isinstance(i, int) for i in ids):
+            return None
+        return tuple(sorted(set(ids)))
 
     @property
     def model_config(self) -> list[Any]:
@@ -350,8 +360,11 @@ def voice_from_state_dict(
     info: str,
     version: Version | None = None,
     sample_rate_tag: str | None = None,
+    *,
+    trained_speakers: Sequence[int] | None = None,
 ) -> VoiceModel:
-    """A small voice model from a generator state dict: enc_q dropped, fp16 (RVC's savee)."""
+    """A small voice model from a generator state dict: enc_q dropped, fp16 (RVC's savee).
+    `trained_speakers` (the filelist's speaker ids) is recorded when known."""
     import torch
 
     if isinstance(cfg, RVCConfig):
@@ -377,6 +390,7 @@ def voice_from_state_dict(
         sample_rate_tag=sample_rate_tag,
         use_f0=bool(use_f0),
         version=version,
+        extra={} if trained_speakers is None else {TRAINED_SPEAKERS_KEY: sorted({int(i) for i in trained_speakers})},
     )
 
 

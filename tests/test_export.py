@@ -179,6 +179,18 @@ def test_extract_small_model_from_training_checkpoint(tmp_path: Path) -> None:
         api.extract_small_model(
             checkpoint_path=result.path, output_path=tmp_path / "x.pth"
         )
+    assert api.show_voice_info(path=result.path).trained_speakers is None  # no filelist beside G_2333.pth
+    # Inside an experiment folder, its filelist names the speakers trained.
+    from train.experiment import Experiment, FilelistEntry
+
+    experiment = Experiment(tmp_path / "logs" / "duo")
+    experiment.root.mkdir(parents=True)
+    lines = [FilelistEntry(Path(f"{i}.wav"), Path(f"{i}.npy"), None, None, i % 2 + 3).to_line() for i in range(4)]
+    experiment.filelist_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    inside = ckpt.replace(experiment.root / ckpt.name)
+    duo = api.extract_small_model(checkpoint_path=inside, output_path=tmp_path / "w" / "duo.pth")
+    shown = api.show_voice_info(path=duo.path)
+    assert shown.trained_speakers == (3, 4) and "2 trained speakers (id 3, 4) of 109 embedding rows" in shown.summary()
 
 
 def test_layout_detection_tells_32k_from_48k_by_the_posterior() -> None:
@@ -189,3 +201,29 @@ def test_layout_detection_tells_32k_from_48k_by_the_posterior() -> None:
     with pytest.raises(UserInputError, match="32k, 48k"):
         detect_training_layout(small, "G.pth")
     assert detect_training_layout(small, "G.pth", sample_rate_tag="32k").version == "v1"
+
+
+def test_info_counts_embedding_rows_and_recorded_trained_speakers(tmp_path: Path) -> None:
+    """emb_g's row count is not a speaker count: an RVC voice has 109 rows whatever it was trained on."""
+    unrecorded = save_voice(tmp_path / "rvc.pth", tiny_voice("v2", use_f0=True))
+    shown = api.show_voice_info(path=unrecorded)
+    assert shown.speaker_count == 4 and shown.trained_speakers is None
+    assert "speakers: 4" not in shown.summary()
+    assert "4 embedding rows" in shown.summary() and "not recorded" in shown.summary()
+
+    from test_models import tiny_synth
+
+    net = tiny_synth("v2", use_f0=True)
+    recorded = voice_from_state_dict(net.state_dict(), tiny_config(), True, "", "v2", "32k", trained_speakers=[0])
+    path = save_voice(tmp_path / "ours.pth", recorded)
+    shown = api.show_voice_info(path=path)
+    assert shown.trained_speakers == (0,)
+    assert "1 trained speaker (id 0) of 4 embedding rows" in shown.summary()
+    assert torch.load(path, weights_only=True)["trained_speakers"] == [0]
+
+    other = voice_from_state_dict(net.state_dict(), tiny_config(), True, "", "v2", "32k", trained_speakers=[2])
+    merged = api.merge_voices(path_a=path, path_b=save_voice(tmp_path / "two.pth", other), ratio_a=0.5,
+                              output_path=tmp_path / "merged.pth")
+    assert api.show_voice_info(path=merged.path).trained_speakers == (0, 2)
+    unknown = api.merge_voices(path_a=path, path_b=unrecorded, ratio_a=0.5, output_path=tmp_path / "m2.pth")
+    assert api.show_voice_info(path=unknown.path).trained_speakers is None

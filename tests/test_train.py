@@ -374,3 +374,14 @@ def test_training_options_refuse_a_zero_log_interval() -> None:
 
     with pytest.raises(UserInputError, match="log interval"):
         TrainingOptions(log_interval=0)
+
+
+def test_trained_voice_records_its_speakers(experiment: Experiment, tmp_path: Path) -> None:
+    """The exported voice says which speaker ids it was trained on (emb_g's rows do not tell)."""
+    from tools import api
+
+    _, result = run_training(experiment, tmp_path, epochs=1)
+    assert result.voice_path is not None
+    shown = api.show_voice_info(path=result.voice_path)
+    assert shown.trained_speakers == (0,)
+    assert f"1 trained speaker (id 0) of {shown.speaker_count} embedding rows" in shown.summary()

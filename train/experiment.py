@@ -493,6 +493,13 @@ class Experiment:
         text = path.read_text(encoding="utf-8")
         return [FilelistEntry.parse(line, use_f0, path) for line in text.split("\n") if line.strip()]
 
+    def filelist_speaker_ids(self, use_f0: bool | None = None) -> list[int] | None:
+        """The speaker ids filelist.txt trains on (what a voice made here records); None without a readable one."""
+        try:
+            return sorted({entry.speaker_id for entry in self.read_filelist(use_f0)})
+        except (ExperimentError, OSError, UnicodeDecodeError):
+            return None
+
     def write_config(self, version: Version, sample_rate_tag: SampleRateTag) -> Path:
         """Copy RVC's training config to config.json (sorted keys, indent 4) unless one is already there."""
         if not self.config_path.exists():

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from configs import CONTENT_DIM, SAMPLE_RATE_TAGS, SampleRateTag, Version, load_config
 from infer_pack.checkpoint import (
     POSTERIOR_PREFIX,
+    TRAINED_SPEAKERS_KEY,
     VoiceModel,
     load_voice,
     rvc_config_list,
@@ -21,6 +22,7 @@ from infer_pack.checkpoint import (
 from infer_pack.errors import ModelFileError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback
 from infer_pack.torchio import safe_torch_load
+from train.experiment import Experiment
 
 if TYPE_CHECKING:
     import torch
@@ -38,17 +40,27 @@ class VoiceSummary:
     sample_rate: int
     use_f0: bool
     info: str
-    speaker_count: int
+    speaker_count: int  # emb_g rows (109 in RVC's configs, whatever was trained)
     parameter_count: int
     file_size_bytes: int
     config: list[Any]
     extra_keys: list[str]
+    trained_speakers: tuple[int, ...] | None = None  # ids recorded by voices made here; None: unknown
+
+    def speakers_text(self) -> str:
+        rows = f"{self.speaker_count} embedding rows"
+        if self.trained_speakers is None:
+            return f"speakers: not recorded in this file ({rows})"
+        count = len(self.trained_speakers)
+        ids = ", ".join(str(i) for i in self.trained_speakers)
+        return f"speakers: {count} trained speaker{'s' if count != 1 else ''} (id {ids}) of {rows}"
 
     def to_text(self) -> str:
         lines = [
             f"file: {self.path.name} ({self.file_size_bytes / 1e6:.1f} MB)",
             f"version: {self.version}  sample rate: {self.sample_rate_tag} ({self.sample_rate} Hz)",
-            f"pitch guidance (f0): {'yes' if self.use_f0 else 'no'}  speakers: {self.speaker_count}",
+            f"pitch guidance (f0): {'yes' if self.use_f0 else 'no'}",
+            self.speakers_text(),
             f"parameters: {self.parameter_count:,}",
             f"info: {self.info}",
         ]
@@ -72,6 +84,7 @@ def describe_voice(path: str | Path) -> VoiceSummary:
         file_size_bytes=path.stat().st_size,
         config=list(voice.config),
         extra_keys=[str(k) for k in voice.extra],
+        trained_speakers=voice.trained_speakers,
     )
 
 
@@ -167,6 +180,8 @@ def merge_voices(
         use_f0=a.use_f0,
         version=a.version,
     )
+    if a.trained_speakers is not None and b.trained_speakers is not None:
+        result.extra[TRAINED_SPEAKERS_KEY] = sorted(set(a.trained_speakers) | set(b.trained_speakers))
     return save_voice(output, result)
 
 
@@ -283,6 +298,8 @@ def extract_small_model(
     cfg = load_config(layout.version, layout.sample_rate_tag)
     config = rvc_config_list(cfg)
     config[15] = int(state["emb_g.weight"].shape[0])
+    # A checkpoint inside its experiment folder: the filelist says which speakers it was trained on.
+    speakers = Experiment(checkpoint_path.parent).filelist_speaker_ids(layout.use_f0)
     voice = voice_from_state_dict(
         state,
         config,
@@ -290,5 +307,6 @@ def extract_small_model(
         info or "Extracted model.",
         layout.version,
         layout.sample_rate_tag,
+        trained_speakers=speakers,
     )
     return save_voice(output, voice), layout

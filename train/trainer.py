@@ -573,6 +573,7 @@ class Trainer:
             self.setup.use_f0,
             f"{epochs_done}epoch",
             self.setup.version,
+            trained_speakers=self.experiment.filelist_speaker_ids(self.setup.use_f0),
         )
         save_voice(path, voice)
         log.info("exported voice %s", path)

@@ -40,6 +40,8 @@ class VoiceInfoResult:
     file_size_bytes: int
     extra_keys: tuple[str, ...]
     text: str
+    # speaker_count is emb_g's row count; these are the ids trained, when the file records them
+    trained_speakers: tuple[int, ...] | None = None
 
     def summary(self) -> str:
         return self.text
@@ -62,6 +64,7 @@ def show_voice_info(*, path: str | Path) -> VoiceInfoResult:
         file_size_bytes=s.file_size_bytes,
         extra_keys=tuple(s.extra_keys),
         text=s.to_text(),
+        trained_speakers=s.trained_speakers,
     )
 
 
