@@ -57,6 +57,21 @@ class AssetMissingError(RVCError, FileNotFoundError):
         )
 
 
+class MissingAssetsError(AssetMissingError):
+    """Several assets a step needs are absent; raised before the step does any work.
+
+    `missing` holds (path, download name) pairs; `hint` adds another way out (e.g. training from scratch).
+    """
+
+    def __init__(self, missing: list[tuple[str | Path, str]], hint: str = "") -> None:
+        names = list(dict.fromkeys(asset for _path, asset in missing))
+        super().__init__(missing[0][0], missing[0][1], f"python -m tools.cli download {' '.join(names)}")
+        self.missing = [(str(path), asset) for path, asset in missing]
+        files = ", ".join(f"{path} ({asset})" for path, asset in self.missing)
+        message = f"missing before starting: {files}; fetch them with `{self.command}` or copy the files to those paths"
+        self.args = (f"{message}; {hint}" if hint else message,)
+
+
 class ExperimentError(RVCError):
     """An experiment folder is missing steps, inconsistent, or locked by another run."""
 

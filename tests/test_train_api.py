@@ -51,8 +51,9 @@ def test_train_model_in_a_project(project_root: Path, tiny_models: None) -> None
     with pytest.raises(AssetMissingError, match="pretrained-v2-32k"):
         train_model(project_root, experiment="singer", epochs=2, pretrained_g="pretrained_v2/f0G32k.pth")
     # The default pretrained files are absent: no silent start from scratch, a pointer to the download.
-    with pytest.raises(AssetMissingError, match="download pretrained-v2-32k"):
+    with pytest.raises(AssetMissingError, match="download pretrained-v2-32k") as info:
         train_model(project_root, experiment="singer", epochs=2)
+    assert "From scratch" in str(info.value), "the message offers the start from scratch"
 
 
 def test_one_click_runs_each_step_once_in_order(project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -78,6 +79,11 @@ def test_one_click_runs_each_step_once_in_order(project_root: Path, monkeypatch:
     index_module = types.ModuleType("tools.api.index")
     index_module.train_index = recorder("index", "I")  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tools.api.index", index_module)
+    # The preflight check wants the encoder and the pretrained G/D of both configurations used below.
+    for relative in ("hubert_base.pt", "pretrained/f0G48k.pth", "pretrained/f0D48k.pth",
+                     "pretrained_v2/f0G40k.pth", "pretrained_v2/f0D40k.pth"):
+        (project_root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project_root / relative).write_bytes(b"x")
     messages: list[str] = []
     result = training_api.one_click(
         project=project_root,
@@ -102,3 +108,30 @@ def test_one_click_runs_each_step_once_in_order(project_root: Path, monkeypatch:
     monkeypatch.setattr(training_api, "train_model", recorder("train", stopped))
     result = training_api.one_click(project=project_root, experiment="x", dataset_dir=project_root / "data")
     assert [name for name, _ in calls] == ["preprocess", "extract", "train"] and result.index is None
+
+
+def test_one_click_checks_assets_before_any_work(project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tools.api.dataset as dataset_api
+    import tools.api.training as training_api
+    from infer_pack.errors import MissingAssetsError
+    from tools.api.assets import default_f0_method, missing_assets
+
+    def must_not_run(**_kwargs: Any) -> None:
+        raise AssertionError("a step ran although assets are missing")
+
+    monkeypatch.setattr(dataset_api, "preprocess_dataset", must_not_run)
+    # A fresh install: no rmvpe.pt, so the default pitch method is the one whose model ships with its package.
+    assert default_f0_method(project_root) == "swift"
+    with pytest.raises(MissingAssetsError) as info:
+        training_api.one_click(project=project_root, experiment="fresh", dataset_dir=project_root / "data")
+    message = str(info.value)
+    assert "hubert_base.pt (hubert)" in message and "f0G40k.pth (pretrained-v2-40k)" in message
+    assert "rmvpe" not in message, "swift was chosen, so rmvpe.pt is not needed"
+    assert "python -m tools.cli download hubert pretrained-v2-40k" in message
+    assert "From scratch" in message and "--no-pretrained" in message
+    assert not (project_root / "logs" / "fresh").exists(), "nothing may be prepared before the check"
+    # Asked for rmvpe explicitly, it is named too; from scratch, the pretrained files are not needed.
+    names = [m.asset for m in missing_assets(project_root, f0_method="rmvpe", use_pretrained=False)]
+    assert names == ["hubert", "rmvpe"]
+    (project_root / "rmvpe.pt").write_bytes(b"x")
+    assert default_f0_method(project_root) == "rmvpe"

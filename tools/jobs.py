@@ -8,6 +8,7 @@ for the same key raises `TrainingLockedError` instead of racing on the same fold
 
 The UI polls `JobRunner.snapshot(job_id)` to render a progress bar, the log and the loss curve;
 the Stop button calls `JobRunner.cancel(job_id)`, which sets the token the step checks between items.
+A result whose `ok` is False (some of its items failed) ends the job as failed, its summary kept.
 """
 
 from __future__ import annotations
@@ -246,9 +247,16 @@ class JobRunner:
             job.finish("failed", error=f"{type(exc).__name__}: {exc}")
         else:
             summary = getattr(result, "summary", None)
-            if callable(summary):
-                job.append_log(str(summary()))
-            job.finish("cancelled" if job.cancel_token.cancelled else "done", result=result)
+            text = str(summary()) if callable(summary) else ""
+            if text:
+                job.append_log(text)
+            if job.cancel_token.cancelled:
+                job.finish("cancelled", result=result)
+            elif getattr(result, "ok", True) is False:
+                # A result that counts failed items (downloads) is no success: say so, with its first line.
+                job.finish("failed", result=result, error=text.splitlines()[0] if text else "some items failed")
+            else:
+                job.finish("done", result=result)
         finally:
             with self._lock:
                 self._by_thread.pop(ident, None)

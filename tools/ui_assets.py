@@ -45,29 +45,92 @@ def status_html(ctx: AppContext) -> str:
     return f'<div class="rvc-assets"><p>{html.escape(status.summary())}</p><table>{"".join(rows)}</table></div>'
 
 
+def heading(ctx: AppContext, version: str = "v2", sample_rate_tag: str = "40k") -> str:
+    """The panel's title: what the default settings (v2, 40k, rmvpe) still lack, readable while it is closed."""
+    from tools import api
+    from tools.api.assets import assets_for_training
+
+    missing = api.asset_status(ctx.project.root).missing_groups
+    needed = [name for name in assets_for_training(version, sample_rate_tag) if name in missing]
+    others = len(missing) - len(needed)
+    if not missing:
+        return f"{label('assets.heading')}: {label('assets.all_present')}"
+    parts = [", ".join(needed)] if needed else []
+    if others:
+        parts.append(f"{others} {label('assets.other_sets')}")
+    return f"{label('assets.heading')} - {label('assets.missing')}: {'; '.join(parts)}"
+
+
+def asset_sets() -> list[tuple[str, str]]:
+    """(shown text, "v2-40k") for each version and rate: the download names a training at those settings needs."""
+    from tools.api.assets import assets_for_training
+
+    return [
+        (f"{label('assets.set_for')} {version}-{tag}: {', '.join(assets_for_training(version, tag))}", f"{version}-{tag}")
+        for version in ("v2", "v1") for tag in ("40k", "48k", "32k")
+    ]
+
+
+def set_selection(ctx: AppContext, chosen_set: str | None) -> list[str]:
+    """The missing download names of a set ("v2-40k"); all of them when none is missing (a re-check is cheap)."""
+    from tools import api
+    from tools.api.assets import assets_for_training
+
+    if not chosen_set:
+        return []
+    version, tag = chosen_set.split("-", 1)
+    names = assets_for_training(version, tag)
+    missing = api.asset_status(ctx.project.root).missing_groups
+    return [name for name in names if name in missing] or names
+
+
+def group_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """(shown text, download name) per group, marking the ones with files missing."""
+    from tools import api
+    from tools.assets import GROUP_NAMES
+
+    missing = api.asset_status(ctx.project.root).missing_groups
+    return [(f"{name} ({label('assets.missing')})" if name in missing else name, name)
+            for name in GROUP_NAMES if name != "all"]
+
+
 def build_status_panel(ctx: AppContext) -> None:
-    with gr.Accordion(label("assets.heading"), open=False, elem_id="assets-panel"):
+    with gr.Accordion(heading(ctx), open=False, elem_id="assets-panel") as accordion:
         table = gr.HTML(status_html(ctx), elem_id="assets-table")
         with gr.Row():
+            chosen_set = gr.Dropdown(asset_sets(), value="v2-40k", label=label("assets.set"), scale=2,
+                                     elem_id="assets-set")
+            chosen = gr.CheckboxGroup(group_choices(ctx), value=set_selection(ctx, "v2-40k"),
+                                      label=label("assets.choose"), scale=3, elem_id="assets-choice")
+        with gr.Row():
             refresh = gr.Button(label("assets.refresh"), size="sm")
-            download = gr.Button(label("assets.download"), size="sm", variant="primary")
-        panel = job_panel(ctx.jobs, extra_outputs=[table], render_extra=lambda _s: [status_html(ctx)], log_lines=5,
-                          elem_id="assets-job")
+            download = gr.Button(label("assets.download"), size="sm", variant="primary", elem_id="assets-download")
+        panel = job_panel(ctx.jobs, extra_outputs=[table, accordion],
+                          render_extra=lambda _s: [status_html(ctx), gr.Accordion(label=heading(ctx))],
+                          log_lines=8, elem_id="assets-job")
 
-        def start_download() -> tuple[str, Any, None]:
-            """Download every group with a missing file."""
+        def start_download(names: list[str] | None) -> tuple[str, Any, None]:
+            """Download the ticked groups (files already in place are only checked)."""
+            from infer_pack.errors import UserInputError
             from tools import api
 
-            missing = api.asset_status(ctx.project.root).missing_groups
+            if not names:
+                raise UserInputError("no asset ticked; tick the ones to download, or pick a set above the list")
+            wanted = list(names)
 
             def work(job: JobContext) -> Any:
-                result = api.download_assets(missing, ctx.project.root, progress=job.progress, cancel=job.cancel)
-                job.log(result.summary())
-                return result
+                return api.download_assets(wanted, ctx.project.root, progress=job.progress, cancel=job.cancel)
 
             return "download", work, None
 
-        refresh.click(lambda: status_html(ctx), outputs=[table], api_name="asset_status")
-        panel.bind(download, start_download, [], api_name="download_assets")
-        panel.attach_on_load(("download",))
+        def reload_panel() -> list[Any]:
+            return [gr.Accordion(label=heading(ctx)), status_html(ctx),
+                    gr.CheckboxGroup(choices=group_choices(ctx), value=set_selection(ctx, "v2-40k"))]
 
+        chosen_set.change(lambda s: set_selection(ctx, s), [chosen_set], [chosen], api_name=False)
+        refresh.click(lambda: status_html(ctx), outputs=[table], api_name="asset_status").then(
+            lambda: gr.Accordion(label=heading(ctx)), outputs=[accordion], api_name=False)
+        panel.bind(download, start_download, [chosen], api_name="download_assets")
+        gr.on(None, reload_panel, inputs=None, outputs=[accordion, table, chosen], api_name=False,
+              show_progress="hidden")
+        panel.attach_on_load(("download",))

@@ -80,8 +80,10 @@ def conversion_kwargs(
     }
 
 
-def conversion_controls(prefix: str) -> list[gr.components.Component]:
+def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.components.Component]:
     """The parameter widgets in `conversion_kwargs` order (elem ids start with prefix).
+
+    `f0_default` replaces the pitch method's default (rmvpe) when its model file is absent.
 
     Ranges, steps, defaults (RVC's) and help come from the pipeline's PARAM_SPECS, the one place they live.
     """
@@ -102,7 +104,7 @@ def conversion_controls(prefix: str) -> list[gr.components.Component]:
                               elem_id=f"{prefix}-transpose")
         f0_method = gr.Radio(
             [(shown.get(name, name), name) for name in PARAM_SPECS["f0_method"].choices],
-            value=PARAM_SPECS["f0_method"].default, label=label("convert.f0_method"),
+            value=f0_default or PARAM_SPECS["f0_method"].default, label=label("convert.f0_method"),
             info=PARAM_SPECS["f0_method"].help, elem_id=f"{prefix}-f0",
         )
     with gr.Row():
@@ -166,6 +168,7 @@ def _batch_starter(ctx: AppContext) -> JobStarter:
 
 def build(ctx: AppContext, tab: gr.Tab) -> None:
     """The tab's widgets; the voice and index lists refresh each time `tab` is selected."""
+    from tools.api.assets import default_f0_method
     from tools.api.convert import OUTPUT_FORMATS
 
     # Custom values are allowed: the choices are listed when the app starts (and refreshed per browser session),
@@ -194,7 +197,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=label("convert.audio"),
                                  elem_id="convert-audio")
                 f0_file = gr.File(label=label("convert.f0_file"), file_types=[".txt", ".csv"], type="filepath")
-            params = conversion_controls("convert")
+            params = conversion_controls("convert", default_f0_method(ctx.project))
             run = gr.Button(label("convert.run"), variant="primary", elem_id="convert-run")
             with gr.Row():
                 output = gr.Audio(label=label("convert.output"), type="filepath", interactive=False,
@@ -212,7 +215,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                 input_dir = gr.Textbox(label=label("batch.input_dir"))
                 output_dir = gr.Textbox(label=label("batch.output_dir"))
                 out_format = gr.Dropdown(list(OUTPUT_FORMATS), value="wav", label=label("batch.format"))
-            batch_params = conversion_controls("batch")
+            batch_params = conversion_controls("batch", default_f0_method(ctx.project))
             batch_run = gr.Button(label("batch.run"), variant="primary")
             panel = job_panel(ctx.jobs, elem_id="batch-panel")
             panel.bind(batch_run, _batch_starter(ctx), [voice, index, input_dir, output_dir, out_format, *batch_params],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -27,13 +28,29 @@ TRAIN_JOB_KINDS = ("preprocess", "extract", "train", "index", "one-click")
 Work = Callable[[JobContext], Any]
 
 
-def pretrained_defaults(ctx: AppContext, sample_rate_tag: str, version: str, use_f0: bool) -> tuple[str, str, str]:
-    """(G path, D path, note) for the settings; the note flags files that are missing."""
+def pretrained_defaults(
+    ctx: AppContext, sample_rate_tag: str, version: str, use_f0: bool, from_scratch: bool = False,
+    f0_method: str | None = None,
+) -> tuple[str, str, str]:
+    """(G path, D path, note) for the settings; the note names the files these settings need that are missing.
+
+    Without `f0_method` only the training step's files (pretrained G/D) are checked; with it the
+    extraction step's too (the encoder, and rmvpe.pt for the rmvpe method). From scratch needs no G/D.
+    """
+    from tools.api.assets import missing_assets
+
     paths = [ctx.project.pretrained_path(version, sample_rate_tag, use_f0, kind) for kind in ("G", "D")]
-    missing = [p for p in paths if not p.is_file()]
+    steps = ("train",) if f0_method is None else ("extract", "train")
+    missing = missing_assets(ctx.project, steps=steps, version=version, sample_rate_tag=sample_rate_tag,
+                             use_f0=use_f0, f0_method=f0_method or "rmvpe", use_pretrained=not from_scratch)
     if missing:
-        names = ", ".join(str(p.relative_to(ctx.project.root)) for p in missing)
-        note = f'<span class="rvc-missing">missing: {names}</span> (download them in the Assets panel, or tick "from scratch")'
+        names = ", ".join(str(m.path.relative_to(ctx.project.root)) for m in missing)
+        fix = label("train.missing_fix")
+        if any(m.purpose.startswith("pretrained") for m in missing):
+            fix = label("train.missing_pretrained_fix")
+        note = f'<span class="rvc-missing">missing: {html.escape(names)}</span> {html.escape(fix)}'
+    elif from_scratch:
+        note = ""
     else:
         note = '<span class="rvc-present">pretrained G and D present</span>'
     shown = [str(p.relative_to(ctx.project.root)) for p in paths]
@@ -123,6 +140,18 @@ class TrainForm:
         text = str(v[f"pretrained_{kind.lower()}"] or "").strip()
         return str(self.ctx.project.confine(text, f"pretrained {kind}")) if text else None
 
+    def _check_assets(self, v: dict[str, Any], *steps: str) -> None:
+        """Refuse the start at once (not after preparing the data) when the steps' files are missing."""
+        from tools.api.assets import check_assets
+
+        scratch = bool(v["from_scratch"])
+        check_assets(
+            self.ctx.project, steps=steps, version=v["version"], sample_rate_tag=v["sample_rate_tag"],
+            use_f0=v["use_f0"], f0_method=v["f0_method"], use_pretrained=not scratch,
+            pretrained_g=None if scratch else self._pretrained(v, "G"),
+            pretrained_d=None if scratch else self._pretrained(v, "D"),
+        )
+
     def _training_kwargs(self, v: dict[str, Any]) -> dict[str, Any]:
         """TrainRequest fields (tools.api.training) from the form."""
         return {
@@ -154,6 +183,7 @@ class TrainForm:
         from tools import api
 
         v = self.values(raw)
+        self._check_assets(v, "extract")
 
         def work(job: JobContext) -> Any:
             return api.extract_features(
@@ -168,6 +198,7 @@ class TrainForm:
         from tools import api
 
         v = self.values(raw)
+        self._check_assets(v, "train")
         kwargs = self._training_kwargs(v)
 
         def work(job: JobContext) -> Any:
@@ -196,6 +227,7 @@ class TrainForm:
 
         v = self.values(raw)
         dataset = self._dataset(v)
+        self._check_assets(v, "extract", "train")
         kwargs = self._training_kwargs(v)
 
         def work(job: JobContext) -> Any:
@@ -212,7 +244,10 @@ def build(ctx: AppContext) -> None:
     from tools.api import index as api_index
 
     form = TrainForm(ctx)
-    default_g, default_d, default_note = pretrained_defaults(ctx, "40k", "v2", True)
+    from tools.api.assets import default_f0_method
+
+    default_f0 = default_f0_method(ctx.project)
+    default_g, default_d, default_note = pretrained_defaults(ctx, "40k", "v2", True, False, default_f0)
     with gr.Row():
         experiment = gr.Textbox(label=label("train.experiment"), value="my-voice", elem_id="train-experiment")
         sample_rate = gr.Radio(SAMPLE_RATE_CHOICES, value="40k", label=label("train.sample_rate"))
@@ -223,7 +258,7 @@ def build(ctx: AppContext) -> None:
         processes = gr.Slider(1, max(1, os.cpu_count() or 1), value=max(1, (os.cpu_count() or 2) // 2), step=1,
                               label=label("train.processes"))
         speaker_id = gr.Number(value=0, precision=0, minimum=0, label=label("train.speaker_id"))
-        f0_method = gr.Radio(F0_CHOICES, value="rmvpe", label=label("train.f0_method"))
+        f0_method = gr.Radio(F0_CHOICES, value=default_f0, label=label("train.f0_method"), elem_id="train-f0")
     with gr.Row():
         save_every = gr.Slider(1, 50, value=5, step=1, label=label("train.save_every"))
         epochs = gr.Slider(1, 1000, value=20, step=1, label=label("train.epochs"), elem_id="train-epochs")
@@ -241,12 +276,19 @@ def build(ctx: AppContext) -> None:
         index_kind = gr.Dropdown(api_index.index_kind_choices(), value="ivf_flat", label=label("train.index_kind"),
                                  scale=2)
 
-    def refill(sr: str, ver: str, f0: bool) -> tuple[str, str, str]:
-        return pretrained_defaults(ctx, sr, ver, bool(f0))
+    def refill(sr: str, ver: str, f0: bool, method: str, scratch: bool) -> tuple[str, str, str]:
+        return pretrained_defaults(ctx, sr, ver, bool(f0), bool(scratch), method)
 
-    for widget in (sample_rate, version, use_f0):
-        widget.change(refill, [sample_rate, version, use_f0], [pretrained_g, pretrained_d, pretrained_note],
-                      api_name=False)
+    settings = [sample_rate, version, use_f0, f0_method, from_scratch]
+    for widget in settings:
+        widget.change(refill, settings, [pretrained_g, pretrained_d, pretrained_note], api_name=False)
+
+    def on_load() -> tuple[str, str]:
+        """Assets may have arrived since the app started: offer the method they allow, and say what is missing."""
+        method = default_f0_method(ctx.project)
+        return method, pretrained_defaults(ctx, "40k", "v2", True, False, method)[2]
+
+    gr.on(None, on_load, inputs=None, outputs=[f0_method, pretrained_note], api_name=False, show_progress="hidden")
 
     with gr.Row():
         b_pre = gr.Button(label("train.step1"), elem_id="train-preprocess")

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
-from infer_pack.errors import AssetMissingError, DiskFullError, ModelFileError
+from infer_pack.errors import AssetMissingError, DiskFullError, MissingAssetsError, ModelFileError
 from infer_pack.progress import CancelToken, ProgressCallback
 from tools import assets
 from tools.assets import AssetDownloadError, AssetFile, AssetState, Transport
@@ -124,3 +125,78 @@ def download_assets(
             help_text=assets.offline_instructions(failed_items, project, endpoint),
         )
     return result
+
+
+Step = Literal["extract", "train"]
+FROM_SCRATCH_HINT = (
+    "or train without pretrained G/D: tick 'From scratch' in the Train tab (CLI: --no-pretrained); "
+    "a start from scratch needs far more epochs"
+)
+
+
+@dataclass(frozen=True)
+class NeededAsset:
+    """A file a step needs: its download name, where it belongs, and what it is for."""
+
+    asset: str
+    path: Path
+    purpose: str
+
+    @property
+    def present(self) -> bool:
+        return self.path.is_file()
+
+
+def default_f0_method(root: Project | str | Path = ".") -> str:
+    """The pitch method to offer first: rmvpe when rmvpe.pt is in place, else swift (its model ships in its package)."""
+    project = root if isinstance(root, Project) else Project.at(root)
+    return "rmvpe" if project.rmvpe_path.is_file() else "swift"
+
+
+def assets_for_training(version: str, sample_rate_tag: str) -> list[str]:
+    """Download names a v1/v2 model at one rate needs end to end: the encoder, rmvpe and its pretrained G/D."""
+    return ["hubert", "rmvpe", assets.pretrained_group(version, sample_rate_tag)]
+
+
+def needed_assets(
+    root: Project | str | Path = ".",
+    *,
+    steps: Sequence[Step] = ("extract", "train"),
+    version: str = "v2",
+    sample_rate_tag: str = "40k",
+    use_f0: bool = True,
+    f0_method: str = "rmvpe",
+    use_pretrained: bool = True,
+    pretrained_g: str | Path | None = None,
+    pretrained_d: str | Path | None = None,
+) -> list[NeededAsset]:
+    """Every file the steps need for this configuration, present or not (no network, nothing loaded).
+
+    Explicit pretrained paths are confined to the project (or an allowed folder) like the training step does.
+    """
+    project = root if isinstance(root, Project) else Project.at(root)
+    needed: list[NeededAsset] = []
+    if "extract" in steps:
+        needed.append(NeededAsset("hubert", project.hubert_path, "content features"))
+        if use_f0 and f0_method == "rmvpe":
+            needed.append(NeededAsset("rmvpe", project.rmvpe_path, "rmvpe pitch extraction"))
+    if "train" in steps and use_pretrained:
+        group = assets.pretrained_group(version, sample_rate_tag)
+        for kind, explicit in (("G", pretrained_g), ("D", pretrained_d)):
+            path = (project.confine(str(explicit), f"pretrained {kind}") if explicit
+                    else project.pretrained_path(version, sample_rate_tag, use_f0, kind))  # type: ignore[arg-type]
+            needed.append(NeededAsset(group, path, f"pretrained {kind}"))
+    return needed
+
+
+def missing_assets(root: Project | str | Path = ".", **config: Any) -> list[NeededAsset]:
+    """The files of `needed_assets(root, **config)` that are absent (what the UI shows before a start)."""
+    return [item for item in needed_assets(root, **config) if not item.present]
+
+
+def check_assets(root: Project | str | Path = ".", **config: Any) -> None:
+    """Raise MissingAssetsError naming every absent file before a step starts any work."""
+    missing = missing_assets(root, **config)
+    if missing:
+        pretrained = any(item.purpose.startswith("pretrained") for item in missing)
+        raise MissingAssetsError([(item.path, item.asset) for item in missing], FROM_SCRATCH_HINT if pretrained else "")

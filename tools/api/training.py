@@ -139,6 +139,7 @@ def train_model(
     re-run extraction is picked up. A cancelled run saves a checkpoint and the voice, then returns
     with `cancelled=True`.
     """
+    from tools.api.assets import check_assets
     from train.experiment import Experiment
     from train.trainer import (
         TrainingOptions,
@@ -160,10 +161,15 @@ def train_model(
     tag: SampleRateTag = request.sample_rate_tag or meta.sample_rate_tag
     chosen_f0 = meta.use_f0 if request.use_f0 is None else request.use_f0
     chosen_speaker = meta.speaker_id if request.speaker_id is None else request.speaker_id
-    exp.write_filelist(chosen_version, chosen_f0, chosen_speaker)
-    config = load_experiment_config(exp, chosen_version, tag)
+    # Pretrained files are checked before anything is written, so a missing one costs nothing.
+    check_assets(
+        project, steps=("train",), version=chosen_version, sample_rate_tag=tag, use_f0=chosen_f0,
+        use_pretrained=request.use_pretrained, pretrained_g=request.pretrained_g, pretrained_d=request.pretrained_d,
+    )
     g_path = _pretrained(project, request, chosen_version, tag, chosen_f0, "G")
     d_path = _pretrained(project, request, chosen_version, tag, chosen_f0, "D")
+    exp.write_filelist(chosen_version, chosen_f0, chosen_speaker)
+    config = load_experiment_config(exp, chosen_version, tag)
     options = TrainingOptions(
         epochs=request.epochs,
         batch_size=request.batch_size,
@@ -246,7 +252,7 @@ def one_click(
     version: Version = "v2",
     use_f0: bool = True,
     speaker_id: int = 0,
-    f0_method: str = "rmvpe",
+    f0_method: str | None = None,
     n_processes: int | None = None,
     cache: Any = None,
     device: str = "auto",
@@ -259,12 +265,21 @@ def one_click(
 
     Each step is the same API function the separate buttons call; `training` takes the other
     train_model fields (epochs, batch_size, save_every_epochs, pretrained_g, ...). A step that is
-    already done is quick (every step resumes); a stopped training skips the index.
+    already done is quick (every step resumes); a stopped training skips the index. `f0_method` None
+    picks rmvpe when rmvpe.pt is present, else swift. Missing assets (encoder, rmvpe, pretrained G/D)
+    raise MissingAssetsError before the first step, not after the data is prepared.
     """
+    from tools.api.assets import check_assets, default_f0_method
     from tools.api.dataset import extract_features, preprocess_dataset
     from tools.api.index import train_index
 
     proj = project if isinstance(project, Project) else Project.at(project)
+    f0_method = f0_method or default_f0_method(proj)
+    check_assets(
+        proj, steps=("extract", "train"), version=version, sample_rate_tag=sample_rate_tag, use_f0=use_f0,
+        f0_method=f0_method, use_pretrained=training.get("use_pretrained", True),
+        pretrained_g=training.get("pretrained_g"), pretrained_d=training.get("pretrained_d"),
+    )
     prepared = preprocess_dataset(
         project=proj, experiment=experiment, dataset_dir=dataset_dir, sample_rate_tag=sample_rate_tag,
         speaker_id=speaker_id, n_processes=n_processes, progress=_stage(progress, 1, "preprocess"), cancel=cancel,
