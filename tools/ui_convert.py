@@ -190,6 +190,8 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
     voice.change(on_voice, inputs=[voice], outputs=[index], api_name=False)
     refresh.click(on_refresh, inputs=[voice], outputs=[voice, index], api_name=False)
     tab.select(on_refresh, inputs=[voice], outputs=[voice, index], api_name=False)
+    # The Convert tab is the one shown first, so it is never "selected": list the voices on each page load too.
+    gr.on(None, lambda: on_refresh(None), inputs=None, outputs=[voice, index], api_name=False, show_progress="hidden")
 
     with gr.Tabs():
         with gr.Tab(label("tab.single"), id="convert_single"):
