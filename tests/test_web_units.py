@@ -108,3 +108,56 @@ def test_api_package_re_exports_every_action() -> None:
         assert inspect.signature(function).parameters, name
     with pytest.raises(AttributeError):
         api.no_such_action  # noqa: B018
+
+
+def _device_lists(app: object) -> dict[str, object]:
+    blocks = getattr(app, "blocks").values()
+    return {b.elem_id: b for b in blocks if getattr(b, "elem_id", None) in ("train-extract-device", "train-train-device")}
+
+
+def test_device_lists_are_shown_only_with_cuda(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    import tools.ui_train as ui_train
+    from tools.web import build_app
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine
+    assert ui_train.gpu_names() == []
+    hidden = _device_lists(build_app(ctx))
+    assert len(hidden) == 2 and not any(getattr(b, "visible") for b in hidden.values())
+    monkeypatch.setattr(ui_train, "gpu_names", lambda: ["Fake GPU A", "Fake GPU B"])
+    shown = _device_lists(build_app(ctx))
+    assert all(getattr(b, "visible") for b in shown.values())
+    choices = [tuple(c) for c in getattr(shown["train-train-device"], "choices")]
+    assert choices == [("auto (first GPU)", "auto"), ("GPU 0: Fake GPU A", "cuda:0"), ("GPU 1: Fake GPU B", "cuda:1"),
+                       ("CPU", "cpu")]
+    assert ui_train.device_choices([]) == [("auto (CPU)", "auto"), ("CPU", "cpu")]
+
+
+def test_device_choices_reach_the_api(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools import api
+    from tools.ui_train import TrainForm
+
+    (ctx.project.root / "hubert_base.pt").write_bytes(b"x")
+    (ctx.project.root / "data").mkdir()
+    seen: dict[str, dict[str, object]] = {}
+    monkeypatch.setattr(api, "one_click", lambda **kw: seen.setdefault("one_click", kw))
+    monkeypatch.setattr(api, "extract_features", lambda **kw: seen.setdefault("extract", kw))
+    values = {
+        "experiment": "gpu", "sample_rate_tag": "40k", "version": "v2", "use_f0": True, "processes": 1,
+        "dataset": "data", "speaker_id": 0, "f0_method": "pm", "save_every": 1, "epochs": 1, "batch_size": 1,
+        "save_latest_only": True, "save_small_each": False, "pretrained_g": "", "pretrained_d": "",
+        "index_kind": "ivf_flat", "from_scratch": True, "log_interval": None, "extract_device": "cuda:1",
+        "train_device": "cuda:0",
+    }
+    assert list(values) == list(TrainForm.FIELDS)
+    form = TrainForm(ctx)
+
+    class Job:
+        progress = cancel = metric = None
+
+    for starter in (form.one_click, form.extract):
+        _kind, work, _key = starter(*values.values())
+        work(Job())  # type: ignore[arg-type]
+    assert seen["one_click"]["device"] == "cuda:1" and seen["one_click"]["train_device"] == "cuda:0"
+    assert seen["extract"]["device"] == "cuda:1"

@@ -28,6 +28,21 @@ TRAIN_JOB_KINDS = ("preprocess", "extract", "train", "index", "one-click")
 Work = Callable[[JobContext], Any]
 
 
+def gpu_names() -> list[str]:
+    """Names of the CUDA GPUs torch sees, in id order (empty without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def device_choices(gpus: list[str]) -> list[tuple[str, str]]:
+    """(shown text, device) for the device lists: auto, each GPU by id and name, and the CPU."""
+    return [("auto (first GPU)" if gpus else "auto (CPU)", "auto"),
+            *((f"GPU {i}: {name}", f"cuda:{i}") for i, name in enumerate(gpus)), ("CPU", "cpu")]
+
+
 def pretrained_defaults(
     ctx: AppContext, sample_rate_tag: str, version: str, use_f0: bool, from_scratch: bool = False,
     f0_method: str | None = None,
@@ -114,7 +129,7 @@ class TrainForm:
     FIELDS = (
         "experiment", "sample_rate_tag", "version", "use_f0", "processes", "dataset", "speaker_id", "f0_method",
         "save_every", "epochs", "batch_size", "save_latest_only", "save_small_each", "pretrained_g", "pretrained_d",
-        "index_kind", "from_scratch", "log_interval",
+        "index_kind", "from_scratch", "log_interval", "extract_device", "train_device",
     )
 
     def __init__(self, ctx: AppContext) -> None:
@@ -159,6 +174,7 @@ class TrainForm:
             "speaker_id": v["speaker_id"], "epochs": v["epochs"], "batch_size": v["batch_size"],
             "save_every_epochs": v["save_every"], "latest_only": bool(v["save_latest_only"]),
             "export_every_save": bool(v["save_small_each"]), "log_interval": v["log_interval"],
+            "device": v.get("train_device") or "auto",
             "use_pretrained": not v["from_scratch"],
             "pretrained_g": None if v["from_scratch"] else self._pretrained(v, "G"),
             "pretrained_d": None if v["from_scratch"] else self._pretrained(v, "D"),
@@ -189,7 +205,8 @@ class TrainForm:
             return api.extract_features(
                 project=self.ctx.project, experiment=v["experiment"], version=v["version"], use_f0=v["use_f0"],
                 f0_method=v["f0_method"], speaker_id=v["speaker_id"], n_processes=v["processes"],
-                cache=self.ctx.cache, progress=job.progress, cancel=job.cancel,
+                device=v.get("extract_device") or "auto", cache=self.ctx.cache, progress=job.progress,
+                cancel=job.cancel,
             )
 
         return "extract", work, v["experiment"]
@@ -229,11 +246,13 @@ class TrainForm:
         dataset = self._dataset(v)
         self._check_assets(v, "extract", "train")
         kwargs = self._training_kwargs(v)
+        train_device = kwargs.pop("device")
 
         def work(job: JobContext) -> Any:
             return api.one_click(
                 project=self.ctx.project, experiment=v["experiment"], dataset_dir=dataset,
                 f0_method=v["f0_method"], n_processes=v["processes"], cache=self.ctx.cache,
+                device=v.get("extract_device") or "auto", train_device=train_device,
                 on_metrics=job.metric, progress=job.progress, cancel=job.cancel, **kwargs,
             )
 
@@ -275,6 +294,15 @@ def build(ctx: AppContext) -> None:
             pretrained_note = gr.HTML(default_note, elem_id="train-pretrained-note")
         index_kind = gr.Dropdown(api_index.index_kind_choices(), value="ivf_flat", label=label("train.index_kind"),
                                  scale=2)
+    # GPU choices only where a GPU is visible; on CPU-only machines "auto" (= cpu) is the only choice.
+    gpus = gpu_names()
+    with gr.Row(visible=bool(gpus)):
+        extract_device = gr.Dropdown(device_choices(gpus), value="auto", label=label("train.extract_device"),
+                                     info=label("train.extract_device_info"), visible=bool(gpus),
+                                     elem_id="train-extract-device")
+        train_device = gr.Dropdown(device_choices(gpus), value="auto", label=label("train.train_device"),
+                                   info=label("train.train_device_info"), visible=bool(gpus),
+                                   elem_id="train-train-device")
 
     def refill(sr: str, ver: str, f0: bool, method: str, scratch: bool) -> tuple[str, str, str]:
         return pretrained_defaults(ctx, sr, ver, bool(f0), bool(scratch), method)
@@ -335,7 +363,7 @@ def build(ctx: AppContext) -> None:
             health.render()
     fields = [experiment, sample_rate, version, use_f0, processes, dataset, speaker_id, f0_method, save_every,
               epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d, index_kind,
-              from_scratch, log_interval]
+              from_scratch, log_interval, extract_device, train_device]
     panel.bind(b_pre, form.preprocess, fields, api_name="preprocess")
     panel.bind(b_ext, form.extract, fields, api_name="extract")
     panel.bind(b_train, form.train, fields, api_name="train")

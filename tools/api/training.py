@@ -256,6 +256,7 @@ def one_click(
     n_processes: int | None = None,
     cache: Any = None,
     device: str = "auto",
+    train_device: str | None = None,
     on_metrics: MetricSink | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
@@ -267,7 +268,8 @@ def one_click(
     train_model fields (epochs, batch_size, save_every_epochs, pretrained_g, ...). A step that is
     already done is quick (every step resumes); a stopped training skips the index. `f0_method` None
     picks rmvpe when rmvpe.pt is present, else swift. Missing assets (encoder, rmvpe, pretrained G/D)
-    raise MissingAssetsError before the first step, not after the data is prepared.
+    raise MissingAssetsError before the first step, not after the data is prepared. `device` runs the
+    pitch and feature extraction; `train_device` (None: the same) runs the training.
     """
     from tools.api.assets import check_assets, default_f0_method
     from tools.api.dataset import extract_features, preprocess_dataset
@@ -293,7 +295,7 @@ def one_click(
     check(cancel)
     trained = train_model(
         proj, _stage(progress, 3, "train"), cancel, experiment=experiment, version=version,
-        sample_rate_tag=sample_rate_tag, use_f0=use_f0, speaker_id=speaker_id, device=device,
+        sample_rate_tag=sample_rate_tag, use_f0=use_f0, speaker_id=speaker_id, device=train_device or device,
         on_metrics=on_metrics, **training,
     )  # fmt: skip
     if trained.cancelled:
