@@ -20,8 +20,10 @@ from infer_pack.errors import CancelledError, RVCError, UserInputError
 # Mirrors of the API's choices, kept here so --help needs no heavy import (a test checks they agree).
 F0_METHODS = ("rmvpe", "pm", "harvest", "dio", "swift")
 PITCH_GAPS = ("keep", "interpolate")  # infer_pack.pipeline's PITCH_GAP_MODES (not imported: --help stays fast)
+F0_DEFAULT_HELP = "pitch method for the training data (default: rmvpe when rmvpe.pt is present, else swift)"
 OUTPUT_FORMATS = ("wav", "flac", "mp3", "m4a")
 SAMPLE_RATES = ("32k", "40k", "48k")
+SEPARATION_FORMATS = ("wav", "flac", "mp3")  # tools.api.separate's SEPARATION_FORMATS
 VERSIONS = ("v1", "v2")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -174,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("extract", _cmd_extract, "extract pitch and content features of a preprocessed experiment")
     _add_experiment_flags(p, sample_rate=False)
-    p.add_argument("--f0-method", choices=F0_METHODS, default="rmvpe")
+    p.add_argument("--f0-method", choices=F0_METHODS, default=None, help=F0_DEFAULT_HELP)
     p.add_argument("--pitch-gaps", choices=PITCH_GAPS, default="interpolate",
                    help="unvoiced frames of the training pitch: fill them (current RVC) or keep them at 0 "
                         "(RVC up to 2024) (default: interpolate)")
@@ -193,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("one-click", _cmd_one_click, "preprocess, extract, train and index in one go")
     _add_experiment_flags(p, prepared=False)
     p.add_argument("--dataset", "-d", required=True, help="folder of audio files")
-    p.add_argument("--f0-method", choices=F0_METHODS, default="rmvpe")
+    p.add_argument("--f0-method", choices=F0_METHODS, default=None, help=F0_DEFAULT_HELP)
     p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     _add_training_flags(p)
 

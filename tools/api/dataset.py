@@ -142,7 +142,7 @@ def extract_features(
     experiment: str,
     version: Version | None = None,
     use_f0: bool | None = None,
-    f0_method: str = "rmvpe",
+    f0_method: str | None = None,
     interpolate_unvoiced: bool = True,
     speaker_id: int | None = None,
     n_processes: int | None = None,
@@ -157,6 +157,9 @@ def extract_features(
     from train.extract_f0 import extract_f0
     from train.extract_features import extract_features as extract_content
 
+    from tools.api.assets import default_f0_method
+
+    f0_method = f0_method or default_f0_method(project)  # rmvpe when rmvpe.pt is there, else swift
     request = ExtractRequest(experiment, version, use_f0, f0_method, interpolate_unvoiced, speaker_id, n_processes, device)
     from infer_pack.f0 import F0_METHODS
 
