@@ -90,3 +90,25 @@ def test_errors_become_one_line_messages() -> None:
     assert snap.state == "failed"
     assert snap.error == "dataset folder 'x' is empty; add audio files"
     assert "Traceback" not in snap.error
+
+
+def test_a_result_with_failed_items_ends_the_job_as_failed() -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Counted:
+        failed: int
+
+        @property
+        def ok(self) -> bool:
+            return not self.failed
+
+        def summary(self) -> str:
+            return f"fetched 3 file(s)\n{self.failed} file(s) failed:\n  a.pt: offline" if self.failed else "fetched 3"
+
+    runner = JobRunner()
+    bad = runner.wait(runner.start("download", lambda ctx: Counted(1)).job_id, timeout=5)
+    assert bad.state == "failed" and bad.error == "1 file(s) failed:" and bad.result == Counted(1)
+    assert any("a.pt: offline" in line for line in bad.log), "the whole summary stays in the log"
+    good = runner.wait(runner.start("download", lambda ctx: Counted(0)).job_id, timeout=5)
+    assert good.state == "done"

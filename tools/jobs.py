@@ -253,8 +253,10 @@ class JobRunner:
             if job.cancel_token.cancelled:
                 job.finish("cancelled", result=result)
             elif getattr(result, "ok", True) is False:
-                # A result that counts failed items (downloads) is no success: say so, with its first line.
-                job.finish("failed", result=result, error=text.splitlines()[0] if text else "some items failed")
+                # A result that counts failed items (downloads) is no success: say so with the line naming them.
+                lines = text.splitlines()
+                error = next((line.strip() for line in lines if "failed" in line), lines[0] if lines else "")
+                job.finish("failed", result=result, error=error or "some items failed; see the log")
             else:
                 job.finish("done", result=result)
         finally:
