@@ -60,7 +60,7 @@ REPO_ID = "lj1995/VoiceConversionWebUI"
 REVISION = "main"
 CHUNK_BYTES = 1 << 20
 
-AssetKind = Literal["hubert", "rmvpe", "pretrained"]
+AssetKind = Literal["hubert", "rmvpe", "pretrained", "uvr5"]
 SAMPLE_RATE_TAGS: tuple[str, ...] = ("32k", "40k", "48k")
 VERSIONS: tuple[str, ...] = ("v1", "v2")
 
@@ -89,6 +89,8 @@ class AssetFile:
             return project.hubert_path
         if self.kind == "rmvpe":
             return project.rmvpe_path
+        if self.kind == "uvr5":
+            return uvr5_dir(project) / self.repo_path.removeprefix(UVR5_REPO_DIR + "/")
         return project.pretrained_path(self.version, self.sample_rate_tag, self.use_f0, self.net)
 
     def url(self, endpoint: str | None = None) -> str:
@@ -187,25 +189,53 @@ GROUP_NAMES: tuple[str, ...] = (
     *(pretrained_group(v, tag) for v in VERSIONS for tag in SAMPLE_RATE_TAGS),
 )
 
+# Vocal/accompaniment separation models (RVC's uvr5_weights). Not part of "all": only users who
+# separate songs need them, so each is fetched by its own name (or all of them as "uvr5").
+UVR5_REPO_DIR = "uvr5_weights"
+UVR5_DIR_NAME = "uvr5_weights"  # <project>/uvr5_weights/, RVC's weight_uvr5_root
+
+
+def uvr5_dir(project: Project) -> Path:
+    """Where separation models live (and where the Separate tab lists them from)."""
+    return project.root / UVR5_DIR_NAME
+
+
+def _uvr5_file(group: str, name: str) -> AssetFile:
+    # No sha256/size published for these files that we could confirm: checked by nothing but loading.
+    return AssetFile(group=group, repo_path=f"{UVR5_REPO_DIR}/{name}", size=None, sha256=None, kind="uvr5")
+
+
+SEPARATION_CATALOGUE: tuple[AssetFile, ...] = (
+    _uvr5_file("uvr5-hp2", "HP2_all_vocals.pth"),
+    _uvr5_file("uvr5-hp3", "HP3_all_vocals.pth"),
+    _uvr5_file("uvr5-hp5", "HP5_only_main_vocal.pth"),
+    _uvr5_file("uvr5-dereverb", "onnx_dereverb_By_FoxJoy/vocals.onnx"),
+)
+SEPARATION_GROUP_NAMES: tuple[str, ...] = ("uvr5", *(item.group for item in SEPARATION_CATALOGUE))
+
 
 def files_for(names: Iterable[str], catalogue: Sequence[AssetFile] | None = None) -> list[AssetFile]:
     """The catalogue entries behind download names (deduplicated, catalogue order)."""
     catalogue = CATALOGUE if catalogue is None else catalogue
     wanted = {name.strip().lower() for name in names}
-    unknown = sorted(wanted - set(GROUP_NAMES))
+    unknown = sorted(wanted - set(GROUP_NAMES) - set(SEPARATION_GROUP_NAMES))
     if unknown:
         raise UserInputError(
-            f"unknown asset name(s) {', '.join(unknown)}; choose from: {', '.join(GROUP_NAMES)}"
+            f"unknown asset name(s) {', '.join(unknown)}; "
+            f"choose from: {', '.join(GROUP_NAMES + SEPARATION_GROUP_NAMES)}"
         )
+    separation = [item for item in SEPARATION_CATALOGUE if "uvr5" in wanted or item.group in wanted]
     if "all" in wanted:
-        return list(catalogue)
-    return [item for item in catalogue if item.group in wanted]
+        return list(catalogue) + separation
+    return [item for item in catalogue if item.group in wanted] + separation
 
 
 def asset_for_path(project: Project, path: str | Path) -> AssetFile | None:
     """The catalogue entry whose local path is `path`, or None."""
     resolved = Path(path).resolve()
-    return next((item for item in CATALOGUE if item.local_path(project).resolve() == resolved), None)
+    return next(
+        (item for item in CATALOGUE + SEPARATION_CATALOGUE if item.local_path(project).resolve() == resolved), None
+    )
 
 
 def missing_asset_error(project: Project, path: str | Path) -> AssetMissingError:
@@ -691,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", default=".", help="project folder (default: current folder)")
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("download", help="download and verify assets")
-    fetch.add_argument("names", nargs="*", default=["all"], help=f"any of: {', '.join(GROUP_NAMES)}")
+    fetch.add_argument("names", nargs="*", default=["all"], help=f"any of: {', '.join(GROUP_NAMES + SEPARATION_GROUP_NAMES)}")
     show = sub.add_parser("status", help="list assets and whether they are in place")
     show.add_argument("--verify", action="store_true", help="also check sha256 (reads every file)")
     args = parser.parse_args(argv)

@@ -228,6 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", "-m", required=True)
     p.add_argument("--output", "-o", default=None, help="ONNX file (default: next to the voice)")
 
+    p = add("separate", _cmd_separate, "split songs into vocals and accompaniment (UVR5 / MDX models)")
+    p.add_argument("--model", "-m", required=True,
+                   help="file under uvr5_weights/, a path, or a download name (uvr5-hp2, uvr5-hp3, uvr5-hp5, uvr5-dereverb)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", "-i", help="one audio file")
+    source.add_argument("--input-dir", help="every audio file of this folder")
+    p.add_argument("--output-dir", "-o", default=None, help="default: <root>/outputs/separated")
+    p.add_argument("--format", default="wav", choices=SEPARATION_FORMATS, help="default: wav")
+    p.add_argument("--aggressiveness", type=int, default=10, help="0..20, VR models only (default: 10, RVC's)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+
     p = add("download", _cmd_download, "download missing assets (hubert_base.pt, rmvpe.pt, pretrained G/D)")
     p.add_argument("assets", nargs="*", help="asset names (default: every missing one)")
 
@@ -285,6 +296,17 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     result = _run(args, lambda bar: api.convert_batch(
         project=args.root, model=model, input_dir=args.input_dir, output_dir=args.output_dir,
         output_format=args.format, progress=bar, **fields,
+    ))
+    return EXIT_ERROR if result.failed else 0
+
+
+def _cmd_separate(args: argparse.Namespace) -> int:
+    from tools import api
+
+    result = _run(args, lambda bar: api.separate_audio(
+        project=args.root, model=args.model, input_path=args.input, input_dir=args.input_dir,
+        output_dir=args.output_dir, output_format=args.format, aggressiveness=args.aggressiveness,
+        device=args.device, progress=bar,
     ))
     return EXIT_ERROR if result.failed else 0
 

@@ -24,12 +24,13 @@ _EXPORTS: dict[str, str] = {
     "convert_batch": "convert",
     "asset_status": "assets",
     "download_assets": "assets",
+    "separate_audio": "separate",
 }
 
 __all__ = [
     "asset_status", "change_voice_info", "convert_batch", "convert_voice", "download_assets", "export_onnx",
     "extract_features", "extract_small_model", "merge_voices", "one_click", "preprocess_dataset", "show_voice_info",
-    "train_index", "train_model",
+    "separate_audio", "train_index", "train_model",
 ]
 
 

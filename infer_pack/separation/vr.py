@@ -1,0 +1,182 @@
+"""UVR5 "VR" separation (RVC's uvr5_weights HP2 / HP3 / HP5 files): a mask over a multi-band spectrogram.
+
+The file is a plain state dict of `vr_nets.CascadedASPPNet` (usually fp16). The network predicts
+the magnitude of the stem it was trained on; that stem keeps the mixture's phase and the other
+stem is the mixture minus it, in the spectrogram, as RVC does. HP2/HP5 predict the accompaniment,
+HP3 the vocals (`predicts_vocals`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from infer_pack.errors import ModelFileError
+from infer_pack.progress import CancelToken, ProgressCallback, check, report
+from infer_pack.separation import bands
+from infer_pack.separation.bands import BandParams
+
+if TYPE_CHECKING:
+    import torch
+
+    from infer_pack.separation.vr_nets import CascadedASPPNet
+
+WINDOW_FRAMES = 512  # RVC's data["window_size"]: frames per network call, including 2 * offset context
+# Keys that mark the other VR layout (nets_new: VR-DeEcho*), which this module does not build.
+_NETS_NEW_MARKERS = ("lstm_dec2", "stg2_low_band_net.0.")
+
+
+@dataclass(frozen=True)
+class StemPair:
+    """Both stems as stereo float32 [2, T] at `sample_rate`, T = the input's length."""
+
+    vocals: np.ndarray
+    instrumental: np.ndarray
+    sample_rate: int
+
+
+def predicts_vocals(path: str | Path) -> bool:
+    """RVC's rule: files named HP3* were trained on vocals; the other VR files on the accompaniment."""
+    return "HP3" in Path(path).name
+
+
+def _check_layout(state: Mapping[str, Any], path: Path) -> None:
+    import torch
+
+    from infer_pack.separation.vr_nets import CascadedASPPNet
+
+    if not isinstance(state, Mapping) or not state:
+        raise ModelFileError(path, "it is not a state dict of a VR separation model")
+    if any(marker in key for key in state for marker in _NETS_NEW_MARKERS):
+        raise ModelFileError(
+            path,
+            "it is a VR-DeEcho/DeReverb model (UVR's nets_new layout with an LSTM), which is not supported yet",
+            "use an HP2, HP3 or HP5 model, or the MDX dereverb model (onnx_dereverb_By_FoxJoy)",
+        )
+    with torch.device("meta"):
+        expected = CascadedASPPNet(1344).state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ModelFileError(
+            path,
+            f"it does not have the VR (HP2/HP3/HP5) layout: {len(missing)} key(s) missing (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})",
+            "pick one of RVC's uvr5_weights .pth files",
+        )
+    for key, ref in expected.items():
+        value = state[key]
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(ref.shape):
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ModelFileError(path, f"{key} has shape {shape}, the VR layout needs {tuple(ref.shape)}")
+
+
+class VRSeparator:
+    """A loaded VR model; `separate(stereo)` gives both stems. `params` only sets the spectrogram
+    bands (4band_v2 for RVC's files); the network's weights do not depend on it."""
+
+    kind = "vr"
+
+    def __init__(self, net: CascadedASPPNet, path: Path, *, params: BandParams, device: str,
+                 aggressiveness: float, vocals_first: bool, window_frames: int = WINDOW_FRAMES) -> None:  # fmt: skip
+        if window_frames <= 2 * net.offset:
+            raise ValueError(f"window_frames must exceed {2 * net.offset}, got {window_frames}")
+        self.net = net
+        self.path = path
+        self.params = params
+        self.device = device
+        self.aggressiveness = aggressiveness
+        self.vocals_first = vocals_first
+        self.window_frames = window_frames
+
+    @property
+    def sample_rate(self) -> int:
+        return self.params.sample_rate
+
+    def windows(self, frames: int) -> int:
+        """How many network calls a spectrogram of `frames` frames takes (the progress total)."""
+        return math.ceil(frames / (self.window_frames - 2 * self.net.offset))
+
+    def predict(self, magnitude: np.ndarray, progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None) -> np.ndarray:  # fmt: skip
+        """|X| [2, bins+1, frames] -> predicted stem magnitude, same shape (RVC's windowed inference:
+        each window sees `offset` frames of context on both sides that its output drops)."""
+        import torch
+
+        offset = self.net.offset
+        roi = self.window_frames - 2 * offset
+        frames = magnitude.shape[2]
+        scale = float(magnitude.max()) or 1.0
+        n_windows = self.windows(frames)
+        padded = np.pad(magnitude / scale, ((0, 0), (0, 0), (offset, n_windows * roi - frames + offset)))
+        dtype = next(self.net.parameters()).dtype
+        pieces = []
+        with torch.inference_mode():
+            for index in range(n_windows):
+                check(cancel)
+                window = torch.from_numpy(padded[None, :, :, index * roi : index * roi + self.window_frames])
+                out = self.net(window.to(self.device, dtype), self.aggressiveness, self.params.split_bin)
+                pieces.append(out[0, :, :, offset:-offset].float().cpu().numpy())
+                report(progress, index + 1, n_windows, f"window {index + 1}/{n_windows}")
+        return np.concatenate(pieces, axis=2)[:, :, :frames] * scale
+
+    def separate(self, stereo: np.ndarray, progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> StemPair:  # fmt: skip
+        """Stereo float32 [2, T] at `sample_rate` -> both stems [2, T]."""
+        length = stereo.shape[1]
+        specs = bands.band_spectrograms(stereo, self.params)
+        mix = bands.combine(specs, self.params)  # [2, bins+1, frames] complex
+        high_end = bands.input_high_end(specs[-1], self.params)
+        predicted = self.predict(np.abs(mix), progress, cancel) * np.exp(1.0j * np.angle(mix))
+        rest = mix - predicted
+        waves = []
+        for spec in (predicted, rest):
+            check(cancel)
+            mirrored = bands.mirror_high_end(spec, high_end, self.params)
+            waves.append(_fit(bands.to_wave(spec, self.params, mirrored), length))
+        vocals, instrumental = (waves[0], waves[1]) if self.vocals_first else (waves[1], waves[0])
+        return StemPair(vocals=vocals, instrumental=instrumental, sample_rate=self.sample_rate)
+
+
+def _fit(wave: np.ndarray, length: int) -> np.ndarray:
+    """Pad/cut [C, T'] to the input's length (the bands' inversion stops at a whole hop)."""
+    if wave.shape[1] >= length:
+        return np.ascontiguousarray(wave[:, :length], dtype=np.float32)
+    return np.pad(wave, ((0, 0), (0, length - wave.shape[1]))).astype(np.float32)
+
+
+def load_vr_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The checked state dict of a VR file; hostile pickles -> UnsafeFileError, wrong layout -> ModelFileError."""
+    from infer_pack.torchio import safe_torch_load
+
+    path = Path(path)
+    state = safe_torch_load(path)
+    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
+        state = state["model"]  # some tools wrap the weights; RVC's files are the bare dict
+    _check_layout(state, path)
+    return dict(state)
+
+
+def load_vr_separator(path: str | Path, *, device: str = "cpu", aggressiveness: float = 0.1,
+                      params: BandParams = bands.PARAMS_4BAND_V2, window_frames: int = WINDOW_FRAMES,
+                      half: bool = False) -> VRSeparator:  # fmt: skip
+    """Build the network of a VR file (RVC's uvr5_weights HP2/HP3/HP5). `aggressiveness` 0..1
+    (RVC's "agg" / 100, default 10)."""
+    import torch
+
+    from infer_pack.separation.vr_nets import CascadedASPPNet
+
+    if not 0.0 <= aggressiveness <= 1.0:
+        raise ValueError(f"aggressiveness must be between 0 and 1, got {aggressiveness}")
+    path = Path(path)
+    state = load_vr_state(path)
+    net = CascadedASPPNet(params.n_fft)
+    net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    net = net.eval().to(device, torch.float16 if half else torch.float32)
+    return VRSeparator(net, path, params=params, device=device, aggressiveness=aggressiveness,
+                       vocals_first=predicts_vocals(path), window_frames=window_frames)  # fmt: skip

@@ -1,0 +1,338 @@
+"""Vocal/accompaniment separation: UVR5 VR files (.pth) and MDX-Net ONNX files, built here with random
+weights in the real formats; the engine, the API, the CLI and the asset names."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from conftest import REPO_ROOT
+
+from infer_pack.errors import AssetMissingError, CancelledError, ModelFileError, UnsafeFileError
+from infer_pack.progress import CancelToken
+from infer_pack.separation import bands, load_separator, load_stereo
+from infer_pack.separation.bands import Band, BandParams
+from infer_pack.separation.mdx import MdxParams, load_mdx_separator
+from infer_pack.separation.vr import load_vr_separator
+from infer_pack.separation.vr_nets import CascadedASPPNet
+from tools import assets
+from tools.api.separate import separate_audio, stem_paths
+
+SR = 44100
+# One small 8 kHz band: the network's weights do not depend on the bands, so a file in the real layout
+# runs over 33 rows instead of 673 and the tests stay fast. The real 4band_v2 is tested on its own below.
+SMALL_RATE = 8000
+SMALL = BandParams("test-1band", (Band(SMALL_RATE, 32, 64, 0, 32),), bins=32, pre_filter_start=0, pre_filter_stop=0)
+SMALL_WINDOW = 320  # 64 frames of output per network call plus 2 * 128 of context
+
+
+def stereo_tone(seconds: float, rate: int = SR) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(0)
+    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * np.sin(2 * np.pi * 3300 * t)
+    right = 0.2 * np.sin(2 * np.pi * 330 * t) + 0.01 * rng.standard_normal(t.size)
+    return np.stack([left, right]).astype(np.float32)
+
+
+def write_vr_file(path: Path, *, seed: int = 0, zero_output: bool = False) -> Path:
+    """A random-weight VR model saved as RVC's uvr5_weights files are: a bare fp16 state dict."""
+    torch.manual_seed(seed)
+    net = CascadedASPPNet(bands.PARAMS_4BAND_V2.n_fft)
+    for module in net.modules():  # non-trivial BN statistics, as a trained file has
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    if zero_output:
+        torch.nn.init.zeros_(net.out.weight)  # sigmoid(0): a mask of exactly 0.5 everywhere
+    state = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+class _Mask(torch.nn.Module):
+    def __init__(self, identity: bool) -> None:
+        super().__init__()
+        self.identity = identity
+        self.conv = torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1.0 if self.identity else torch.sigmoid(self.conv(x)) * x
+
+
+def write_mdx_file(path: Path, *, identity: bool = False, shape: tuple[int, ...] = (1, 4, 3072, 512)) -> Path:
+    """An MDX-Net-shaped ONNX graph (one input [N, 4, dim_f, dim_t] named "input", same-shape output)."""
+    torch.manual_seed(1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        _Mask(identity).eval(), (torch.zeros(shape),), str(path), input_names=["input"], output_names=["output"],
+        dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=17, dynamo=False,
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("separation_models")
+
+
+@pytest.fixture(scope="module")
+def mdx_file(model_dir: Path) -> Path:
+    return write_mdx_file(model_dir / "mdx" / "vocals.onnx")
+
+
+@pytest.fixture(scope="module")
+def vr_file(model_dir: Path) -> Path:
+    return write_vr_file(model_dir / "HP5_only_main_vocal.pth")
+
+
+# --- VR (.pth) ------------------------------------------------------------------------------------
+
+
+def test_vr_layout_is_the_61968kb_network() -> None:
+    """UVR names this network after its fp16 file size; the layout built here has exactly that size."""
+    with torch.device("meta"):
+        state = CascadedASPPNet(1344).state_dict()
+    fp16_kib = sum(v.numel() * (2 if v.is_floating_point() else v.element_size()) for v in state.values()) / 1024
+    assert 61_700 < fp16_kib < 61_968
+    assert len(state) == 459
+    assert tuple(state["stg1_low_band_net.enc1.conv1.conv.0.weight"].shape) == (32, 2, 3, 3)
+    assert tuple(state["stg3_full_band_net.aspp.conv3.conv.0.weight"].shape) == (512, 1, 3, 3)  # depthwise
+    assert tuple(state["stg3_full_band_net.aspp.bottleneck.0.conv.0.weight"].shape) == (1024, 2560, 1, 1)
+    assert tuple(state["out.weight"].shape) == (2, 64, 1, 1)
+
+
+def test_vr_file_separates_with_input_length_and_rate(vr_file: Path) -> None:
+    separator = load_vr_separator(vr_file, params=SMALL, window_frames=SMALL_WINDOW, aggressiveness=0.1)
+    mix = stereo_tone(0.5, SMALL_RATE)
+    seen: list[tuple[int, int]] = []
+    stems = separator.separate(mix, lambda done, total, _: seen.append((done, total)))
+    assert seen == [(1, 2), (2, 2)]  # 126 frames, 64 per window
+    assert stems.sample_rate == SMALL_RATE
+    for stem in (stems.vocals, stems.instrumental):
+        assert stem.shape == mix.shape and stem.dtype == np.float32 and np.all(np.isfinite(stem))
+        assert 0.001 < np.abs(stem).max() < 2.0
+    assert not np.allclose(stems.vocals, stems.instrumental, atol=1e-3)
+    # vocals = X - accompaniment in the spectrogram; the inversion is linear, so the waves add up to
+    # the mixture as the bands carry it (here: one band without its Nyquist row)
+    carried = bands.to_wave(bands.combine(bands.band_spectrograms(mix, SMALL), SMALL), SMALL)
+    n = carried.shape[1]
+    assert mix.shape[1] - 32 < n <= mix.shape[1]
+    np.testing.assert_allclose((stems.vocals + stems.instrumental)[:, :n], carried, atol=1e-5)
+    assert np.abs(carried - mix[:, :n]).max() < 0.02  # and that is the mixture but for its Nyquist row
+
+
+def test_vr_half_mask_splits_evenly_and_aggressiveness_pushes(model_dir: Path) -> None:
+    path = write_vr_file(model_dir / "half" / "HP2_all_vocals.pth", zero_output=True)
+    mix = stereo_tone(0.25, SMALL_RATE)
+    even = load_vr_separator(path, params=SMALL, window_frames=SMALL_WINDOW, aggressiveness=0.0).separate(mix)
+    np.testing.assert_allclose(even.vocals, even.instrumental, atol=1e-5)
+    hard = load_vr_separator(path, params=SMALL, window_frames=SMALL_WINDOW, aggressiveness=1.0).separate(mix)
+    # every row of this one band lies below the split row: the mask becomes 0.5 ** (1 + 1/3)
+    np.testing.assert_allclose(hard.instrumental, even.instrumental * 0.5 ** (1 / 3), atol=1e-5)
+    body = slice(0, mix.shape[1] - 32)  # the bands invert up to the last whole hop; the rest is padding
+    np.testing.assert_allclose(hard.vocals[:, body], (mix - hard.instrumental)[:, body], atol=0.02)
+
+
+def test_hp3_files_predict_the_vocals(model_dir: Path, vr_file: Path) -> None:
+    hp3 = model_dir / "HP3_all_vocals.pth"
+    hp3.write_bytes(vr_file.read_bytes())
+    mix = stereo_tone(0.25, SMALL_RATE)
+    a = load_vr_separator(vr_file, params=SMALL, window_frames=SMALL_WINDOW).separate(mix)
+    b = load_vr_separator(hp3, params=SMALL, window_frames=SMALL_WINDOW).separate(mix)
+    np.testing.assert_array_equal(a.vocals, b.instrumental)
+    np.testing.assert_array_equal(a.instrumental, b.vocals)
+
+
+def test_real_4band_params_split_and_rebuild_the_wave() -> None:
+    p = bands.PARAMS_4BAND_V2
+    assert p.n_fft == 1344 and p.split_bin == 85 and sum(b.height for b in p.bands) == 672
+    mix = stereo_tone(1.0)
+    specs = bands.band_spectrograms(mix, p)
+    stacked = bands.combine(specs, p)
+    assert stacked.shape[:2] == (2, 673)
+    whole = bands.to_wave(stacked, p)
+    n = whole.shape[1]
+    assert mix.shape[1] - 480 < n <= mix.shape[1]
+    # tones well inside the bands come back through four STFTs, three resamplings and the crossfades
+    error = mix[0, 2000 : n - 2000] - whole[0, 2000 : n - 2000]
+    assert 10 * np.log10(np.sum(mix[0, 2000 : n - 2000] ** 2) / np.sum(error**2)) > 25
+    part = stacked * 0.3
+    np.testing.assert_allclose(bands.to_wave(part, p) + bands.to_wave(stacked - part, p), whole, atol=1e-5)
+    high = bands.input_high_end(specs[-1], p)
+    assert high.shape[1] == bands.high_end_rows(p) == (480 - 383) + 4
+    assert bands.mirror_high_end(stacked, high, p).shape == high.shape
+
+
+def test_vr_refuses_other_layouts_and_hostile_files(tmp_path: Path, vr_file: Path) -> None:
+    state = torch.load(vr_file, weights_only=True)
+    del state["out.weight"]
+    torch.save(state, tmp_path / "cut.pth")
+    with pytest.raises(ModelFileError, match="out.weight"):
+        load_vr_separator(tmp_path / "cut.pth")
+    state = torch.load(vr_file, weights_only=True)
+    state["aux1_out.weight"] = torch.zeros(2, 16, 1, 1)
+    torch.save(state, tmp_path / "shape.pth")
+    with pytest.raises(ModelFileError, match=r"aux1_out.weight has shape \(2, 16, 1, 1\)"):
+        load_vr_separator(tmp_path / "shape.pth")
+    torch.save({"stg1_low_band_net.0.enc1.conv.0.weight": torch.zeros(1), "stg1_low_band_net.0.lstm_dec2.x": torch.zeros(1)},
+               tmp_path / "VR-DeEchoNormal.pth")  # fmt: skip
+    with pytest.raises(ModelFileError, match="DeEcho"):
+        load_separator(tmp_path / "VR-DeEchoNormal.pth")
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, ("echo owned > " + str(tmp_path / "owned"),))
+
+    torch.save({"out.weight": Payload()}, tmp_path / "evil.pth")  # zip format, as RVC's files
+    with open(tmp_path / "evil_legacy.pth", "wb") as handle:
+        pickle.dump({"out.weight": Payload()}, handle)  # and a bare pickle: refused too, without running it
+    with pytest.raises(ModelFileError):
+        load_separator(tmp_path / "evil_legacy.pth")
+    with pytest.raises(UnsafeFileError):
+        load_separator(tmp_path / "evil.pth")
+    assert not (tmp_path / "owned").exists()
+    (tmp_path / "model.bin").write_bytes(b"x")
+    with pytest.raises(ModelFileError, match="not a separation model"):
+        load_separator(tmp_path / "model.bin")
+
+
+# --- MDX (.onnx) ----------------------------------------------------------------------------------
+
+
+def test_mdx_stems_sum_exactly_and_keep_length(mdx_file: Path) -> None:
+    separator = load_separator(mdx_file)
+    assert separator.kind == "mdx" and separator.params.dim_f == 3072 and separator.params.dim_t == 512
+    mix = stereo_tone(2.0)
+    stems = separator.separate(mix)
+    assert stems.vocals.shape == stems.instrumental.shape == mix.shape and stems.sample_rate == SR
+    np.testing.assert_allclose(stems.vocals + stems.instrumental, mix, atol=1e-6)
+    assert 0.01 < np.abs(stems.instrumental).max() and 0.01 < np.abs(stems.vocals).max()
+
+
+def test_mdx_identity_graph_gives_back_the_input_across_segments(model_dir: Path) -> None:
+    """STFT chunking, overlap trimming and segment stitching lose nothing: an identity graph returns the mix."""
+    path = write_mdx_file(model_dir / "identity" / "vocals.onnx", identity=True)
+    mix = stereo_tone(2.5)
+    separator = load_mdx_separator(path, params=MdxParams(segment_seconds=1.0, margin_samples=4410))
+    seen: list[tuple[int, int]] = []
+    stems = separator.separate(mix, lambda done, total, _: seen.append((done, total)))
+    assert seen[-1] == (3, 3)  # three 1 s segments, one model window each
+    # all but the Nyquist row (dim_f = 3072 of 3073) goes through: only the noise loses a trace there
+    np.testing.assert_allclose(stems.instrumental, mix, atol=5e-4)
+    assert np.abs(stems.vocals).max() < 5e-4
+
+
+def test_mdx_cancel_stops_between_windows(mdx_file: Path) -> None:
+    separator = load_mdx_separator(mdx_file, params=MdxParams(segment_seconds=1.0, margin_samples=4410))
+    token = CancelToken()
+    calls: list[int] = []
+
+    def progress(done: int, total: int, message: str) -> None:
+        calls.append(done)
+        token.cancel()
+
+    with pytest.raises(CancelledError):
+        separator.separate(stereo_tone(3.5), progress, token)
+    assert calls == [1]
+
+
+def test_mdx_refuses_other_graphs_and_garbage(tmp_path: Path) -> None:
+    write_mdx_file(tmp_path / "three.onnx", identity=True, shape=(1, 3, 64, 16))
+    with pytest.raises(ModelFileError, match="take 4"):
+        load_separator(tmp_path / "three.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\x08\x01garbage" * 10)
+    with pytest.raises(ModelFileError, match="junk.onnx"):
+        load_separator(tmp_path / "junk.onnx")
+
+
+def test_load_stereo_upmixes_mono_and_resamples(tmp_path: Path) -> None:
+    soundfile.write(tmp_path / "mono.wav", stereo_tone(1.0, 22050)[0], 22050)
+    stereo = load_stereo(tmp_path / "mono.wav", SR)
+    assert stereo.shape == (2, SR) and np.array_equal(stereo[0], stereo[1])
+
+
+# --- API, CLI, assets ---------------------------------------------------------------------------
+
+
+def test_api_separates_a_folder_and_names_failures(project_root: Path, mdx_file: Path) -> None:
+    target = assets.uvr5_dir(assets.Project.at(project_root)) / "onnx_dereverb_By_FoxJoy" / "vocals.onnx"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(mdx_file.read_bytes())
+    songs = project_root / "songs"
+    songs.mkdir()
+    soundfile.write(songs / "a.wav", stereo_tone(1.5).T, SR)
+    soundfile.write(songs / "b.flac", stereo_tone(1.0, 22050)[0], 22050)  # mono, another rate
+    (songs / "c.wav").write_bytes(b"RIFF....WAVEjunk")
+    seen: list[str] = []
+    result = separate_audio(project=project_root, model="uvr5-dereverb", input_dir=songs,
+                            progress=lambda d, t, m: seen.append(m))  # fmt: skip
+    assert [f.input_path.name for f in result.separated] == ["a.wav", "b.flac"]
+    assert [p.name for p, _ in result.failed] == ["c.wav"] and "c.wav" in result.failed[0][1]
+    assert "c.wav" in result.summary() and not result.ok
+    vocals, instrumental = stem_paths(songs / "a.wav", result.output_dir, "wav")
+    assert result.output_dir == project_root / "outputs" / "separated"
+    v, rate = soundfile.read(vocals)
+    i, _ = soundfile.read(instrumental)
+    assert rate == SR and v.shape == i.shape == (int(1.5 * SR), 2)
+    np.testing.assert_allclose(v + i, stereo_tone(1.5).T, atol=2 / 32768)  # 16-bit files
+    b_vocals, _ = stem_paths(songs / "b.flac", result.output_dir, "wav")
+    assert soundfile.info(b_vocals).frames == SR and soundfile.info(b_vocals).channels == 2
+    assert any("window 1/1" in message for message in seen)
+
+
+def test_api_missing_model_names_the_download(project_root: Path, tmp_path: Path) -> None:
+    soundfile.write(tmp_path / "a.wav", stereo_tone(0.2).T, SR)
+    with pytest.raises(AssetMissingError, match=r"python -m tools.cli download uvr5-hp5"):
+        separate_audio(project=project_root, model="uvr5-hp5", input_path=tmp_path / "a.wav")
+    with pytest.raises(AssetMissingError, match="uvr5-hp2"):
+        separate_audio(project=project_root, model="HP2_all_vocals.pth", input_path=tmp_path / "a.wav")
+
+
+def test_separation_assets_are_named_and_not_part_of_all(project_root: Path) -> None:
+    project = assets.Project.at(project_root)
+    items = assets.files_for(["uvr5"])
+    assert [i.group for i in items] == ["uvr5-hp2", "uvr5-hp3", "uvr5-hp5", "uvr5-dereverb"]
+    assert all(i.sha256 is None and i.size is None for i in items)  # none published that we could confirm
+    assert items[3].local_path(project) == project_root / "uvr5_weights" / "onnx_dereverb_By_FoxJoy" / "vocals.onnx"
+    assert items[2].url().endswith("/lj1995/VoiceConversionWebUI/resolve/main/uvr5_weights/HP5_only_main_vocal.pth")
+    assert not set(assets.files_for(["all"])) & set(items)
+
+
+def test_cli_separate(project_root: Path, mdx_file: Path, tmp_path: Path) -> None:
+    soundfile.write(tmp_path / "song.wav", stereo_tone(1.0).T, SR)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "tools.cli", "--root", str(project_root), "separate", "--input", str(tmp_path / "song.wav")]
+    done = subprocess.run([*command, "--model", str(mdx_file), "--format", "flac", "-o", str(tmp_path / "out")],
+                          cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=240, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "song.wav -> song_vocals.flac, song_instrumental.flac" in done.stdout
+    assert soundfile.info(tmp_path / "out" / "song_instrumental.flac").samplerate == SR
+    missing = subprocess.run([*command, "--model", "uvr5-hp3"], cwd=str(REPO_ROOT), capture_output=True, text=True,
+                             timeout=120, env=env)  # fmt: skip
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1].startswith("error:")
+    assert "python -m tools.cli download uvr5-hp3" in missing.stderr
+
+
+@pytest.mark.slow
+def test_api_vr_model_with_the_real_bands(project_root: Path, vr_file: Path, tmp_path: Path) -> None:
+    """The whole RVC path at 673 rows, one 512-frame window: about 20 s on 2 CPU cores."""
+    target = assets.uvr5_dir(assets.Project.at(project_root)) / "HP5_only_main_vocal.pth"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(vr_file.read_bytes())
+    soundfile.write(tmp_path / "song.wav", stereo_tone(1.0).T, SR)
+    result = separate_audio(project=project_root, model="uvr5-hp5", input_path=tmp_path / "song.wav",
+                            output_dir=tmp_path / "out")  # fmt: skip
+    assert result.ok and result.model == target
+    v, rate = soundfile.read(result.separated[0].vocals_path)
+    i, _ = soundfile.read(result.separated[0].instrumental_path)
+    assert rate == SR and v.shape == i.shape == (SR, 2)
+    assert np.abs(v).max() > 0.001 and np.abs(i).max() > 0.001
