@@ -157,3 +157,23 @@ def test_voices_added_after_start_are_listed_on_the_first_page_load(
         assert page.get_by_role("option", name="ref").count() == 1
     finally:
         context.close()
+
+
+def test_the_assets_panel_shows_an_offline_download_as_failed(
+    page: Any, served: tuple[str, Any, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    page.locator("#assets-panel").get_by_text("Assets - missing:").click()
+    choice = page.locator("#assets-choice")
+    choice.get_by_label("rmvpe (missing)").wait_for()
+    # The v2-40k set is ticked first (hubert here is not the published file); keep rmvpe alone.
+    assert choice.get_by_label("pretrained-v2-40k (missing)").is_checked()
+    choice.get_by_label("hubert (missing)").uncheck()
+    choice.get_by_label("pretrained-v2-40k (missing)").uncheck()
+    assert choice.get_by_label("rmvpe (missing)").is_checked()
+    page.locator("#assets-download").click()
+    page.wait_for_selector('#assets-job .rvc-progress[data-state="failed"]')
+    page.screenshot(path=str(tmp_path / "download-failed.png"), full_page=True)
+    assert "1 failed" in page.locator("#assets-job .rvc-progress .text").inner_text()
+    log = page.locator("#assets-job .rvc-log textarea").input_value()
+    assert "rmvpe.pt" in log and "f0G40k" not in log, log
