@@ -336,3 +336,56 @@ def test_api_vr_model_with_the_real_bands(project_root: Path, vr_file: Path, tmp
     i, _ = soundfile.read(result.separated[0].instrumental_path)
     assert rate == SR and v.shape == i.shape == (SR, 2)
     assert np.abs(v).max() > 0.001 and np.abs(i).max() > 0.001
+
+
+def test_app_separate_endpoint_runs_a_job_with_stop(project_root: Path, mdx_file: Path) -> None:
+    """The Separate tab's button through gradio_client: a job with progress, downloadable stems, and Stop."""
+    import re
+    import time
+
+    from gradio_client import Client
+    from helpers_app import app_in_thread
+
+    target = project_root / "uvr5_weights" / "onnx_dereverb_By_FoxJoy" / "vocals.onnx"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(mdx_file.read_bytes())
+    songs = project_root / "songs"
+    songs.mkdir()
+    soundfile.write(songs / "take.wav", stereo_tone(1.0).T, SR)
+
+    def job_of(html: str) -> str:
+        found = re.search(r'data-job="([^"]*)"', html)
+        assert found and found.group(1), html
+        return found.group(1)
+
+    def wait(client: Client, job_id: str) -> dict[str, object]:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            status = client.predict(job_id, api_name="/job_status")
+            if status["state"] != "running":
+                return status
+            time.sleep(0.3)
+        raise TimeoutError(job_id)
+
+    with app_in_thread(project_root) as (url, ctx):
+        client = Client(url, verbose=False)
+        outputs = client.predict("onnx_dereverb_By_FoxJoy/vocals.onnx", "songs", "outputs/separated", "wav", 10, None,
+                                 api_name="/separate")  # fmt: skip
+        status = wait(client, job_of(outputs[1]))
+        assert status["state"] == "done", status
+        assert any("take.wav -> take_vocals.wav, take_instrumental.wav" in line for line in status["log"])
+        assert (project_root / "outputs" / "separated" / "take_instrumental.wav").is_file()
+        refused = client.predict("uvr5-hp5", "songs", "outputs/separated", "wav", 10, None, api_name="/separate")
+        assert "download uvr5-hp5" in refused[1] or "download uvr5-hp5" in str(refused)
+        # Stop: a long song in 1 s segments; cancelling ends the job as "cancelled" between windows.
+        soundfile.write(songs / "long.wav", stereo_tone(20.0).T, SR)
+        (songs / "take.wav").unlink()
+        from infer_pack.cache import file_key
+
+        slow = load_mdx_separator(target, params=MdxParams(segment_seconds=0.5, margin_samples=4410))
+        device = "cuda" if torch.cuda.is_available() else "cpu"  # what device="auto" picks
+        ctx.cache.get_or_load(("separator", file_key(target), device, 10), lambda: slow)
+        started = client.predict(str(target), "songs", "outputs/separated", "wav", 10, None, api_name="/separate")
+        job_id = job_of(started[1])
+        assert client.predict(job_id, api_name="/stop_job") is True
+        assert wait(client, job_id)["state"] == "cancelled"

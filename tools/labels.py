@@ -27,6 +27,16 @@ LABELS: dict[str, str] = {
     "tab.train": "Train",
     "tab.model_tools": "Model tools",
     "tab.assets": "Assets",
+    "tab.separate": "Separate",
+    "separate.intro": "Split songs into vocals and accompaniment before training or converting. "
+    "Models: UVR5 HP2 / HP5 (keep the main vocal), HP3 (all vocals) and the MDX dereverb ONNX; "
+    "fetch them with `python -m tools.cli download uvr5` or put files in uvr5_weights/. "
+    "Each input gives <name>_vocals and <name>_instrumental.",
+    "separate.model": "Separation model (uvr5_weights/)",
+    "separate.files": "...or upload songs (used instead of the folder)",
+    "separate.aggressiveness": "Aggressiveness (VR models; RVC's default 10)",
+    "separate.run": "Separate",
+    "separate.results": "Stems",
     # convert
     "convert.audio": "Input audio (upload or record)",
     "convert.voice": "Voice",

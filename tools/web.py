@@ -105,7 +105,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     """Assemble the tabs into one Blocks app (not launched)."""
     import gradio as gr
 
-    from tools import ui_assets, ui_convert, ui_jobs, ui_model_tools, ui_train
+    from tools import ui_assets, ui_convert, ui_jobs, ui_model_tools, ui_separate, ui_train
     from tools.labels import label
 
     with gr.Blocks(title=label("app.title"), theme=_theme(), css=CSS, analytics_enabled=False) as app:
@@ -119,6 +119,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 ui_train.build(ctx)
             with gr.Tab(label("tab.model_tools"), id="model_tools") as tools_tab:
                 ui_model_tools.build(ctx, tools_tab)
+            with gr.Tab(label("tab.separate"), id="separate") as separate_tab:
+                ui_separate.build(ctx, separate_tab)
         # Scripts (gradio_client) follow a job started by a button through these two endpoints.
         def status_endpoint(job_id: str) -> dict:
             return job_status(ctx, job_id)

@@ -1,0 +1,99 @@
+"""The Separate tab: split songs into vocals and accompaniment with a UVR5 / MDX model, as a job
+(progress, log, Stop). The work is `tools.api.separate_audio`; this module only parses and renders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import gradio as gr
+
+from infer_pack.errors import UserInputError
+from tools.jobs import JobContext, JobSnapshot
+from tools.labels import label
+from tools.ui_jobs import JobStarter, job_panel
+
+if TYPE_CHECKING:
+    from tools.web import AppContext
+
+DEFAULT_OUTPUT_DIR = "outputs/separated"  # tools.api.separate's OUTPUT_DIR_NAME, served for download
+
+
+def model_choices(ctx: AppContext) -> list[str]:
+    from tools.api.separate import model_choices as choices
+
+    return choices(ctx.project)
+
+
+def _starter(ctx: AppContext) -> JobStarter:
+    def starter(model: str | None, input_dir: str, output_dir: str, out_format: str, aggressiveness: float,
+                uploads: list[Any] | None) -> tuple[str, Callable[[JobContext], Any], None]:  # fmt: skip
+        from tools import api
+
+        if not str(model or "").strip():
+            raise UserInputError("choose a separation model first (download one under Assets or put it in uvr5_weights/)")
+        # Uploads live in Gradio's own upload folder, so they are not confined to the project; a typed folder is.
+        files = [Path(str(f)) for f in (uploads or [])]
+        if not files and not str(input_dir or "").strip():
+            raise UserInputError("give an input folder or upload the songs to separate")
+        src = None if files else ctx.project.confine(input_dir.strip(), "input folder")
+        dst = ctx.project.confine((output_dir or DEFAULT_OUTPUT_DIR).strip(), "output folder")
+
+        def work(job: JobContext) -> Any:
+            return api.separate_audio(
+                project=ctx.project, model=str(model).strip(), input_dir=src, input_paths=files or None,
+                output_dir=dst, output_format=out_format, aggressiveness=int(aggressiveness), cache=ctx.cache,
+                progress=job.progress, cancel=job.cancel,
+            )
+
+        return "separate", work, None
+
+    return starter
+
+
+def downloads(ctx: AppContext, snapshot: JobSnapshot | None) -> Any:
+    """The finished job's stems for the download box (only those under the folders the app serves)."""
+    if snapshot is None or snapshot.kind != "separate":
+        return gr.skip()
+    result = snapshot.result
+    if not snapshot.finished or result is None:
+        return None
+    served = [Path(d).resolve() for d in ctx.served_dirs()]
+    files = [p for f in result.separated for p in (f.vocals_path, f.instrumental_path)]
+    shown = [str(p) for p in files if any(p.resolve().is_relative_to(d) for d in served)]
+    return shown or None
+
+
+def build(ctx: AppContext, tab: gr.Tab) -> None:
+    """The tab's widgets; the model list refreshes each time `tab` is selected."""
+    from tools.api.separate import DEFAULT_AGGRESSIVENESS, SEPARATION_FORMATS
+
+    gr.Markdown(label("separate.intro"))
+    with gr.Row():
+        model = gr.Dropdown(model_choices(ctx), value=None, label=label("separate.model"), scale=4,
+                            allow_custom_value=True, elem_id="separate-model")  # fmt: skip
+        refresh = gr.Button(label("convert.refresh"), scale=1, min_width=120)
+    with gr.Row():
+        input_dir = gr.Textbox(label=label("batch.input_dir"), elem_id="separate-input-dir")
+        uploads = gr.File(file_count="multiple", type="filepath", label=label("separate.files"),
+                          elem_id="separate-files")  # fmt: skip
+    with gr.Row():
+        output_dir = gr.Textbox(DEFAULT_OUTPUT_DIR, label=label("batch.output_dir"), elem_id="separate-output-dir")
+        out_format = gr.Dropdown(list(SEPARATION_FORMATS), value="wav", label=label("batch.format"))
+        aggressiveness = gr.Slider(0, 20, value=DEFAULT_AGGRESSIVENESS, step=1, label=label("separate.aggressiveness"))
+    run = gr.Button(label("separate.run"), variant="primary", elem_id="separate-run")
+    results = gr.File(None, file_count="multiple", interactive=False, render=False, label=label("separate.results"),
+                      elem_id="separate-results")  # fmt: skip
+    panel = job_panel(ctx.jobs, extra_outputs=[results], render_extra=lambda s: [downloads(ctx, s)],
+                      elem_id="separate-panel")  # fmt: skip
+    results.render()
+    panel.bind(run, _starter(ctx), [model, input_dir, output_dir, out_format, aggressiveness, uploads],
+               api_name="separate")  # fmt: skip
+    panel.attach_on_load(("separate",))
+
+    def on_refresh() -> Any:
+        return gr.Dropdown(choices=model_choices(ctx))
+
+    refresh.click(on_refresh, outputs=[model], api_name=False)
+    tab.select(on_refresh, outputs=[model], api_name=False)
