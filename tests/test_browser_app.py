@@ -220,3 +220,38 @@ def test_convert_tab_converts_a_microphone_recording(
     voiced = f0[f0 > 0]
     assert voiced.size > 0.3 * f0.size, "the recording is mostly unvoiced"
     assert abs(float(np.median(voiced)) - MIC_TONE_HZ) < 0.2 * MIC_TONE_HZ, float(np.median(voiced))
+
+
+def test_batch_tab_converts_several_uploads_and_offers_a_zip(
+    page: Any, served: tuple[str, Any, Path], tmp_path: Path,
+) -> None:
+    """Upload two files that share a stem, convert them, and download the zip the page offers."""
+    import io
+    import shutil
+    import zipfile
+
+    _url, _ctx, root = served
+    shutil.copy(root / "inputs" / "b.wav", tmp_path / "song.wav")
+    write_test_wav(tmp_path / "song.flac.wav", seconds=1.0, f0_hz=200.0)
+    flac = tmp_path / "song.flac"
+    (tmp_path / "song.flac.wav").rename(flac)  # a wav under a .flac name: decoded by content
+    page.locator("#convert-voice input").click()
+    page.get_by_role("option", name="ref").click()
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-files input[type=file]").set_input_files([str(tmp_path / "song.wav"), str(flac)])
+    page.wait_for_function("() => document.querySelectorAll('#batch-files tbody tr').length === 2")  # both uploaded
+    page.locator("#batch-f0").get_by_text("PM (fast)").click()
+    page.locator("#batch-output-dir input, #batch-output-dir textarea").first.fill("outputs/browser-batch")
+    _click_when_uploaded(page, "#batch-run")
+    state = _wait_state(page, "#batch-panel", ("done", "failed", "cancelled"), timeout_ms=CONVERT_TIMEOUT_MS)
+    page.locator("#batch-results a").first.wait_for()
+    page.screenshot(path=str(tmp_path / "batch.png"), full_page=True)
+    assert state == "done", page.locator("#batch-panel .rvc-log textarea").input_value()
+    hrefs = [a.get_attribute("href") or "" for a in page.locator("#batch-results a").all()]
+    links = {h.rsplit("/", 1)[-1]: h for h in hrefs}
+    names = sorted(links)
+    assert names == ["ref-converted.zip", "song-flac.wav", "song-wav.wav"], links
+    href = links["ref-converted.zip"]
+    body = page.request.get(href if href.startswith("http") else page.url.rstrip("/") + href).body()
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        assert sorted(archive.namelist()) == ["song-flac.wav", "song-wav.wav"]

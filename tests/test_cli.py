@@ -225,3 +225,25 @@ def test_train_log_interval_flag_reaches_the_api(
     monkeypatch.setattr(api, "train_model", fake_train, raising=False)
     status = cli.main(["--root", str(project_root), "train", "-e", "alice", *flag])
     assert status == 0 and seen["log_interval"] == interval
+
+
+@pytest.mark.parametrize(("flag", "zipped"), [([], False), (["--zip"], True)])
+def test_batch_zip_flag_reaches_the_api(
+    monkeypatch: pytest.MonkeyPatch, project_root: Path, flag: list[str], zipped: bool
+) -> None:
+    from types import SimpleNamespace
+
+    from tools import api, cli
+
+    seen: dict[str, Any] = {}
+
+    def fake_batch(**kwargs: Any) -> Any:
+        seen.update(kwargs)
+        return SimpleNamespace(failed=[], summary=lambda: "converted")
+
+    monkeypatch.setattr(api, "convert_batch", fake_batch, raising=False)
+    (project_root / "weights").mkdir()
+    (project_root / "weights" / "v.pth").write_bytes(b"x")
+    status = cli.main(["--root", str(project_root), "batch", "-m", "v", "--input-dir", "in", "--output-dir", "out",
+                       *flag])
+    assert status == 0 and seen["zip_results"] is zipped

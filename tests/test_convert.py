@@ -18,7 +18,7 @@ from conftest import reference_file, synthetic_voice
 from infer_pack.cache import ModelCache, file_key
 from infer_pack.errors import AssetMissingError, UserInputError
 from infer_pack.progress import CancelToken
-from tools.api.convert import batch_output_name, convert_batch, convert_voice
+from tools.api.convert import batch_output_names, convert_batch, convert_voice
 from tools.api.index import train_index
 from tools.project import Project
 
@@ -68,7 +68,7 @@ def test_batch_goes_on_after_a_bad_file(project: tuple[Project, ModelCache], tmp
         project=proj, model=proj.voice_path("slim"), input_dir=proj.root / "in", output_dir=tmp_path / "out",
         f0_method="pm", device="cpu", cache=cache, progress=lambda d, t, m: seen.append((d, t)),
     )  # fmt: skip
-    assert [p.name for p in result.converted] == ["a.wav.wav"] == [batch_output_name(Path("a.wav"), "wav")]
+    assert [p.name for p in result.converted] == ["a.wav"], "<stem>.<format>, not a.wav.wav"
     assert [path.name for path, _ in result.failed] == ["broken.wav"]
     assert "broken.wav" in result.failed[0][1]
     assert seen[-1] == (2, 2)
@@ -83,6 +83,41 @@ def test_batch_goes_on_after_a_bad_file(project: tuple[Project, ModelCache], tmp
     with pytest.raises(CancelledError):
         convert_batch(project=proj, model=proj.voice_path("slim"), input_dir=proj.root / "in",
                       output_dir=tmp_path / "out2", f0_method="pm", device="cpu", cache=cache, cancel=token)  # fmt: skip
+
+
+def test_batch_output_names_are_stems_and_unique() -> None:
+    names = batch_output_names([Path("in/a.wav"), Path("in/a.mp3"), Path("up/1/a.wav"), Path("in/b.flac"),
+                                Path("in/A.ogg"), Path("in/a-wav.m4a")], "wav")
+    assert names == ["a-wav.wav", "a-mp3.wav", "a-wav-2.wav", "b.wav", "A-ogg.wav", "a-wav-3.wav"]
+    assert len({n.lower() for n in names}) == len(names), "unique even on a case-insensitive disk"
+    assert batch_output_names([Path("song.mp3")], "flac") == ["song.flac"]
+
+
+def test_batch_of_uploads_with_one_stem_and_its_zip(project: tuple[Project, ModelCache], tmp_path: Path) -> None:
+    """a.wav and a.flac both convert (neither overwrites the other) and the zip holds exactly the results."""
+    import zipfile
+
+    proj, cache = project
+    flac = tmp_path / "up" / "a.flac"
+    flac.parent.mkdir()
+    data, rate = soundfile.read(str(proj.root / "in" / "a.wav"))
+    soundfile.write(str(flac), data, rate)
+    out = tmp_path / "out"
+    result = convert_batch(
+        project=proj, model=proj.voice_path("slim"), input_paths=[proj.root / "in" / "a.wav", flac,
+                                                                   proj.root / "in" / "broken.wav"],
+        output_dir=out, output_format="flac", f0_method="pm", device="cpu", cache=cache, zip_results=True,
+    )  # fmt: skip
+    assert [p.name for p in result.converted] == ["a-wav.flac", "a-flac.flac"]
+    assert result.zip_path is not None and result.zip_path.parent == out and result.zip_path.suffix == ".zip"
+    with zipfile.ZipFile(result.zip_path) as archive:
+        assert sorted(archive.namelist()) == ["a-flac.flac", "a-wav.flac"]
+        assert archive.read("a-wav.flac") == (out / "a-wav.flac").read_bytes()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "the zip is written atomically (no temp left)"
+    assert result.zip_path.name in result.summary()
+    plain = convert_batch(project=proj, model=proj.voice_path("slim"), input_paths=[flac], output_dir=tmp_path / "o2",
+                          f0_method="pm", device="cpu", cache=cache)  # fmt: skip
+    assert plain.zip_path is None and [p.name for p in plain.converted] == ["a.wav"]
 
 
 def test_errors_name_the_problem(project: tuple[Project, ModelCache], tmp_path: Path) -> None:

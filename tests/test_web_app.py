@@ -161,17 +161,49 @@ def test_batch_converts_a_folder_and_counts_failures(served: tuple[Any, Any, Pat
     shutil.copy(root / "inputs" / "b.wav", folder / "take.wav")
     (folder / "broken.wav").write_bytes(b"RIFF\x00\x00not really audio")
     outputs = client.predict("ref.pth", "", "batch-in", "batch-out", "flac", 0, 0, "pm", 0.75, 3, 0, 0.25, 0.33,
-                             api_name="/convert_batch")
+                             "keep", None, api_name="/convert_batch")
     job_id, state, _text = _progress_state(outputs[1])
     assert state == "running"
     status = _wait_job(client, job_id, timeout_s=300)
     assert status["state"] == "done", status
     assert any("converted 1 file(s), 1 failed" in line for line in status["log"]), status["log"]
     assert any("broken.wav" in line and "cannot load audio" in line for line in status["log"])
-    assert sorted(p.name for p in (root / "batch-out").iterdir()) == ["take.wav.flac"]
+    assert sorted(p.name for p in (root / "batch-out").iterdir()) == ["ref-converted.zip", "take.flac"]
     refused = client.predict("ref.pth", "", "/tmp", "batch-out", "wav", 0, 0, "pm", 0.75, 3, 0, 0.25, 0.33,
-                             api_name="/convert_batch")
+                             "keep", None, api_name="/convert_batch")
     assert "outside the project folder" in _progress_state(refused[1])[2]
+
+
+@pytest.mark.slow
+def test_batch_of_uploaded_files_with_one_stem(served: tuple[Any, Any, Path]) -> None:
+    """Several uploads at once (two share the stem `a`): each gets its own `<stem>.<format>` and the zip holds all."""
+    import shutil
+    import zipfile
+
+    import soundfile
+    from gradio_client import handle_file
+
+    client, _ctx, root = served
+    uploads = root.parent / "uploads"
+    uploads.mkdir()
+    shutil.copy(root / "inputs" / "b.wav", uploads / "a.wav")
+    data, rate = soundfile.read(str(root / "inputs" / "b.wav"))
+    soundfile.write(str(uploads / "a.flac"), data, rate)
+    files = [handle_file(str(uploads / "a.wav")), handle_file(str(uploads / "a.flac"))]
+    outputs = client.predict("ref.pth", "", "", "outputs/batch-up", "wav", 0, 0, "pm", 0.75, 3, 0, 0.25, 0.33,
+                             "keep", files, api_name="/convert_batch")
+    job_id, state, text = _progress_state(outputs[1])
+    assert state == "running", text
+    status = _wait_job(client, job_id, timeout_s=300)
+    assert status["state"] == "done", status
+    folder = root / "outputs" / "batch-up"
+    assert sorted(p.name for p in folder.iterdir()) == ["a-flac.wav", "a-wav.wav", "ref-converted.zip"]
+    with zipfile.ZipFile(folder / "ref-converted.zip") as archive:
+        assert sorted(archive.namelist()) == ["a-flac.wav", "a-wav.wav"]
+    assert any("all results in one zip" in line for line in status["log"]), status["log"]
+    nothing = client.predict("ref.pth", "", "", "outputs/x", "wav", 0, 0, "pm", 0.75, 3, 0, 0.25, 0.33, "keep", None,
+                             api_name="/convert_batch")
+    assert "upload the files" in _progress_state(nothing[1])[2]
 
 
 @pytest.mark.slow

@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-dir", required=True)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--format", default="wav", choices=OUTPUT_FORMATS, help="default: wav")
+    p.add_argument("--zip", action="store_true", help="also put the results in <output-dir>/<voice>-converted.zip")
     _add_conversion_flags(p)
 
     p = add("preprocess", _cmd_preprocess, "slice and resample a dataset into an experiment")
@@ -295,7 +296,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         raise UserInputError("--f0-file applies to one input; use `convert` for it")
     result = _run(args, lambda bar: api.convert_batch(
         project=args.root, model=model, input_dir=args.input_dir, output_dir=args.output_dir,
-        output_format=args.format, progress=bar, **fields,
+        output_format=args.format, zip_results=args.zip, progress=bar, **fields,
     ))
     return EXIT_ERROR if result.failed else 0
 

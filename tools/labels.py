@@ -59,7 +59,8 @@ LABELS: dict[str, str] = {
     "convert.info": "Result",
     "batch.input_dir": "Input folder (inside the project or an allowed folder)",
     "batch.output_dir": "Output folder",
-    "batch.files": "...or upload several files",
+    "batch.files": "...or upload several files (used instead of the folder)",
+    "batch.results": "Results (a zip of all, and each file)",
     "batch.format": "Output format",
     "batch.run": "Convert all",
     # jobs

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from infer_pack.errors import RVCError, UserInputError
-from tools.jobs import JobContext
+from tools.jobs import JobContext, JobSnapshot
 from tools.labels import label
 from tools.ui_jobs import JobStarter, job_panel
 
@@ -144,21 +144,28 @@ def run_convert(
 
 def _batch_starter(ctx: AppContext) -> JobStarter:
     def starter(voice_file: str | None, index: str | None, input_dir: str, output_dir: str, out_format: str,
-                *params: Any) -> tuple[str, Callable[[JobContext], Any], None]:
+                *values: Any) -> tuple[str, Callable[[JobContext], Any], None]:
+        """`values`: the conversion parameters, then the uploaded files (a list of paths, or None)."""
         from tools import api
 
+        *params, uploads = values
         voice = _voice_path(ctx, voice_file)
         index_path = _index_path(ctx, index)
-        if not str(input_dir or "").strip() or not str(output_dir or "").strip():
-            raise UserInputError("give both an input folder and an output folder")
-        src = ctx.project.confine(input_dir.strip(), "input folder")
+        # Uploads live in Gradio's own upload folder, so they are not confined to the project; a typed folder is.
+        files = [Path(str(f)) for f in (uploads or [])]
+        if not files and not str(input_dir or "").strip():
+            raise UserInputError("give an input folder or upload the files to convert")
+        if not str(output_dir or "").strip():
+            raise UserInputError("give an output folder (inside outputs/ the results can be downloaded here)")
+        src = None if files else ctx.project.confine(input_dir.strip(), "input folder")
         dst = ctx.project.confine(output_dir.strip(), "output folder")
         kwargs = conversion_kwargs(*params)
 
         def work(job: JobContext) -> Any:
             return api.convert_batch(
-                project=ctx.project, model=voice, input_dir=src, output_dir=dst, index_path=index_path,
-                output_format=out_format, cache=ctx.cache, progress=job.progress, cancel=job.cancel, **kwargs,
+                project=ctx.project, model=voice, input_dir=src, input_paths=files or None, output_dir=dst,
+                index_path=index_path, output_format=out_format, zip_results=True, cache=ctx.cache,
+                progress=job.progress, cancel=job.cancel, **kwargs,
             )
 
         return "batch", work, None
@@ -166,10 +173,26 @@ def _batch_starter(ctx: AppContext) -> JobStarter:
     return starter
 
 
+def batch_downloads(ctx: AppContext, snapshot: JobSnapshot | None) -> Any:
+    """The finished batch's zip and files for the download box; cleared while a batch runs.
+
+    Only files under the folders the app serves (outputs/) can be offered; elsewhere the log says where they are.
+    """
+    if snapshot is None or snapshot.kind != "batch":
+        return gr.skip()
+    result = snapshot.result
+    if not snapshot.finished or result is None:
+        return None
+    served = [Path(d).resolve() for d in ctx.served_dirs()]
+    files = ([result.zip_path] if result.zip_path is not None else []) + list(result.converted)
+    shown = [str(p) for p in files if any(p.resolve().is_relative_to(d) for d in served)]
+    return shown or None
+
+
 def build(ctx: AppContext, tab: gr.Tab) -> None:
     """The tab's widgets; the voice and index lists refresh each time `tab` is selected."""
     from tools.api.assets import default_f0_method
-    from tools.api.convert import OUTPUT_FORMATS
+    from tools.api.convert import DEFAULT_BATCH_DIR, OUTPUT_FORMATS
 
     # Custom values are allowed: the choices are listed when the app starts (and refreshed per browser session),
     # and a voice or index made later (training, merge) must still be accepted from an API client. The
@@ -214,12 +237,20 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
             )
         with gr.Tab(label("tab.batch"), id="convert_batch"):
             with gr.Row():
-                input_dir = gr.Textbox(label=label("batch.input_dir"))
-                output_dir = gr.Textbox(label=label("batch.output_dir"))
+                input_dir = gr.Textbox(label=label("batch.input_dir"), elem_id="batch-input-dir")
+                uploads = gr.File(file_count="multiple", type="filepath", label=label("batch.files"),
+                                  elem_id="batch-files")
+            with gr.Row():
+                output_dir = gr.Textbox(DEFAULT_BATCH_DIR, label=label("batch.output_dir"), elem_id="batch-output-dir")
                 out_format = gr.Dropdown(list(OUTPUT_FORMATS), value="wav", label=label("batch.format"))
             batch_params = conversion_controls("batch", default_f0_method(ctx.project))
-            batch_run = gr.Button(label("batch.run"), variant="primary")
-            panel = job_panel(ctx.jobs, elem_id="batch-panel")
-            panel.bind(batch_run, _batch_starter(ctx), [voice, index, input_dir, output_dir, out_format, *batch_params],
+            batch_run = gr.Button(label("batch.run"), variant="primary", elem_id="batch-run")
+            results = gr.File(None, file_count="multiple", interactive=False, render=False,
+                              label=label("batch.results"), elem_id="batch-results")
+            panel = job_panel(ctx.jobs, extra_outputs=[results], render_extra=lambda s: [batch_downloads(ctx, s)],
+                              elem_id="batch-panel")
+            results.render()
+            panel.bind(batch_run, _batch_starter(ctx),
+                       [voice, index, input_dir, output_dir, out_format, *batch_params, uploads],
                        api_name="convert_batch")
             panel.attach_on_load(("batch",))

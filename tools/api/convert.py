@@ -31,6 +31,7 @@ OutputFormat = Literal["wav", "flac", "mp3", "m4a"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]  # auto: fp32 on CPU, fp16 on CUDA
 OUTPUT_FORMATS: tuple[str, ...] = ("wav", "flac", "mp3", "m4a")
 OUTPUT_DIR_NAME = "outputs"  # <project>/outputs/: where single conversions go unless told otherwise
+DEFAULT_BATCH_DIR = f"{OUTPUT_DIR_NAME}/batch"  # the Batch tab's output folder (served: its results download)
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,12 @@ class BatchResult:
     converted: list[Path]
     failed: list[tuple[Path, str]]  # (input file, reason)
     seconds: float
+    zip_path: Path | None = None  # every converted file in one zip (convert_batch(zip_results=True))
 
     def summary(self) -> str:
         lines = [f"converted {len(self.converted)} file(s), {len(self.failed)} failed, into {self.output_dir}"]
+        if self.zip_path is not None:
+            lines.append(f"all results in one zip: {self.zip_path}")
         lines += [f"  {path.name}: {reason}" for path, reason in self.failed]
         return "\n".join(lines)
 
@@ -325,10 +329,45 @@ def convert_voice(
     )
 
 
-def batch_output_name(input_path: Path, output_format: str) -> str:
-    """RVC's batch naming: the whole input name plus the format (`song.mp3` -> `song.mp3.wav`), so
-    files that differ only in extension never overwrite each other."""
-    return f"{input_path.name}.{output_format}"
+def batch_output_names(inputs: list[Path], output_format: str) -> list[str]:
+    """`<stem>.<format>` per input (`song.mp3` -> `song.wav`; RVC writes `song.mp3.wav`), unique in the batch.
+
+    Inputs sharing a stem (`a.wav`, `a.mp3`, or two uploads named `a.wav`) keep their extension in the
+    name (`a-wav.wav`, `a-mp3.wav`); what still clashes gets `-2`, `-3`, ... Names are compared without
+    case, so none overwrites another on a case-insensitive disk either.
+    """
+    stem_counts: dict[str, int] = {}
+    for path in inputs:
+        stem_counts[path.stem.lower()] = stem_counts.get(path.stem.lower(), 0) + 1
+    taken: set[str] = set()
+    names = []
+    for path in inputs:
+        extension = path.suffix.lstrip(".")
+        base = path.stem if stem_counts[path.stem.lower()] == 1 or not extension else f"{path.stem}-{extension}"
+        name, number = base, 1
+        while name.lower() in taken:
+            number += 1
+            name = f"{base}-{number}"
+        taken.add(name.lower())
+        names.append(f"{name}.{output_format}")
+    return names
+
+
+def batch_zip_name(model: Path) -> str:
+    """The zip of a batch's results, in its output folder (`<voice>-converted.zip`)."""
+    return f"{model.stem}-converted.zip"
+
+
+def _write_zip(target: Path, files: list[Path]) -> Path:
+    """All `files` (by name) in one zip, written atomically; stored, not deflated: audio barely compresses."""
+    import zipfile
+
+    from infer_pack.fileio import atomic_path
+
+    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for path in files:
+            archive.write(path, arcname=path.name)
+    return target
 
 
 def convert_batch(
@@ -355,10 +394,13 @@ def convert_batch(
     cache: ModelCache | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    zip_results: bool = False,
 ) -> BatchResult:
     """Convert every audio file of `input_dir` (or the given `input_paths`) into `output_dir`.
 
-    A file that fails is logged and counted and the others go on; cancel stops between files.
+    Outputs are named by `batch_output_names`; with `zip_results` the converted files also go into
+    `output_dir/<voice>-converted.zip` (one download). A file that fails is logged and counted and the
+    others go on; cancel stops between files.
     """
     from infer_pack.audio import audio_extension_ok
     from infer_pack.cache import ModelCache
@@ -393,9 +435,9 @@ def convert_batch(
     converted: list[Path] = []
     failed: list[tuple[Path, str]] = []
     report(progress, 0, len(files), f"converting {len(files)} file(s)")
-    for number, path in enumerate(files):
+    for number, (path, name) in enumerate(zip(files, batch_output_names(files, output_format), strict=True)):
         check(cancel)
-        target = out_dir / batch_output_name(path, output_format)
+        target = out_dir / name
         try:
             _convert_file(converter, path, target, params, output_format, None, cancel)
         except CancelledError:
@@ -410,5 +452,7 @@ def convert_batch(
             converted.append(target)
         report(progress, number + 1, len(files), f"{number + 1}/{len(files)} {path.name}: "
                + ("failed" if failed and failed[-1][0] == path else "done"))  # fmt: skip
-    return BatchResult(output_dir=out_dir, converted=converted, failed=failed, seconds=time.perf_counter() - started)
+    zip_path = _write_zip(out_dir / batch_zip_name(request.model), converted) if zip_results and converted else None
+    return BatchResult(output_dir=out_dir, converted=converted, failed=failed, seconds=time.perf_counter() - started,
+                       zip_path=zip_path)
 
