@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers_app import CHROMIUM, CHROMIUM_ARGS, REFERENCE_VOICE, app_in_thread, make_project
+from helpers_app import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    REFERENCE_VOICE,
+    app_in_thread,
+    make_project,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -113,7 +119,7 @@ def test_one_click_is_refused_before_preparing_anything(served: tuple[str, Any, 
 def test_an_offline_download_fails_and_fetches_only_the_ticked_assets(
     served: tuple[str, Any, Path], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _url, ctx, root = served
+    _url, _ctx, root = served
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what a machine without internet sees, without waiting for DNS
     client = _client(served)
     refused = client.predict([], api_name="/download_assets")
@@ -136,7 +142,7 @@ def test_the_set_for_a_version_and_rate_ticks_its_missing_assets(served: tuple[s
     from tools.ui_assets import asset_sets, set_selection
 
     _url, ctx, _root = served
-    assert ("v1-48k" in dict((v, t) for t, v in asset_sets()))
+    assert "v1-48k" in [value for _text, value in asset_sets()]
     assert set_selection(ctx, "v1-48k") == ["hubert", "rmvpe", "pretrained-v1-48k"]  # hubert: not the published file
 
 

@@ -111,24 +111,24 @@ def test_api_package_re_exports_every_action() -> None:
 
 
 def _device_lists(app: object) -> dict[str, object]:
-    blocks = getattr(app, "blocks").values()
+    blocks = app.blocks.values()
     return {b.elem_id: b for b in blocks if getattr(b, "elem_id", None) in ("train-extract-device", "train-train-device")}
 
 
 def test_device_lists_are_shown_only_with_cuda(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import tools.ui_train as ui_train
+    from tools import ui_train
     from tools.web import build_app
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine
     assert ui_train.gpu_names() == []
     hidden = _device_lists(build_app(ctx))
-    assert len(hidden) == 2 and not any(getattr(b, "visible") for b in hidden.values())
+    assert len(hidden) == 2 and not any(b.visible for b in hidden.values())
     monkeypatch.setattr(ui_train, "gpu_names", lambda: ["Fake GPU A", "Fake GPU B"])
     shown = _device_lists(build_app(ctx))
-    assert all(getattr(b, "visible") for b in shown.values())
-    choices = [tuple(c) for c in getattr(shown["train-train-device"], "choices")]
+    assert all(b.visible for b in shown.values())
+    choices = [tuple(c) for c in shown["train-train-device"].choices]
     assert choices == [("auto (first GPU)", "auto"), ("GPU 0: Fake GPU A", "cuda:0"), ("GPU 1: Fake GPU B", "cuda:1"),
                        ("CPU", "cpu")]
     assert ui_train.device_choices([]) == [("auto (CPU)", "auto"), ("CPU", "cpu")]

@@ -11,7 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from infer_pack.errors import AssetMissingError, DiskFullError, MissingAssetsError, ModelFileError
+from infer_pack.errors import (
+    AssetMissingError,
+    DiskFullError,
+    MissingAssetsError,
+    ModelFileError,
+)
 from infer_pack.progress import CancelToken, ProgressCallback
 from tools import assets
 from tools.assets import AssetDownloadError, AssetFile, AssetState, Transport

@@ -154,10 +154,9 @@ def extract_features(
     """Step 2b: pitch (with f0) and content features for every segment, then filelist.txt and config.json."""
     from infer_pack.cache import ModelCache, file_key
     from infer_pack.hubert import ContentEncoder, load_content_encoder
+    from tools.api.assets import default_f0_method
     from train.extract_f0 import extract_f0
     from train.extract_features import extract_features as extract_content
-
-    from tools.api.assets import default_f0_method
 
     f0_method = f0_method or default_f0_method(project)  # rmvpe when rmvpe.pt is there, else swift
     request = ExtractRequest(experiment, version, use_f0, f0_method, interpolate_unvoiced, speaker_id, n_processes, device)
