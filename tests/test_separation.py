@@ -151,6 +151,45 @@ def test_hp3_files_predict_the_vocals(model_dir: Path, vr_file: Path) -> None:
     np.testing.assert_array_equal(a.instrumental, b.vocals)
 
 
+def write_deecho_file(path: Path, n_fft: int, nout: int = 48) -> Path:
+    from infer_pack.separation.vr_nets_new import CascadedNet
+
+    torch.manual_seed(2)
+    state = {k: v.half() if v.is_floating_point() else v for k, v in CascadedNet(n_fft, nout).state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def test_deecho_layout_is_read_from_the_file(tmp_path: Path) -> None:
+    """VR-DeEcho files (nets_new): the LSTM sizes fix n_fft; nout 48 (DeEcho) or 64 (DeReverb) is read, not guessed."""
+    from infer_pack.separation.vr_nets_new import CascadedNet, layout_of
+
+    with torch.device("meta"):
+        for nout in (48, 64):
+            state = CascadedNet(1344, nout).state_dict()
+            assert layout_of(state) == (1344, nout, 128) and len(state) == 689
+    assert tuple(state["stg1_low_band_net.0.lstm_dec2.lstm.weight_ih_l0"].shape) == (256, 168)
+    assert tuple(state["stg3_full_band_net.lstm_dec2.dense.0.weight"].shape) == (336, 128)
+    small = write_deecho_file(tmp_path / "VR-DeEchoDeReverb.pth", SMALL.n_fft, nout=64)
+    with pytest.raises(ModelFileError, match="sized for n_fft 64"):
+        load_vr_separator(small)  # RVC's 4band bands need n_fft 1344
+
+
+def test_deecho_file_separates_dry_vocals_from_the_echo(tmp_path: Path) -> None:
+    path = write_deecho_file(tmp_path / "VR-DeEchoAggressive.pth", SMALL.n_fft)
+    mix = stereo_tone(0.25, SMALL_RATE)
+    separator = load_vr_separator(path, params=SMALL, window_frames=192, aggressiveness=0.5)
+    stems = separator.separate(mix)
+    assert separator.vocals_first  # the network predicts the dry voice; the echo is the rest
+    assert stems.vocals.shape == stems.instrumental.shape == mix.shape and stems.sample_rate == SMALL_RATE
+    body = slice(0, mix.shape[1] - 32)
+    np.testing.assert_allclose((stems.vocals + stems.instrumental)[:, body], mix[:, body], atol=0.02)
+    x = torch.rand(1, 2, SMALL.bins + 1, 16)
+    with torch.inference_mode():  # RVC ignores the aggressiveness for this layout
+        assert torch.equal(separator.net(x, 0.0, 16), separator.net(x, 1.0, 16))
+
+
 def test_real_4band_params_split_and_rebuild_the_wave() -> None:
     p = bands.PARAMS_4BAND_V2
     assert p.n_fft == 1344 and p.split_bin == 85 and sum(b.height for b in p.bands) == 672
@@ -182,9 +221,9 @@ def test_vr_refuses_other_layouts_and_hostile_files(tmp_path: Path, vr_file: Pat
     torch.save(state, tmp_path / "shape.pth")
     with pytest.raises(ModelFileError, match=r"aux1_out.weight has shape \(2, 16, 1, 1\)"):
         load_vr_separator(tmp_path / "shape.pth")
-    torch.save({"stg1_low_band_net.0.enc1.conv.0.weight": torch.zeros(1), "stg1_low_band_net.0.lstm_dec2.x": torch.zeros(1)},
-               tmp_path / "VR-DeEchoNormal.pth")  # fmt: skip
-    with pytest.raises(ModelFileError, match="DeEcho"):
+    broken = {"out.weight": torch.zeros(2, 48, 1, 1), "stg3_full_band_net.lstm_dec2.lstm.weight_ih_l0": torch.zeros(256, 336)}
+    torch.save(broken, tmp_path / "VR-DeEchoNormal.pth")
+    with pytest.raises(ModelFileError, match="VR-DeEcho layout: 68[0-9] key"):
         load_separator(tmp_path / "VR-DeEchoNormal.pth")
 
     class Payload:

@@ -30,9 +30,12 @@ def _starter(ctx: AppContext) -> JobStarter:
     def starter(model: str | None, input_dir: str, output_dir: str, out_format: str, aggressiveness: float,
                 uploads: list[Any] | None) -> tuple[str, Callable[[JobContext], Any], None]:  # fmt: skip
         from tools import api
+        from tools.api.separate import resolve_model
 
         if not str(model or "").strip():
             raise UserInputError("choose a separation model first (download one under Assets or put it in uvr5_weights/)")
+        # Refused at once when absent (the message names the download), not after the job started.
+        model_path = ctx.project.confine(resolve_model(ctx.project, str(model).strip()), "separation model")
         # Uploads live in Gradio's own upload folder, so they are not confined to the project; a typed folder is.
         files = [Path(str(f)) for f in (uploads or [])]
         if not files and not str(input_dir or "").strip():
@@ -42,7 +45,7 @@ def _starter(ctx: AppContext) -> JobStarter:
 
         def work(job: JobContext) -> Any:
             return api.separate_audio(
-                project=ctx.project, model=str(model).strip(), input_dir=src, input_paths=files or None,
+                project=ctx.project, model=model_path, input_dir=src, input_paths=files or None,
                 output_dir=dst, output_format=out_format, aggressiveness=int(aggressiveness), cache=ctx.cache,
                 progress=job.progress, cancel=job.cancel,
             )

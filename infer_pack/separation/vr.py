@@ -1,9 +1,11 @@
-"""UVR5 "VR" separation (RVC's uvr5_weights HP2 / HP3 / HP5 files): a mask over a multi-band spectrogram.
+"""UVR5 "VR" separation (RVC's uvr5_weights HP2 / HP3 / HP5 and VR-DeEcho* files): a mask over a
+multi-band spectrogram.
 
-The file is a plain state dict of `vr_nets.CascadedASPPNet` (usually fp16). The network predicts
-the magnitude of the stem it was trained on; that stem keeps the mixture's phase and the other
-stem is the mixture minus it, in the spectrogram, as RVC does. HP2/HP5 predict the accompaniment,
-HP3 the vocals (`predicts_vocals`).
+A file is a plain state dict (usually fp16) of `vr_nets.CascadedASPPNet` (HP2/HP3/HP5) or of
+`vr_nets_new.CascadedNet` (VR-DeEcho*: an LSTM inside, sized by the file). The network predicts the
+magnitude of the stem it was trained on; that stem keeps the mixture's phase and the other stem is
+the mixture minus it, in the spectrogram, as RVC does. HP2/HP5 predict the accompaniment; HP3 the
+vocals; DeEcho/DeReverb the dry vocals, with the echo and reverb as the other stem (`predicts_vocals`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ if TYPE_CHECKING:
     import torch
 
     from infer_pack.separation.vr_nets import CascadedASPPNet
+    from infer_pack.separation.vr_nets_new import CascadedNet
 
 WINDOW_FRAMES = 512  # RVC's data["window_size"]: frames per network call, including 2 * offset context
-# Keys that mark the other VR layout (nets_new: VR-DeEcho*), which this module does not build.
-_NETS_NEW_MARKERS = ("lstm_dec2", "stg2_low_band_net.0.")
+# A key only the VR-DeEcho layout (nets_new) has.
+_NETS_NEW_MARKER = "stg3_full_band_net.lstm_dec2.lstm.weight_ih_l0"
 
 
 @dataclass(frozen=True)
@@ -40,32 +43,51 @@ class StemPair:
     sample_rate: int
 
 
-def predicts_vocals(path: str | Path) -> bool:
-    """RVC's rule: files named HP3* were trained on vocals; the other VR files on the accompaniment."""
-    return "HP3" in Path(path).name
+def predicts_vocals(path: str | Path, deecho: bool) -> bool:
+    """RVC's rule: HP3* files and the DeEcho layout predict the (dry) vocals; HP2/HP5 the accompaniment."""
+    return deecho or "HP3" in Path(path).name
 
 
-def _check_layout(state: Mapping[str, Any], path: Path) -> None:
+def is_deecho(state: Mapping[str, Any]) -> bool:
+    return _NETS_NEW_MARKER in state
+
+
+def _build(state: Mapping[str, Any], params: BandParams, path: Path, *, meta: bool = False) -> torch.nn.Module:
+    """The empty network the file's layout calls for (on the meta device: shapes only)."""
     import torch
 
-    from infer_pack.separation.vr_nets import CascadedASPPNet
+    from infer_pack.separation import vr_nets, vr_nets_new
+
+    with torch.device("meta" if meta else "cpu"):
+        if not is_deecho(state):
+            return vr_nets.CascadedASPPNet(params.n_fft)
+        n_fft, nout, nout_lstm = vr_nets_new.layout_of(dict(state))
+        if n_fft != params.n_fft:
+            raise ModelFileError(path, f"its LSTM layers are sized for n_fft {n_fft}, the bands {params.name} give "
+                                 f"{params.n_fft}", "use it with the model params it was trained with")  # fmt: skip
+        return vr_nets_new.CascadedNet(n_fft, nout, nout_lstm)
+
+
+def _check_layout(state: Mapping[str, Any], path: Path, params: BandParams) -> None:
+    import torch
 
     if not isinstance(state, Mapping) or not state:
         raise ModelFileError(path, "it is not a state dict of a VR separation model")
-    if any(marker in key for key in state for marker in _NETS_NEW_MARKERS):
-        raise ModelFileError(
-            path,
-            "it is a VR-DeEcho/DeReverb model (UVR's nets_new layout with an LSTM), which is not supported yet",
-            "use an HP2, HP3 or HP5 model, or the MDX dereverb model (onnx_dereverb_By_FoxJoy)",
-        )
-    with torch.device("meta"):
-        expected = CascadedASPPNet(1344).state_dict()
+    if is_deecho(state):
+        for key in ("out.weight", _NETS_NEW_MARKER):
+            if not isinstance(state.get(key), torch.Tensor) or state[key].dim() < 2:
+                raise ModelFileError(path, f"{key} is not a weight tensor", "pick one of RVC's uvr5_weights .pth files")
+    try:
+        expected = _build(state, params, path, meta=True).state_dict()
+    except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # impossible sizes in a broken file
+        raise ModelFileError(path, f"its tensor shapes describe no VR-DeEcho network ({exc})") from None
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
+    layout = "VR-DeEcho" if is_deecho(state) else "VR (HP2/HP3/HP5)"
     if missing or unexpected:
         raise ModelFileError(
             path,
-            f"it does not have the VR (HP2/HP3/HP5) layout: {len(missing)} key(s) missing (e.g. {missing[:2]}), "
+            f"it does not have the {layout} layout: {len(missing)} key(s) missing (e.g. {missing[:2]}), "
             f"{len(unexpected)} unexpected (e.g. {unexpected[:2]})",
             "pick one of RVC's uvr5_weights .pth files",
         )
@@ -73,16 +95,16 @@ def _check_layout(state: Mapping[str, Any], path: Path) -> None:
         value = state[key]
         if not isinstance(value, torch.Tensor) or tuple(value.shape) != tuple(ref.shape):
             shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-            raise ModelFileError(path, f"{key} has shape {shape}, the VR layout needs {tuple(ref.shape)}")
+            raise ModelFileError(path, f"{key} has shape {shape}, the {layout} layout needs {tuple(ref.shape)}")
 
 
 class VRSeparator:
-    """A loaded VR model; `separate(stereo)` gives both stems. `params` only sets the spectrogram
-    bands (4band_v2 for RVC's files); the network's weights do not depend on it."""
+    """A loaded VR model; `separate(stereo)` gives both stems. `params` sets the spectrogram bands:
+    RVC reads HP files with 4band_v2 and DeEcho files with 4band_v3, whose bands are the same."""
 
     kind = "vr"
 
-    def __init__(self, net: CascadedASPPNet, path: Path, *, params: BandParams, device: str,
+    def __init__(self, net: CascadedASPPNet | CascadedNet, path: Path, *, params: BandParams, device: str,
                  aggressiveness: float, vocals_first: bool, window_frames: int = WINDOW_FRAMES) -> None:  # fmt: skip
         if window_frames <= 2 * net.offset:
             raise ValueError(f"window_frames must exceed {2 * net.offset}, got {window_frames}")
@@ -150,7 +172,7 @@ def _fit(wave: np.ndarray, length: int) -> np.ndarray:
     return np.pad(wave, ((0, 0), (0, length - wave.shape[1]))).astype(np.float32)
 
 
-def load_vr_state(path: str | Path) -> dict[str, torch.Tensor]:
+def load_vr_state(path: str | Path, params: BandParams = bands.PARAMS_4BAND_V2) -> dict[str, torch.Tensor]:
     """The checked state dict of a VR file; hostile pickles -> UnsafeFileError, wrong layout -> ModelFileError."""
     from infer_pack.torchio import safe_torch_load
 
@@ -158,25 +180,23 @@ def load_vr_state(path: str | Path) -> dict[str, torch.Tensor]:
     state = safe_torch_load(path)
     if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
         state = state["model"]  # some tools wrap the weights; RVC's files are the bare dict
-    _check_layout(state, path)
+    _check_layout(state, path, params)
     return dict(state)
 
 
 def load_vr_separator(path: str | Path, *, device: str = "cpu", aggressiveness: float = 0.1,
                       params: BandParams = bands.PARAMS_4BAND_V2, window_frames: int = WINDOW_FRAMES,
                       half: bool = False) -> VRSeparator:  # fmt: skip
-    """Build the network of a VR file (RVC's uvr5_weights HP2/HP3/HP5). `aggressiveness` 0..1
-    (RVC's "agg" / 100, default 10)."""
+    """Build the network of a VR file (RVC's uvr5_weights HP2/HP3/HP5, VR-DeEcho*). `aggressiveness`
+    0..1 (RVC's "agg" / 100, default 10; the DeEcho layout ignores it, as RVC)."""
     import torch
-
-    from infer_pack.separation.vr_nets import CascadedASPPNet
 
     if not 0.0 <= aggressiveness <= 1.0:
         raise ValueError(f"aggressiveness must be between 0 and 1, got {aggressiveness}")
     path = Path(path)
-    state = load_vr_state(path)
-    net = CascadedASPPNet(params.n_fft)
+    state = load_vr_state(path, params)
+    net = _build(state, params, path)
     net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
     net = net.eval().to(device, torch.float16 if half else torch.float32)
     return VRSeparator(net, path, params=params, device=device, aggressiveness=aggressiveness,
-                       vocals_first=predicts_vocals(path), window_frames=window_frames)  # fmt: skip
+                       vocals_first=predicts_vocals(path, is_deecho(state)), window_frames=window_frames)  # fmt: skip
