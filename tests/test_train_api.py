@@ -135,3 +135,28 @@ def test_one_click_checks_assets_before_any_work(project_root: Path, monkeypatch
     assert names == ["hubert", "rmvpe"]
     (project_root / "rmvpe.pt").write_bytes(b"x")
     assert default_f0_method(project_root) == "rmvpe"
+
+
+@pytest.mark.slow  # three tiny epochs: ~35 s of CPU
+def test_cached_batches_are_loaded_once(project_root: Path, tiny_models: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RVC's "cache training set on GPU": epoch 1 loads the batches, later epochs replay them from the device."""
+    from tools.api.training import train_model
+    from train.data import TrainingDataset
+
+    prepare_experiment(project_root / "logs", name="cached")
+    reads: list[int] = []
+    real_getitem = TrainingDataset.__getitem__
+
+    def counting(self: TrainingDataset, index: int) -> Any:
+        reads.append(index)
+        return real_getitem(self, index)
+
+    monkeypatch.setattr(TrainingDataset, "__getitem__", counting)
+    result = train_model(project_root, experiment="cached", epochs=2, batch_size=2, use_pretrained=False,
+                         cache_batches=True, export_voice=False)
+    assert result.epochs_done == 2
+    two_cached_epochs = len(reads)
+    reads.clear()
+    train_model(project_root, experiment="cached", epochs=3, batch_size=2, use_pretrained=False,
+                cache_batches=False, export_voice=False)  # resumes at epoch 3: one epoch loaded from disk
+    assert two_cached_epochs == len(reads) > 0, "two cached epochs load what one uncached epoch loads"

@@ -110,9 +110,12 @@ def test_api_package_re_exports_every_action() -> None:
         api.no_such_action  # noqa: B018
 
 
+DEVICE_WIDGETS = ("train-extract-device", "train-train-device", "train-cache-batches")
+
+
 def _device_lists(app: object) -> dict[str, object]:
     blocks = app.blocks.values()
-    return {b.elem_id: b for b in blocks if getattr(b, "elem_id", None) in ("train-extract-device", "train-train-device")}
+    return {b.elem_id: b for b in blocks if getattr(b, "elem_id", None) in DEVICE_WIDGETS}
 
 
 def test_device_lists_are_shown_only_with_cuda(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,7 +127,7 @@ def test_device_lists_are_shown_only_with_cuda(ctx: AppContext, monkeypatch: pyt
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine
     assert ui_train.gpu_names() == []
     hidden = _device_lists(build_app(ctx))
-    assert len(hidden) == 2 and not any(b.visible for b in hidden.values())
+    assert len(hidden) == 3 and not any(b.visible for b in hidden.values())
     monkeypatch.setattr(ui_train, "gpu_names", lambda: ["Fake GPU A", "Fake GPU B"])
     shown = _device_lists(build_app(ctx))
     assert all(b.visible for b in shown.values())
@@ -148,7 +151,7 @@ def test_device_choices_reach_the_api(ctx: AppContext, monkeypatch: pytest.Monke
         "dataset": "data", "speaker_id": 0, "f0_method": "pm", "save_every": 1, "epochs": 1, "batch_size": 1,
         "save_latest_only": True, "save_small_each": False, "pretrained_g": "", "pretrained_d": "",
         "index_kind": "ivf_flat", "from_scratch": True, "log_interval": None, "extract_device": "cuda:1",
-        "train_device": "cuda:0",
+        "train_device": "cuda:0", "cache_batches": True,
     }
     assert list(values) == list(TrainForm.FIELDS)
     form = TrainForm(ctx)
@@ -160,4 +163,5 @@ def test_device_choices_reach_the_api(ctx: AppContext, monkeypatch: pytest.Monke
         _kind, work, _key = starter(*values.values())
         work(Job())  # type: ignore[arg-type]
     assert seen["one_click"]["device"] == "cuda:1" and seen["one_click"]["train_device"] == "cuda:0"
+    assert seen["one_click"]["cache_batches"] is True
     assert seen["extract"]["device"] == "cuda:1"

@@ -96,6 +96,7 @@ LABELS: dict[str, str] = {
     "train.extract_device": "Device for pitch (rmvpe) and feature extraction",
     "train.extract_device_info": "a GPU id runs rmvpe and the content encoder on that GPU",
     "train.train_device": "Device for training",
+    "train.cache_batches": "Cache the training set on the GPU (faster epochs for small datasets; uses GPU memory)",
     "train.train_device_info": "several GPUs: run `torchrun --nproc_per_node N -m train.trainer logs/<exp>`",
     "train.step1": "1. Process data",
     "train.step2": "2. Extract pitch and features",

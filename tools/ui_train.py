@@ -130,6 +130,7 @@ class TrainForm:
         "experiment", "sample_rate_tag", "version", "use_f0", "processes", "dataset", "speaker_id", "f0_method",
         "save_every", "epochs", "batch_size", "save_latest_only", "save_small_each", "pretrained_g", "pretrained_d",
         "index_kind", "from_scratch", "log_interval", "extract_device", "train_device",
+        "cache_batches",
     )
 
     def __init__(self, ctx: AppContext) -> None:
@@ -174,7 +175,7 @@ class TrainForm:
             "speaker_id": v["speaker_id"], "epochs": v["epochs"], "batch_size": v["batch_size"],
             "save_every_epochs": v["save_every"], "latest_only": bool(v["save_latest_only"]),
             "export_every_save": bool(v["save_small_each"]), "log_interval": v["log_interval"],
-            "device": v.get("train_device") or "auto",
+            "device": v.get("train_device") or "auto", "cache_batches": bool(v.get("cache_batches")),
             "use_pretrained": not v["from_scratch"],
             "pretrained_g": None if v["from_scratch"] else self._pretrained(v, "G"),
             "pretrained_d": None if v["from_scratch"] else self._pretrained(v, "D"),
@@ -303,6 +304,8 @@ def build(ctx: AppContext) -> None:
         train_device = gr.Dropdown(device_choices(gpus), value="auto", label=label("train.train_device"),
                                    info=label("train.train_device_info"), visible=bool(gpus),
                                    elem_id="train-train-device")
+        cache_batches = gr.Checkbox(value=False, label=label("train.cache_batches"), visible=bool(gpus),
+                                    elem_id="train-cache-batches")
 
     def refill(sr: str, ver: str, f0: bool, method: str, scratch: bool) -> tuple[str, str, str]:
         return pretrained_defaults(ctx, sr, ver, bool(f0), bool(scratch), method)
@@ -363,7 +366,7 @@ def build(ctx: AppContext) -> None:
             health.render()
     fields = [experiment, sample_rate, version, use_f0, processes, dataset, speaker_id, f0_method, save_every,
               epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d, index_kind,
-              from_scratch, log_interval, extract_device, train_device]
+              from_scratch, log_interval, extract_device, train_device, cache_batches]
     panel.bind(b_pre, form.preprocess, fields, api_name="preprocess")
     panel.bind(b_ext, form.extract, fields, api_name="extract")
     panel.bind(b_train, form.train, fields, api_name="train")

@@ -30,7 +30,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -98,6 +98,9 @@ class TrainingOptions:
     seed: int | None = None  # None: the config's (1234)
     num_workers: int = 0  # DataLoader worker processes
     resume: bool = True
+    # Keep the first epoch's batches on the training device and replay them, reshuffled, in later epochs
+    # (RVC's "cache training set on GPU"): no loading after epoch 1, at the cost of device memory.
+    cache_batches: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -605,6 +608,25 @@ class Trainer:
                 file_log.close()
             lock.release()
 
+    def _epoch_batches(
+        self, loader: Iterable[Batch], cache: list[Batch] | None, epoch: int, steps_per_epoch: int
+    ) -> Iterator[Batch]:
+        """One epoch's batches: from the loader, or (caching) the cached ones in a new order per epoch.
+
+        A cache is used only once it holds a whole epoch (a resumed or stopped first epoch fills it again).
+        """
+        if cache is not None and len(cache) == steps_per_epoch:
+            order = torch.randperm(len(cache), generator=torch.Generator().manual_seed(epoch))
+            yield from (cache[i] for i in order.tolist())
+            return
+        if cache is not None:
+            cache.clear()
+        for batch in loader:
+            if cache is not None:
+                batch = batch.to(self.device)
+                cache.append(batch)
+            yield batch
+
     def _run(self, metrics: MetricsWriter) -> TrainingResult:
         options = self.options
         torch.manual_seed(options.seed if options.seed is not None else self.config.train.seed)
@@ -654,9 +676,10 @@ class Trainer:
 
         interval_time = 0.0
         interval_steps = 0
+        cache: list[Batch] | None = [] if options.cache_batches else None
         for epoch in range(first_epoch, options.epochs + 1):
             sampler.set_epoch(epoch)
-            for batch_number, batch in enumerate(loader, 1):
+            for batch_number, batch in enumerate(self._epoch_batches(loader, cache, epoch, steps_per_epoch), 1):
                 if self._stop_requested():
                     return self._stop(result, epoch - 1, global_step, saved_step, metrics)
                 start = time.perf_counter()

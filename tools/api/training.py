@@ -51,6 +51,7 @@ class TrainRequest:
     num_workers: int = 0
     resume: bool = True
     export_voice: bool = True  # write weights/<experiment>.pth at the end (and when stopped)
+    cache_batches: bool = False  # keep epoch 1's batches on the device for later epochs (RVC's cache on GPU)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,7 @@ def train_model(
     num_workers: int = 0,
     resume: bool = True,
     export_voice: bool = True,
+    cache_batches: bool = False,
     on_metrics: MetricSink | None = None,
 ) -> TrainResult:
     """Train (or resume) `experiment` under the project `root`; see TrainRequest for the fields.
@@ -152,7 +154,7 @@ def train_model(
         experiment, version, sample_rate_tag, use_f0, speaker_id, epochs, batch_size, save_every_epochs,
         latest_only, export_every_save, use_pretrained, str(pretrained_g) if pretrained_g else None,
         str(pretrained_d) if pretrained_d else None, device, precision, mel_epsilons, log_interval, num_workers,
-        resume, export_voice,
+        resume, export_voice, cache_batches,
     )  # fmt: skip
     project = root if isinstance(root, Project) else Project.at(root)
     exp = Experiment(project.experiment_dir(request.experiment))
@@ -186,6 +188,7 @@ def train_model(
         log_interval=request.log_interval,
         num_workers=request.num_workers,
         resume=request.resume,
+        cache_batches=request.cache_batches,
     )
     setup = TrainingSetup(exp, chosen_version, tag, chosen_f0, config)
     result = train(setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics)
