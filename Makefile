@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test bench cli browser setup
+.PHONY: run test bench cli gpu-check browser setup
 
 run: $(STAMP)
 	$(PYTHON) infer-web.py $(ARGS)
@@ -23,6 +23,10 @@ bench: $(STAMP)
 # The command line with the project's Python: `make cli ARGS="convert --model weights/a.pth --input in.wav"`.
 cli: $(STAMP)
 	$(PYTHON) -m tools.cli $(ARGS)
+
+# On a machine with an NVIDIA GPU: the CUDA tests and the quick benchmarks on CUDA (< 8 min), one JSON report.
+gpu-check: $(STAMP)
+	$(PYTHON) -m bench.gpu_check $(ARGS)
 
 setup: $(STAMP)
 

@@ -22,7 +22,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _worker(rank: int, experiment_root: str, out_dir: str, port: int) -> None:
+def _worker(rank: int, experiment_root: str, out_dir: str, port: int, device: str = "cpu") -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -41,6 +41,7 @@ def _worker(rank: int, experiment_root: str, out_dir: str, port: int) -> None:
         save_every_epochs=1,
         log_interval=1,
         weights_dir=Path(out_dir) / "weights",
+        device=device,  # explicit: "auto" would put both ranks on a machine's single GPU
     )
     trainer = Trainer(tiny_setup(experiment), options, networks=tiny_networks(experiment))
     result = trainer.run()
