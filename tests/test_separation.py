@@ -338,9 +338,10 @@ def test_api_missing_model_names_the_download(project_root: Path, tmp_path: Path
 def test_separation_assets_are_named_and_not_part_of_all(project_root: Path) -> None:
     project = assets.Project.at(project_root)
     items = assets.files_for(["uvr5"])
-    assert [i.group for i in items] == ["uvr5-hp2", "uvr5-hp3", "uvr5-hp5", "uvr5-dereverb"]
+    assert [i.group for i in items] == ["uvr5-hp2", "uvr5-hp3", "uvr5-hp5", "uvr5-deecho-normal",
+                                        "uvr5-deecho-aggressive", "uvr5-deecho-dereverb", "uvr5-dereverb"]
     assert all(i.sha256 is None and i.size is None for i in items)  # none published that we could confirm
-    assert items[3].local_path(project) == project_root / "uvr5_weights" / "onnx_dereverb_By_FoxJoy" / "vocals.onnx"
+    assert items[-1].local_path(project) == project_root / "uvr5_weights" / "onnx_dereverb_By_FoxJoy" / "vocals.onnx"
     assert items[2].url().endswith("/lj1995/VoiceConversionWebUI/resolve/main/uvr5_weights/HP5_only_main_vocal.pth")
     assert not set(assets.files_for(["all"])) & set(items)
 

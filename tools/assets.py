@@ -209,6 +209,9 @@ SEPARATION_CATALOGUE: tuple[AssetFile, ...] = (
     _uvr5_file("uvr5-hp2", "HP2_all_vocals.pth"),
     _uvr5_file("uvr5-hp3", "HP3_all_vocals.pth"),
     _uvr5_file("uvr5-hp5", "HP5_only_main_vocal.pth"),
+    _uvr5_file("uvr5-deecho-normal", "VR-DeEchoNormal.pth"),
+    _uvr5_file("uvr5-deecho-aggressive", "VR-DeEchoAggressive.pth"),
+    _uvr5_file("uvr5-deecho-dereverb", "VR-DeEchoDeReverb.pth"),
     _uvr5_file("uvr5-dereverb", "onnx_dereverb_By_FoxJoy/vocals.onnx"),
 )
 SEPARATION_GROUP_NAMES: tuple[str, ...] = ("uvr5", *(item.group for item in SEPARATION_CATALOGUE))

@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("separate", _cmd_separate, "split songs into vocals and accompaniment (UVR5 / MDX models)")
     p.add_argument("--model", "-m", required=True,
-                   help="file under uvr5_weights/, a path, or a download name (uvr5-hp2, uvr5-hp3, uvr5-hp5, uvr5-dereverb)")
+                   help="file under uvr5_weights/, a path, or a download name (uvr5-hp5, ...: see `download --help`)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", "-i", help="one audio file")
     source.add_argument("--input-dir", help="every audio file of this folder")

@@ -29,7 +29,8 @@ LABELS: dict[str, str] = {
     "tab.assets": "Assets",
     "tab.separate": "Separate",
     "separate.intro": "Split songs into vocals and accompaniment before training or converting. "
-    "Models: UVR5 HP2 / HP5 (keep the main vocal), HP3 (all vocals) and the MDX dereverb ONNX; "
+    "Models: UVR5 HP2 / HP3 (all vocals), HP5 (main vocal only), VR-DeEcho* (vocals without echo or reverb) "
+    "and the MDX dereverb ONNX; "
     "fetch them with `python -m tools.cli download uvr5` or put files in uvr5_weights/. "
     "Each input gives <name>_vocals and <name>_instrumental.",
     "separate.model": "Separation model (uvr5_weights/)",
