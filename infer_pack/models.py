@@ -529,6 +529,7 @@ class Synthesizer(nn.Module):
         keep: tuple[int, int] | None = None,
         window: int | None = None,
         decode: DecodeFn | None = None,
+        decode_context: int | None = None,
     ) -> tuple[
         torch.Tensor,
         torch.Tensor,
@@ -546,6 +547,8 @@ class Synthesizer(nn.Module):
         every frame, but the decoder runs only on the window plus its receptive field.
         `window=n` decodes at most n frames at a time (bounded memory for long inputs), same samples.
         `decode` replaces `self.dec.decode` (the ONNX engine runs the decoder in ONNX Runtime).
+        `decode_context` (frames) narrows the context decoded around `keep` below the receptive field
+        (cheaper; samples near the edges then differ): streaming crossfades those edges anyway.
         """
         g = self.emb_g(sid).unsqueeze(-1)  # [B, gin, 1]
         if self.use_f0 and (pitch is None or pitchf is None):
@@ -572,7 +575,9 @@ class Synthesizer(nn.Module):
         if self.use_f0:
             har = self.dec.excitation(pitchf, excitation_noise=excitation_noise, generator=generator)
         o = decode_frames(
-            decode or self.dec.decode, zm, har, g, upp=self.dec.upp, context=self.dec.context_frames, keep=keep, window=window
+            decode or self.dec.decode, zm, har, g, upp=self.dec.upp,
+            context=self.dec.context_frames if decode_context is None else min(decode_context, self.dec.context_frames),
+            keep=keep, window=window,
         )
         return o, x_mask, (z, z_p, m_p, logs_p)
 
