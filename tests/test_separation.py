@@ -429,3 +429,38 @@ def test_app_separate_endpoint_runs_a_job_with_stop(project_root: Path, mdx_file
         job_id = job_of(started[1])
         assert client.predict(job_id, api_name="/stop_job") is True
         assert wait(client, job_id)["state"] == "cancelled"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="/usr/bin/chromium is absent (Debian: apt-get install chromium)")
+def test_browser_separate_tab_offers_the_stems(project_root: Path, mdx_file: Path, tmp_path: Path) -> None:
+    """Headless Chromium: pick a model in the Separate tab, type a folder, run, and find both stems offered."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from helpers_app import CHROMIUM, CHROMIUM_ARGS, app_in_thread
+
+    target = project_root / "uvr5_weights" / "onnx_dereverb_By_FoxJoy" / "vocals.onnx"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(mdx_file.read_bytes())
+    (project_root / "songs").mkdir()
+    soundfile.write(project_root / "songs" / "tune.wav", stereo_tone(1.0).T, SR)
+    with app_in_thread(project_root) as (url, _ctx), playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
+            page.goto(url)
+            page.get_by_role("tab", name="Separate").click()
+            page.locator("#separate-model input").click()
+            page.get_by_role("option", name="onnx_dereverb_By_FoxJoy/vocals.onnx").click()
+            page.locator("#separate-input-dir input, #separate-input-dir textarea").first.fill("songs")
+            page.locator("#separate-run").click()
+            page.wait_for_selector('#separate-panel .rvc-progress[data-state="done"], '
+                                   '#separate-panel .rvc-progress[data-state="failed"]')  # fmt: skip
+            page.locator("#separate-results a").first.wait_for()
+            page.screenshot(path=str(tmp_path / "separate.png"), full_page=True)
+            log = page.locator("#separate-panel .rvc-log textarea").input_value()
+            assert "tune.wav -> tune_vocals.wav, tune_instrumental.wav" in log, log
+            names = sorted((a.get_attribute("href") or "").rsplit("/", 1)[-1] for a in page.locator("#separate-results a").all())
+            assert names == ["tune_instrumental.wav", "tune_vocals.wav"], names
+        finally:
+            browser.close()
