@@ -32,6 +32,9 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt
 	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
+	@ldconfig -p 2>/dev/null | grep -q libportaudio || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libportaudio2 >/dev/null; } || \
+	  echo "warning: could not install libportaudio2; realtime conversion will not find sound devices"
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	@rm -f $(VENV)/.installed-*

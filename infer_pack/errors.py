@@ -84,6 +84,10 @@ class IndexFileError(ModelFileError):
     """A faiss index is unreadable or does not match the voice model."""
 
 
+class AudioDeviceError(RVCError):
+    """The sound system is unusable: PortAudio missing, or a device that does not exist or refuses the settings."""
+
+
 class CancelledError(RVCError):
     """A long step was cancelled by the user; everything finished so far is kept."""
 

@@ -234,3 +234,77 @@ def test_state_and_block_time_stay_flat(converter: VoiceConverter) -> None:
 def test_thirty_minute_stream_stays_flat(converter: VoiceConverter) -> None:
     """30 minutes of stream in 0.25 s blocks (7200 blocks; about 10 ms each on an idle 2-core CPU)."""
     _assert_flat(*_simulate(converter, 30 * 60.0, 0.25))
+
+
+# -- the command line (subprocess) and the sound card callback -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def voice_project(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from helpers_app import make_project, shared_test_hubert
+
+    hubert = shared_test_hubert(tmp_path_factory, reference)
+    return make_project(tmp_path_factory.mktemp("realtime") / "project", reference, hubert)
+
+
+def test_cli_streams_a_file_block_by_block(voice_project: Path, tmp_path: Path) -> None:
+    import soundfile
+    from test_cli import run_cli
+
+    output = tmp_path / "live.wav"
+    done = run_cli("realtime", "--model", "ref", "--input-file", str(voice_project / "inputs" / "b.wav"),
+                   "--output-file", str(output), "--f0-method", "pm", "--block-time", "0.2", "--extra-time", "0.5",
+                   "--sample-rate", "48000", "--threads", "1", root=voice_project)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "streamed 1.0 s" in done.stdout and "at 48000 Hz" in done.stdout
+    assert "blocks of 200 ms; algorithmic latency 460 ms" in done.stdout
+    data, rate = soundfile.read(str(output))
+    assert rate == 48000 and data.shape == (48000,) and np.abs(data).max() > 1e-3
+
+
+def test_cli_devices_and_errors(voice_project: Path) -> None:
+    from test_cli import run_cli
+
+    listed = run_cli("realtime", "--list-devices")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip(), "prints the devices or says there are none"
+    no_model = run_cli("realtime")
+    assert no_model.returncode == 1 and "--model" in no_model.stderr
+    bad = run_cli("realtime", "--model", "ref", "--input-device", "no-such-microphone", "--f0-method", "pm",
+                  root=voice_project)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1
+    assert "no input device matches 'no-such-microphone'" in bad.stderr or "PortAudio" in bad.stderr
+
+
+def test_missing_portaudio_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    from infer_pack.errors import AudioDeviceError
+    from tools.api import realtime
+
+    real_import = builtins.__import__
+
+    def without_portaudio(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", without_portaudio)
+    with pytest.raises(AudioDeviceError, match="apt-get install libportaudio2"):
+        realtime.list_audio_devices()
+
+
+def test_duplex_callback_converts_each_block_and_survives_errors(converter: VoiceConverter) -> None:
+    from tools.api.realtime import DuplexCallback
+
+    settings = StreamSettings(block_time_s=0.1, extra_time_s=0.2, f0_method="pm")
+    stream = StreamingConverter(converter, settings, input_rate=48000)
+    handler = DuplexCallback(stream)
+    indata = np.repeat(synthetic_voice(0.1, 48000)[:, None], 2, axis=1)  # a stereo microphone
+    outdata = np.zeros((4800, 2), np.float32)
+    handler(indata, outdata, 4800, None, None)
+    handler(indata, outdata, 4800, None, "input overflow")
+    assert handler.stats.blocks == 2 and handler.overruns == 1 and handler.error is None
+    assert np.array_equal(outdata[:, 0], outdata[:, 1]) and np.abs(outdata).max() > 0
+    handler(indata[:100], outdata, 100, None, None)  # a wrong block size: silence, error kept
+    assert handler.failed.is_set() and isinstance(handler.error, UserInputError) and not outdata.any()

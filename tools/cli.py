@@ -244,6 +244,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("assets", nargs="*", help="asset names (default: every missing one)")
 
     add("assets", _cmd_assets, "list which assets are present")
+
+    p = add("realtime", _cmd_realtime, "live voice conversion between sound devices (or a file streamed block by block)")
+    p.add_argument("--list-devices", action="store_true", help="list the sound devices and exit")
+    p.add_argument("--model", "-m", default=None, help="voice name in weights/ or a .pth path")
+    p.add_argument("--input-device", default=None, help="index or name part (default: the system's input)")
+    p.add_argument("--output-device", default=None, help="index or name part (default: the system's output)")
+    p.add_argument("--input-file", default=None, help="stream this file instead of a microphone (no sound card needed)")
+    p.add_argument("--output-file", default=None, help="with --input-file: the WAV to write")
+    p.add_argument("--sample-rate", type=int, default=None, help="device rate in Hz (default: the input device's)")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--index", default=None, help="feature index (.index); default: none")
+    group = p.add_argument_group("stream settings (RVC realtime defaults)")
+    group.add_argument("--block-time", type=float, default=0.25, help="seconds per block (default: 0.25)")
+    group.add_argument("--crossfade-time", type=float, default=0.05, help="seconds (default: 0.05)")
+    group.add_argument("--extra-time", type=float, default=2.5, help="seconds of past context (default: 2.5)")
+    group.add_argument("--silence-threshold", type=float, default=-60.0, help="dB; quieter input is muted (default: -60 = off)")
+    group.add_argument("--f0-method", choices=("rmvpe", "pm", "swift"), default="rmvpe", help="default: rmvpe")
+    group.add_argument("--transpose", type=float, default=0.0, help="pitch shift in semitones (default: 0)")
+    group.add_argument("--formant", type=float, default=0.0, help="formant shift in semitones (default: 0)")
+    group.add_argument("--index-rate", type=float, default=0.0, help="0..1 (default: 0)")
+    group.add_argument("--rms-mix", type=float, default=0.0, help="loudness: 0 the input's envelope, 1 the voice's (default: 0)")
+    group.add_argument("--speaker-id", type=int, default=0)
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads (blocks are small: 1 is often fastest)")
+    group.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     return parser
 
 
@@ -465,6 +489,35 @@ def _cmd_assets(args: argparse.Namespace) -> int:
         print(f"{mark:>8}  {state.group:<18} {state.path}")
     print(status.summary())
     return 0
+
+
+def _cmd_realtime(args: argparse.Namespace) -> Any:
+    from tools import api
+    from tools.api.realtime import stream_settings
+
+    if args.list_devices:
+        return _run(args, lambda bar: api.list_audio_devices())
+    if args.model is None:
+        raise UserInputError("give --model (a voice), or --list-devices")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    settings = stream_settings(
+        block_time_s=args.block_time, crossfade_time_s=args.crossfade_time, extra_time_s=args.extra_time,
+        silence_threshold_db=args.silence_threshold, f0_method=args.f0_method, pitch_semitones=args.transpose,
+        formant_semitones=args.formant, index_rate=args.index_rate, rms_mix_rate=args.rms_mix, speaker_id=args.speaker_id,
+    )
+    common = {"project": args.root, "model": _voice(args, args.model), "settings": settings, "index_path": args.index,
+              "device": args.device}  # fmt: skip
+    if args.input_file:
+        if not args.output_file:
+            raise UserInputError("--input-file needs --output-file (the WAV to write)")
+        return _run(args, lambda bar: api.stream_file(input_path=args.input_file, output_path=args.output_file,
+                                                      sample_rate=args.sample_rate or 48000, progress=bar, **common))  # fmt: skip
+    return _run(args, lambda bar: api.run_realtime(input_device=args.input_device, output_device=args.output_device,
+                                                   sample_rate=args.sample_rate, duration_s=args.duration, progress=bar,
+                                                   **common))  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

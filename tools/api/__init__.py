@@ -25,12 +25,15 @@ _EXPORTS: dict[str, str] = {
     "asset_status": "assets",
     "download_assets": "assets",
     "separate_audio": "separate",
+    "list_audio_devices": "realtime",
+    "run_realtime": "realtime",
+    "stream_file": "realtime",
 }
 
 __all__ = [
     "asset_status", "change_voice_info", "convert_batch", "convert_voice", "download_assets", "export_onnx",
     "extract_features", "extract_small_model", "merge_voices", "one_click", "preprocess_dataset", "show_voice_info",
-    "separate_audio", "train_index", "train_model",
+    "separate_audio", "train_index", "train_model", "list_audio_devices", "run_realtime", "stream_file",
 ]
 
 

@@ -1,0 +1,338 @@
+"""User actions for realtime conversion: list sound devices, run a live stream, stream a file.
+
+The live stream is a PortAudio duplex stream (sounddevice) whose callback converts each block in
+place, as RVC's realtime GUI does: a block that takes longer than its own duration makes the sound
+card drop or repeat audio (counted as overruns), it never queues up, so latency cannot grow with
+the running time. `stream_file` pushes a file through the same engine block by block (no sound
+hardware needed) and reports the per-block times.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from infer_pack.errors import AudioDeviceError, UserInputError
+from infer_pack.progress import CancelToken, ProgressCallback
+from tools.api.convert import _device, _project, load_converter
+from tools.project import Project
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from infer_pack.cache import ModelCache
+    from infer_pack.realtime import StreamingConverter, StreamSettings
+
+PORTAUDIO_FIX = (
+    "install PortAudio: `sudo apt-get install libportaudio2` (Debian/Ubuntu; `make setup` does it), "
+    "`brew install portaudio` (macOS); then `pip install sounddevice`"
+)
+
+
+def _sounddevice() -> Any:
+    """The sounddevice module, or AudioDeviceError naming the fix when it or PortAudio is missing."""
+    try:
+        import sounddevice
+    except ImportError as exc:
+        raise AudioDeviceError(f"the sounddevice package is missing ({exc}); {PORTAUDIO_FIX}") from exc
+    except OSError as exc:  # sounddevice raises OSError when libportaudio cannot be loaded
+        raise AudioDeviceError(f"PortAudio could not be loaded ({exc}); {PORTAUDIO_FIX}") from exc
+    return sounddevice
+
+
+# -- devices ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AudioDevice:
+    index: int
+    name: str
+    host_api: str
+    input_channels: int
+    output_channels: int
+    default_sample_rate: int
+
+
+@dataclass(frozen=True)
+class DeviceList:
+    devices: list[AudioDevice]
+    default_input: int | None
+    default_output: int | None
+
+    def summary(self) -> str:
+        if not self.devices:
+            return "no audio devices found (PortAudio sees no sound card; connect one or check the sound server)"
+        lines = []
+        for d in self.devices:
+            marks = ("<in " if d.index == self.default_input else "") + ("out>" if d.index == self.default_output else "")
+            lines.append(
+                f"{d.index:>3} {d.name} ({d.host_api}; in {d.input_channels}, out {d.output_channels}; "
+                f"{d.default_sample_rate} Hz) {marks}".rstrip()
+            )
+        return "\n".join(lines)
+
+
+def list_audio_devices() -> DeviceList:
+    """The sound devices PortAudio sees (index, name, channels, default rate), and the defaults."""
+    sd = _sounddevice()
+    apis = [api["name"] for api in sd.query_hostapis()]
+    devices = [
+        AudioDevice(
+            index=i,
+            name=str(info["name"]),
+            host_api=apis[int(info["hostapi"])] if apis else "",
+            input_channels=int(info["max_input_channels"]),
+            output_channels=int(info["max_output_channels"]),
+            default_sample_rate=int(info["default_samplerate"]),
+        )
+        for i, info in enumerate(sd.query_devices())
+    ]
+    default_in, default_out = (int(v) for v in sd.default.device)
+    return DeviceList(devices, default_in if default_in >= 0 else None, default_out if default_out >= 0 else None)
+
+
+def _resolve_device(devices: DeviceList, wanted: int | str | None, kind: str) -> AudioDevice:
+    """A device by index, by (part of its) name, or the default one; errors list what exists."""
+    channels = "input_channels" if kind == "input" else "output_channels"
+    usable = [d for d in devices.devices if getattr(d, channels) > 0]
+    if wanted is None or wanted == "":
+        default = devices.default_input if kind == "input" else devices.default_output
+        found = [d for d in usable if d.index == default] or usable[:1]
+    elif isinstance(wanted, int) or str(wanted).isdigit():
+        found = [d for d in usable if d.index == int(wanted)]
+    else:
+        found = [d for d in usable if str(wanted).lower() in d.name.lower()]
+    if not found:
+        names = ", ".join(f"{d.index} {d.name}" for d in usable) or "none"
+        what = f"matches {wanted!r}" if wanted not in (None, "") else "is available"
+        raise AudioDeviceError(
+            f"no {kind} device {what}; {kind} devices: {names} (see `python -m tools.cli realtime --list-devices`)"
+        )
+    return found[0]
+
+
+# -- the engine for a voice ------------------------------------------------------------------
+
+
+def stream_settings(**values: Any) -> StreamSettings:
+    """StreamSettings from keyword values (None = the default), validated."""
+    from infer_pack.realtime import StreamSettings
+
+    return StreamSettings(**{k: v for k, v in values.items() if v is not None}).validated()
+
+
+def open_stream(
+    *,
+    project: Project | str | Path,
+    model: Path | str,
+    settings: StreamSettings,
+    index_path: Path | str | None = None,
+    input_rate: int = 48000,
+    output_rate: int | None = None,
+    device: str = "auto",
+    cache: ModelCache | None = None,
+) -> StreamingConverter:
+    """A `StreamingConverter` for a voice (models from the cache, or loaded into it)."""
+    from infer_pack.cache import ModelCache
+    from infer_pack.errors import AssetMissingError
+    from infer_pack.realtime import StreamingConverter
+
+    proj = _project(project)
+    cache = cache if cache is not None else ModelCache()
+    converter = load_converter(
+        proj, Path(model), Path(index_path) if index_path else None, _device(device), cache, engine="torch"
+    )
+    if converter.use_f0 and settings.f0_method == "rmvpe" and not proj.rmvpe_path.is_file():
+        raise AssetMissingError(proj.rmvpe_path, "rmvpe")
+    return StreamingConverter(converter, settings, input_rate=input_rate, output_rate=output_rate)
+
+
+@dataclass
+class StreamStats:
+    """Per-block compute times of a stream (seconds) against the block's own duration."""
+
+    block_s: float
+    latency_s: float
+    times: list[float] = field(default_factory=list)
+
+    @property
+    def blocks(self) -> int:
+        return len(self.times)
+
+    @property
+    def late_blocks(self) -> int:
+        return sum(t > self.block_s for t in self.times)
+
+    def line(self) -> str:
+        if not self.times:
+            return f"block {self.block_s * 1000:.0f} ms, latency {self.latency_s * 1000:.0f} ms, no blocks"
+        ordered = sorted(self.times)
+        p95 = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        return (
+            f"{self.blocks} blocks of {self.block_s * 1000:.0f} ms; algorithmic latency {self.latency_s * 1000:.0f} ms; "
+            f"compute per block median {statistics.median(self.times) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms; "
+            f"{self.late_blocks} block(s) took longer than a block"
+        )
+
+
+# -- a file through the stream ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamFileResult:
+    output_path: Path
+    sample_rate: int
+    input_seconds: float
+    stats: StreamStats
+
+    def summary(self) -> str:
+        return f"streamed {self.input_seconds:.1f} s -> {self.output_path} at {self.sample_rate} Hz\n{self.stats.line()}"
+
+
+def stream_file(
+    *,
+    project: Project | str | Path,
+    model: Path | str,
+    input_path: Path | str,
+    output_path: Path | str,
+    settings: StreamSettings,
+    index_path: Path | str | None = None,
+    sample_rate: int = 48000,
+    device: str = "auto",
+    cache: ModelCache | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> StreamFileResult:
+    """Convert a file as the live stream would (block by block at `sample_rate`); write a WAV."""
+    from infer_pack.audio import load_audio, write_wav
+    from infer_pack.realtime import convert_stream
+
+    stream = open_stream(project=project, model=model, settings=settings, index_path=index_path,
+                         input_rate=sample_rate, device=device, cache=cache)  # fmt: skip
+    audio = load_audio(Path(input_path), sample_rate)
+    run = convert_stream(stream, audio, progress=progress, cancel=cancel)
+    target = Path(output_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(target, run.audio, run.sample_rate, subtype="PCM_16")
+    stats = StreamStats(stream.geometry.block / 100, stream.latency_s, run.block_seconds)
+    return StreamFileResult(target, run.sample_rate, audio.shape[0] / sample_rate, stats)
+
+
+# -- the live stream -------------------------------------------------------------------------
+
+
+class DuplexCallback:
+    """The sound card callback: mono mix of the input block -> converted block on every output channel.
+
+    Counts the sound card's overflow/underflow flags (blocks that came too late) and keeps the
+    per-block compute times; an exception inside the engine stops the stream and is re-raised by
+    `run_realtime` (a callback must not raise into PortAudio's thread).
+    """
+
+    def __init__(self, stream: StreamingConverter, passthrough: bool = False) -> None:
+        self.stream = stream
+        self.passthrough = passthrough
+        self.stats = StreamStats(stream.geometry.block / 100, stream.latency_s)
+        self.overruns = 0
+        self.error: BaseException | None = None
+        self.failed = threading.Event()
+
+    def __call__(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        if status:
+            self.overruns += 1
+        if self.error is not None:
+            outdata.fill(0)
+            return
+        try:
+            block = indata.mean(axis=1) if indata.ndim == 2 else indata
+            started = time.perf_counter()
+            out = block if self.passthrough else self.stream.process(block)
+            self.stats.times.append(time.perf_counter() - started)
+            outdata[:] = out[:, None]
+        except Exception as exc:  # noqa: BLE001 - raising into PortAudio's thread would kill the stream silently
+            outdata.fill(0)
+            self.error = exc
+            self.failed.set()
+
+
+@dataclass(frozen=True)
+class RealtimeResult:
+    input_device: str
+    output_device: str
+    sample_rate: int
+    seconds: float
+    overruns: int
+    stats: StreamStats
+
+    def summary(self) -> str:
+        return (
+            f"streamed {self.seconds:.1f} s from {self.input_device!r} to {self.output_device!r} at {self.sample_rate} Hz; "
+            f"{self.overruns} overrun(s)\n{self.stats.line()}"
+        )
+
+
+def run_realtime(
+    *,
+    project: Project | str | Path,
+    model: Path | str,
+    settings: StreamSettings,
+    input_device: int | str | None = None,
+    output_device: int | str | None = None,
+    index_path: Path | str | None = None,
+    sample_rate: int | None = None,
+    duration_s: float | None = None,
+    device: str = "auto",
+    cache: ModelCache | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> RealtimeResult:
+    """Live conversion from a microphone to a speaker until `cancel` (or `duration_s`).
+
+    Devices by index or name part (None: the system's default); `sample_rate` None takes the input
+    device's default. The progress callback gets one report per second with the latest block time.
+    """
+    from infer_pack.errors import CancelledError
+
+    sd = _sounddevice()
+    devices = list_audio_devices()
+    source = _resolve_device(devices, input_device, "input")
+    sink = _resolve_device(devices, output_device, "output")
+    rate = int(sample_rate or source.default_sample_rate)
+    if rate % 100:
+        raise UserInputError(f"sample rate {rate} Hz is not a multiple of 100 Hz; pass --sample-rate 48000 or 44100")
+    stream = open_stream(project=project, model=model, settings=settings, index_path=index_path,
+                         input_rate=rate, device=device, cache=cache)  # fmt: skip
+    handler = DuplexCallback(stream)
+    if progress is not None:
+        progress(0, 0, f"converting {source.name} -> {sink.name}; stop with Ctrl-C")
+    started = time.perf_counter()
+    try:
+        with sd.Stream(
+            samplerate=rate, blocksize=stream.block_size, device=(source.index, sink.index),
+            channels=(1, min(2, sink.output_channels)), dtype="float32", latency="low", callback=handler,
+        ):  # fmt: skip
+            while True:
+                elapsed = time.perf_counter() - started
+                if duration_s is not None and elapsed >= duration_s:
+                    break
+                if cancel is not None and cancel.cancelled:
+                    break
+                if handler.failed.wait(timeout=1.0):
+                    break
+                if progress is not None and handler.stats.times:
+                    last = handler.stats.times[-1] * 1000
+                    progress(handler.stats.blocks, 0, f"{elapsed:.0f} s, last block {last:.0f} ms, {handler.overruns} overruns")
+    except sd.PortAudioError as exc:
+        raise AudioDeviceError(
+            f"the sound devices refused the stream ({exc}); try another --sample-rate or device "
+            "(`python -m tools.cli realtime --list-devices`)"
+        ) from exc
+    except KeyboardInterrupt as exc:
+        raise CancelledError("realtime conversion stopped") from exc
+    if handler.error is not None:
+        raise handler.error
+    return RealtimeResult(source.name, sink.name, rate, time.perf_counter() - started, handler.overruns, handler.stats)
