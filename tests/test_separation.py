@@ -351,12 +351,12 @@ def test_cli_separate(project_root: Path, mdx_file: Path, tmp_path: Path) -> Non
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, "-m", "tools.cli", "--root", str(project_root), "separate", "--input", str(tmp_path / "song.wav")]
     done = subprocess.run([*command, "--model", str(mdx_file), "--format", "flac", "-o", str(tmp_path / "out")],
-                          cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=240, env=env)  # fmt: skip
+                          cwd=str(REPO_ROOT), capture_output=True, text=True, timeout=240, env=env, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "song.wav -> song_vocals.flac, song_instrumental.flac" in done.stdout
     assert soundfile.info(tmp_path / "out" / "song_instrumental.flac").samplerate == SR
     missing = subprocess.run([*command, "--model", "uvr5-hp3"], cwd=str(REPO_ROOT), capture_output=True, text=True,
-                             timeout=120, env=env)  # fmt: skip
+                             timeout=120, env=env, check=False)  # fmt: skip
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1].startswith("error:")
     assert "python -m tools.cli download uvr5-hp3" in missing.stderr

@@ -52,7 +52,9 @@ def is_deecho(state: Mapping[str, Any]) -> bool:
     return _NETS_NEW_MARKER in state
 
 
-def _build(state: Mapping[str, Any], params: BandParams, path: Path, *, meta: bool = False) -> torch.nn.Module:
+def _build(
+    state: Mapping[str, Any], params: BandParams, path: Path, *, meta: bool = False
+) -> CascadedASPPNet | CascadedNet:
     """The empty network the file's layout calls for (on the meta device: shapes only)."""
     import torch
 

@@ -44,8 +44,7 @@ class SeparableConv2DBNActiv(nn.Module):
                  activ: type[nn.Module] = nn.ReLU) -> None:  # fmt: skip
         super().__init__()
         self.conv = nn.Sequential(
-            nn.Conv2d(nin, nin, kernel_size=ksize, stride=stride, padding=pad, dilation=dilation, groups=nin,
-                      bias=False),  # fmt: skip
+            nn.Conv2d(nin, nin, ksize, stride=stride, padding=pad, dilation=dilation, groups=nin, bias=False),
             nn.Conv2d(nin, nout, kernel_size=1, bias=False),
             nn.BatchNorm2d(nout),
             activ(),

@@ -50,8 +50,8 @@ class SeparateResult:
         return not self.failed
 
     def summary(self) -> str:
-        lines = [f"separated {len(self.separated)} file(s) with {self.model.name} into {self.output_dir} "
-                 f"in {self.seconds:.1f} s"]  # fmt: skip
+        head = f"separated {len(self.separated)} file(s) with {self.model.name} into {self.output_dir}"
+        lines = [f"{head} in {self.seconds:.1f} s"]
         lines += [f"  {f.input_path.name} -> {f.vocals_path.name}, {f.instrumental_path.name}" for f in self.separated]
         if self.failed:
             lines.append(f"{len(self.failed)} file(s) failed:")
