@@ -23,7 +23,7 @@ from infer_pack.separation.mdx import MdxParams, load_mdx_separator
 from infer_pack.separation.vr import load_vr_separator
 from infer_pack.separation.vr_nets import CascadedASPPNet
 from tools import assets
-from tools.api.separate import separate_audio, stem_paths
+from tools.api.separate import model_choices, separate_audio, stem_paths
 
 SR = 44100
 # One small 8 kHz band: the network's weights do not depend on the bands, so a file in the real layout
@@ -325,6 +325,10 @@ def test_api_separates_a_folder_and_names_failures(project_root: Path, mdx_file:
     b_vocals, _ = stem_paths(songs / "b.flac", result.output_dir, "wav")
     assert soundfile.info(b_vocals).frames == SR and soundfile.info(b_vocals).channels == 2
     assert any("window 1/1" in message for message in seen)
+    (target.parent.parent / "my_model.pth").write_bytes(b"")
+    choices = model_choices(project_root)
+    assert choices[:3] == ["HP2_all_vocals.pth", "HP3_all_vocals.pth", "HP5_only_main_vocal.pth"]
+    assert "my_model.pth" in choices and choices.count("onnx_dereverb_By_FoxJoy/vocals.onnx") == 1
 
 
 def test_api_missing_model_names_the_download(project_root: Path, tmp_path: Path) -> None:
