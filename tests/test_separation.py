@@ -298,6 +298,129 @@ def test_load_stereo_upmixes_mono_and_resamples(tmp_path: Path) -> None:
     assert stereo.shape == (2, SR) and np.array_equal(stereo[0], stereo[1])
 
 
+# --- BS-RoFormer (.ckpt + .yaml) ------------------------------------------------------------------
+
+TINY_ROFORMER_YAML = """\
+audio:
+  chunk_size: 2048
+  sample_rate: 44100
+model:
+  dim: 16
+  depth: 1
+  stereo: true
+  num_stems: 1
+  time_transformer_depth: 1
+  freq_transformer_depth: 1
+  freqs_per_bands: !!python/tuple [8, 8, 8, 9]
+  dim_head: 8
+  heads: 2
+  stft_n_fft: 64
+  stft_hop_length: 16
+  stft_win_length: 64
+  mask_estimator_depth: 2
+  flash_attn: true
+training:
+  instruments: [vocals, other]
+  target_instrument: vocals
+inference:
+  num_overlap: 4
+"""
+
+
+def write_roformer(folder: Path, *, yaml_text: str | None = TINY_ROFORMER_YAML, unit_mask: bool = False,
+                   **sizes: object) -> Path:  # fmt: skip
+    """A random-weight BS-RoFormer saved as MSST saves one (`torch.save(model.state_dict())`) plus its YAML."""
+    from infer_pack.separation.roformer import BSRoformer, RoformerConfig, read_yaml_config
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model_bs_roformer_test.ckpt"
+    if yaml_text is not None:
+        path.with_suffix(".yaml").write_text(yaml_text)
+        config = read_yaml_config(path.with_suffix(".yaml"))
+    else:
+        config = RoformerConfig(**sizes)  # type: ignore[arg-type]
+    torch.manual_seed(3)
+    net = BSRoformer(config)
+    if unit_mask:  # last layer: GLU(a, b) = a * sigmoid(b) with a = (1, 0) per bin and b large: mask 1 + 0j
+        for estimator in net.mask_estimators:
+            for band in estimator.to_freqs:
+                last = band[0][-1]
+                torch.nn.init.zeros_(last.weight)
+                half = last.bias.shape[0] // 2
+                last.bias.data[:half] = torch.tensor([1.0, 0.0]).repeat(half // 2)
+                last.bias.data[half:] = 30.0
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def test_roformer_yaml_model_separates_and_stems_sum(tmp_path: Path) -> None:
+    path = write_roformer(tmp_path)
+    separator = load_separator(path)
+    assert separator.kind == "roformer" and separator.config.freqs_per_bands == (8, 8, 8, 9)
+    mix = stereo_tone(0.2)
+    seen: list[tuple[int, int]] = []
+    stems = separator.separate(mix, lambda done, total, _: seen.append((done, total)))
+    assert seen[-1][0] == seen[-1][1] > 4  # 2048-sample chunks every 512 samples
+    assert stems.vocals.shape == stems.instrumental.shape == mix.shape and stems.sample_rate == SR
+    np.testing.assert_allclose(stems.vocals + stems.instrumental, mix, atol=1e-6)
+    assert 0.001 < np.abs(stems.vocals).max() < 10
+
+
+def test_roformer_unit_mask_returns_the_input_through_chunks(tmp_path: Path) -> None:
+    """With a mask of exactly 1 the model is STFT -> iSTFT: the overlap-add of faded chunks gives the mix back."""
+    separator = load_separator(write_roformer(tmp_path, unit_mask=True))
+    mix = stereo_tone(0.3)
+    stems = separator.separate(mix)
+    np.testing.assert_allclose(stems.vocals, mix, atol=1e-4)
+    assert np.abs(stems.instrumental).max() < 1e-4
+
+
+def test_roformer_sizes_come_from_the_weights_without_yaml(tmp_path: Path) -> None:
+    from infer_pack.separation.roformer import RoformerConfig, config_from_state
+
+    sizes = {"dim": 16, "depth": 2, "freqs_per_bands": (256, 256, 256, 257), "heads": 2, "dim_head": 8,
+             "time_transformer_depth": 2, "freq_transformer_depth": 1, "ff_mult": 2, "mlp_expansion_factor": 1}
+    path = write_roformer(tmp_path, yaml_text=None, **sizes)
+    state = torch.load(path, weights_only=True)
+    assert config_from_state(state) == RoformerConfig(**sizes)  # MSST's usual STFT: n_fft 2048, hop 441
+    assert "layers.1.0.layers.1.0.rotary_embed.freqs" in state and "layers.0.1.layers.0.1.net.4.weight" in state
+    del state["layers.0.0.layers.0.0.rotary_embed.freqs"]  # some files lack the (fixed) RoPE frequencies
+    torch.save(state, path)
+    stems = load_separator(path).separate(stereo_tone(0.5))
+    assert stems.vocals.shape == (2, SR // 2)
+
+
+def test_roformer_layout_of_a_full_size_config() -> None:
+    """MSST's BS-RoFormer vocal configs (dim 512, depth 12, 62 bands over 1025 bins) in the checkpoint's names."""
+    from infer_pack.separation.roformer import BSRoformer, RoformerConfig
+
+    bands = (2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)
+    assert sum(bands) == 1025 and len(bands) == 62
+    with torch.device("meta"):
+        state = BSRoformer(RoformerConfig(dim=512, depth=12, freqs_per_bands=bands)).state_dict()
+    assert tuple(state["band_split.to_features.61.1.weight"].shape) == (512, 129 * 4)
+    assert tuple(state["layers.11.1.layers.0.0.to_qkv.weight"].shape) == (3 * 8 * 64, 512)
+    assert tuple(state["layers.0.0.layers.0.0.to_gates.weight"].shape) == (8, 512)
+    assert tuple(state["mask_estimators.0.to_freqs.61.0.2.weight"].shape) == (129 * 8, 2048)
+    assert tuple(state["layers.3.0.layers.0.0.rotary_embed.freqs"].shape) == (32,)
+    assert {k.split(".")[0] for k in state} == {"layers", "final_norm", "band_split", "mask_estimators"}
+
+
+def test_roformer_refuses_other_files(tmp_path: Path) -> None:
+    path = write_roformer(tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["band_split.to_features.0.1.weight"] = torch.zeros(16, 31)
+    torch.save(state, tmp_path / "bad.ckpt")
+    with pytest.raises(ModelFileError, match="band_split"):
+        load_separator(tmp_path / "bad.ckpt")
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "other.ckpt")
+    with pytest.raises(ModelFileError, match="not a BS-RoFormer"):
+        load_separator(tmp_path / "other.ckpt")
+    (tmp_path / "model_bs_roformer_test.yaml").write_text("model: !!python/object/apply:os.system ['echo owned']\n")
+    with pytest.raises(ModelFileError, match="not a readable model YAML"):
+        load_separator(path)
+
+
 # --- API, CLI, assets ---------------------------------------------------------------------------
 
 

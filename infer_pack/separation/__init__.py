@@ -2,6 +2,7 @@
 
 - `vr`: UVR5 "VR" files (.pth: HP2, HP3, HP5) on a multi-band spectrogram (`bands`, `vr_nets`).
 - `mdx`: MDX-Net ONNX files (RVC's onnx_dereverb_By_FoxJoy/vocals.onnx).
+- `roformer`: BS-RoFormer checkpoints of MSST (.ckpt, with their .yaml beside them).
 `load_separator(path)` picks the family from the file; `Separator.separate(stereo [2, T])` returns
 a `StemPair` (vocals, instrumental, sample_rate). Files go in and out through `tools.api.separate`.
 """
@@ -17,7 +18,7 @@ from infer_pack.errors import AudioLoadError, ModelFileError
 from infer_pack.progress import CancelToken, ProgressCallback
 from infer_pack.separation.vr import StemPair
 
-MODEL_SUFFIXES: tuple[str, ...] = (".pth", ".onnx")
+MODEL_SUFFIXES: tuple[str, ...] = (".pth", ".onnx", ".ckpt")
 MAX_DURATION_S = 3 * 3600.0
 
 
@@ -34,7 +35,7 @@ class Separator(Protocol):
 
 
 def load_separator(path: str | Path, *, device: str = "cpu", aggressiveness: float = 0.1) -> Separator:
-    """A VR (.pth) or MDX (.onnx) separator; `aggressiveness` (0..1) applies to VR models only."""
+    """A VR (.pth), MDX (.onnx) or BS-RoFormer (.ckpt) separator; `aggressiveness` (0..1): VR models only."""
     path = Path(path)
     if path.suffix.lower() == ".pth":
         from infer_pack.separation.vr import load_vr_separator
@@ -44,7 +45,13 @@ def load_separator(path: str | Path, *, device: str = "cpu", aggressiveness: flo
         from infer_pack.separation.mdx import load_mdx_separator
 
         return load_mdx_separator(path, device=device)
-    raise ModelFileError(path, "not a separation model file", "pick a UVR5 .pth (HP2/HP3/HP5) or an MDX .onnx file")
+    if path.suffix.lower() == ".ckpt":
+        from infer_pack.separation.roformer import load_roformer_separator
+
+        return load_roformer_separator(path, device=device)
+    raise ModelFileError(
+        path, "not a separation model file", "pick a UVR5 .pth (HP/DeEcho), an MDX .onnx or a BS-RoFormer .ckpt file"
+    )
 
 
 def load_stereo(path: str | Path, sample_rate: int) -> np.ndarray:
