@@ -133,15 +133,18 @@ def _compute_rows(converter: Any, audio: np.ndarray, quick: bool, note: str) -> 
         extra = {"block_s": block_s, "latency_ours_s": ours.latency_s, "latency_rvc_s": base.latency_s,
                  "keeps_up_ours": ours_ms < budget_ms, "keeps_up_rvc": base_ms < budget_ms,
                  "p95_ours_ms": float(np.percentile(ours_t, 95) * 1000), "p95_rvc_ms": float(np.percentile(base_t, 95) * 1000)}  # fmt: skip
-        verdict = lambda ms: "keeps up" if ms < budget_ms else "too slow"  # noqa: E731
         rows.append(BenchRow(
             "realtime", f"compute per block, block {block_s:g} s", "ms", ours_ms, base_ms, True,
-            f"{note}; latency ours {ours.latency_s:.2f} s vs RVC recipe {base.latency_s:.2f} s; ours {verdict(ours_ms)}, "
-            f"RVC recipe {verdict(base_ms)} on this CPU ({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})", extra,
+            f"{note}; latency ours {ours.latency_s:.2f} s vs RVC recipe {base.latency_s:.2f} s; ours {_verdict(ours_ms, budget_ms)}, "
+            f"RVC recipe {_verdict(base_ms, budget_ms)} on this device ({os.cpu_count()} cores, load {os.getloadavg()[0]:.1f})", extra,
         ))  # fmt: skip
         rows.append(BenchRow("realtime", f"algorithmic latency, block {block_s:g} s", "s", ours.latency_s, base.latency_s,
                              True, "2 x block + crossfade + SOLA search"))  # fmt: skip
     return rows
+
+
+def _verdict(ms: float, budget_ms: float) -> str:
+    return "keeps up" if ms < budget_ms else "too slow"
 
 
 def _log_spectral_distance(a: np.ndarray, b: np.ndarray, rate: int) -> float:
