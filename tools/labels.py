@@ -30,7 +30,7 @@ LABELS: dict[str, str] = {
     "tab.separate": "Separate",
     "separate.intro": "Split songs into vocals and accompaniment before training or converting. "
     "Models: UVR5 HP2 / HP3 (all vocals), HP5 (main vocal only), VR-DeEcho* (vocals without echo or reverb) "
-    "and the MDX dereverb ONNX; "
+    "the MDX dereverb ONNX and MSST BS-RoFormer checkpoints (.ckpt with its .yaml); "
     "fetch them with `python -m tools.cli download uvr5` or put files in uvr5_weights/. "
     "Each input gives <name>_vocals and <name>_instrumental.",
     "separate.model": "Separation model (uvr5_weights/)",
