@@ -591,3 +591,16 @@ def test_browser_separate_tab_offers_the_stems(project_root: Path, mdx_file: Pat
             assert names == ["tune_instrumental.wav", "tune_vocals.wav"], names
         finally:
             browser.close()
+
+
+def test_api_runs_a_roformer_from_uvr5_weights(project_root: Path, tmp_path: Path) -> None:
+    write_roformer(project_root / "uvr5_weights")
+    assert "model_bs_roformer_test.ckpt" in model_choices(project_root)
+    soundfile.write(tmp_path / "song.flac", stereo_tone(0.4).T, SR)
+    result = separate_audio(project=project_root, model="model_bs_roformer_test.ckpt", input_path=tmp_path / "song.flac",
+                            output_dir=tmp_path / "out", output_format="flac")  # fmt: skip
+    assert result.ok, result.summary()
+    v, rate = soundfile.read(result.separated[0].vocals_path)
+    i, _ = soundfile.read(result.separated[0].instrumental_path)
+    assert rate == SR and v.shape == (int(0.4 * SR), 2)
+    np.testing.assert_allclose(v + i, stereo_tone(0.4).T, atol=2 / 32768)
