@@ -406,6 +406,38 @@ def test_roformer_layout_of_a_full_size_config() -> None:
     assert {k.split(".")[0] for k in state} == {"layers", "final_norm", "band_split", "mask_estimators"}
 
 
+def test_mel_bands_binarise_librosas_filter_bank() -> None:
+    from infer_pack.separation.roformer import mel_band_membership
+    from train.mel import slaney_mel_filterbank
+
+    for rate, n_fft, bands in ((44100, 2048, 60), (44100, 64, 4), (48000, 1024, 40)):
+        expected = slaney_mel_filterbank(rate, n_fft, bands) > 0
+        expected[0, 0] = expected[-1, -1] = True
+        np.testing.assert_array_equal(mel_band_membership(rate, n_fft, bands), expected)
+
+
+def test_mel_band_roformer_layout_and_unit_mask(tmp_path: Path) -> None:
+    """Mel-band RoFormer: a norm per transformer, no final norm, overlapping bands whose masks are averaged."""
+    from infer_pack.separation.roformer import BSRoformer, RoformerConfig, mel_band_membership
+
+    with torch.device("meta"):  # MSST's vocal Mel-band RoFormer config: dim 384, depth 6, 60 bands
+        state = BSRoformer(RoformerConfig(dim=384, depth=6, freqs_per_bands=(), num_bands=60)).state_dict()
+    sizes = mel_band_membership(44100, 2048, 60).sum(1)
+    assert "final_norm.gamma" not in state and tuple(state["layers.5.1.norm.gamma"].shape) == (384,)
+    assert tuple(state["band_split.to_features.59.1.weight"].shape) == (384, 4 * int(sizes[59]))
+    assert sizes.sum() > 1025  # the bands overlap
+    mel_yaml = TINY_ROFORMER_YAML.replace("  freqs_per_bands: !!python/tuple [8, 8, 8, 9]\n", "  num_bands: 4\n")
+    path = write_roformer(tmp_path, yaml_text=mel_yaml, unit_mask=True)
+    separator = load_separator(path)
+    assert separator.config.num_bands == 4 and "layers.0.0.norm.gamma" in torch.load(path, weights_only=True)
+    mix = stereo_tone(0.3)
+    stems = separator.separate(mix)
+    np.testing.assert_allclose(stems.vocals, mix, atol=1e-4)  # averaged unit masks are still 1
+    path.with_suffix(".yaml").unlink()
+    with pytest.raises(ModelFileError, match="Mel-band RoFormer config"):  # sizes fit only its own STFT
+        load_separator(path)
+
+
 def test_roformer_refuses_other_files(tmp_path: Path) -> None:
     path = write_roformer(tmp_path)
     state = torch.load(path, weights_only=True)
@@ -414,7 +446,7 @@ def test_roformer_refuses_other_files(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="band_split"):
         load_separator(tmp_path / "bad.ckpt")
     torch.save({"weight": torch.zeros(2)}, tmp_path / "other.ckpt")
-    with pytest.raises(ModelFileError, match="not a BS-RoFormer"):
+    with pytest.raises(ModelFileError, match="not a RoFormer checkpoint"):
         load_separator(tmp_path / "other.ckpt")
     (tmp_path / "model_bs_roformer_test.yaml").write_text("model: !!python/object/apply:os.system ['echo owned']\n")
     with pytest.raises(ModelFileError, match="not a readable model YAML"):

@@ -1,11 +1,12 @@
-"""BS-RoFormer separation (band-split RoPE transformer; the MSST `bs_roformer` checkpoints, .ckpt + .yaml).
+"""RoFormer separation (band-split RoPE transformers; MSST's `bs_roformer` and `mel_band_roformer` checkpoints).
 
 The checkpoint is a state dict whose names ARE the file format (`band_split.to_features.K.*`,
-`layers.I.{0: time, 1: frequency}.layers.J.{0: attention, 1: feed-forward}.*`, `final_norm.gamma`,
-`mask_estimators.S.to_freqs.K.0.*`). The model's YAML (beside it, same name) gives the STFT and
-chunking; without it the sizes are read from the tensors and MSST's usual STFT (n_fft 2048, hop 441)
-is assumed. The network's stem (a complex mask on the STFT) is the vocals; the instrumental is the
-mixture minus it, so the two always add up to the input.
+`layers.I.{0: time, 1: frequency}.layers.J.{0: attention, 1: feed-forward}.*`, `mask_estimators.S.to_freqs.K.0.*`;
+BS-RoFormer ends in `final_norm.gamma`, Mel-band RoFormer has a `norm.gamma` per transformer instead and
+overlapping mel bands whose masks are averaged). The model's YAML (beside it, same name) gives the STFT and
+chunking; without it the sizes are read from the tensors and MSST's usual STFT (n_fft 2048, hop 441, 44.1 kHz)
+is assumed. The stem the YAML names (vocals, usually) comes from a complex mask on the STFT; the other
+stem is the mixture minus it, so the two always add up to the input.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class RoformerConfig:
 
     dim: int
     depth: int
-    freqs_per_bands: tuple[int, ...]
+    freqs_per_bands: tuple[int, ...] = ()  # BS-RoFormer: STFT bins per band, summing to n_fft // 2 + 1
     stereo: bool = True
     num_stems: int = 1
     time_transformer_depth: int = 1
@@ -54,6 +55,7 @@ class RoformerConfig:
     num_overlap: int = 4  # chunks overlap by 1 - 1/num_overlap
     instruments: tuple[str, ...] = ("vocals", "other")  # the YAML's training.instruments
     target_instrument: str | None = "vocals"  # one-stem models: what the stem is
+    num_bands: int = 0  # > 0: a Mel-band RoFormer with this many mel bands (freqs_per_bands unused)
 
     @property
     def vocals_stem(self) -> tuple[int, bool]:
@@ -128,18 +130,19 @@ class Attention(nn.Module):
 
 class Transformer(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, dim_head: int, ff_mult: int,
-                 rotary_embed: RotaryEmbedding) -> None:  # fmt: skip
+                 rotary_embed: RotaryEmbedding, norm_output: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.layers = nn.ModuleList(
             nn.ModuleList([Attention(dim, heads, dim_head, rotary_embed), FeedForward(dim, ff_mult)])
             for _ in range(depth)
         )
+        self.norm = RMSNorm(dim) if norm_output else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for attention, feed_forward in self.layers:  # type: ignore[misc]
             x = attention(x) + x
             x = feed_forward(x) + x
-        return x
+        return self.norm(x)
 
 
 class BandSplit(nn.Module):
@@ -174,23 +177,58 @@ class MaskEstimator(nn.Module):
         return torch.cat([net(band) for band, net in zip(x.unbind(dim=-2), self.to_freqs)], dim=-1)
 
 
+def _slaney_hz_edges(sample_rate: int, n_mels: int) -> np.ndarray:
+    """librosa's default (Slaney) mel scale from 0 to Nyquist: the n_mels + 2 triangle corners in Hz.
+    Must agree with train.mel.slaney_mel_filterbank (a test checks it; infer_pack cannot import train)."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    top = min_log_mel + np.log((sample_rate / 2) / min_log_hz) / logstep
+    mels = np.linspace(0.0, top, n_mels + 2)
+    return np.where(mels >= min_log_mel, min_log_hz * np.exp(logstep * (mels - min_log_mel)), f_sp * mels)
+
+
+def mel_band_membership(sample_rate: int, n_fft: int, num_bands: int) -> np.ndarray:
+    """bool [bands, n_fft//2 + 1]: the bins where each mel triangle is positive, first and last bin forced in
+    (MSST's Mel-band RoFormer binarises librosa's filter bank the same way)."""
+    freqs = np.fft.rfftfreq(n_fft, d=1.0 / sample_rate)
+    edges = _slaney_hz_edges(sample_rate, num_bands)
+    member = (freqs[None, :] > edges[:-2, None]) & (freqs[None, :] < edges[2:, None])
+    member[0, 0] = True
+    member[-1, -1] = True
+    return member
+
+
 class BSRoformer(nn.Module):
-    """Inference-only BS-RoFormer: STFT -> band split -> time/frequency transformers -> complex masks -> iSTFT."""
+    """Inference-only RoFormer: STFT -> band split -> time/frequency transformers -> complex masks -> iSTFT.
+
+    With `config.num_bands` > 0 it is the Mel-band variant: bands are overlapping mel ranges gathered
+    from the STFT, and each bin's mask is the average of the bands covering it.
+    """
 
     def __init__(self, config: RoformerConfig) -> None:
         super().__init__()
         c = config
         self.config = c
+        mel = c.num_bands > 0
         time_rotary, freq_rotary = RotaryEmbedding(c.dim_head), RotaryEmbedding(c.dim_head)
         self.layers = nn.ModuleList(
             nn.ModuleList([
-                Transformer(c.dim, c.time_transformer_depth, c.heads, c.dim_head, c.ff_mult, time_rotary),
-                Transformer(c.dim, c.freq_transformer_depth, c.heads, c.dim_head, c.ff_mult, freq_rotary),
+                Transformer(c.dim, c.time_transformer_depth, c.heads, c.dim_head, c.ff_mult, time_rotary, mel),
+                Transformer(c.dim, c.freq_transformer_depth, c.heads, c.dim_head, c.ff_mult, freq_rotary, mel),
             ])
             for _ in range(c.depth)
         )  # fmt: skip
-        self.final_norm = RMSNorm(c.dim)
-        dim_inputs = tuple(2 * f * c.channels for f in c.freqs_per_bands)
+        if mel:
+            member = torch.from_numpy(mel_band_membership(c.sample_rate, c.stft_n_fft, c.num_bands))
+            bins = torch.arange(member.shape[1])[None].expand_as(member)[member]  # band by band, ascending
+            indices = (bins[:, None] * c.channels + torch.arange(c.channels)).flatten()  # both channels per bin
+            self.register_buffer("freq_indices", indices, persistent=False)
+            self.register_buffer("bands_per_freq", member.sum(0).repeat_interleave(c.channels), persistent=False)
+            band_sizes = member.sum(1).tolist()
+        else:
+            self.final_norm = RMSNorm(c.dim)
+            band_sizes = list(c.freqs_per_bands)
+        dim_inputs = tuple(2 * f * c.channels for f in band_sizes)
         self.band_split = BandSplit(c.dim, dim_inputs)
         self.mask_estimators = nn.ModuleList(
             MaskEstimator(c.dim, dim_inputs, c.mask_estimator_depth, c.mlp_expansion_factor) for _ in range(c.num_stems)
@@ -205,16 +243,24 @@ class BSRoformer(nn.Module):
                           return_complex=True)  # fmt: skip  # [B*ch, F, T']
         spec = torch.view_as_real(stft).unflatten(0, (batch, channels))  # [B, ch, F, T', 2]
         spec = spec.permute(0, 2, 1, 3, 4).flatten(1, 2)  # [B, F*ch, T', 2]: channels interleaved per bin
-        x = self.band_split(spec.permute(0, 2, 1, 3).flatten(2))  # [B, T', bands, dim]
+        mel = self.config.num_bands > 0
+        bands_in = spec[:, self.freq_indices] if mel else spec  # mel: overlapping bins gathered band by band
+        x = self.band_split(bands_in.permute(0, 2, 1, 3).flatten(2))  # [B, T', bands, dim]
         for time_transformer, freq_transformer in self.layers:  # type: ignore[misc]
             frames, bands = x.shape[1], x.shape[2]
             x = time_transformer(x.transpose(1, 2).reshape(batch * bands, frames, -1))  # along time, per band
             x = x.reshape(batch, bands, frames, -1).transpose(1, 2)
             x = freq_transformer(x.reshape(batch * frames, bands, -1)).reshape(batch, frames, bands, -1)
-        x = self.final_norm(x)
-        mask = torch.stack([estimator(x) for estimator in self.mask_estimators], dim=1)  # [B, S, T', F*ch*2]
-        mask = torch.view_as_complex(mask.unflatten(-1, (-1, 2)).transpose(2, 3).contiguous())  # [B, S, F*ch, T']
-        masked = torch.view_as_complex(spec.contiguous())[:, None] * mask
+        if not mel:
+            x = self.final_norm(x)
+        mask = torch.stack([estimator(x) for estimator in self.mask_estimators], dim=1)  # [B, S, T', bins*2]
+        mask = torch.view_as_complex(mask.unflatten(-1, (-1, 2)).transpose(2, 3).contiguous())  # [B, S, bins, T']
+        complex_spec = torch.view_as_complex(spec.contiguous())  # [B, F*ch, T']
+        if mel:  # average the masks of the bands that share a bin
+            index = self.freq_indices[None, None, :, None].expand(batch, mask.shape[1], -1, mask.shape[-1])
+            summed = torch.zeros(batch, mask.shape[1], *complex_spec.shape[1:], dtype=mask.dtype, device=mask.device)
+            mask = summed.scatter_add_(2, index, mask) / self.bands_per_freq[:, None].clamp(min=1)
+        masked = complex_spec[:, None] * mask
         masked = masked.unflatten(2, (-1, channels)).transpose(2, 3)  # [B, S, ch, F, T']
         out = torch.istft(masked.flatten(0, 2), c.stft_n_fft, c.stft_hop_length, c.stft_win_length, window,
                           length=length)  # fmt: skip
@@ -224,9 +270,13 @@ class BSRoformer(nn.Module):
 _LAYER_KEY = re.compile(r"^layers\.(\d+)\.(\d+)\.layers\.(\d+)\.")
 
 
+def is_mel_band(state: Mapping[str, Any]) -> bool:
+    return "final_norm.gamma" not in state and "layers.0.0.norm.gamma" in state
+
+
 def config_from_state(state: Mapping[str, torch.Tensor], base: RoformerConfig | None = None) -> RoformerConfig:
     """Sizes read from the tensors; the STFT and chunking from `base` (a YAML) or MSST's usual values."""
-    dim = int(state["final_norm.gamma"].shape[0])
+    dim = int(state["band_split.to_features.0.1.weight"].shape[0])
     band_inputs = []
     while f"band_split.to_features.{len(band_inputs)}.0.gamma" in state:
         band_inputs.append(int(state[f"band_split.to_features.{len(band_inputs)}.0.gamma"].shape[0]))
@@ -260,7 +310,10 @@ def config_from_state(state: Mapping[str, torch.Tensor], base: RoformerConfig | 
         mask_estimator_depth=len(mask_linears),
         mlp_expansion_factor=int(state["mask_estimators.0.to_freqs.0.0.0.weight"].shape[0]) // dim,
     )  # fmt: skip
-    if base is None:
+    if is_mel_band(state):
+        # mel bands overlap, so the bin count is not their sum: the STFT comes from the YAML or the defaults
+        values.update(num_bands=len(band_inputs), freqs_per_bands=())
+    elif base is None:
         values.update(stft_n_fft=n_fft, stft_win_length=n_fft)
     return RoformerConfig(**values)
 
@@ -381,9 +434,11 @@ def load_roformer_separator(
     for wrapper in ("state_dict", "model"):  # some trainers nest the weights
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
-    if not isinstance(state, Mapping) or not {"final_norm.gamma", "band_split.to_features.0.0.gamma"} <= set(state):
-        raise ModelFileError(path, "it is not a BS-RoFormer checkpoint (no band_split/final_norm weights)",
-                             "pick an MSST bs_roformer .ckpt (Mel-band RoFormer files are not supported yet)")  # fmt: skip
+    if not isinstance(state, Mapping) or "band_split.to_features.0.0.gamma" not in state or not (
+        "final_norm.gamma" in state or is_mel_band(state)
+    ):
+        raise ModelFileError(path, "it is not a RoFormer checkpoint (no band_split and final norm weights)",
+                             "pick an MSST bs_roformer or mel_band_roformer .ckpt")  # fmt: skip
     yaml_path = Path(config_path) if config_path else path.with_suffix(".yaml")
     base = read_yaml_config(yaml_path) if yaml_path.is_file() else None
     try:
@@ -391,21 +446,22 @@ def load_roformer_separator(
         net = BSRoformer(config)
     except (KeyError, ValueError, ZeroDivisionError, RuntimeError) as exc:
         raise ModelFileError(path, f"its tensors do not describe a BS-RoFormer ({exc})") from None
-    if sum(config.freqs_per_bands) != config.stft_n_fft // 2 + 1:
+    if config.num_bands == 0 and sum(config.freqs_per_bands) != config.stft_n_fft // 2 + 1:
         raise ModelFileError(path, f"its bands cover {sum(config.freqs_per_bands)} STFT bins, n_fft {config.stft_n_fft} "
                              f"gives {config.stft_n_fft // 2 + 1}",
-                             "use the YAML that came with the checkpoint (Mel-band RoFormer files, whose bands "
-                             "overlap, are not supported yet)")  # fmt: skip
+                             "use the YAML that came with the checkpoint")  # fmt: skip
     expected = net.state_dict()
+    kind = "Mel-band RoFormer" if config.num_bands else "BS-RoFormer"
     rotary = [k for k in expected if k.endswith("rotary_embed.freqs")]
     missing = [k for k in expected if k not in state and k not in rotary]  # RoPE frequencies are fixed anyway
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
-        raise ModelFileError(path, f"it does not have the BS-RoFormer layout: {len(missing)} key(s) missing "
+        raise ModelFileError(path, f"it does not have the {kind} layout: {len(missing)} key(s) missing "
                              f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")  # fmt: skip
     for key, ref in expected.items():
         if key in state and tuple(state[key].shape) != tuple(ref.shape):
-            raise ModelFileError(path, f"{key} has shape {tuple(state[key].shape)}, this config needs {tuple(ref.shape)}")
+            raise ModelFileError(path, f"{key} has shape {tuple(state[key].shape)}, this {kind} config needs "
+                                 f"{tuple(ref.shape)}", "use the YAML that came with the checkpoint")  # fmt: skip
     loaded = {k: state.get(k, ref).float() for k, ref in expected.items()}
     broken = next((k for k, t in loaded.items() if not bool(torch.isfinite(t).all())), None)
     if broken is not None:
