@@ -28,9 +28,23 @@ LABELS: dict[str, str] = {
     "tab.model_tools": "Model tools",
     "tab.assets": "Assets",
     "tab.separate": "Separate",
+    "tab.realtime": "Realtime",
+    "realtime.intro": "Speak into the microphone and hear the converted voice. Browser streaming adds about a second "
+                      "of buffering; `python -m tools.cli realtime` with sound devices has only the algorithmic latency "
+                      "(2 x block + crossfade + 10 ms). Served to this machine (localhost) only. Settings apply when a "
+                      "recording starts.",
+    "realtime.formant": "Formant shift (semitones)",
+    "realtime.block_time": "Block time (s)",
+    "realtime.crossfade": "Crossfade (s)",
+    "realtime.extra_time": "Extra context (s)",
+    "realtime.silence": "Silence threshold (dB; -60 = off)",
+    "realtime.input": "Microphone",
+    "realtime.output": "Converted",
+    "realtime.status": "Stream",
+    "realtime.loopback_only": "Realtime conversion is served to this machine only: open the app at http://127.0.0.1.",
     "separate.intro": "Split songs into vocals and accompaniment before training or converting. "
     "Models: UVR5 HP2 / HP3 (all vocals), HP5 (main vocal only), VR-DeEcho* (vocals without echo or reverb) "
-    "the MDX dereverb ONNX and MSST BS-RoFormer checkpoints (.ckpt with its .yaml); "
+    "the MDX dereverb ONNX and MSST BS-/Mel-band RoFormer checkpoints (.ckpt with its .yaml); "
     "fetch them with `python -m tools.cli download uvr5` or put files in uvr5_weights/. "
     "Each input gives <name>_vocals and <name>_instrumental.",
     "separate.model": "Separation model (uvr5_weights/)",
