@@ -43,7 +43,7 @@ LABELS: dict[str, str] = {
     "realtime.status": "Stream",
     "realtime.loopback_only": "Realtime conversion is served to this machine only: open the app at http://127.0.0.1.",
     "separate.intro": "Split songs into vocals and accompaniment before training or converting. "
-    "Models: UVR5 HP2 / HP3 (all vocals), HP5 (main vocal only), VR-DeEcho* (vocals without echo or reverb) "
+    "Models: UVR5 HP2 / HP3 (all vocals), HP5 (main vocal only), VR-DeEcho* (vocals without echo or reverb), "
     "the MDX dereverb ONNX and MSST BS-/Mel-band RoFormer checkpoints (.ckpt with its .yaml); "
     "fetch them with `python -m tools.cli download uvr5` or put files in uvr5_weights/. "
     "Each input gives <name>_vocals and <name>_instrumental.",
