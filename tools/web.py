@@ -105,7 +105,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     """Assemble the tabs into one Blocks app (not launched)."""
     import gradio as gr
 
-    from tools import ui_assets, ui_convert, ui_jobs, ui_model_tools, ui_separate, ui_train
+    from tools import ui_assets, ui_convert, ui_jobs, ui_model_tools, ui_realtime, ui_separate, ui_train
     from tools.labels import label
 
     with gr.Blocks(title=label("app.title"), theme=_theme(), css=CSS, analytics_enabled=False) as app:
@@ -121,6 +121,8 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 ui_model_tools.build(ctx, tools_tab)
             with gr.Tab(label("tab.separate"), id="separate") as separate_tab:
                 ui_separate.build(ctx, separate_tab)
+            with gr.Tab(label("tab.realtime"), id="realtime") as realtime_tab:
+                ui_realtime.build(ctx, realtime_tab)
         # Scripts (gradio_client) follow a job started by a button through these two endpoints.
         def status_endpoint(job_id: str) -> dict:
             return job_status(ctx, job_id)

@@ -28,12 +28,14 @@ _EXPORTS: dict[str, str] = {
     "list_audio_devices": "realtime",
     "run_realtime": "realtime",
     "stream_file": "realtime",
+    "start_chunk_stream": "realtime",
 }
 
 __all__ = [
     "asset_status", "change_voice_info", "convert_batch", "convert_voice", "download_assets", "export_onnx",
     "extract_features", "extract_small_model", "merge_voices", "one_click", "preprocess_dataset", "show_voice_info",
     "separate_audio", "train_index", "train_model", "list_audio_devices", "run_realtime", "stream_file",
+    "start_chunk_stream",
 ]
 
 

@@ -76,8 +76,13 @@ class DeviceList:
         return "\n".join(lines)
 
 
-def list_audio_devices() -> DeviceList:
-    """The sound devices PortAudio sees (index, name, channels, default rate), and the defaults."""
+def list_audio_devices(*, kind: str = "all") -> DeviceList:
+    """The sound devices PortAudio sees (index, name, channels, default rate), and the defaults.
+
+    `kind` "input" or "output" keeps only the devices with channels of that direction.
+    """
+    if kind not in ("all", "input", "output"):
+        raise UserInputError(f"unknown device kind {kind!r}; choose all, input or output")
     sd = _sounddevice()
     apis = [api["name"] for api in sd.query_hostapis()]
     devices = [
@@ -90,6 +95,7 @@ def list_audio_devices() -> DeviceList:
             default_sample_rate=int(info["default_samplerate"]),
         )
         for i, info in enumerate(sd.query_devices())
+        if kind == "all" or info[f"max_{kind}_channels"] > 0
     ]
     default_in, default_out = (int(v) for v in sd.default.device)
     return DeviceList(devices, default_in if default_in >= 0 else None, default_out if default_out >= 0 else None)
@@ -336,3 +342,69 @@ def run_realtime(
     if handler.error is not None:
         raise handler.error
     return RealtimeResult(source.name, sink.name, rate, time.perf_counter() - started, handler.overruns, handler.stats)
+
+
+# -- the browser tab: microphone chunks of any size in, converted samples out ------------------------
+
+
+class ChunkStream:
+    """A stream fed with chunks of any length (what a browser sends), converted in whole blocks.
+
+    `push` returns every converted sample ready so far (possibly none); the output lags the input by
+    at most one block more than `latency_s` (the chunks must first fill a block).
+    """
+
+    def __init__(self, stream: StreamingConverter) -> None:
+        import numpy as np
+
+        self.stream = stream
+        self.sample_rate = stream.input_rate
+        self.stats = StreamStats(stream.geometry.block / 100, stream.latency_s)
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Mono or [samples, channels] audio, float in -1..1 or int16 -> converted float32 samples."""
+        import numpy as np
+
+        audio = np.asarray(samples)
+        if audio.dtype.kind == "i":
+            audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max)
+        audio = audio.astype(np.float32, copy=False)
+        if audio.ndim == 2:
+            audio = audio.mean(axis=1)
+        self._pending = np.concatenate((self._pending, audio))
+        size = self.stream.block_size
+        pieces = []
+        while self._pending.shape[0] >= size:
+            block, self._pending = self._pending[:size], self._pending[size:]
+            started = time.perf_counter()
+            pieces.append(self.stream.process(block))
+            self.stats.times.append(time.perf_counter() - started)
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+
+    def push_pcm16(self, samples: np.ndarray) -> np.ndarray:
+        """`push`, the result as 16-bit PCM (what a browser plays without a conversion warning)."""
+        import numpy as np
+
+        return (np.clip(self.push(samples), -1.0, 1.0) * 32767.0).astype(np.int16)
+
+    def status(self) -> str:
+        return self.stats.line()
+
+
+def start_chunk_stream(
+    *,
+    project: Project | str | Path,
+    model: Path | str,
+    settings: StreamSettings,
+    sample_rate: int,
+    index_path: Path | str | None = None,
+    device: str = "auto",
+    cache: ModelCache | None = None,
+) -> ChunkStream:
+    """A stream for chunks of any size at `sample_rate` (a browser's microphone), output at the same rate."""
+    if sample_rate % 100:
+        raise UserInputError(f"the microphone's sample rate {sample_rate} Hz is not a multiple of 100 Hz; choose 48000 or 44100")
+    stream = open_stream(project=project, model=model, settings=settings, index_path=index_path,
+                         input_rate=sample_rate, device=device, cache=cache)  # fmt: skip
+    return ChunkStream(stream)

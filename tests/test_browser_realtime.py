@@ -1,0 +1,86 @@
+"""The Realtime tab in headless Chromium with a fake microphone (Chromium's test tone), end to end.
+
+Also the tab's pieces without a browser: chunked input of any size, the loopback-only rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers_app import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    app_in_thread,
+    make_project,
+    shared_test_hubert,
+)
+
+TIMEOUT_MS = 180_000
+
+
+def test_chunks_of_any_size_come_out_as_whole_blocks(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from infer_pack.cache import ModelCache
+    from tools.api.realtime import start_chunk_stream, stream_settings
+
+    root = make_project(tmp_path_factory.mktemp("chunks") / "project", reference,
+                        shared_test_hubert(tmp_path_factory, reference))  # fmt: skip
+    settings = stream_settings(block_time_s=0.1, extra_time_s=0.2, f0_method="pm")
+    stream = start_chunk_stream(project=root, model=root / "weights" / "ref.pth", settings=settings,
+                                sample_rate=48000, device="cpu", cache=ModelCache())  # fmt: skip
+    rng = np.random.default_rng(0)
+    sizes = [1000, 3000, 800, 7000, 2600]  # 14400 samples = 3 blocks of 4800
+    outputs = [stream.push((rng.standard_normal((n, 2)) * 3000).astype(np.int16)) for n in sizes]
+    assert [o.size for o in outputs] == [0, 0, 4800, 4800, 4800]
+    assert stream.stats.blocks == 3 and "3 blocks of 100 ms" in stream.status()
+
+
+def test_only_loopback_clients_are_served() -> None:
+    from tools.ui_realtime import is_loopback
+
+    def request(host: str | None) -> Any:
+        return SimpleNamespace(client=SimpleNamespace(host=host))
+
+    assert is_loopback(request("127.0.0.1")) and is_loopback(request("::1")) and is_loopback(request("localhost"))
+    assert not is_loopback(request("192.168.1.20")) and not is_loopback(request(None)) and not is_loopback(None)
+
+
+@pytest.fixture(scope="module")
+def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = make_project(tmp_path_factory.mktemp("rt-browser") / "project", reference,
+                        shared_test_hubert(tmp_path_factory, reference))  # fmt: skip
+    with app_in_thread(root) as (url, _ctx):
+        yield url
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (Debian: apt-get install chromium)")
+def test_microphone_streams_through_the_voice(served: str) -> None:
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    fake_mic = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *fake_mic])
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["microphone"])
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(served)
+            page.get_by_role("tab", name="Realtime").click()
+            page.wait_for_timeout(1000)  # the tab refreshes its voice list when selected
+            page.locator("#rt-voice input").click()
+            page.get_by_role("option", name="ref").click()
+            page.locator("#rt-extra input[type=number]").fill("0.3")
+            page.locator("#rt-extra input[type=number]").press("Enter")
+            page.locator("#rt-mic").get_by_role("button", name="Record").click()
+            status = page.locator("#rt-status textarea")
+            page.wait_for_function("el => /\\d+ blocks of 250 ms/.test(el.value) || document.querySelector('.toast-body')",
+                                   arg=status.element_handle(), timeout=TIMEOUT_MS)  # fmt: skip
+            assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
+            assert "algorithmic latency 560 ms" in status.input_value()
+            page.locator("#rt-mic").get_by_role("button", name="Stop").click()
+        finally:
+            browser.close()
