@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,61 @@ def test_duplex_callback_converts_each_block_and_survives_errors(converter: Voic
     assert np.array_equal(outdata[:, 0], outdata[:, 1]) and np.abs(outdata).max() > 0
     handler(indata[:100], outdata, 100, None, None)  # a wrong block size: silence, error kept
     assert handler.failed.is_set() and isinstance(handler.error, UserInputError) and not outdata.any()
+
+
+class FakeSoundDevice:
+    """sounddevice's surface used by run_realtime: one duplex device; the stream calls back `blocks` times."""
+
+    class PortAudioError(Exception):
+        pass
+
+    def __init__(self, blocks: int, cancel: Any) -> None:
+        self.blocks, self.cancel, self.opened = blocks, cancel, {}
+        self.default = type("Default", (), {"device": [0, 0]})()
+
+    def query_hostapis(self) -> list[dict]:
+        return [{"name": "ALSA"}]
+
+    def query_devices(self) -> list[dict]:
+        return [{"name": "USB mic+speaker", "hostapi": 0, "max_input_channels": 1, "max_output_channels": 2,
+                 "default_samplerate": 48000.0}]  # fmt: skip
+
+    def Stream(self, **kwargs: Any) -> Any:
+        import contextlib
+        import threading
+
+        self.opened = kwargs
+        outputs = self.outputs = []
+
+        def play() -> None:
+            for _ in range(self.blocks):
+                indata = synthetic_voice(kwargs["blocksize"] / 48000, 48000)[:, None]
+                outdata = np.zeros((kwargs["blocksize"], kwargs["channels"][1]), np.float32)
+                kwargs["callback"](indata, outdata, kwargs["blocksize"], None, None)
+                outputs.append(outdata)
+            self.cancel.cancel()
+
+        @contextlib.contextmanager
+        def running() -> Iterator[None]:
+            thread = threading.Thread(target=play)
+            thread.start()
+            yield
+            thread.join()
+
+        return running()
+
+
+def test_live_stream_runs_the_callback_until_stopped(voice_project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infer_pack.progress import CancelToken
+    from tools.api import realtime
+
+    cancel = CancelToken()
+    fake = FakeSoundDevice(3, cancel)
+    monkeypatch.setattr(realtime, "_sounddevice", lambda: fake)
+    settings = realtime.stream_settings(block_time_s=0.1, extra_time_s=0.2, f0_method="pm")
+    result = realtime.run_realtime(project=voice_project, model=voice_project / "weights" / "ref.pth",
+                                   settings=settings, input_device="usb", cancel=cancel, device="cpu")  # fmt: skip
+    assert fake.opened["blocksize"] == 4800 and fake.opened["samplerate"] == 48000 and fake.opened["device"] == (0, 0)
+    assert result.stats.blocks == 3 and result.overruns == 0 and result.input_device == "USB mic+speaker"
+    assert all(np.abs(o).max() > 0 and np.array_equal(o[:, 0], o[:, 1]) for o in fake.outputs)
+    assert "3 blocks of 100 ms" in result.summary()

@@ -281,6 +281,15 @@ class RealtimeResult:
         )
 
 
+def _should_stop(handler: DuplexCallback, started: float, duration_s: float | None, cancel: CancelToken | None) -> bool:
+    """Wait up to a second for the callback to fail; True when the stream should end."""
+    if duration_s is not None and time.perf_counter() - started >= duration_s:
+        return True
+    if cancel is not None and cancel.cancelled:
+        return True
+    return handler.failed.wait(timeout=1.0)
+
+
 def run_realtime(
     *,
     project: Project | str | Path,
@@ -301,8 +310,6 @@ def run_realtime(
     Devices by index or name part (None: the system's default); `sample_rate` None takes the input
     device's default. The progress callback gets one report per second with the latest block time.
     """
-    from infer_pack.errors import CancelledError
-
     sd = _sounddevice()
     devices = list_audio_devices()
     source = _resolve_device(devices, input_device, "input")
@@ -321,24 +328,19 @@ def run_realtime(
             samplerate=rate, blocksize=stream.block_size, device=(source.index, sink.index),
             channels=(1, min(2, sink.output_channels)), dtype="float32", latency="low", callback=handler,
         ):  # fmt: skip
-            while True:
-                elapsed = time.perf_counter() - started
-                if duration_s is not None and elapsed >= duration_s:
-                    break
-                if cancel is not None and cancel.cancelled:
-                    break
-                if handler.failed.wait(timeout=1.0):
-                    break
-                if progress is not None and handler.stats.times:
-                    last = handler.stats.times[-1] * 1000
-                    progress(handler.stats.blocks, 0, f"{elapsed:.0f} s, last block {last:.0f} ms, {handler.overruns} overruns")
+            try:
+                while not _should_stop(handler, started, duration_s, cancel):
+                    if progress is not None and handler.stats.times:
+                        last = handler.stats.times[-1] * 1000
+                        elapsed = time.perf_counter() - started
+                        progress(handler.stats.blocks, 0, f"{elapsed:.0f} s, last block {last:.0f} ms, {handler.overruns} overruns")
+            except KeyboardInterrupt:
+                pass  # Ctrl-C is the way to stop a live stream: report it like a finished one
     except sd.PortAudioError as exc:
         raise AudioDeviceError(
             f"the sound devices refused the stream ({exc}); try another --sample-rate or device "
             "(`python -m tools.cli realtime --list-devices`)"
         ) from exc
-    except KeyboardInterrupt as exc:
-        raise CancelledError("realtime conversion stopped") from exc
     if handler.error is not None:
         raise handler.error
     return RealtimeResult(source.name, sink.name, rate, time.perf_counter() - started, handler.overruns, handler.stats)
