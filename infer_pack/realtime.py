@@ -235,8 +235,8 @@ class StreamingConverter:
 
     `input_rate`/`output_rate` are the audio device's rates in Hz (multiples of 100). Each call of
     `process` takes exactly `block_size` input samples and returns exactly `output_block_size`
-    samples; the output lags the input by `geometry.algorithmic_latency_s` minus one block (the
-    other block is the callback's own buffering).
+    samples. In the joined output, sample i holds input sample i - `stream_delay_frames` (crossfade
+    + search); the two blocks more of `latency_s` are the sound card's buffering in and out.
     """
 
     def __init__(
@@ -307,7 +307,9 @@ class StreamingConverter:
         self._coarse = np.ones(g.window, dtype=np.int64)  # coarse pitch 1 = unvoiced
         self._hz = np.zeros(g.window, dtype=np.float32)
         self._sola_tail = np.zeros(g.fade * self._out_hop, dtype=np.float32)
-        self._generator = torch.Generator().manual_seed(self.settings.seed)
+        self._generator = torch.Generator().manual_seed(self.settings.seed)  # prior noise, drawn on the CPU
+        # The NSF excitation's noise is drawn where the synthesiser runs.
+        self._device_generator = torch.Generator(device=self.converter.device).manual_seed(self.settings.seed + 1)
         self._noise: torch.Tensor | None = None
         if not self.settings.deterministic:
             inter = self.converter.synthesizer.inter_channels
@@ -456,7 +458,7 @@ class StreamingConverter:
             audio = net.infer(
                 phone_t, lengths, pitch_t, pitchf_t, sid,
                 noise_scale=0.0 if noise_t is None else PRIOR_NOISE_SCALE, noise=noise_t,
-                excitation_noise=not self.settings.deterministic, generator=self._generator,
+                excitation_noise=not self.settings.deterministic, generator=self._device_generator,
                 keep=(first, first + count), decode_context=self.settings.decoder_context_frames,
             )[0][0, 0].to("cpu", torch.float32).numpy()  # fmt: skip
         if factor != 1.0:
