@@ -367,3 +367,20 @@ def test_live_stream_runs_the_callback_until_stopped(voice_project: Path, monkey
     assert result.stats.blocks == 3 and result.overruns == 0 and result.input_device == "USB mic+speaker"
     assert all(np.abs(o).max() > 0 and np.array_equal(o[:, 0], o[:, 1]) for o in fake.outputs)
     assert "3 blocks of 100 ms" in result.summary()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
+def test_stream_on_cuda_matches_the_cpu(converter: VoiceConverter) -> None:
+    """The same deterministic stream on the GPU in float32: the CPU's samples within 1e-3."""
+    from infer_pack.checkpoint import build_synthesizer
+
+    gpu = VoiceConverter(converter.voice, converter.encoder, device="cuda", dtype=torch.float32,
+                         synthesizer=build_synthesizer(converter.voice, "cuda", torch.float32))  # fmt: skip
+    settings = StreamSettings(block_time_s=0.1, extra_time_s=0.3, f0_method="pm", deterministic=True)
+    audio = synthetic_voice(1.0, 16000, seed=4)
+    on_cpu = convert_stream(StreamingConverter(converter, settings), audio).audio
+    on_gpu = convert_stream(StreamingConverter(gpu, settings), audio).audio
+    assert np.abs(on_cpu - on_gpu).max() < 1e-3
+    noisy = StreamingConverter(gpu, StreamSettings(block_time_s=0.1, extra_time_s=0.3, f0_method="pm"))
+    assert np.isfinite(convert_stream(noisy, audio).audio).all()
