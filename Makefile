@@ -32,7 +32,7 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt
 	@test -x $(PYTHON) || $(PY) -m venv $(VENV)
-	@ldconfig -p 2>/dev/null | grep -q libportaudio || { $(SUDO) apt-get update -qq && \
+	@{ ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q libportaudio || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libportaudio2 >/dev/null; } || \
 	  echo "warning: could not install libportaudio2; realtime conversion will not find sound devices"
 	$(PYTHON) -m pip install --quiet --upgrade pip
