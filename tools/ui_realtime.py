@@ -90,9 +90,10 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
 
     controls = [voice, index, f0_method, transpose, formant, index_rate, block_time, crossfade, extra_time, silence]
     mic.stream(on_chunk, inputs=[mic, session, *controls], outputs=[out, session, status],
-               stream_every=STREAM_EVERY_S, time_limit=None, concurrency_limit=1, show_progress="hidden")  # fmt: skip
+               stream_every=STREAM_EVERY_S, time_limit=None, concurrency_limit=1, show_progress="hidden",
+               api_name=False)  # fmt: skip
     # A new recording (or changed settings) starts a fresh stream with the current settings.
-    mic.start_recording(lambda: None, outputs=[session])
+    mic.start_recording(lambda: None, outputs=[session], api_name=False)
     voice.change(lambda v: gr.Dropdown(choices=index_choices(ctx), value=match_index(ctx, v)), inputs=[voice],
-                 outputs=[index])  # fmt: skip
-    tab.select(lambda: gr.Dropdown(choices=voice_choices(ctx)), outputs=[voice])  # voices made since the app started
+                 outputs=[index], api_name=False)  # fmt: skip
+    tab.select(lambda: gr.Dropdown(choices=voice_choices(ctx)), outputs=[voice], api_name=False)  # new voices show up
