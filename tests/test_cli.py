@@ -193,10 +193,13 @@ def test_missing_packages_point_to_the_venv(project_root: Path) -> None:
 
 
 def test_make_cli_runs_the_cli_with_the_venv_python() -> None:
-    dry = subprocess.run(["make", "-n", "cli", "ARGS=assets --root x"], cwd=str(REPO_ROOT), capture_output=True,
-                         text=True, timeout=60, check=False)
+    # Under `make test` the outer make's flags (-w: "Leaving directory ...") reach this make through MAKEFLAGS.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "cli", "ARGS=assets --root x"], cwd=str(REPO_ROOT),
+                         capture_output=True, text=True, timeout=60, check=False, env=env)
     assert dry.returncode == 0, dry.stderr
-    assert ".venv/bin/python -m tools.cli assets --root x" in dry.stdout.splitlines()[-1]
+    commands = [line for line in dry.stdout.splitlines() if "tools.cli" in line]
+    assert commands and ".venv/bin/python -m tools.cli assets --root x" in commands[-1], dry.stdout
 
 
 def test_readme_commands_use_the_venv_python() -> None:
