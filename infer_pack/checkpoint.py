@@ -241,7 +241,7 @@ def _parse_voice(obj: Any, path: Path) -> VoiceModel:
                 path,
                 "this is a training checkpoint (G_*.pth / D_*.pth), not a voice model",
                 "extract a small voice model from it with the Model tools tab "
-                "(`python -m tools.cli extract-model`) and use that file",
+                "(`.venv/bin/python -m tools.cli extract-model`) and use that file",
             )
         raise ModelFileError(
             path,

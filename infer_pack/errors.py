@@ -50,7 +50,7 @@ class AssetMissingError(RVCError, FileNotFoundError):
     def __init__(self, path: str | Path, asset: str, command: str | None = None) -> None:
         self.path = str(path)
         self.asset = asset
-        self.command = command or f"python -m tools.cli download {asset}"
+        self.command = command or f".venv/bin/python -m tools.cli download {asset}"
         super().__init__(
             f"missing asset {self.path!r} ({asset}); fetch it with `{self.command}` "
             f"or copy the file to that path"
@@ -65,7 +65,7 @@ class MissingAssetsError(AssetMissingError):
 
     def __init__(self, missing: list[tuple[str | Path, str]], hint: str = "") -> None:
         names = list(dict.fromkeys(asset for _path, asset in missing))
-        super().__init__(missing[0][0], missing[0][1], f"python -m tools.cli download {' '.join(names)}")
+        super().__init__(missing[0][0], missing[0][1], f".venv/bin/python -m tools.cli download {' '.join(names)}")
         self.missing = [(str(path), asset) for path, asset in missing]
         files = ", ".join(f"{path} ({asset})" for path, asset in self.missing)
         message = f"missing before starting: {files}; fetch them with `{self.command}` or copy the files to those paths"

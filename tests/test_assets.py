@@ -148,7 +148,7 @@ def test_missing_asset_error_names_the_download_command(project_root: Path) -> N
         assets.require_asset(project, project.pretrained_path("v2", "40k", True, "G"))
     assert "python -m tools.cli download pretrained-v2-40k" in str(info.value)
     assert str(project.root / "pretrained_v2" / "f0G40k.pth") in str(info.value)
-    assert "python -m tools.cli download hubert" in str(assets.missing_asset_error(project, project.hubert_path))
+    assert ".venv/bin/python -m tools.cli download hubert" in str(assets.missing_asset_error(project, project.hubert_path))
 
 
 # --- downloader -----------------------------------------------------------------------------------
@@ -280,7 +280,7 @@ def test_offline_gives_instructions_and_stops_trying(project_root: Path, small_c
     first = result.failed["hubert_base.pt"]
     assert "https://huggingface.co/lj1995/VoiceConversionWebUI/resolve/main/hubert_base.pt" in first
     assert str(Project.at(project_root).hubert_path) in first
-    assert "python -m tools.cli download hubert" in first
+    assert ".venv/bin/python -m tools.cli download hubert" in first
     assert "rmvpe.pt" in result.help_text and str(Project.at(project_root).rmvpe_path) in result.help_text
     status = api.asset_status(project_root)
     assert status.missing_groups == ["hubert", "rmvpe", "pretrained-v2-40k"] and not status.can_convert

@@ -117,6 +117,16 @@ def test_convert_with_the_reference_voice(voice_project: Path, tmp_path: Path) -
     assert "it/s" in done.stderr or "s/it" in done.stderr, "tqdm progress goes to stderr"
 
 
+def test_convert_without_rmvpe_defaults_to_swift(voice_project: Path, tmp_path: Path) -> None:
+    """A fresh install has no rmvpe.pt: the default pitch method is then one that needs no file."""
+    assert not (voice_project / "rmvpe.pt").exists()
+    output = tmp_path / "out.wav"
+    done = run_cli("convert", "--model", "ref", "--input", str(voice_project / "inputs" / "b.wav"),
+                   "--output", str(output), root=voice_project)
+    assert done.returncode == 0, done.stderr
+    assert output.is_file() and "converted 1.0 s of audio" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

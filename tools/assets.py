@@ -13,7 +13,7 @@ Assets (all from the Hugging Face repository `lj1995/VoiceConversionWebUI`, wher
     pretrained-v2-48k    pretrained_v2/{f0G,f0D,G,D}48k.pth
     all                  everything above
 
-`python -m tools.cli download NAME ...` fetches them; code that needs a missing asset raises
+`.venv/bin/python -m tools.cli download NAME ...` fetches them; code that needs a missing asset raises
 `AssetMissingError(path, NAME)`, whose message names that command.
 
 A download streams into `.<name>.part` beside the target. An interrupted or cancelled download
@@ -570,7 +570,7 @@ def _verify_or_discard(item: AssetFile, part: Path, received: int, sha256: str, 
             item.local_path(project),
             f"the downloaded {item.repo_path} does not match the catalogue ({problem}); it was discarded "
             "and any existing file was left as it was",
-            f"retry `python -m tools.cli download {item.group}`; if it fails again the mirror serves a different file",
+            f"retry `.venv/bin/python -m tools.cli download {item.group}`; if it fails again the mirror serves a different file",
         )
 
 

@@ -102,7 +102,8 @@ def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("conversion parameters (RVC's defaults)")
     group.add_argument("--index", default=None, help="feature index (.index); default: none")
     group.add_argument("--speaker-id", type=int, default=0)
-    group.add_argument("--f0-method", choices=F0_METHODS, default="rmvpe", help="pitch extraction (default: rmvpe)")
+    group.add_argument("--f0-method", choices=F0_METHODS, default=None,
+                       help="pitch extraction (default: rmvpe when rmvpe.pt is present, else swift)")
     group.add_argument("--transpose", type=int, default=0, help="pitch shift in semitones (default: 0)")
     group.add_argument("--index-rate", type=float, default=0.75, help="0..1 (default: 0.75)")
     group.add_argument("--filter-radius", type=int, default=3, help="median filter radius for pitch (default: 3)")
@@ -260,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--crossfade-time", type=float, default=0.05, help="seconds (default: 0.05)")
     group.add_argument("--extra-time", type=float, default=2.5, help="seconds of past context (default: 2.5)")
     group.add_argument("--silence-threshold", type=float, default=-60.0, help="dB; quieter input is muted (default: -60 = off)")
-    group.add_argument("--f0-method", choices=("rmvpe", "pm", "swift"), default="rmvpe", help="default: rmvpe")
+    group.add_argument("--f0-method", choices=("rmvpe", "pm", "swift"), default=None,
+                       help="default: rmvpe when rmvpe.pt is present, else swift")
     group.add_argument("--transpose", type=float, default=0.0, help="pitch shift in semitones (default: 0)")
     group.add_argument("--formant", type=float, default=0.0, help="formant shift in semitones (default: 0)")
     group.add_argument("--index-rate", type=float, default=0.0, help="0..1 (default: 0)")
@@ -493,6 +495,7 @@ def _cmd_assets(args: argparse.Namespace) -> int:
 
 def _cmd_realtime(args: argparse.Namespace) -> Any:
     from tools import api
+    from tools.api.assets import default_f0_method
     from tools.api.realtime import stream_settings
 
     if args.list_devices:
@@ -505,7 +508,8 @@ def _cmd_realtime(args: argparse.Namespace) -> Any:
         torch.set_num_threads(max(1, args.threads))
     settings = stream_settings(
         block_time_s=args.block_time, crossfade_time_s=args.crossfade_time, extra_time_s=args.extra_time,
-        silence_threshold_db=args.silence_threshold, f0_method=args.f0_method, pitch_semitones=args.transpose,
+        silence_threshold_db=args.silence_threshold, f0_method=args.f0_method or default_f0_method(args.root),
+        pitch_semitones=args.transpose,
         formant_semitones=args.formant, index_rate=args.index_rate, rms_mix_rate=args.rms_mix, speaker_id=args.speaker_id,
     )
     common = {"project": args.root, "model": _voice(args, args.model), "settings": settings, "index_path": args.index,

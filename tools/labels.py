@@ -30,7 +30,7 @@ LABELS: dict[str, str] = {
     "tab.separate": "Separate",
     "tab.realtime": "Realtime",
     "realtime.intro": "Speak into the microphone and hear the converted voice. Browser streaming adds about a second "
-                      "of buffering; `python -m tools.cli realtime` with sound devices has only the algorithmic latency "
+                      "of buffering; `.venv/bin/python -m tools.cli realtime` with sound devices has only the algorithmic latency "
                       "(2 x block + crossfade + 10 ms). Served to this machine (localhost) only. Settings apply when a "
                       "recording starts.",
     "realtime.formant": "Formant shift (semitones)",
@@ -45,7 +45,7 @@ LABELS: dict[str, str] = {
     "separate.intro": "Split songs into vocals and accompaniment before training or converting. "
     "Models: UVR5 HP2 / HP3 (all vocals), HP5 (main vocal only), VR-DeEcho* (vocals without echo or reverb), "
     "the MDX dereverb ONNX and MSST BS-/Mel-band RoFormer checkpoints (.ckpt with its .yaml); "
-    "fetch them with `python -m tools.cli download uvr5` or put files in uvr5_weights/. "
+    "fetch them with `.venv/bin/python -m tools.cli download uvr5` or put files in uvr5_weights/. "
     "Each input gives <name>_vocals and <name>_instrumental.",
     "separate.model": "Separation model (uvr5_weights/)",
     "separate.files": "...or upload songs (used instead of the folder)",

@@ -47,7 +47,7 @@ class AssetStatus:
         if not missing:
             return f"all {len(self.assets)} asset files are in place"
         return (
-            f"missing: {', '.join(missing)}; run `python -m tools.cli download {' '.join(missing)}` "
+            f"missing: {', '.join(missing)}; run `.venv/bin/python -m tools.cli download {' '.join(missing)}` "
             "or use the download button"
         )
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from infer_pack.errors import CancelledError, RVCError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
+from tools.api.assets import default_f0_method
 from tools.project import Project
 
 if TYPE_CHECKING:
@@ -280,7 +281,7 @@ def convert_voice(
     f0_file: str | Path | None = None,
     speaker_id: int = 0,
     pitch_semitones: float = 0.0,
-    f0_method: str = "rmvpe",
+    f0_method: str | None = None,
     index_rate: float = 0.75,
     filter_radius: int = 3,
     resample_hz: int = 0,
@@ -295,11 +296,15 @@ def convert_voice(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> ConvertResult:
-    """Convert one audio file with a voice model (and optionally its feature index)."""
+    """Convert one audio file with a voice model (and optionally its feature index).
+
+    `f0_method` None: rmvpe when rmvpe.pt is present, else swift (`default_f0_method`).
+    """
     from infer_pack.cache import ModelCache
 
     started = time.perf_counter()
     proj = _project(project)
+    f0_method = f0_method or default_f0_method(proj)
     request = ConvertRequest(
         Path(model), Path(input_path), Path(output_path) if output_path else None,
         Path(index_path) if index_path else None, Path(f0_file) if f0_file else None, speaker_id, pitch_semitones,
@@ -381,7 +386,7 @@ def convert_batch(
     output_format: OutputFormat = "wav",
     speaker_id: int = 0,
     pitch_semitones: float = 0.0,
-    f0_method: str = "rmvpe",
+    f0_method: str | None = None,
     index_rate: float = 0.75,
     filter_radius: int = 3,
     resample_hz: int = 0,
@@ -422,6 +427,7 @@ def convert_batch(
         raise UserInputError(f"no audio files found in {str(input_dir)!r}; supported: wav, flac, mp3, m4a, ogg, ...")
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    f0_method = f0_method or default_f0_method(proj)
     request = ConvertRequest(
         Path(model), files[0], None, Path(index_path) if index_path else None, None, speaker_id, pitch_semitones,
         f0_method, index_rate, filter_radius, resample_hz, rms_mix_rate, protect, seed, output_format, device,

@@ -116,7 +116,7 @@ def _resolve_device(devices: DeviceList, wanted: int | str | None, kind: str) ->
         names = ", ".join(f"{d.index} {d.name}" for d in usable) or "none"
         what = f"matches {wanted!r}" if wanted not in (None, "") else "is available"
         raise AudioDeviceError(
-            f"no {kind} device {what}; {kind} devices: {names} (see `python -m tools.cli realtime --list-devices`)"
+            f"no {kind} device {what}; {kind} devices: {names} (see `.venv/bin/python -m tools.cli realtime --list-devices`)"
         )
     return found[0]
 
@@ -339,7 +339,7 @@ def run_realtime(
     except sd.PortAudioError as exc:
         raise AudioDeviceError(
             f"the sound devices refused the stream ({exc}); try another --sample-rate or device "
-            "(`python -m tools.cli realtime --list-devices`)"
+            "(`.venv/bin/python -m tools.cli realtime --list-devices`)"
         ) from exc
     if handler.error is not None:
         raise handler.error
