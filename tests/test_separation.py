@@ -4,6 +4,7 @@ weights in the real formats; the engine, the API, the CLI and the asset names.""
 from __future__ import annotations
 
 import os
+import re
 import pickle
 import subprocess
 import sys
@@ -499,7 +500,11 @@ def test_separation_assets_are_named_and_not_part_of_all(project_root: Path) -> 
     items = assets.files_for(["uvr5"])
     assert [i.group for i in items] == ["uvr5-hp2", "uvr5-hp3", "uvr5-hp5", "uvr5-deecho-normal",
                                         "uvr5-deecho-aggressive", "uvr5-deecho-dereverb", "uvr5-dereverb"]
-    assert all(i.sha256 is None and i.size is None for i in items)  # none published that we could confirm
+    # RVC's published sha256 (its .env); HP2 and HP5 equal their Chinese-named twins there.
+    assert all(i.size is None and re.fullmatch(r"[0-9a-f]{64}", i.sha256 or "") for i in items)
+    assert items[0].sha256 == "39796caa5db18d7f9382d8ac997ac967bfd85f7761014bb807d2543cc844ef05"
+    assert len({i.sha256 for i in items}) == len(items)
+    assert {i.verification for i in items} == {"sha256 (size unknown)"}
     assert items[-1].local_path(project) == project_root / "uvr5_weights" / "onnx_dereverb_By_FoxJoy" / "vocals.onnx"
     assert items[2].url().endswith("/lj1995/VoiceConversionWebUI/resolve/main/uvr5_weights/HP5_only_main_vocal.pth")
     assert not set(assets.files_for(["all"])) & set(items)

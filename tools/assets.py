@@ -31,7 +31,9 @@ e6d0c1a17da07c33557852f9dfa2bd44cc75737d; the sizes and hashes of hubert_base.pt
 twelve with-pitch (f0*) pretrained files agree across several independent public manifests. The
 hashes of the twelve pitch-less pretrained files (G*.pth, D*.pth) come from a single public
 manifest and their sizes were not found anywhere, so their size is None: they are verified by
-sha256 alone. A file the hub serves with a different hash is refused, never installed.
+sha256 alone. The separation models' hashes are the ones RVC itself checks downloads against
+(sha256_uvr5_* in its .env); their sizes are not published, so they too are verified by sha256 alone.
+A file the hub serves with a different hash is refused, never installed.
 """
 
 from __future__ import annotations
@@ -200,19 +202,26 @@ def uvr5_dir(project: Project) -> Path:
     return project.root / UVR5_DIR_NAME
 
 
-def _uvr5_file(group: str, name: str) -> AssetFile:
-    # No sha256/size published for these files that we could confirm: checked by nothing but loading.
-    return AssetFile(group=group, repo_path=f"{UVR5_REPO_DIR}/{name}", size=None, sha256=None, kind="uvr5")
+def _uvr5_file(group: str, name: str, sha256: str) -> AssetFile:
+    # sha256 as RVC publishes them (its .env, sha256_uvr5_*); sizes are not published.
+    return AssetFile(group=group, repo_path=f"{UVR5_REPO_DIR}/{name}", size=None, sha256=sha256, kind="uvr5")
 
 
 SEPARATION_CATALOGUE: tuple[AssetFile, ...] = (
-    _uvr5_file("uvr5-hp2", "HP2_all_vocals.pth"),
-    _uvr5_file("uvr5-hp3", "HP3_all_vocals.pth"),
-    _uvr5_file("uvr5-hp5", "HP5_only_main_vocal.pth"),
-    _uvr5_file("uvr5-deecho-normal", "VR-DeEchoNormal.pth"),
-    _uvr5_file("uvr5-deecho-aggressive", "VR-DeEchoAggressive.pth"),
-    _uvr5_file("uvr5-deecho-dereverb", "VR-DeEchoDeReverb.pth"),
-    _uvr5_file("uvr5-dereverb", "onnx_dereverb_By_FoxJoy/vocals.onnx"),
+    _uvr5_file("uvr5-hp2", "HP2_all_vocals.pth",
+               "39796caa5db18d7f9382d8ac997ac967bfd85f7761014bb807d2543cc844ef05"),
+    _uvr5_file("uvr5-hp3", "HP3_all_vocals.pth",
+               "45e6b65199e781b4a6542002699be9f19cd3d1cb7d1558bc2bfbcd84674dfe28"),
+    _uvr5_file("uvr5-hp5", "HP5_only_main_vocal.pth",
+               "5908891829634926119720241e8573d97cbeb8277110a7512bdb0bd7563258ee"),
+    _uvr5_file("uvr5-deecho-normal", "VR-DeEchoNormal.pth",
+               "56aba59db3bcdd14a14464e62f3129698ecdea62eee0f003b9360923eb3ac79e"),
+    _uvr5_file("uvr5-deecho-aggressive", "VR-DeEchoAggressive.pth",
+               "8c8fd1582f9aabc363e47af62ddb88df6cae7e064cae75bbf041a067a5e0aee2"),
+    _uvr5_file("uvr5-deecho-dereverb", "VR-DeEchoDeReverb.pth",
+               "01376dd2a571bf3cb9cced680732726d2d732609d09216a610b0d110f133febe"),
+    _uvr5_file("uvr5-dereverb", "onnx_dereverb_By_FoxJoy/vocals.onnx",
+               "233bb5c6aaa365e568659a0a81211746fa881f8f47f82d9e864fce1f7692db80"),
 )
 SEPARATION_GROUP_NAMES: tuple[str, ...] = ("uvr5", *(item.group for item in SEPARATION_CATALOGUE))
 
