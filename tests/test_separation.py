@@ -510,6 +510,48 @@ def test_separation_assets_are_named_and_not_part_of_all(project_root: Path) -> 
     assert not set(assets.files_for(["all"])) & set(items)
 
 
+def test_roformer_vocal_model_is_a_download_name_with_its_yaml(project_root: Path) -> None:
+    project = assets.Project.at(project_root)
+    ckpt, config = assets.files_for(["bs-roformer-vocals"])
+    assert ckpt.local_path(project).suffix == ".ckpt" and config.local_path(project) == ckpt.local_path(project).with_suffix(".yaml")
+    assert ckpt.local_path(project).parent == project_root / "uvr5_weights"
+    assert ckpt.verification == "sha256 and size" and config.verification == "sha256 (size unknown)"
+    assert ckpt.url().startswith("https://github.com/TRvlvr/model_repo/releases/download/")
+    assert ckpt.url(endpoint="https://hf-mirror.example") == ckpt.url()  # not on the hub: no mirror
+    assert config.url().startswith("https://raw.githubusercontent.com/TRvlvr/application_data/")
+    # 640 MB: only by its own name, not in "uvr5" (RVC's set) nor "all"
+    assert ckpt not in assets.files_for(["uvr5"]) and ckpt not in assets.files_for(["all"])
+    assert "bs-roformer-vocals" in assets.SEPARATION_GROUP_NAMES
+    # the Separate tab offers the checkpoint, never its YAML; the download name resolves to it
+    choices = model_choices(project_root)
+    assert ckpt.local_path(project).name in choices and config.local_path(project).name not in choices
+    with pytest.raises(AssetMissingError, match="download bs-roformer-vocals"):
+        separate_audio(project=project_root, model="bs-roformer-vocals", input_path=project_root / "x.wav",
+                       output_dir=project_root / "out")
+
+
+def test_files_outside_the_hub_get_no_hugging_face_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_for_test")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[request.url.host] = request.headers.get("authorization")
+        return httpx.Response(200, content=b"abc")
+
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    transport = assets.HubTransport(client=client)
+    ckpt = assets.files_for(["bs-roformer-vocals"])[0]
+    for url in (ckpt.url(), assets.files_for(["uvr5-hp5"])[0].url()):
+        stream = transport.fetch(url, 0)
+        assert b"".join(stream.chunks) == b"abc"
+        stream.close()
+    assert seen["github.com"] is None
+    assert seen["huggingface.co"] == "Bearer hf_secret_token_for_test"
+
+
 def test_cli_separate(project_root: Path, mdx_file: Path, tmp_path: Path) -> None:
     soundfile.write(tmp_path / "song.wav", stereo_tone(1.0).T, SR)
     env = dict(os.environ, OMP_NUM_THREADS="1")

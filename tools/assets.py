@@ -81,6 +81,7 @@ class AssetFile:
     use_f0: bool = False  # pretrained only
     net: Literal["G", "D"] = "G"  # pretrained only
     repo_id: str = REPO_ID
+    source_url: str | None = None  # a file published outside the Hugging Face repository (no mirror endpoint)
 
     @property
     def file_name(self) -> str:
@@ -98,6 +99,8 @@ class AssetFile:
     def url(self, endpoint: str | None = None) -> str:
         from huggingface_hub import hf_hub_url
 
+        if self.source_url is not None:
+            return self.source_url
         return hf_hub_url(self.repo_id, self.repo_path, revision=REVISION, endpoint=endpoint)
 
     @property
@@ -223,7 +226,37 @@ SEPARATION_CATALOGUE: tuple[AssetFile, ...] = (
     _uvr5_file("uvr5-dereverb", "onnx_dereverb_By_FoxJoy/vocals.onnx",
                "233bb5c6aaa365e568659a0a81211746fa881f8f47f82d9e864fce1f7692db80"),
 )
-SEPARATION_GROUP_NAMES: tuple[str, ...] = ("uvr5", *(item.group for item in SEPARATION_CATALOGUE))
+
+# One RoFormer vocal model (2026 RVC separates through MSST's RoFormers): viperx's BS-RoFormer
+# (vocals SDR 12.98 on MUSDB18-HQ), as UVR publishes it, with UVR's YAML for it beside it. Both live
+# on GitHub, not on the hub; the sha256 and size agree across several independent public manifests.
+ROFORMER_GROUP = "bs-roformer-vocals"
+_ROFORMER_NAME = "model_bs_roformer_ep_317_sdr_12.9755"
+ROFORMER_FILES: tuple[AssetFile, ...] = (
+    AssetFile(
+        group=ROFORMER_GROUP, repo_path=f"{UVR5_REPO_DIR}/{_ROFORMER_NAME}.ckpt", size=639_331_213,
+        sha256="5b84f37e8d444c8cb30c79d77f613a41c05868ff9c9ac6c7049c00aefae115aa", kind="uvr5",
+        source_url=f"https://github.com/TRvlvr/model_repo/releases/download/all_public_uvr_models/{_ROFORMER_NAME}.ckpt",
+    ),
+    AssetFile(
+        group=ROFORMER_GROUP, repo_path=f"{UVR5_REPO_DIR}/{_ROFORMER_NAME}.yaml", size=None,
+        sha256="2bfdd16c656bd9519aba757cc4f8834b7ede675eb1e00ec4772d74ae1c41af7f", kind="uvr5",
+        source_url="https://raw.githubusercontent.com/TRvlvr/application_data/main/mdx_model_data/mdx_c_configs/"
+        f"{_ROFORMER_NAME}.yaml",
+    ),
+)
+SEPARATION_CATALOGUE = SEPARATION_CATALOGUE + ROFORMER_FILES
+SEPARATION_GROUP_NAMES: tuple[str, ...] = (
+    "uvr5", *dict.fromkeys(item.group for item in SEPARATION_CATALOGUE)
+)  # fmt: skip
+
+
+def _is_hub_url(url: str) -> bool:
+    """False for files published elsewhere (GitHub): they get no Hugging Face token."""
+    from urllib.parse import urlsplit
+
+    direct_hosts = {urlsplit(item.source_url).hostname for item in SEPARATION_CATALOGUE if item.source_url}
+    return urlsplit(url).hostname not in direct_hosts
 
 
 def files_for(names: Iterable[str], catalogue: Sequence[AssetFile] | None = None) -> list[AssetFile]:
@@ -236,7 +269,11 @@ def files_for(names: Iterable[str], catalogue: Sequence[AssetFile] | None = None
             f"unknown asset name(s) {', '.join(unknown)}; "
             f"choose from: {', '.join(GROUP_NAMES + SEPARATION_GROUP_NAMES)}"
         )
-    separation = [item for item in SEPARATION_CATALOGUE if "uvr5" in wanted or item.group in wanted]
+    # "uvr5" is RVC's uvr5_weights set; the RoFormer (640 MB) is fetched by its own name only
+    separation = [
+        item for item in SEPARATION_CATALOGUE
+        if item.group in wanted or ("uvr5" in wanted and item.group.startswith("uvr5-"))
+    ]  # fmt: skip
     if "all" in wanted:
         return list(catalogue) + separation
     return [item for item in catalogue if item.group in wanted] + separation
@@ -347,7 +384,7 @@ class HubTransport:
         if hub_offline():
             raise TransportError("HF_HUB_OFFLINE is set", offline=True)
         client: httpx.Client = self._client if isinstance(self._client, httpx.Client) else get_session()
-        headers = dict(build_hf_headers())
+        headers = dict(build_hf_headers() if _is_hub_url(url) else build_hf_headers(token=False))
         if start > 0:
             headers["Range"] = f"bytes={start}-"
         timeout = httpx.Timeout(self.timeout_s, connect=min(self.timeout_s, 15.0))

@@ -45,7 +45,8 @@ LABELS: dict[str, str] = {
     "separate.intro": "Split songs into vocals and accompaniment before training or converting. "
     "Models: UVR5 HP2 / HP3 (all vocals), HP5 (main vocal only), VR-DeEcho* (vocals without echo or reverb), "
     "the MDX dereverb ONNX and MSST BS-/Mel-band RoFormer checkpoints (.ckpt with its .yaml); "
-    "fetch them with `.venv/bin/python -m tools.cli download uvr5` or put files in uvr5_weights/. "
+    "fetch them with `.venv/bin/python -m tools.cli download uvr5` (RVC's set) or `... download bs-roformer-vocals` "
+    "(a BS-RoFormer vocal model), or put files in uvr5_weights/. "
     "Each input gives <name>_vocals and <name>_instrumental.",
     "separate.model": "Separation model (uvr5_weights/)",
     "separate.files": "...or upload songs (used instead of the folder)",

@@ -77,12 +77,19 @@ def list_separation_models(project: Project | str | Path) -> list[Path]:
     return sorted(p for p in found if len(p.relative_to(folder).parts) <= 2)
 
 
+def _is_model_file(name: str) -> bool:
+    """A catalogued model itself, not a file beside it (a RoFormer's .yaml)."""
+    from infer_pack.separation import MODEL_SUFFIXES
+
+    return Path(name).suffix.lower() in MODEL_SUFFIXES
+
+
 def model_choices(project: Project | str | Path) -> list[str]:
     """What the UI offers: every catalogued model (downloaded or not) and any other file there."""
     from tools.assets import SEPARATION_CATALOGUE, uvr5_dir
 
     proj = _project(project)
-    names = [item.repo_path.split("/", 1)[1] for item in SEPARATION_CATALOGUE]
+    names = [item.repo_path.split("/", 1)[1] for item in SEPARATION_CATALOGUE if _is_model_file(item.repo_path)]
     folder = uvr5_dir(proj)
     names += [p.relative_to(folder).as_posix() for p in list_separation_models(proj)]
     return list(dict.fromkeys(names))
@@ -98,7 +105,7 @@ def resolve_model(project: Project, model: str | Path) -> Path:
     text = str(model).strip()
     if not text:
         raise UserInputError("choose a separation model (a .pth or .onnx file under uvr5_weights/)")
-    by_group = {item.group: item.local_path(project) for item in SEPARATION_CATALOGUE}
+    by_group = {item.group: item.local_path(project) for item in SEPARATION_CATALOGUE if _is_model_file(item.repo_path)}
     candidates = [by_group[text]] if text in by_group else []
     path = Path(text)
     candidates += [path] if path.is_absolute() or path.exists() else [uvr5_dir(project) / text, path]
