@@ -221,9 +221,10 @@ def test_readme_commands_use_the_venv_python() -> None:
     assert not bare, bare
 
 
-@pytest.mark.parametrize(("flag", "interval"), [([], None), (["--log-interval", "10"], 10)])
+@pytest.mark.parametrize(("flag", "interval", "cached"),
+                         [([], None, False), (["--log-interval", "10"], 10, False), (["--cache-on-device"], None, True)])
 def test_train_log_interval_flag_reaches_the_api(
-    monkeypatch: pytest.MonkeyPatch, project_root: Path, flag: list[str], interval: int | None
+    monkeypatch: pytest.MonkeyPatch, project_root: Path, flag: list[str], interval: int | None, cached: bool
 ) -> None:
     from tools import api, cli
 
@@ -237,7 +238,7 @@ def test_train_log_interval_flag_reaches_the_api(
 
     monkeypatch.setattr(api, "train_model", fake_train, raising=False)
     status = cli.main(["--root", str(project_root), "train", "-e", "alice", *flag])
-    assert status == 0 and seen["log_interval"] == interval
+    assert status == 0 and seen["log_interval"] == interval and seen["cache_batches"] is cached
 
 
 @pytest.mark.parametrize(("flag", "zipped"), [([], False), (["--zip"], True)])
