@@ -129,6 +129,8 @@ def test_a_reloaded_page_shows_and_stops_the_running_job(
     page: Any, served: tuple[str, Any, Path], slow_preprocess: None, tmp_path: Path,
 ) -> None:
     _url, ctx, _root = served
+    page.get_by_role("tab", name="Train").click()
+    _fill(page, "#train-log-interval", "25")
     job_id = _start_slow_step(page, "reloaded")
     page.reload()
     page.wait_for_selector("#convert-run")
@@ -139,6 +141,9 @@ def test_a_reloaded_page_shows_and_stops_the_running_job(
     page.wait_for_selector(f'#train-panel .rvc-progress[data-job="{job_id}"][data-state="running"]')
     experiment = page.locator("#train-experiment input, #train-experiment textarea").first
     assert experiment.input_value() == "reloaded", "the form shows the running job's experiment"
+    # ... and the rest of the form it was started with, not the defaults
+    assert page.locator("#train-dataset input, #train-dataset textarea").first.input_value() == "inputs"
+    assert page.locator("#train-log-interval input").first.input_value() == "25"
     page.wait_for_function(
         "text => document.querySelector('#train-panel .rvc-log textarea').value.includes(text)", arg=SLOW_STEP
     )

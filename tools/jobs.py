@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,6 +53,7 @@ class JobSnapshot:
     result: Any
     started_at: float
     finished_at: float | None
+    form: tuple[Any, ...] = ()  # the form values the job was started with (a reloaded page shows them again)
 
     @property
     def finished(self) -> bool:
@@ -90,10 +91,11 @@ class JobContext:
 class Job:
     """Mutable job state behind a lock; read it through `snapshot()`."""
 
-    def __init__(self, job_id: str, kind: str, key: str | None, max_log_lines: int) -> None:
+    def __init__(self, job_id: str, kind: str, key: str | None, max_log_lines: int, form: tuple[Any, ...] = ()) -> None:
         self.job_id = job_id
         self.kind = kind
         self.key = key
+        self.form = form
         self.cancel_token = CancelToken()
         self._lock = threading.Lock()
         self._state: JobState = "running"
@@ -155,6 +157,7 @@ class Job:
                 result=self._result,
                 started_at=self._started_at,
                 finished_at=self._finished_at,
+                form=self.form,
             )
 
 
@@ -214,8 +217,13 @@ class JobRunner:
         with self._lock:
             return self._by_thread.get(thread_id)
 
-    def start(self, kind: str, work: Callable[[JobContext], Any], *, key: str | None = None) -> Job:
-        """Run `work(ctx)` in a new thread. `key` (an experiment name) allows one running job per key."""
+    def start(
+        self, kind: str, work: Callable[[JobContext], Any], *, key: str | None = None, form: Sequence[Any] = ()
+    ) -> Job:
+        """Run `work(ctx)` in a new thread. `key` (an experiment name) allows one running job per key.
+
+        `form`: the values of the form that started it, kept for pages that load while it runs.
+        """
         with self._lock:
             if key is not None:
                 for other in self._jobs.values():
@@ -224,7 +232,7 @@ class JobRunner:
                             f"experiment {key!r} is busy with a running '{other.kind}' step; "
                             "wait for it to finish or press Stop first"
                         )
-            job = Job(f"{kind}-{next(self._ids)}", kind, key, self._max_log_lines)
+            job = Job(f"{kind}-{next(self._ids)}", kind, key, self._max_log_lines, tuple(form))
             self._jobs[job.job_id] = job
             self._forget_old_locked()
         thread = threading.Thread(target=self._run, args=(job, work), name=f"job:{job.job_id}", daemon=True)

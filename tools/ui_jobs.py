@@ -116,7 +116,7 @@ class JobPanel:
             key: str | None = None
             try:
                 kind, work, key = starter(*values)
-                job = self.jobs.start(kind, work, key=key)
+                job = self.jobs.start(kind, work, key=key, form=values)
             except RVCError as exc:
                 return self._refused(current, key, str(exc))
             return self.attach(job.snapshot())

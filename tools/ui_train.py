@@ -311,11 +311,13 @@ def build(ctx: AppContext) -> None:
         return pretrained_defaults(ctx, sr, ver, bool(f0), bool(scratch), method)
 
     settings = [sample_rate, version, use_f0, f0_method, from_scratch]
-    for widget in settings:
-        widget.change(refill, settings, [pretrained_g, pretrained_d, pretrained_note], api_name=False)
+    for widget in settings:  # user edits only: a restored form (page reload) keeps its pretrained paths
+        widget.input(refill, settings, [pretrained_g, pretrained_d, pretrained_note], api_name=False)
 
-    def on_load() -> tuple[str, str]:
+    def on_load() -> tuple[Any, Any]:
         """Assets may have arrived since the app started: offer the method they allow, and say what is missing."""
+        if newest_running(ctx.jobs, TRAIN_JOB_KINDS) is not None:
+            return gr.skip(), gr.skip()  # the running job's form comes back instead (follow_on_load)
         method = default_f0_method(ctx.project)
         return method, pretrained_defaults(ctx, "40k", "v2", True, False, method)[2]
 
@@ -351,22 +353,27 @@ def build(ctx: AppContext) -> None:
         return panel.attach(newest_running(ctx.jobs, TRAIN_JOB_KINDS, valid))
 
     def follow_on_load() -> list[Any]:
-        """A page loaded while a step runs (reload, second tab) shows that step and its experiment's name."""
+        """A page loaded while a step runs (reload, second tab) shows that step and the form it was started with."""
         snapshot = newest_running(ctx.jobs, TRAIN_JOB_KINDS)
-        name = snapshot.key if snapshot is not None and snapshot.key else gr.skip()
-        return [name, *panel.attach(snapshot)]
+        if snapshot is not None and len(snapshot.form) == len(fields):
+            form = list(snapshot.form)
+        else:
+            form = [gr.skip()] * len(fields)
+            if snapshot is not None and snapshot.key:
+                form[0] = snapshot.key
+        return [*form, *panel.attach(snapshot)]
 
     experiment.blur(follow_experiment, [experiment], panel.outputs, api_name=False, show_progress="hidden")
-    gr.on(None, follow_on_load, inputs=None, outputs=[experiment, *panel.outputs], api_name=False,
+    fields = [experiment, sample_rate, version, use_f0, processes, dataset, speaker_id, f0_method, save_every,
+              epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d, index_kind,
+              from_scratch, log_interval, extract_device, train_device, cache_batches]
+    gr.on(None, follow_on_load, inputs=None, outputs=[*fields, *panel.outputs], api_name=False,
           show_progress="hidden")
     with gr.Row():
         with gr.Column(scale=3):
             loss_plot.render()
         with gr.Column(scale=2):
             health.render()
-    fields = [experiment, sample_rate, version, use_f0, processes, dataset, speaker_id, f0_method, save_every,
-              epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d, index_kind,
-              from_scratch, log_interval, extract_device, train_device, cache_batches]
     panel.bind(b_pre, form.preprocess, fields, api_name="preprocess")
     panel.bind(b_ext, form.extract, fields, api_name="extract")
     panel.bind(b_train, form.train, fields, api_name="train")
