@@ -183,3 +183,28 @@ def test_the_assets_panel_shows_an_offline_download_as_failed(
     assert "1 failed" in page.locator("#assets-job .rvc-progress .text").inner_text()
     log = page.locator("#assets-job .rvc-log textarea").input_value()
     assert "rmvpe.pt" in log and "f0G40k" not in log, log
+
+
+def test_audio_uploaded_in_the_train_tab_becomes_the_dataset(
+    page: Any, served: tuple[str, Any, Path], tmp_path: Path
+) -> None:
+    """A user whose audio is not on the server uploads it; step 2a then cuts it like any dataset folder."""
+    _url, ctx, root = served
+    page.get_by_role("tab", name="Train").click()
+    page.locator("#train-experiment input, #train-experiment textarea").first.fill("uploaded")
+    page.get_by_text("Audio not on this computer? Upload it").click()
+    (tmp_path / "readme.txt").write_text("not audio")
+    page.locator("#train-upload input[type=file]").set_input_files(
+        [str(root / "inputs" / "a.wav"), str(root / "inputs" / "b.wav"), str(tmp_path / "readme.txt")]
+    )
+    page.wait_for_function(
+        "() => document.querySelector('#train-dataset textarea, #train-dataset input').value === 'datasets/uploaded'"
+    )
+    folder = root / "datasets" / "uploaded"
+    assert sorted(p.name for p in folder.iterdir()) == ["a.wav", "b.wav"]
+    assert (folder / "b.wav").read_bytes() == (root / "inputs" / "b.wav").read_bytes()
+    page.locator(".toast-body", has_text="2 file(s) added").wait_for()
+    page.locator("#train-preprocess").click()
+    page.wait_for_selector('#train-panel .rvc-progress[data-state="done"]')
+    assert list((root / "logs" / "uploaded" / "0_gt_wavs").glob("*.wav"))
+    page.screenshot(path=str(tmp_path / "uploaded.png"), full_page=True)

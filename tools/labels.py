@@ -95,6 +95,8 @@ LABELS: dict[str, str] = {
     "train.use_f0": "Pitch guidance (needed for singing; say no only for speech-only voices)",
     "train.processes": "CPU processes for data preparation",
     "train.dataset": "Dataset folder (audio files; inside the project or an allowed folder)",
+    "train.upload_title": "Audio not on this computer? Upload it",
+    "train.upload": "Audio files for this experiment (copied to datasets/<experiment>/, which becomes the dataset folder)",
     "train.speaker_id": "Speaker id",
     "train.f0_method": "Pitch extraction method for training data",
     "train.save_every": "Save a checkpoint every N epochs",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from infer_pack.errors import UserInputError
+from infer_pack.errors import RVCError, UserInputError
 from tools.jobs import JobContext, JobSnapshot
 from tools.labels import label
 from tools.project import validate_name
@@ -279,6 +279,24 @@ def build(ctx: AppContext) -> None:
                               label=label("train.processes"))
         speaker_id = gr.Number(value=0, precision=0, minimum=0, label=label("train.speaker_id"))
         f0_method = gr.Radio(F0_CHOICES, value=default_f0, label=label("train.f0_method"), elem_id="train-f0")
+    with gr.Accordion(label("train.upload_title"), open=False):
+        uploads = gr.File(file_count="multiple", type="filepath", label=label("train.upload"),
+                          elem_id="train-upload")
+
+    def on_upload(files: list[str] | None, name: str) -> str:
+        """Uploaded audio goes to datasets/<experiment>/ (inside the project) and becomes the dataset folder."""
+        from tools.api.dataset import import_dataset_files
+
+        if not files:
+            return gr.skip()
+        try:
+            imported = import_dataset_files(project=ctx.project, experiment=str(name or ""), files=list(files))
+        except RVCError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        gr.Info(imported.summary(), duration=10)
+        return imported.folder.relative_to(ctx.project.root).as_posix()
+
+    uploads.upload(on_upload, [uploads, experiment], [dataset], api_name=False)
     with gr.Row():
         save_every = gr.Slider(1, 50, value=5, step=1, label=label("train.save_every"))
         epochs = gr.Slider(1, 1000, value=20, step=1, label=label("train.epochs"), elem_id="train-epochs")

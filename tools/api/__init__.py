@@ -17,6 +17,7 @@ _EXPORTS: dict[str, str] = {
     "export_onnx": "models",
     "preprocess_dataset": "dataset",
     "extract_features": "dataset",
+    "import_dataset_files": "dataset",
     "train_model": "training",
     "one_click": "training",
     "train_index": "index",
@@ -35,7 +36,7 @@ __all__ = [
     "asset_status", "change_voice_info", "convert_batch", "convert_voice", "download_assets", "export_onnx",
     "extract_features", "extract_small_model", "merge_voices", "one_click", "preprocess_dataset", "show_voice_info",
     "separate_audio", "train_index", "train_model", "list_audio_devices", "run_realtime", "stream_file",
-    "start_chunk_stream",
+    "start_chunk_stream", "import_dataset_files",
 ]
 
 

@@ -86,6 +86,77 @@ class ExtractFeaturesResult:
         return "\n".join(lines)
 
 
+DATASETS_DIR_NAME = "datasets"  # <project>/datasets/<experiment>/: audio files uploaded through the app
+
+
+@dataclass(frozen=True)
+class ImportedDataset:
+    folder: Path  # what step 2a reads (`dataset_dir`)
+    added: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, why)
+
+    def summary(self) -> str:
+        lines = [f"{len(self.added)} file(s) added to {self.folder}"]
+        lines += [f"  skipped {name}: {why}" for name, why in self.skipped]
+        return "\n".join(lines)
+
+
+def import_dataset_files(
+    *, project: Project | str | Path, experiment: str, files: list[str | Path], original_names: list[str] | None = None
+) -> ImportedDataset:
+    """Copy audio files (browser uploads, or any readable files) into `<project>/datasets/<experiment>/`.
+
+    For users whose audio is not on the server: the folder is inside the project, so step 2a may read it
+    without `--allow-path`. Names are reduced to their last part and made unique (a file never replaces
+    another); files that are not audio by name, empty or unreadable are skipped with the reason. Copies are
+    atomic, so a stopped upload leaves no half file.
+    """
+    import shutil
+
+    from infer_pack.audio import audio_extension_ok
+    from infer_pack.fileio import atomic_path
+    from tools.project import validate_name
+
+    proj = _project(project)
+    name = validate_name(experiment, "experiment name")
+    folder = proj.root / DATASETS_DIR_NAME / name
+    names = original_names or [Path(f).name for f in files]
+    if len(names) != len(files):
+        raise UserInputError("original_names must name every file")
+    if not files:
+        raise UserInputError("no files given; choose the audio files of your dataset")
+    folder.mkdir(parents=True, exist_ok=True)
+    taken = {p.name.lower() for p in folder.iterdir()}
+    result = ImportedDataset(folder)
+    for source, given in zip(files, names, strict=True):
+        clean = Path(str(given).replace("\\", "/")).name.strip().lstrip(".")
+        clean = "".join(ch for ch in clean if ch.isprintable() and ch not in '<>:"|?*')
+        source_path = Path(source)
+        if not clean or not audio_extension_ok(clean):
+            result.skipped.append((str(given), "not an audio file name (wav, flac, mp3, m4a, ogg, ...)"))
+            continue
+        try:
+            if source_path.stat().st_size == 0:
+                result.skipped.append((str(given), "the file is empty"))
+                continue
+        except OSError as exc:
+            result.skipped.append((str(given), f"cannot read it ({exc.strerror or exc})"))
+            continue
+        stem, suffix, number = Path(clean).stem, Path(clean).suffix, 1
+        target_name = clean
+        while target_name.lower() in taken:
+            number += 1
+            target_name = f"{stem}-{number}{suffix}"
+        taken.add(target_name.lower())
+        target = folder / target_name
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source_path, tmp)
+        result.added.append(target)
+    if not result.added:
+        raise UserInputError("no audio file was added: " + "; ".join(f"{n}: {why}" for n, why in result.skipped))
+    return result
+
+
 def _project(project: Project | str | Path) -> Project:
     return project if isinstance(project, Project) else Project.at(project)
 
