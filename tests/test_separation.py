@@ -683,3 +683,22 @@ def test_api_runs_a_roformer_from_uvr5_weights(project_root: Path, tmp_path: Pat
     i, _ = soundfile.read(result.separated[0].instrumental_path)
     assert rate == SR and v.shape == (int(0.4 * SR), 2)
     np.testing.assert_allclose(v + i, stereo_tone(0.4).T, atol=2 / 32768)
+
+
+def test_stems_can_be_written_as_stereo_m4a(project_root: Path, mdx_file: Path, tmp_path: Path) -> None:
+    from infer_pack.audio import load_audio
+
+    soundfile.write(tmp_path / "song.wav", stereo_tone(1.0).T, SR)
+    result = separate_audio(project=project_root, model=mdx_file, input_path=tmp_path / "song.wav",
+                            output_dir=tmp_path / "out", output_format="m4a")  # fmt: skip
+    assert result.ok, result.summary()
+    vocals = result.separated[0].vocals_path
+    assert vocals.suffix == ".m4a"
+    import av
+
+    with av.open(str(vocals)) as container:
+        stream = container.streams.audio[0]
+        assert stream.codec_context.name == "aac" and stream.codec_context.channels == 2
+        assert stream.codec_context.sample_rate == SR
+    mono = load_audio(vocals, SR)  # decodes: about a second of sound, not silence
+    assert abs(mono.shape[0] - SR) < SR // 10 and float(np.abs(mono).max()) > 1e-3

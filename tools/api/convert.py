@@ -241,11 +241,16 @@ def _write_m4a(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     import av
     import numpy as np
 
+    # [T] mono or [T, 2] stereo (separated stems) -> [channels, T] planar
+    planar = audio[None] if audio.ndim == 1 else audio.T
+    layout = {1: "mono", 2: "stereo"}.get(planar.shape[0])
+    if layout is None:
+        raise UserInputError(f"M4A output takes mono or stereo audio, not {planar.shape[0]} channels")
     with av.open(str(path), mode="w", format="mp4") as container:
         stream = container.add_stream("aac", rate=sample_rate)
-        stream.layout = "mono"
-        samples = np.clip(audio, -1.0, 1.0).astype(np.float32)[None]  # [1, T] planar
-        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        stream.layout = layout
+        samples = np.ascontiguousarray(np.clip(planar, -1.0, 1.0), dtype=np.float32)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout=layout)
         frame.sample_rate = sample_rate
         for packet in stream.encode(frame):
             container.mux(packet)

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SeparationFormat = Literal["wav", "flac", "mp3"]
-SEPARATION_FORMATS: tuple[str, ...] = ("wav", "flac", "mp3")
+SeparationFormat = Literal["wav", "flac", "mp3", "m4a"]
+SEPARATION_FORMATS: tuple[str, ...] = ("wav", "flac", "mp3", "m4a")
 OUTPUT_DIR_NAME = "outputs/separated"  # under the project unless an output folder is given
 DEFAULT_AGGRESSIVENESS = 10  # RVC's "agg" slider (0..20); VR models only
 
