@@ -77,6 +77,34 @@ def wait_http(url: str, timeout_s: float = 60.0, auth_ok: bool = True) -> None:
 
 
 @contextlib.contextmanager
+def chromium_browser(extra_args: tuple[str, ...] = ()) -> Iterator[Any]:
+    """Headless Chromium through Playwright (skips the test when Playwright is not installed)."""
+    import pytest
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra_args])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextlib.contextmanager
+def app_page(browser: Any, url: str, timeout_ms: int) -> Iterator[Any]:
+    """A fresh browser context with the app loaded (its Convert button drawn)."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(timeout_ms)
+        page.goto(url)
+        page.wait_for_selector("#convert-run")
+        yield page
+    finally:
+        context.close()
+
+
+@contextlib.contextmanager
 def app_in_thread(root: Path, auth: tuple[str, str] | None = None, max_upload_mb: int = 50) -> Iterator[tuple[str, Any]]:
     """Build the app for `root` and serve it on a free loopback port; yields (url, AppContext)."""
     from tools.web import AppContext, ServerSettings, build_app, serve

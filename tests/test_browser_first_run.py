@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from helpers_app import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     REFERENCE_VOICE,
     app_in_thread,
+    app_page,
+    chromium_browser,
     make_project,
 )
 
@@ -48,24 +49,14 @@ def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_browser() as chromium:
+        yield chromium
 
 
 @pytest.fixture
 def page(browser: Any, served: tuple[str, Any, Path]) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    page.goto(served[0])
-    page.wait_for_selector("#convert-run")
-    yield page
-    context.close()
+    with app_page(browser, served[0], TIMEOUT_MS) as page:
+        yield page
 
 
 def _client(served: tuple[str, Any, Path]) -> Any:
