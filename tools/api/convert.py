@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from infer_pack.errors import CancelledError, RVCError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from tools.api.assets import default_f0_method
+from tools.api.common import compute_device, project_of
 from tools.project import Project
 
 if TYPE_CHECKING:
@@ -94,18 +95,6 @@ class BatchResult:
             lines.append(f"all results in one zip: {self.zip_path}")
         lines += [f"  {path.name}: {reason}" for path, reason in self.failed]
         return "\n".join(lines)
-
-
-def _project(project: Project | str | Path) -> Project:
-    return project if isinstance(project, Project) else Project.at(project)
-
-
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _params(request: ConvertRequest) -> ConversionParams:
@@ -308,7 +297,7 @@ def convert_voice(
     from infer_pack.cache import ModelCache
 
     started = time.perf_counter()
-    proj = _project(project)
+    proj = project_of(project)
     f0_method = f0_method or default_f0_method(proj)
     request = ConvertRequest(
         Path(model), Path(input_path), Path(output_path) if output_path else None,
@@ -320,7 +309,7 @@ def convert_voice(
         raise UserInputError(f"unknown output format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     params = _params(request)
     cache = cache if cache is not None else ModelCache()
-    converter = load_converter(proj, request.model, request.index_path, _device(request.device), cache, precision)
+    converter = load_converter(proj, request.model, request.index_path, compute_device(request.device), cache, precision)
     _require_rmvpe(proj, converter, params)
     target = request.output_path or (
         proj.root / OUTPUT_DIR_NAME / f"{request.input_path.stem}_{request.model.stem}.{request.output_format}"
@@ -416,7 +405,7 @@ def convert_batch(
     from infer_pack.cache import ModelCache
 
     started = time.perf_counter()
-    proj = _project(project)
+    proj = project_of(project)
     if output_format not in OUTPUT_FORMATS:
         raise UserInputError(f"unknown output format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     if input_paths:
@@ -440,7 +429,7 @@ def convert_batch(
     )  # fmt: skip
     params = _params(request)
     cache = cache if cache is not None else ModelCache()
-    converter = load_converter(proj, request.model, request.index_path, _device(device), cache, precision)
+    converter = load_converter(proj, request.model, request.index_path, compute_device(device), cache, precision)
     _require_rmvpe(proj, converter, params)
 
     converted: list[Path] = []

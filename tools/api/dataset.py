@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from configs import SampleRateTag, Version
 from infer_pack.errors import AssetMissingError, ExperimentError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback
+from tools.api.common import compute_device, project_of
 from tools.project import Project
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ def import_dataset_files(
     from infer_pack.fileio import atomic_path
     from tools.project import validate_name
 
-    proj = _project(project)
+    proj = project_of(project)
     name = validate_name(experiment, "experiment name")
     folder = proj.root / DATASETS_DIR_NAME / name
     names = original_names or [Path(f).name for f in files]
@@ -157,10 +158,6 @@ def import_dataset_files(
     return result
 
 
-def _project(project: Project | str | Path) -> Project:
-    return project if isinstance(project, Project) else Project.at(project)
-
-
 def _experiment(project: Project, name: str) -> Experiment:
     from train.experiment import Experiment
 
@@ -185,7 +182,7 @@ def preprocess_dataset(
     request = PreprocessRequest(experiment, Path(dataset_dir), sample_rate_tag, speaker_id, n_processes)
     if request.n_processes is not None and request.n_processes < 1:
         raise UserInputError(f"n_processes must be at least 1, got {request.n_processes}")
-    proj = _project(project)
+    proj = project_of(project)
     exp = _experiment(proj, request.experiment)
     result = preprocess_folder(
         request.dataset_dir,
@@ -197,14 +194,6 @@ def preprocess_dataset(
         cancel=cancel,
     )
     return PreprocessDatasetResult(exp.root, result, write_health_report(exp))
-
-
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def extract_features(
@@ -235,7 +224,7 @@ def extract_features(
 
     if request.f0_method not in F0_METHODS:
         raise UserInputError(f"unknown f0 method {request.f0_method!r}; choose one of {', '.join(F0_METHODS)}")
-    proj = _project(project)
+    proj = project_of(project)
     exp = _experiment(proj, request.experiment)
     if not exp.wavs16k_names():
         raise ExperimentError(f"{exp.wavs16k_dir} holds no clips; run step 2a (preprocess) for {request.experiment!r} first")
@@ -247,7 +236,7 @@ def extract_features(
         raise AssetMissingError(proj.hubert_path, "hubert")
     if chosen_f0 and request.f0_method == "rmvpe" and not proj.rmvpe_path.is_file():
         raise AssetMissingError(proj.rmvpe_path, "rmvpe")
-    resolved_device = _resolve_device(request.device)
+    resolved_device = compute_device(request.device)
     cache = cache or ModelCache()
     exp.write_metadata(
         meta.replace(

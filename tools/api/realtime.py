@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from infer_pack.errors import AudioDeviceError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback
-from tools.api.convert import _device, _project, load_converter
+from tools.api.common import compute_device, project_of
+from tools.api.convert import load_converter
 from tools.project import Project
 
 if TYPE_CHECKING:
@@ -147,10 +148,10 @@ def open_stream(
     from infer_pack.errors import AssetMissingError
     from infer_pack.realtime import StreamingConverter
 
-    proj = _project(project)
+    proj = project_of(project)
     cache = cache if cache is not None else ModelCache()
     converter = load_converter(
-        proj, Path(model), Path(index_path) if index_path else None, _device(device), cache, engine="torch"
+        proj, Path(model), Path(index_path) if index_path else None, compute_device(device), cache, engine="torch"
     )
     if converter.use_f0 and settings.f0_method == "rmvpe" and not proj.rmvpe_path.is_file():
         raise AssetMissingError(proj.rmvpe_path, "rmvpe")

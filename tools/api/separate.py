@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from infer_pack.errors import CancelledError, RVCError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
+from tools.api.common import compute_device, project_of
 from tools.project import Project
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def list_separation_models(project: Project | str | Path) -> list[Path]:
     from infer_pack.separation import MODEL_SUFFIXES
     from tools.assets import uvr5_dir
 
-    folder = uvr5_dir(_project(project))
+    folder = uvr5_dir(project_of(project))
     if not folder.is_dir():
         return []
     found = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES]
@@ -88,7 +89,7 @@ def model_choices(project: Project | str | Path) -> list[str]:
     """What the UI offers: every catalogued model (downloaded or not) and any other file there."""
     from tools.assets import SEPARATION_CATALOGUE, uvr5_dir
 
-    proj = _project(project)
+    proj = project_of(project)
     names = [item.repo_path.split("/", 1)[1] for item in SEPARATION_CATALOGUE if _is_model_file(item.repo_path)]
     folder = uvr5_dir(proj)
     names += [p.relative_to(folder).as_posix() for p in list_separation_models(proj)]
@@ -120,18 +121,6 @@ def resolve_model(project: Project, model: str | Path) -> Path:
         f"separation model {text!r} not found (looked at {', '.join(str(c) for c in candidates)}); "
         f"put the file under {uvr5_dir(project)} or give its path"
     )
-
-
-def _project(project: Project | str | Path) -> Project:
-    return project if isinstance(project, Project) else Project.at(project)
-
-
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _inputs(input_path: str | Path | None, input_dir: str | Path | None,
@@ -188,7 +177,7 @@ def separate_audio(
     from tools.api.convert import write_audio
 
     started = time.perf_counter()
-    proj = _project(project)
+    proj = project_of(project)
     if output_format not in SEPARATION_FORMATS:
         raise UserInputError(f"unknown output format {output_format!r}; choose one of {', '.join(SEPARATION_FORMATS)}")
     if not 0 <= int(aggressiveness) <= 20:
@@ -198,7 +187,7 @@ def separate_audio(
     out_dir = Path(output_dir) if output_dir else proj.root / OUTPUT_DIR_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = cache if cache is not None else ModelCache()
-    separator = load_separation_model(model_path, device=_device(device), aggressiveness=int(aggressiveness),
+    separator = load_separation_model(model_path, device=compute_device(device), aggressiveness=int(aggressiveness),
                                       cache=cache)  # fmt: skip
 
     separated: list[SeparatedFile] = []
