@@ -19,8 +19,6 @@ vs RVC-style, and ours on 180 s (bounded by the chunk and decoder-window sizes, 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BenchRow, in_fresh_process, interleaved, peak_rss_mb
+from bench.common import BenchRow, area_main, in_fresh_process, interleaved, peak_rss_mb
 
 SAMPLE_RATE = 16000
 
@@ -303,12 +301,7 @@ def run(quick: bool, device: str) -> list[BenchRow]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    for row in run(args.quick, args.device):
-        print(json.dumps(row.to_dict()))
+    area_main(run, __doc__)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,6 @@ full run adds 0.15 s, the distances to offline, the seam steps and a 120 s drift
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import time
@@ -39,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import BenchRow
+from bench.common import BenchRow, area_main
 
 DEVICE_RATE = 48000
 BLOCKS_S = (0.25, 0.15, 0.1)
@@ -251,12 +249,7 @@ def run(quick: bool, device: str) -> list[BenchRow]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
-    for row in run(args.quick, args.device):
-        print(json.dumps(row.to_dict()))
+    area_main(run, __doc__)
 
 
 if __name__ == "__main__":

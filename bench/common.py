@@ -104,3 +104,16 @@ def in_fresh_process(target: Callable[..., Any], *args: Any) -> Any:
                 ) from None
     process.join()
     return result
+
+
+def area_main(run: Callable[[bool, str], list[BenchRow]], description: str | None) -> None:
+    """The command line of one benchmark area: `--quick`, `--device`; one JSON row a line."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    for row in run(args.quick, args.device):
+        print(json.dumps(row.to_dict()))
