@@ -15,6 +15,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth", default=None, help="require a login, as user:password")
     parser.add_argument("--max-upload-mb", type=int, default=500, help="largest accepted upload (MB)")
     parser.add_argument("--allow-path", action="append", default=[], help="extra folder that typed paths may use")
+    parser.add_argument("--realtime-remote", action="store_true",
+                        help="serve the Realtime tab to browsers on other machines too (each live stream holds a voice "
+                        "in memory; combine with --auth)")
     return parser.parse_args(argv)
 
 

@@ -49,6 +49,32 @@ def test_only_loopback_clients_are_served() -> None:
     assert not is_loopback(request("192.168.1.20")) and not is_loopback(request(None)) and not is_loopback(None)
 
 
+def test_realtime_remote_flag_serves_other_machines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from tools import web
+    from tools.ui_realtime import realtime_allowed
+
+    remote = SimpleNamespace(client=SimpleNamespace(host="192.168.1.20"))
+    local = SimpleNamespace(client=SimpleNamespace(host="127.0.0.1"))
+    default = web.AppContext.create(tmp_path)
+    assert realtime_allowed(default, local) and not realtime_allowed(default, remote)
+    assert realtime_allowed(web.AppContext.create(tmp_path, realtime_remote=True), remote)
+
+    # the command-line flag reaches the app's context
+    spec = importlib.util.spec_from_file_location("infer_web", Path(__file__).resolve().parents[1] / "infer-web.py")
+    assert spec is not None and spec.loader is not None
+    infer_web = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(infer_web)
+    seen: list[Any] = []
+    monkeypatch.setattr(web, "build_app", lambda ctx: seen.append(ctx) or object())
+    monkeypatch.setattr(web, "serve", lambda *args, **kwargs: None)
+    monkeypatch.setattr(web.JobRunner, "install_log_capture", lambda self: None)  # no handler left behind
+    for flags, expected in (([], False), (["--realtime-remote"], True)):
+        assert web.launch(infer_web.parse_args(["--root", str(tmp_path), *flags])) == 0
+        assert seen[-1].realtime_remote is expected
+
+
 @pytest.fixture(scope="module")
 def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = make_project(tmp_path_factory.mktemp("rt-browser") / "project", reference,

@@ -41,7 +41,8 @@ LABELS: dict[str, str] = {
     "realtime.input": "Microphone",
     "realtime.output": "Converted",
     "realtime.status": "Stream",
-    "realtime.loopback_only": "Realtime conversion is served to this machine only: open the app at http://127.0.0.1.",
+    "realtime.loopback_only": "Realtime conversion is served to this machine only: open the app at http://127.0.0.1, "
+    "or start the app with --realtime-remote (best with --auth) to serve it to other machines.",
     "separate.intro": "Split songs into vocals and accompaniment before training or converting. "
     "Models: UVR5 HP2 / HP3 (all vocals), HP5 (main vocal only), VR-DeEcho* (vocals without echo or reverb), "
     "the MDX dereverb ONNX and MSST BS-/Mel-band RoFormer checkpoints (.ckpt with its .yaml); "

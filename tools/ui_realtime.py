@@ -3,8 +3,9 @@
 The browser sends microphone chunks every `STREAM_EVERY_S`; `tools.api.start_chunk_stream` converts
 them in whole blocks and the converted audio streams back. Browser streaming adds its own buffering
 (about a second), so for the lowest latency use `python -m tools.cli realtime` with sound devices.
-Only connections from this machine (loopback) are served: the stream holds a model per session
-and sends live audio, which a shared server should not offer to every visitor.
+Only connections from this machine (loopback) are served unless the app was started with
+`--realtime-remote`: the stream holds a model per session and sends live audio, which a shared
+server should not offer to every visitor.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ if TYPE_CHECKING:
 
 STREAM_EVERY_S = 0.1
 F0_CHOICES = [("PM (fast)", "pm"), ("Swift", "swift"), ("RMVPE", "rmvpe")]
+
+
+def realtime_allowed(ctx: AppContext, request: gr.Request | None) -> bool:
+    """Loopback browsers always; others only when the app was started with --realtime-remote."""
+    return ctx.realtime_remote or is_loopback(request)
 
 
 def is_loopback(request: gr.Request | None) -> bool:
@@ -65,7 +71,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
     def on_chunk(chunk: Any, stream: Any, voice_file: str | None, index_file: str | None, f0: str,
                  semitones: float, formant_st: float, rate_of_index: float, block_s: float, fade_s: float,
                  extra_s: float, silence_db: float, request: gr.Request) -> tuple[Any, Any, Any]:  # fmt: skip
-        if not is_loopback(request):
+        if not realtime_allowed(ctx, request):
             raise gr.Error(label("realtime.loopback_only"))
         # `stream` is the session's tools.api.realtime.ChunkStream (Gradio reads these hints: no forward refs).
         if chunk is None:

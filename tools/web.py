@@ -32,10 +32,13 @@ class AppContext:
     project: Project
     jobs: JobRunner = field(default_factory=JobRunner)
     cache: ModelCache = field(default_factory=lambda: ModelCache(max_items=4))
+    realtime_remote: bool = False  # serve the Realtime tab to other machines too (--realtime-remote)
 
     @classmethod
-    def create(cls, root: str | Path, allow_paths: tuple[str | Path, ...] = ()) -> AppContext:
-        return cls(project=Project.at(root, extra_allowed=allow_paths))
+    def create(
+        cls, root: str | Path, allow_paths: tuple[str | Path, ...] = (), realtime_remote: bool = False
+    ) -> AppContext:
+        return cls(project=Project.at(root, extra_allowed=allow_paths), realtime_remote=realtime_remote)
 
     def served_dirs(self) -> list[str]:
         """Folders whose files the browser may fetch: only where single conversions are written."""
@@ -171,7 +174,7 @@ def launch(args: argparse.Namespace, *, block: bool = True) -> int:
         return 2
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    ctx = AppContext.create(root, allow)
+    ctx = AppContext.create(root, allow, realtime_remote=bool(getattr(args, "realtime_remote", False)))
     ctx.jobs.install_log_capture()
     app = build_app(ctx)
     serve(app, settings, ctx.served_dirs(), block=block)
