@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--index-rate", type=float, default=0.0, help="0..1 (default: 0)")
     group.add_argument("--rms-mix", type=float, default=0.0, help="loudness: 0 the input's envelope, 1 the voice's (default: 0)")
     group.add_argument("--speaker-id", type=int, default=0)
-    group.add_argument("--threads", type=int, default=None, help="torch CPU threads (blocks are small: 1 is often fastest)")
+    group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core; fewer leave room for other programs)")
     group.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     return parser
 
