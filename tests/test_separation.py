@@ -656,6 +656,8 @@ def test_browser_separate_tab_offers_the_stems(project_root: Path, mdx_file: Pat
             page.set_default_timeout(120_000)
             page.goto(url)
             page.get_by_role("tab", name="Separate").click()
+            # the intro is shown whole (Markdown once swallowed "<name>_vocals ..." as an HTML tag)
+            page.get_by_text("NAME_instrumental", exact=False).wait_for()
             page.locator("#separate-model input").click()
             page.get_by_role("option", name="onnx_dereverb_By_FoxJoy/vocals.onnx").click()
             page.locator("#separate-input-dir input, #separate-input-dir textarea").first.fill("songs")

@@ -165,3 +165,14 @@ def test_device_choices_reach_the_api(ctx: AppContext, monkeypatch: pytest.Monke
     assert seen["one_click"]["device"] == "cuda:1" and seen["one_click"]["train_device"] == "cuda:0"
     assert seen["one_click"]["cache_batches"] is True
     assert seen["extract"]["device"] == "cuda:1"
+
+
+def test_markdown_texts_have_no_html_like_words() -> None:
+    """gr.Markdown drops `<name>`-like words as HTML tags, cutting the sentence that holds them."""
+    import re
+
+    from tools.labels import label
+
+    for key in ("realtime.intro", "separate.intro", "app.title", "app.subtitle"):
+        text = re.sub(r"`[^`]*`", "", label(key))  # code spans are shown literally
+        assert not re.search(r"<[A-Za-z/]", text), (key, text)

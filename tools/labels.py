@@ -31,7 +31,8 @@ LABELS: dict[str, str] = {
     "tab.realtime": "Realtime",
     "realtime.intro": "Speak into the microphone and hear the converted voice. Browser streaming adds about a second "
                       "of buffering; `.venv/bin/python -m tools.cli realtime` with sound devices has only the algorithmic latency "
-                      "(2 x block + crossfade + 10 ms). Served to this machine (localhost) only. Settings apply when a "
+                      "(2 x block + crossfade + 10 ms). Served to this machine (localhost) only, unless the app was started with "
+                      "--realtime-remote. Settings apply when a "
                       "recording starts.",
     "realtime.formant": "Formant shift (semitones)",
     "realtime.block_time": "Block time (s)",
@@ -48,8 +49,9 @@ LABELS: dict[str, str] = {
     "the MDX dereverb ONNX and MSST BS-/Mel-band RoFormer checkpoints (.ckpt with its .yaml); "
     "fetch them with `.venv/bin/python -m tools.cli download uvr5` (RVC's set) or `... download bs-roformer-vocals` "
     "(a BS-RoFormer vocal model), or put files in uvr5_weights/. "
-    "Each input gives <name>_vocals and <name>_instrumental.",
+    "Each input gives NAME_vocals and NAME_instrumental (NAME: the input's name).",
     "separate.model": "Separation model (uvr5_weights/)",
+    "separate.refresh": "Refresh models",
     "separate.files": "...or upload songs (used instead of the folder)",
     "separate.aggressiveness": "Aggressiveness (VR models; RVC's default 10)",
     "separate.run": "Separate",

@@ -76,7 +76,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
     with gr.Row():
         model = gr.Dropdown(model_choices(ctx), value=None, label=label("separate.model"), scale=4,
                             allow_custom_value=True, elem_id="separate-model")  # fmt: skip
-        refresh = gr.Button(label("convert.refresh"), scale=1, min_width=120)
+        refresh = gr.Button(label("separate.refresh"), scale=1, min_width=120)
     with gr.Row():
         input_dir = gr.Textbox(label=label("batch.input_dir"), elem_id="separate-input-dir")
         uploads = gr.File(file_count="multiple", type="filepath", label=label("separate.files"),
