@@ -142,7 +142,9 @@ def test_stop_button_stops_a_running_step(page: Any, served: tuple[str, Any, Pat
     page.locator("#train-panel .rvc-stop").click()
     state = _wait_state(page, "#train-panel", ("cancelled", "done", "failed"))
     page.screenshot(path=str(tmp_path / "train-stopped.png"), full_page=True)
-    assert state == "cancelled"
+    log = page.locator("#train-panel .rvc-log textarea").input_value()
+    experiment = page.locator("#train-experiment input, #train-experiment textarea").first.input_value()
+    assert state == "cancelled", f"state {state}, experiment field {experiment!r}, log:\n{log}"
     clips = (root / "logs" / "stopped-voice" / "0_gt_wavs").glob("*.wav")
     sources_done = {clip.name.split("_")[0] for clip in clips}  # clips are named <source>_<piece>.wav
     assert 0 < len(sources_done) < MANY_FILES, sorted(sources_done)

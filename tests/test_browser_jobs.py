@@ -167,3 +167,10 @@ def test_a_refused_start_shows_the_whole_message(page: Any, served: tuple[str, A
     assert "--allow-path" in toast.inner_text()
     white_space = _bar(page).locator(".text").evaluate("el => getComputedStyle(el).whiteSpace")
     assert white_space == "normal", "a failed step's message wraps instead of being cut"
+
+
+def test_a_single_voice_is_picked_on_page_load(page: Any, served: tuple[str, Any, Path]) -> None:
+    """A project with one voice needs no choosing before the first conversion."""
+    _url, _ctx, root = served
+    assert [p.name for p in (root / "weights").glob("*.pth")] == ["ref.pth"]
+    page.wait_for_function("() => document.querySelector('#convert-voice input').value === 'ref'")

@@ -213,8 +213,14 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
     voice.change(on_voice, inputs=[voice], outputs=[index], api_name=False)
     refresh.click(on_refresh, inputs=[voice], outputs=[voice, index], api_name=False)
     tab.select(on_refresh, inputs=[voice], outputs=[voice, index], api_name=False)
+    def on_load() -> tuple[Any, Any]:
+        """List the voices; a project with a single voice has it picked already (and its index matched)."""
+        voices = voice_choices(ctx)
+        only = voices[0][1] if len(voices) == 1 else None
+        return gr.Dropdown(choices=voices, value=only), on_voice(only)
+
     # The Convert tab is the one shown first, so it is never "selected": list the voices on each page load too.
-    gr.on(None, lambda: on_refresh(None), inputs=None, outputs=[voice, index], api_name=False, show_progress="hidden")
+    gr.on(None, on_load, inputs=None, outputs=[voice, index], api_name=False, show_progress="hidden")
 
     with gr.Tabs():
         with gr.Tab(label("tab.single"), id="convert_single"):
