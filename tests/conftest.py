@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -59,3 +61,21 @@ def project_root(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     root.mkdir()
     return root
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium, one per test module (skips without Playwright)."""
+    from helpers_app import chromium_browser
+
+    with chromium_browser() as chromium:
+        yield chromium
+
+
+@pytest.fixture
+def page(request: pytest.FixtureRequest, browser: Any, served: tuple[str, Any, Path]) -> Iterator[Any]:
+    """The app (the module's `served` fixture) in a fresh browser context; the module's TIMEOUT_MS applies."""
+    from helpers_app import app_page
+
+    with app_page(browser, served[0], getattr(request.module, "TIMEOUT_MS", 60_000)) as opened:
+        yield opened

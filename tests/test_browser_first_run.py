@@ -19,8 +19,6 @@ from helpers_app import (
     CHROMIUM,
     REFERENCE_VOICE,
     app_in_thread,
-    app_page,
-    chromium_browser,
     make_project,
 )
 
@@ -46,17 +44,6 @@ def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with app_in_thread(root) as (url, ctx):
         yield url, ctx, root
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium_browser() as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser: Any, served: tuple[str, Any, Path]) -> Iterator[Any]:
-    with app_page(browser, served[0], TIMEOUT_MS) as page:
-        yield page
 
 
 def _client(served: tuple[str, Any, Path]) -> Any:

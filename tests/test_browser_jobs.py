@@ -17,8 +17,6 @@ import pytest
 from helpers_app import (
     CHROMIUM,
     app_in_thread,
-    app_page,
-    chromium_browser,
     make_project,
 )
 
@@ -36,17 +34,6 @@ def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with app_in_thread(root) as (url, ctx):
         yield url, ctx, root
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with chromium_browser() as chromium:
-        yield chromium
-
-
-@pytest.fixture
-def page(browser: Any, served: tuple[str, Any, Path]) -> Iterator[Any]:
-    with app_page(browser, served[0], TIMEOUT_MS) as page:
-        yield page
 
 
 @pytest.fixture

@@ -11,21 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infer_pack.separation.vr_nets import crop_center
-
-
-class Conv2DBNActiv(nn.Module):
-    def __init__(self, nin: int, nout: int, ksize: int = 3, stride: int = 1, pad: int = 1, dilation: int = 1,
-                 activ: type[nn.Module] = nn.ReLU) -> None:  # fmt: skip
-        super().__init__()
-        self.conv = nn.Sequential(
-            nn.Conv2d(nin, nout, kernel_size=ksize, stride=stride, padding=pad, dilation=dilation, bias=False),
-            nn.BatchNorm2d(nout),
-            activ(),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+from infer_pack.separation.vr_nets import Conv2DBNActiv, crop_center
 
 
 class Encoder(nn.Module):
