@@ -66,3 +66,27 @@ def test_bad_experiment_names_and_nothing_usable_are_refused(tmp_path: Path) -> 
         import_dataset_files(project=tmp_path, experiment="ok", files=[text])
     with pytest.raises(UserInputError, match="no files"):
         import_dataset_files(project=tmp_path, experiment="ok", files=[])
+
+
+def test_a_full_disk_keeps_the_files_already_copied(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import shutil
+
+    from infer_pack.errors import DiskFullError
+
+    project = tmp_path / "project"
+    project.mkdir()
+    first, second = _wav(tmp_path / "one.wav"), _wav(tmp_path / "two.wav")
+    (tmp_path / "folder.wav").mkdir()  # named like audio, but no file: skipped with the reason
+    real_copy = shutil.copyfile
+
+    def copy(source: Path, target: Path) -> Path:
+        if Path(source).name == "two.wav":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(source, target)
+
+    monkeypatch.setattr(shutil, "copyfile", copy)
+    folder = project / DATASETS_DIR_NAME / "e"
+    with pytest.raises(DiskFullError, match="free some disk space"):
+        import_dataset_files(project=project, experiment="e", files=[first, tmp_path / "folder.wav", second])
+    assert sorted(p.name for p in folder.iterdir()) == ["one.wav"]  # no half-written two.wav either

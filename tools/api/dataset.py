@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from configs import SampleRateTag, Version
-from infer_pack.errors import AssetMissingError, ExperimentError, UserInputError
+from infer_pack.errors import AssetMissingError, ExperimentError, RVCError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback
 from tools.api.common import compute_device, project_of
 from tools.project import Project
@@ -150,8 +150,14 @@ def import_dataset_files(
             target_name = f"{stem}-{number}{suffix}"
         taken.add(target_name.lower())
         target = folder / target_name
-        with atomic_path(target) as tmp:
-            shutil.copyfile(source_path, tmp)
+        try:
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source_path, tmp)
+        except RVCError:
+            raise  # disk full: the files copied so far stay, the message says what to free
+        except OSError as exc:
+            result.skipped.append((str(given), f"cannot copy it ({exc.strerror or exc})"))
+            continue
         result.added.append(target)
     if not result.added:
         raise UserInputError("no audio file was added: " + "; ".join(f"{n}: {why}" for n, why in result.skipped))
