@@ -191,6 +191,52 @@ def test_deecho_file_separates_dry_vocals_from_the_echo(tmp_path: Path) -> None:
         assert torch.equal(separator.net(x, 0.0, 16), separator.net(x, 1.0, 16))
 
 
+@pytest.mark.parametrize("layout", ["hp", "deecho"])
+def test_onnx_engine_gives_the_torch_stems(layout: str, vr_file: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The app's default on CPU: the mask in ONNX Runtime, the same stems as torch; the graph is cached."""
+    monkeypatch.setenv("RVC_ONNX_CACHE", str(tmp_path / "cache"))
+    path = vr_file if layout == "hp" else write_deecho_file(tmp_path / "VR-DeEchoNormal.pth", SMALL.n_fft)
+    window = SMALL_WINDOW if layout == "hp" else 192
+    mix = stereo_tone(0.5, SMALL_RATE)
+    common = {"params": SMALL, "window_frames": window, "aggressiveness": 0.3}
+    reference = load_vr_separator(path, engine="torch", **common)
+    fast = load_vr_separator(path, engine="onnx", **common)
+    assert (reference.engine, fast.engine) == ("torch", "onnx")
+    a, b = reference.separate(mix), fast.separate(mix)
+    np.testing.assert_allclose(b.vocals, a.vocals, atol=2e-5)
+    np.testing.assert_allclose(b.instrumental, a.instrumental, atol=2e-5)
+    graphs = list((tmp_path / "cache").glob("vr_mask_*.onnx"))
+    assert len(graphs) == 1
+    stamp = graphs[0].stat().st_mtime_ns
+    again = load_vr_separator(path, engine="auto", **common)  # auto on CPU in float32: onnx, from the cache
+    assert again.engine == "onnx"
+    np.testing.assert_array_equal(again.separate(mix).vocals, b.vocals)
+    assert graphs[0].stat().st_mtime_ns == stamp and len(list((tmp_path / "cache").glob("*.onnx"))) == 1
+    # another aggressiveness changes the stems, not the graph (it is applied after the mask)
+    sharper = load_vr_separator(path, engine="onnx", **(common | {"aggressiveness": 0.9})).separate(mix)
+    assert len(list((tmp_path / "cache").glob("*.onnx"))) == 1
+    if layout == "hp":
+        assert not np.allclose(sharper.vocals, b.vocals, atol=1e-4)
+        torch_sharper = load_vr_separator(path, engine="torch", **(common | {"aggressiveness": 0.9})).separate(mix)
+        np.testing.assert_allclose(sharper.vocals, torch_sharper.vocals, atol=2e-5)
+
+
+def test_onnx_engine_falls_back_to_torch_when_the_export_fails(vr_file: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    from infer_pack.separation import vr_onnx
+
+    monkeypatch.setenv("RVC_ONNX_CACHE", str(tmp_path / "cache"))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("exporter crashed")
+
+    monkeypatch.setattr(vr_onnx, "trace_to_onnx", broken)
+    separator = load_vr_separator(vr_file, params=SMALL, window_frames=SMALL_WINDOW, engine="onnx")
+    stems = separator.separate(stereo_tone(0.3, SMALL_RATE))
+    assert separator.engine == "torch" and np.all(np.isfinite(stems.vocals))
+
+
 def test_real_4band_params_split_and_rebuild_the_wave() -> None:
     p = bands.PARAMS_4BAND_V2
     assert p.n_fft == 1344 and p.split_bin == 85 and sum(b.height for b in p.bands) == 672

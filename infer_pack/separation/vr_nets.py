@@ -156,10 +156,13 @@ class CascadedASPPNet(nn.Module):
 
     def forward(self, x: torch.Tensor, aggressiveness: float = 0.0, split_bin: int = 0) -> torch.Tensor:
         """Masked magnitude; `aggressiveness` (0..1) sharpens the mask, 3x less below `split_bin`."""
-        mask = self.mask(x)
-        if aggressiveness:
-            mask = torch.cat(
-                [mask[:, :, :split_bin] ** (1 + aggressiveness / 3), mask[:, :, split_bin:] ** (1 + aggressiveness)],
-                dim=2,
-            )
-        return mask * x
+        return sharpen_mask(self.mask(x), aggressiveness, split_bin) * x
+
+
+def sharpen_mask(mask: torch.Tensor, aggressiveness: float, split_bin: int) -> torch.Tensor:
+    """RVC's aggressiveness: mask ** (1 + a/3) below `split_bin`, ** (1 + a) above; a = 0 leaves it."""
+    if not aggressiveness:
+        return mask
+    return torch.cat(
+        [mask[:, :, :split_bin] ** (1 + aggressiveness / 3), mask[:, :, split_bin:] ** (1 + aggressiveness)], dim=2
+    )
