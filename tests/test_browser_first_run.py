@@ -186,3 +186,20 @@ def test_audio_uploaded_in_the_train_tab_becomes_the_dataset(
     page.wait_for_selector('#train-panel .rvc-progress[data-state="done"]')
     assert list((root / "logs" / "uploaded" / "0_gt_wavs").glob("*.wav"))
     page.screenshot(path=str(tmp_path / "uploaded.png"), full_page=True)
+
+
+def test_a_page_loaded_after_rmvpe_arrives_offers_it(browser: Any, served: tuple[str, Any, Path]) -> None:
+    """rmvpe.pt downloaded while the app runs: the next page load picks rmvpe in Convert and Batch."""
+    from helpers_app import app_page
+
+    url, _ctx, root = served
+    rmvpe = root / "rmvpe.pt"
+    rmvpe.write_bytes(b"stand-in")  # only its presence decides the default
+    try:
+        with app_page(browser, url, TIMEOUT_MS) as page:
+            for elem in ("#convert-f0", "#batch-f0"):
+                page.wait_for_function(
+                    "sel => document.querySelector(sel + ' input:checked')?.value === 'rmvpe'", arg=elem
+                )
+    finally:
+        rmvpe.unlink()

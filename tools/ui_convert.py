@@ -260,3 +260,12 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                        [voice, index, input_dir, output_dir, out_format, *batch_params, uploads],
                        api_name="convert_batch")
             panel.attach_on_load(("batch",))
+
+    def pitch_method_on_load() -> tuple[str, str]:
+        """rmvpe.pt may have been downloaded since the app started: offer the method the files allow."""
+        method = default_f0_method(ctx.project)
+        return method, method
+
+    # params / batch_params are in conversion_kwargs order: the pitch method is the third widget
+    gr.on(None, pitch_method_on_load, inputs=None, outputs=[params[2], batch_params[2]], api_name=False,
+          show_progress="hidden")
