@@ -152,13 +152,21 @@ def _finite(block: np.ndarray) -> np.ndarray:
 
 
 def _frame_to_mono(frame: Any) -> np.ndarray:
-    """A decoded frame already converted to planar float32 -> mono float32 [n]."""
-    planes = frame.to_ndarray()  # [channels, n] for planar formats
-    planes = np.asarray(planes, dtype=np.float32)
-    if planes.shape[0] == 1:
-        return _finite(planes[0])
+    """A decoded frame already converted to packed float32 ("flt") -> mono float32 [n].
+
+    Packed (interleaved) samples live in one buffer whatever the channel count. Planar frames keep one
+    buffer per channel, and FFmpeg stores the ninth channel on in a separate array (`extended_data`)
+    that PyAV's `to_ndarray` does not reach: reading a planar frame of 8 or more channels that way
+    crashed the process. So every frame is converted to packed first and split here.
+    """
+    packed = np.asarray(frame.to_ndarray(), dtype=np.float32).reshape(-1)  # [n * channels]
+    samples = int(frame.samples)
+    channels = packed.size // samples if samples else 1
+    if channels <= 1:
+        return _finite(packed[:samples])
+    frames = packed[: samples * channels].reshape(samples, channels)  # [n, channels]
     with np.errstate(over="ignore", invalid="ignore"):  # overflowing garbage becomes 0 just below
-        mono = planes.mean(axis=0, dtype=np.float32)
+        mono = frames.mean(axis=1, dtype=np.float32)
     return _finite(mono)
 
 
@@ -172,7 +180,7 @@ def _decode_mono_blocks(path: Path, sample_rate: int | None, *, keep_partial: bo
     import soxr
 
     container, stream = _open(path)
-    converter = av.AudioResampler(format="fltp")  # any sample format -> planar float32, same rate/layout
+    converter = av.AudioResampler(format="flt")  # any sample format -> packed float32, same rate/layout
     resampler: Any = None  # created from the first frame's rate; False when no conversion is needed
 
     def to_target(frame: Any) -> np.ndarray:
