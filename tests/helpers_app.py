@@ -120,7 +120,7 @@ def app_in_thread(root: Path, auth: tuple[str, str] | None = None, max_upload_mb
         wait_http(url)
         yield url, ctx
     finally:
-        ctx.jobs.cancel_all()
+        ctx.close()
         ctx.jobs.remove_log_capture()
         app.close()
 

@@ -159,6 +159,7 @@ def test_convert_tab_converts_a_microphone_recording(
         return real_convert(**kwargs)
 
     monkeypatch.setattr(api, "convert_voice", spy)
+    monkeypatch.setattr(_ctx, "isolate", False)  # the spy lives in this process only
     mic_args = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
                 f"--use-file-for-fake-audio-capture={tone}"]
     mic_browser = browser.browser_type.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *mic_args])

@@ -48,8 +48,10 @@ def slow_preprocess(monkeypatch: pytest.MonkeyPatch, served: tuple[str, Any, Pat
             time.sleep(0.02)
 
     monkeypatch.setattr(api, "preprocess_dataset", slow)
+    served[1].set_isolation(False)  # the replacement lives in this process only
     yield
     served[1].jobs.cancel_all()
+    served[1].set_isolation(True)
 
 
 def _fill(page: Any, elem_id: str, value: str) -> None:

@@ -138,6 +138,7 @@ def test_device_lists_are_shown_only_with_cuda(ctx: AppContext, monkeypatch: pyt
 
 
 def test_device_choices_reach_the_api(ctx: AppContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infer_pack.progress import CancelToken
     from tools import api
     from tools.ui_train import TrainForm
 
@@ -146,6 +147,7 @@ def test_device_choices_reach_the_api(ctx: AppContext, monkeypatch: pytest.Monke
     seen: dict[str, dict[str, object]] = {}
     monkeypatch.setattr(api, "one_click", lambda **kw: seen.setdefault("one_click", kw))
     monkeypatch.setattr(api, "extract_features", lambda **kw: seen.setdefault("extract", kw))
+    cancel = CancelToken()
     values = {
         "experiment": "gpu", "sample_rate_tag": "40k", "version": "v2", "use_f0": True, "processes": 1,
         "dataset": "data", "speaker_id": 0, "f0_method": "pm", "save_every": 1, "epochs": 1, "batch_size": 1,
@@ -156,12 +158,10 @@ def test_device_choices_reach_the_api(ctx: AppContext, monkeypatch: pytest.Monke
     assert list(values) == list(TrainForm.FIELDS)
     form = TrainForm(ctx)
 
-    class Job:
-        progress = cancel = metric = None
-
     for starter in (form.one_click, form.extract):
-        _kind, work, _key = starter(*values.values())
-        work(Job())  # type: ignore[arg-type]
+        _kind, call, _key = starter(*values.values())
+        # What the job's process runs: the same call, with the job's progress, cancel, metrics and cache.
+        call.invoke(progress=lambda *_: None, cancel=cancel, on_metrics=lambda *_: None, cache=ctx.cache)
     assert seen["one_click"]["device"] == "cuda:1" and seen["one_click"]["train_device"] == "cuda:0"
     assert seen["one_click"]["cache_batches"] is True
     assert seen["extract"]["device"] == "cuda:1"

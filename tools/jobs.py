@@ -9,6 +9,12 @@ for the same key raises `TrainingLockedError` instead of racing on the same fold
 The UI polls `JobRunner.snapshot(job_id)` to render a progress bar, the log and the loss curve;
 the Stop button calls `JobRunner.cancel(job_id)`, which sets the token the step checks between items.
 A result whose `ok` is False (some of its items failed) ends the job as failed, its summary kept.
+
+Work given as a `JobCall` (tools.jobproc) runs in its own process when the runner isolates jobs (the
+web app): a native crash, an out-of-memory kill or a hang of that job ends only that job, with the
+cause in its error, and its memory goes back to the system when it ends. Stop then means the
+cooperative cancel, and the process is ended if the step has not stopped after the call's grace period.
+Plain callables (scripts, tests) run in a thread of this process as before.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any, Literal
 
 from infer_pack.errors import CancelledError, RVCError, TrainingLockedError
 from infer_pack.progress import CancelToken
+from tools.jobproc import ChildJob, JobCall
 
 JobState = Literal["running", "done", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
@@ -54,6 +61,8 @@ class JobSnapshot:
     started_at: float
     finished_at: float | None
     form: tuple[Any, ...] = ()  # the form values the job was started with (a reloaded page shows them again)
+    pid: int | None = None  # the job's own process (None: runs in a thread of the server)
+    stop_deadline: float | None = None  # after Stop: when the job's process is ended if still running
 
     @property
     def finished(self) -> bool:
@@ -110,6 +119,9 @@ class Job:
         self._finished_at: float | None = None
         self._finished = threading.Event()
         self.thread: threading.Thread | None = None
+        self.pid: int | None = None
+        self.grace_s: float | None = None  # set for jobs in their own process
+        self.stop_deadline: float | None = None
 
     def on_progress(self, done: int, total: int, message: str) -> None:
         with self._lock:
@@ -158,6 +170,8 @@ class Job:
                 started_at=self._started_at,
                 finished_at=self._finished_at,
                 form=self.form,
+                pid=self.pid,
+                stop_deadline=self.stop_deadline,
             )
 
 
@@ -187,7 +201,12 @@ class _ThreadLogRouter(logging.Handler):
 class JobRunner:
     """Starts, tracks and cancels jobs. One instance per app; pass it to whoever starts work."""
 
-    def __init__(self, max_log_lines: int = 2000, keep_finished: int = 50) -> None:
+    def __init__(
+        self, max_log_lines: int = 2000, keep_finished: int = 50, *, isolate: bool = False, cache: Any = None
+    ) -> None:
+        """`isolate`: run `JobCall` work in child processes; `cache`: the model cache in-thread calls share."""
+        self.isolate = isolate
+        self.cache = cache
         self._lock = threading.Lock()
         self._jobs: dict[str, Job] = {}
         self._by_thread: dict[int, Job] = {}
@@ -218,11 +237,17 @@ class JobRunner:
             return self._by_thread.get(thread_id)
 
     def start(
-        self, kind: str, work: Callable[[JobContext], Any], *, key: str | None = None, form: Sequence[Any] = ()
+        self,
+        kind: str,
+        work: Callable[[JobContext], Any] | JobCall,
+        *,
+        key: str | None = None,
+        form: Sequence[Any] = (),
     ) -> Job:
-        """Run `work(ctx)` in a new thread. `key` (an experiment name) allows one running job per key.
+        """Run `work(ctx)` in a new thread, or a `JobCall` in its own process when isolating.
 
-        `form`: the values of the form that started it, kept for pages that load while it runs.
+        `key` (an experiment name) allows one running job per key. `form`: the values of the form that
+        started it, kept for pages that load while it runs.
         """
         with self._lock:
             if key is not None:
@@ -235,10 +260,61 @@ class JobRunner:
             job = Job(f"{kind}-{next(self._ids)}", kind, key, self._max_log_lines, tuple(form))
             self._jobs[job.job_id] = job
             self._forget_old_locked()
-        thread = threading.Thread(target=self._run, args=(job, work), name=f"job:{job.job_id}", daemon=True)
+        if isinstance(work, JobCall) and self.isolate:
+            job.grace_s = work.grace_s
+            thread = threading.Thread(target=self._supervise, args=(job, work), name=f"job:{job.job_id}", daemon=True)
+        else:
+            body = self._in_thread(work) if isinstance(work, JobCall) else work
+            thread = threading.Thread(target=self._run, args=(job, body), name=f"job:{job.job_id}", daemon=True)
         job.thread = thread
         thread.start()
         return job
+
+    def _in_thread(self, call: JobCall) -> Callable[[JobContext], Any]:
+        def work(ctx: JobContext) -> Any:
+            return call.invoke(progress=ctx.progress, cancel=ctx.cancel, on_metrics=ctx.metric, cache=self.cache)
+
+        return work
+
+    def _supervise(self, job: Job, call: JobCall) -> None:
+        """Run `call` in a child process and mirror its messages into `job` until it ends or dies."""
+        try:
+            child = ChildJob(call)
+        except Exception as exc:  # noqa: BLE001 - e.g. no memory or process slots left to start it
+            job.finish("failed", error=f"could not start the job's process: {type(exc).__name__}: {exc}")
+            return
+        job.pid = child.pid
+        job.append_log(f"running in its own process (pid {child.pid})")
+        outcome: tuple[Any, ...] | None = None
+        for message in child.messages():
+            if job.cancel_token.cancelled:
+                job.stop_deadline = child.request_stop()
+            note = child.enforce_deadline()
+            if note:
+                job.append_log(note)
+            if message is None:
+                continue
+            tag = message[0]
+            if tag == "progress":
+                job.on_progress(message[1], message[2], message[3])
+            elif tag == "log":
+                job.append_log(message[1])
+            elif tag == "metric":
+                job.add_metric(MetricPoint(message[1], message[2], message[3]))
+            elif tag in ("result", "cancelled", "failed"):
+                outcome = message
+        cause = child.finish()
+        if outcome is None:
+            if child.ended_by_us:
+                job.finish("cancelled")
+            else:
+                job.finish("failed", error=f"the {job.kind} job's process {cause}")
+        elif outcome[0] == "result":
+            self._finish_with(job, outcome[1])
+        elif outcome[0] == "cancelled":
+            job.finish("cancelled")
+        else:
+            job.finish("failed", error=str(outcome[1]))
 
     def _run(self, job: Job, work: Callable[[JobContext], Any]) -> None:
         ident = threading.get_ident()
@@ -254,22 +330,26 @@ class JobRunner:
             logging.getLogger(__name__).exception("job %s crashed", job.job_id)
             job.finish("failed", error=f"{type(exc).__name__}: {exc}")
         else:
-            summary = getattr(result, "summary", None)
-            text = str(summary()) if callable(summary) else ""
-            if text:
-                job.append_log(text)
-            if job.cancel_token.cancelled:
-                job.finish("cancelled", result=result)
-            elif getattr(result, "ok", True) is False:
-                # A result that counts failed items (downloads) is no success: say so with the line naming them.
-                lines = text.splitlines()
-                error = next((line.strip() for line in lines if "failed" in line), lines[0] if lines else "")
-                job.finish("failed", result=result, error=error or "some items failed; see the log")
-            else:
-                job.finish("done", result=result)
+            self._finish_with(job, result)
         finally:
             with self._lock:
                 self._by_thread.pop(ident, None)
+
+    @staticmethod
+    def _finish_with(job: Job, result: Any) -> None:
+        summary = getattr(result, "summary", None)
+        text = str(summary()) if callable(summary) else ""
+        if text:
+            job.append_log(text)
+        if job.cancel_token.cancelled:
+            job.finish("cancelled", result=result)
+        elif getattr(result, "ok", True) is False:
+            # A result that counts failed items (downloads) is no success: say so with the line naming them.
+            lines = text.splitlines()
+            error = next((line.strip() for line in lines if "failed" in line), lines[0] if lines else "")
+            job.finish("failed", result=result, error=error or "some items failed; see the log")
+        else:
+            job.finish("done", result=result)
 
     def _forget_old_locked(self) -> None:
         finished = [j for j in self._jobs.values() if j.wait(0)]
@@ -292,7 +372,14 @@ class JobRunner:
         if job is None or job.wait(0):
             return False
         job.cancel_token.cancel()
-        job.append_log("stop requested; finishing the current item")
+        if job.grace_s is not None:
+            deadline = time.strftime("%H:%M:%S", time.localtime(time.time() + job.grace_s))
+            job.append_log(
+                f"stop requested; finishing the current item (its process is ended at {deadline}, "
+                f"{job.grace_s:.0f} s from now, if it has not stopped by then)"
+            )
+        else:
+            job.append_log("stop requested; finishing the current item")
         return True
 
     def running(self, key: str | None = None) -> list[JobSnapshot]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from tools.jobs import JobContext
+from tools.jobproc import JobCall
 from tools.labels import label
 from tools.ui_jobs import job_panel
 
@@ -112,15 +112,12 @@ def build_status_panel(ctx: AppContext) -> None:
         def start_download(names: list[str] | None) -> tuple[str, Any, None]:
             """Download the ticked groups (files already in place are only checked)."""
             from infer_pack.errors import UserInputError
-            from tools import api
 
             if not names:
                 raise UserInputError("no asset ticked; tick the ones to download, or pick a set above the list")
             wanted = list(names)
 
-            def work(job: JobContext) -> Any:
-                return api.download_assets(wanted, ctx.project.root, progress=job.progress, cancel=job.cancel)
-
+            work = JobCall("download_assets", dict(names=wanted, root=ctx.project.root))
             return "download", work, None
 
         def reload_panel() -> list[Any]:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from infer_pack.errors import RVCError, UserInputError
-from tools.jobs import JobContext, JobSnapshot
+from tools.jobproc import JobCall
+from tools.jobs import JobSnapshot
 from tools.labels import label
 from tools.ui_jobs import JobStarter, job_panel
 
@@ -124,18 +124,20 @@ def run_convert(
     ctx: AppContext, audio_path: str | None, voice_file: str | None, index: str | None, f0_file: str | None,
     *params: Any,
 ) -> tuple[str, str, str]:
-    """Convert one uploaded/recorded file; returns (output audio path, download path, result text)."""
-    from tools import api
+    """Convert one uploaded/recorded file; returns (output audio path, download path, result text).
 
+    The conversion runs in one of the app's conversion worker processes (`ctx.convert`): a crash or an
+    out-of-memory kill there fails this request with its cause, and the next request gets a new worker.
+    """
     try:
         if not audio_path:
             raise UserInputError("no input audio: upload a file or record one first")
         kwargs = conversion_kwargs(*params)
         model, index_path = _voice_path(ctx, voice_file), _index_path(ctx, index)
-        result = api.convert_voice(
+        result = ctx.convert(JobCall("convert_voice", dict(
             project=ctx.project, model=model, input_path=Path(audio_path), index_path=index_path,
-            f0_file=Path(f0_file) if f0_file else None, cache=ctx.cache, **kwargs,
-        )
+            f0_file=Path(f0_file) if f0_file else None, **kwargs,
+        ), inject=("cache",)))
     except RVCError as exc:
         raise gr.Error(str(exc), print_exception=False) from None
     output = str(result.output_path)
@@ -144,10 +146,8 @@ def run_convert(
 
 def _batch_starter(ctx: AppContext) -> JobStarter:
     def starter(voice_file: str | None, index: str | None, input_dir: str, output_dir: str, out_format: str,
-                *values: Any) -> tuple[str, Callable[[JobContext], Any], None]:
+                *values: Any) -> tuple[str, JobCall, None]:
         """`values`: the conversion parameters, then the uploaded files (a list of paths, or None)."""
-        from tools import api
-
         *params, uploads = values
         voice = _voice_path(ctx, voice_file)
         index_path = _index_path(ctx, index)
@@ -161,13 +161,10 @@ def _batch_starter(ctx: AppContext) -> JobStarter:
         dst = ctx.project.confine(output_dir.strip(), "output folder")
         kwargs = conversion_kwargs(*params)
 
-        def work(job: JobContext) -> Any:
-            return api.convert_batch(
-                project=ctx.project, model=voice, input_dir=src, input_paths=files or None, output_dir=dst,
-                index_path=index_path, output_format=out_format, zip_results=True, cache=ctx.cache,
-                progress=job.progress, cancel=job.cancel, **kwargs,
-            )
-
+        work = JobCall("convert_batch", dict(
+            project=ctx.project, model=voice, input_dir=src, input_paths=files or None, output_dir=dst,
+            index_path=index_path, output_format=out_format, zip_results=True, **kwargs,
+        ), inject=("progress", "cancel", "cache"))
         return "batch", work, None
 
     return starter

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from infer_pack.errors import UserInputError
-from tools.jobs import JobContext, JobSnapshot
+from tools.jobproc import JobCall
+from tools.jobs import JobSnapshot
 from tools.labels import label
 from tools.ui_jobs import JobStarter, job_panel
 
@@ -28,8 +28,7 @@ def model_choices(ctx: AppContext) -> list[str]:
 
 def _starter(ctx: AppContext) -> JobStarter:
     def starter(model: str | None, input_dir: str, output_dir: str, out_format: str, aggressiveness: float,
-                uploads: list[Any] | None) -> tuple[str, Callable[[JobContext], Any], None]:  # fmt: skip
-        from tools import api
+                uploads: list[Any] | None) -> tuple[str, JobCall, None]:  # fmt: skip
         from tools.api.separate import resolve_model
 
         if not str(model or "").strip():
@@ -43,13 +42,10 @@ def _starter(ctx: AppContext) -> JobStarter:
         src = None if files else ctx.project.confine(input_dir.strip(), "input folder")
         dst = ctx.project.confine((output_dir or DEFAULT_OUTPUT_DIR).strip(), "output folder")
 
-        def work(job: JobContext) -> Any:
-            return api.separate_audio(
-                project=ctx.project, model=model_path, input_dir=src, input_paths=files or None,
-                output_dir=dst, output_format=out_format, aggressiveness=int(aggressiveness), cache=ctx.cache,
-                progress=job.progress, cancel=job.cancel,
-            )
-
+        work = JobCall("separate_audio", dict(
+            project=ctx.project, model=model_path, input_dir=src, input_paths=files or None, output_dir=dst,
+            output_format=out_format, aggressiveness=int(aggressiveness),
+        ), inject=("progress", "cancel", "cache"))
         return "separate", work, None
 
     return starter

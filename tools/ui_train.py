@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import html
 import os
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
 from infer_pack.errors import RVCError, UserInputError
-from tools.jobs import JobContext, JobSnapshot
+from tools.jobproc import JobCall
+from tools.jobs import JobSnapshot
 from tools.labels import label
 from tools.project import validate_name
 from tools.ui_jobs import job_panel, newest_running
@@ -25,7 +25,9 @@ SAMPLE_RATE_CHOICES = ["32k", "40k", "48k"]
 VERSION_CHOICES = ["v1", "v2"]
 # Job kinds this tab starts (and reattaches to when a page loads).
 TRAIN_JOB_KINDS = ("preprocess", "extract", "train", "index", "one-click")
-Work = Callable[[JobContext], Any]
+Work = JobCall
+# Training checks Stop between steps; a step can take minutes on a busy CPU, so it gets longer before being ended.
+TRAIN_STOP_GRACE_S = 180.0
 
 
 def gpu_names() -> list[str]:
@@ -182,81 +184,50 @@ class TrainForm:
         }
 
     def preprocess(self, *raw: Any) -> tuple[str, Work, str]:
-        from tools import api
-
         v = self.values(raw)
         dataset = self._dataset(v)
-
-        def work(job: JobContext) -> Any:
-            return api.preprocess_dataset(
-                project=self.ctx.project, experiment=v["experiment"], dataset_dir=dataset,
-                sample_rate_tag=v["sample_rate_tag"], speaker_id=v["speaker_id"], n_processes=v["processes"],
-                progress=job.progress, cancel=job.cancel,
-            )
-
+        work = JobCall("preprocess_dataset", dict(
+            project=self.ctx.project, experiment=v["experiment"], dataset_dir=dataset,
+            sample_rate_tag=v["sample_rate_tag"], speaker_id=v["speaker_id"], n_processes=v["processes"],
+        ))
         return "preprocess", work, v["experiment"]
 
     def extract(self, *raw: Any) -> tuple[str, Work, str]:
-        from tools import api
-
         v = self.values(raw)
         self._check_assets(v, "extract")
-
-        def work(job: JobContext) -> Any:
-            return api.extract_features(
-                project=self.ctx.project, experiment=v["experiment"], version=v["version"], use_f0=v["use_f0"],
-                f0_method=v["f0_method"], speaker_id=v["speaker_id"], n_processes=v["processes"],
-                device=v.get("extract_device") or "auto", cache=self.ctx.cache, progress=job.progress,
-                cancel=job.cancel,
-            )
-
+        work = JobCall("extract_features", dict(
+            project=self.ctx.project, experiment=v["experiment"], version=v["version"], use_f0=v["use_f0"],
+            f0_method=v["f0_method"], speaker_id=v["speaker_id"], n_processes=v["processes"],
+            device=v.get("extract_device") or "auto",
+        ), inject=("progress", "cancel", "cache"))
         return "extract", work, v["experiment"]
 
     def train(self, *raw: Any) -> tuple[str, Work, str]:
-        from tools import api
-
         v = self.values(raw)
         self._check_assets(v, "train")
         kwargs = self._training_kwargs(v)
-
-        def work(job: JobContext) -> Any:
-            return api.train_model(
-                self.ctx.project, job.progress, job.cancel, experiment=v["experiment"], on_metrics=job.metric,
-                **kwargs,
-            )
-
+        work = JobCall("train_model", dict(root=self.ctx.project, experiment=v["experiment"], **kwargs),
+                       inject=("progress", "cancel", "on_metrics"), grace_s=TRAIN_STOP_GRACE_S)
         return "train", work, v["experiment"]
 
     def index(self, *raw: Any) -> tuple[str, Work, str]:
-        from tools import api
-
         v = self.values(raw)
-
-        def work(job: JobContext) -> Any:
-            return api.train_index(
-                project=self.ctx.project, experiment=v["experiment"], version=v["version"],
-                kind=v["index_kind"], progress=job.progress, cancel=job.cancel,
-            )
-
+        work = JobCall("train_index", dict(
+            project=self.ctx.project, experiment=v["experiment"], version=v["version"], kind=v["index_kind"],
+        ))
         return "index", work, v["experiment"]
 
     def one_click(self, *raw: Any) -> tuple[str, Work, str]:
-        from tools import api
-
         v = self.values(raw)
         dataset = self._dataset(v)
         self._check_assets(v, "extract", "train")
         kwargs = self._training_kwargs(v)
         train_device = kwargs.pop("device")
-
-        def work(job: JobContext) -> Any:
-            return api.one_click(
-                project=self.ctx.project, experiment=v["experiment"], dataset_dir=dataset,
-                f0_method=v["f0_method"], n_processes=v["processes"], cache=self.ctx.cache,
-                device=v.get("extract_device") or "auto", train_device=train_device,
-                on_metrics=job.metric, progress=job.progress, cancel=job.cancel, **kwargs,
-            )
-
+        work = JobCall("one_click", dict(
+            project=self.ctx.project, experiment=v["experiment"], dataset_dir=dataset, f0_method=v["f0_method"],
+            n_processes=v["processes"], device=v.get("extract_device") or "auto", train_device=train_device,
+            **kwargs,
+        ), inject=("progress", "cancel", "cache", "on_metrics"), grace_s=TRAIN_STOP_GRACE_S)
         return "one-click", work, v["experiment"]
 
 

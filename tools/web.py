@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from infer_pack.cache import ModelCache
 from infer_pack.errors import UserInputError
+from infer_pack.progress import CancelToken
+from tools.jobproc import ConversionWorkers, JobCall
 from tools.jobs import JobRunner
 from tools.project import Project
 
@@ -27,12 +29,39 @@ DEFAULT_PORT = 7865
 
 @dataclass
 class AppContext:
-    """Everything a tab needs, passed explicitly (no module-level state)."""
+    """Everything a tab needs, passed explicitly (no module-level state).
+
+    `isolate`: long jobs run in child processes and single conversions in worker processes, so that
+    no job or input can take the server down (the app's setting). Off, everything runs in the server's
+    own process (tests that replace API functions in this process).
+    """
 
     project: Project
-    jobs: JobRunner = field(default_factory=JobRunner)
+    jobs: JobRunner = field(default_factory=lambda: JobRunner(isolate=True))
     cache: ModelCache = field(default_factory=lambda: ModelCache(max_items=4))
     realtime_remote: bool = False  # serve the Realtime tab to other machines too (--realtime-remote)
+    workers: ConversionWorkers = field(default_factory=ConversionWorkers)
+    isolate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.jobs.cache is None:
+            self.jobs.cache = self.cache
+        self.jobs.isolate = self.isolate
+
+    def set_isolation(self, isolate: bool) -> None:
+        self.isolate = isolate
+        self.jobs.isolate = isolate
+
+    def convert(self, call: JobCall) -> object:
+        """Run one short API call (a single conversion) in a worker process, or here when not isolating."""
+        if self.isolate:
+            return self.workers.call(call)
+        return call.invoke(progress=lambda *_: None, cancel=CancelToken(), on_metrics=lambda *_: None,
+                           cache=self.cache)
+
+    def close(self) -> None:
+        self.jobs.cancel_all()
+        self.workers.close()
 
     @classmethod
     def create(
