@@ -387,6 +387,14 @@ class JobRunner:
             jobs = list(self._jobs.values())
         return [j.snapshot() for j in jobs if not j.wait(0) and (key is None or j.key == key)]
 
+    def recently_finished(self, seconds: float) -> list[JobSnapshot]:
+        """Jobs that ended within the last `seconds`, oldest first."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        since = time.time() - seconds
+        ended = [j.snapshot() for j in jobs if j.wait(0)]
+        return sorted((s for s in ended if (s.finished_at or 0) >= since), key=lambda s: s.finished_at or 0)
+
     def wait(self, job_id: str, timeout: float | None = None) -> JobSnapshot:
         job = self.get(job_id)
         if job is None:

@@ -12,6 +12,7 @@ and `running_jobs_panel` lists every running job with its own Stop button.
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,8 @@ def progress_html(snapshot: JobSnapshot | None, error: str | None = None) -> str
         else:
             message = snapshot.message if snapshot.message.startswith(snapshot.kind) else f"{snapshot.kind}: {snapshot.message}"
             text = f"{message}{counter} - {snapshot.elapsed_s:.0f} s"
+            if snapshot.stop_deadline is not None:
+                text += f" - stopping: {stop_note(snapshot.stop_deadline)}"
     percent = round(100.0 * fraction, 1)
     job = html.escape(snapshot.job_id) if snapshot is not None else ""
     return (
@@ -60,6 +63,14 @@ def progress_html(snapshot: JobSnapshot | None, error: str | None = None) -> str
         f'<div class="bar" style="width:{percent}%"></div>'
         f'<div class="text">{html.escape(text)}</div></div>'
     )
+
+
+def stop_note(deadline: float) -> str:
+    """What Stop will do by when: the step stops at its next check, or its process is ended at `deadline`."""
+    import time
+
+    left = max(0.0, deadline - time.time())
+    return f"ends at its next check, at the latest at {time.strftime('%H:%M:%S', time.localtime(deadline))} ({left:.0f} s)"
 
 
 def log_text(snapshot: JobSnapshot | None) -> str:
@@ -180,18 +191,36 @@ def job_panel(
 RUNNING_POLL_SECONDS = 3.0
 
 
+RECENT_SECONDS = 600.0
+
+
 def running_jobs_html(jobs: JobRunner) -> str:
-    """A table of the running jobs (rows carry data-job so tests and scripts can read them)."""
+    """A table of the running jobs, then those that failed or stopped in the last minutes with their reason.
+
+    Rows carry data-job and data-state so tests and scripts can read them; data-count counts running jobs.
+    """
     running = sorted(jobs.running(), key=lambda s: s.started_at)
-    if not running:
-        return f'<div class="rvc-running" data-count="0"><p>{html.escape(label("jobs.none"))}</p></div>'
+    ended = [s for s in jobs.recently_finished(RECENT_SECONDS) if s.state in ("failed", "cancelled")]
     rows = "".join(
-        f'<tr data-job="{html.escape(s.job_id)}" data-kind="{html.escape(s.kind)}">'
+        f'<tr data-job="{html.escape(s.job_id)}" data-kind="{html.escape(s.kind)}" data-state="running">'
         f"<td><code>{html.escape(s.job_id)}</code></td><td>{html.escape(s.key or '')}</td>"
-        f"<td>{html.escape(s.message)}</td><td>{round(100 * s.fraction)}%</td><td>{s.elapsed_s:.0f} s</td></tr>"
+        f"<td>{html.escape(s.message)}"
+        + (f" ({html.escape(stop_note(s.stop_deadline))})" if s.stop_deadline is not None else "")
+        + f"</td><td>{round(100 * s.fraction)}%</td><td>{s.elapsed_s:.0f} s</td></tr>"
         for s in running
     )
-    return f'<div class="rvc-running" data-count="{len(running)}"><table>{rows}</table></div>'
+    rows += "".join(
+        f'<tr data-job="{html.escape(s.job_id)}" data-kind="{html.escape(s.kind)}" data-state="{s.state}" '
+        f'class="rvc-ended"><td><code>{html.escape(s.job_id)}</code></td><td>{html.escape(s.key or "")}</td>'
+        f"<td>{html.escape(s.state)}{': ' + html.escape(s.error) if s.error else ''}</td>"
+        f"<td>{round(100 * s.fraction)}%</td>"
+        f"<td>ended {time.strftime('%H:%M:%S', time.localtime(s.finished_at or time.time()))}</td></tr>"
+        for s in ended
+    )
+    if not running and not ended:
+        return f'<div class="rvc-running" data-count="0"><p>{html.escape(label("jobs.none"))}</p></div>'
+    none = "" if running else f"<p>{html.escape(label('jobs.none'))}</p>"
+    return f'<div class="rvc-running" data-count="{len(running)}">{none}<table>{rows}</table></div>'
 
 
 def running_jobs_heading(jobs: JobRunner) -> str:

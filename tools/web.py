@@ -126,6 +126,7 @@ CSS = """
 .rvc-progress[data-state=failed] .text { white-space: normal; overflow-wrap: anywhere; }
 .rvc-running table { width: 100%; }
 .rvc-running td { padding: 2px 8px; }
+.rvc-running tr.rvc-ended td { color: #b3261e; }
 .rvc-assets table { width: 100%; }
 .rvc-assets td { padding: 2px 8px; }
 .rvc-missing { color: #b3261e; font-weight: 600; overflow-wrap: anywhere; }
@@ -181,6 +182,7 @@ def job_status(ctx: AppContext, job_id: str) -> dict[str, object]:
         "done": snapshot.done, "total": snapshot.total, "message": snapshot.message, "error": snapshot.error,
         "elapsed_s": round(snapshot.elapsed_s, 3), "log": list(snapshot.log[-50:]),
         "last_metrics": {p.name: p.value for p in snapshot.metrics},
+        "pid": snapshot.pid,
     }
 
 
