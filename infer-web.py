@@ -15,6 +15,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--auth", default=None, help="require a login, as user:password")
     parser.add_argument("--max-upload-mb", type=int, default=500, help="largest accepted upload (MB)")
     parser.add_argument("--allow-path", action="append", default=[], help="extra folder that typed paths may use")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="with --listen: serve without a login on purpose (anyone on the network may use the app)")
+    parser.add_argument("--max-audio-minutes", type=float, default=30.0,
+                        help="longest input a conversion accepts, in minutes (default 30; the CLI allows 3 h)")
+    parser.add_argument("--convert-timeout", type=float, default=1800.0,
+                        help="seconds after which a single conversion is ended (default 1800)")
     parser.add_argument("--realtime-remote", action="store_true",
                         help="serve the Realtime tab to browsers on other machines too (each live stream holds a voice "
                         "in memory; combine with --auth)")

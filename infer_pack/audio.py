@@ -33,6 +33,9 @@ from infer_pack.fileio import atomic_path
 MAX_DURATION_S = 3 * 3600.0
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768_000
+# Lowest sample rate accepted in a file (telephone audio is 8 kHz). Lower rates are broken or hostile
+# headers: a 244-byte WAV "at 1 Hz" announces 100 s of audio and took a resampler over 10 minutes.
+MIN_SOURCE_RATE = 4000
 _RESAMPLE_QUALITY = "HQ"
 _DECODE_FIX = "check that it is an audio file FFmpeg can play, or re-export it as WAV"
 
@@ -115,6 +118,55 @@ def probe(path: str | Path) -> AudioInfo:
     return AudioInfo(duration_s=duration, sample_rate=rate, channels=channels, codec=codec, container=container_name)
 
 
+def _refuse_rate(path: Path, rate: int) -> None:
+    if rate < MIN_SOURCE_RATE or rate > MAX_SAMPLE_RATE:
+        raise AudioLoadError(
+            path,
+            f"its sample rate is {rate} Hz, outside the {MIN_SOURCE_RATE}..{MAX_SAMPLE_RATE} Hz this tool reads",
+            "re-export it at a usual rate (16, 44.1 or 48 kHz)",
+        )
+
+
+def _refuse_duration(path: Path, duration_s: float, max_duration_s: float) -> None:
+    if duration_s > max_duration_s:
+        raise AudioLoadError(
+            path,
+            f"it lasts {_clock(duration_s)}, more than the {_clock(max_duration_s)} allowed here",
+            "cut it into shorter files (or raise the limit: the app's --max-audio-minutes)",
+        )
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def check_input(path: str | Path, *, max_duration_s: float | None = MAX_DURATION_S) -> AudioInfo:
+    """Refuse a file from its header alone, before any decoding or model loading.
+
+    Checks: it exists and is a non-empty file, FFmpeg opens it and finds an audio stream, its sample
+    rate is plausible, and its announced duration is within `max_duration_s` (files without one are
+    checked while decoding). Raises AudioLoadError naming the file and the fix.
+    """
+    path = Path(path)
+    _check_file(path)
+    container, stream = _open(path)
+    try:
+        rate = int(stream.rate or stream.codec_context.sample_rate or 0)
+        channels = int(stream.channels or stream.codec_context.channels or 0)
+        codec = str(stream.codec_context.name)
+        duration = _declared_duration_s(container, stream)
+        container_name = str(container.format.name)
+    finally:
+        container.close()
+    _refuse_rate(path, rate)
+    if max_duration_s is not None and duration is not None:
+        _refuse_duration(path, duration, max_duration_s)
+    return AudioInfo(duration_s=duration or 0.0, sample_rate=rate, channels=channels, codec=codec,
+                     container=container_name)
+
+
 def _wav_missing_fraction(path: Path) -> float:
     """For a RIFF/WAVE file, the fraction of the `data` chunk its header announces but the file lacks.
 
@@ -188,6 +240,7 @@ def _decode_mono_blocks(path: Path, sample_rate: int | None, *, keep_partial: bo
         mono = _frame_to_mono(frame)
         if resampler is None:
             source_rate = int(frame.sample_rate)
+            _refuse_rate(path, source_rate)
             resampler = (
                 soxr.ResampleStream(source_rate, sample_rate, 1, dtype="float32", quality=_RESAMPLE_QUALITY)
                 if sample_rate is not None and source_rate != sample_rate
@@ -251,26 +304,24 @@ def load_audio(
         )
     container, stream = _open(path)
     declared = _declared_duration_s(container, stream)
+    source_rate = int(stream.rate or stream.codec_context.sample_rate or 0)
     # Only these codecs carry an exact length in their header; compressed formats estimate it.
     exact_length = str(stream.codec_context.name).startswith("pcm_") or stream.codec_context.name == "flac"
     container.close()
-    if max_duration_s is not None and declared is not None and declared > max_duration_s:
-        raise AudioLoadError(
-            path,
-            f"it lasts {declared / 3600:.1f} h, more than the {max_duration_s / 3600:.1f} h loaded at once",
-            "split it into shorter files, or read it piece by piece with iter_audio_chunks",
-        )
+    _refuse_rate(path, source_rate)
+    if max_duration_s is not None and declared is not None:
+        _refuse_duration(path, declared, max_duration_s)
     limit = None if max_duration_s is None else math.ceil(max_duration_s * sample_rate) + sample_rate
     blocks: list[np.ndarray] = []
     total = 0
     for block in _decode_mono_blocks(path, sample_rate, keep_partial=allow_truncated):
         blocks.append(block)
         total += block.size
-        if limit is not None and total > limit:
+        if limit is not None and max_duration_s is not None and total > limit:
             raise AudioLoadError(
                 path,
-                f"it lasts more than {max_duration_s / 3600:.1f} h",  # type: ignore[operator]
-                "split it into shorter files, or read it piece by piece with iter_audio_chunks",
+                f"it lasts more than the {_clock(max_duration_s)} allowed here",
+                "cut it into shorter files (or raise the limit: the app's --max-audio-minutes)",
             )
     if total == 0:
         raise AudioLoadError(path, "it holds no audio samples", "re-export it with some sound in it")

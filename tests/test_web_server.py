@@ -47,6 +47,9 @@ def test_flags_default_to_loopback_and_listen_binds_all() -> None:
         (["--auth", "nopassword"], "user:password"),
         (["--port", "70000"], "between 1 and 65535"),
         (["--root", "/definitely/not/here"], "does not exist"),
+        (["--listen"], "Add --auth user:password (recommended), or --no-auth"),
+        (["--host", "0.0.0.0"], "start trainings and conversions"),
+        (["--max-audio-minutes", "0"], "must be positive"),
     ],
 )
 def test_bad_flags_exit_with_one_line(flags: list[str], message: str, tmp_path: Path) -> None:
@@ -129,3 +132,15 @@ def test_auth_guards_every_endpoint_and_loopback_only(tmp_path: Path) -> None:
                 sock.settimeout(2)
                 assert sock.connect_ex((other, port)) != 0
 
+
+
+def test_an_open_server_needs_an_explicit_no_auth() -> None:
+    from infer_pack.errors import UserInputError
+    from tools.web import check_open_server
+
+    assert check_open_server("127.0.0.1", None, False) is None
+    assert check_open_server("0.0.0.0", ("ann", "secret"), False) is None
+    with pytest.raises(UserInputError, match="without a login"):
+        check_open_server("0.0.0.0", None, False)
+    warning = check_open_server("0.0.0.0", None, True)
+    assert warning is not None and "overwrite the voices" in warning

@@ -359,8 +359,11 @@ def worker_main(conn: Any) -> None:
             call: JobCall = conn.recv()
         except (EOFError, OSError):
             return
+        def progress(done: int, total: int, message: str) -> None:
+            conn.send(("progress", int(done), int(total), str(message)))
+
         try:
-            result = call.invoke(progress=lambda *_: None, cancel=token, on_metrics=lambda *_: None, cache=cache)
+            result = call.invoke(progress=progress, cancel=token, on_metrics=lambda *_: None, cache=cache)
         except RVCError as exc:
             reply: tuple[Any, ...] = ("failed", str(exc))
         except MemoryError:
@@ -418,31 +421,48 @@ class ConversionWorkers:
         with self._lock:
             return [w.process.pid for w in self._all if w.alive() and w.process.pid is not None]
 
-    def call(self, call: JobCall, timeout_s: float | None = None) -> Any:
+    def call(
+        self,
+        call: JobCall,
+        timeout_s: float | None = None,
+        on_progress: Callable[[int, int, str], None] | None = None,
+    ) -> Any:
         worker = self._idle.get()
         try:
             if worker is None or not worker.alive():
                 worker = _Worker()
                 with self._lock:
                     self._all = [w for w in self._all if w.alive()] + [worker]
-            return self._ask(worker, call, self.timeout_s if timeout_s is None else timeout_s)
+            return self._ask(worker, call, self.timeout_s if timeout_s is None else timeout_s, on_progress)
         except JobProcessError:
             worker = None  # replaced by a fresh one on the next request
             raise
         finally:
             self._idle.put(worker)
 
-    def _ask(self, worker: _Worker, call: JobCall, timeout_s: float) -> Any:
+    def _ask(
+        self,
+        worker: _Worker,
+        call: JobCall,
+        timeout_s: float,
+        on_progress: Callable[[int, int, str], None] | None,
+    ) -> Any:
+        deadline = time.monotonic() + timeout_s
         try:
             worker.conn.send(call)
-            if not worker.conn.poll(timeout_s):
-                worker.process.kill()
-                raise JobProcessError(
-                    f"the conversion took longer than {timeout_s:.0f} s and was ended; try a shorter file "
-                    "(or start the app with a larger --convert-timeout)"
-                )
-            reply = worker.conn.recv()
-        except (EOFError, OSError, BrokenPipeError):
+            while True:
+                if not worker.conn.poll(max(0.0, deadline - time.monotonic())):
+                    worker.process.kill()
+                    raise JobProcessError(
+                        f"the conversion took longer than {timeout_s:.0f} s and was ended; try a shorter file "
+                        "(or start the app with a larger --convert-timeout)"
+                    )
+                reply = worker.conn.recv()
+                if reply[0] != "progress":
+                    break
+                if on_progress is not None:
+                    on_progress(reply[1], reply[2], reply[3])
+        except (EOFError, OSError):
             raise JobProcessError(
                 f"the conversion's worker process {worker.cause()}; the next conversion starts a new one"
             ) from None

@@ -122,7 +122,7 @@ def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.c
 
 def run_convert(
     ctx: AppContext, audio_path: str | None, voice_file: str | None, index: str | None, f0_file: str | None,
-    *params: Any,
+    *params: Any, progress: Any = None,
 ) -> tuple[str, str, str]:
     """Convert one uploaded/recorded file; returns (output audio path, download path, result text).
 
@@ -136,12 +136,28 @@ def run_convert(
         model, index_path = _voice_path(ctx, voice_file), _index_path(ctx, index)
         result = ctx.convert(JobCall("convert_voice", dict(
             project=ctx.project, model=model, input_path=Path(audio_path), index_path=index_path,
-            f0_file=Path(f0_file) if f0_file else None, **kwargs,
-        ), inject=("cache",)))
+            f0_file=Path(f0_file) if f0_file else None, max_duration_s=ctx.max_input_s, **kwargs,
+        ), inject=("cache", "progress")), on_progress=_eta_progress(progress))
     except RVCError as exc:
         raise gr.Error(str(exc), print_exception=False) from None
     output = str(result.output_path)
     return output, output, result.summary()
+
+
+def _eta_progress(progress: Any) -> Any:
+    """Relay (done, total, message) to a gr.Progress bar, with the time so far and an estimate of the rest."""
+    if progress is None:
+        return None
+    import time
+
+    started = time.monotonic()
+
+    def report(done: int, total: int, message: str) -> None:
+        elapsed = time.monotonic() - started
+        eta = f", about {elapsed / done * (total - done):.0f} s left" if 0 < done < total else ""
+        progress((done, total) if total > 0 else None, desc=f"{message} ({elapsed:.0f} s{eta})")
+
+    return report
 
 
 def _batch_starter(ctx: AppContext) -> JobStarter:
@@ -163,7 +179,8 @@ def _batch_starter(ctx: AppContext) -> JobStarter:
 
         work = JobCall("convert_batch", dict(
             project=ctx.project, model=voice, input_dir=src, input_paths=files or None, output_dir=dst,
-            index_path=index_path, output_format=out_format, zip_results=True, **kwargs,
+            index_path=index_path, output_format=out_format, zip_results=True, max_duration_s=ctx.max_input_s,
+            **kwargs,
         ), inject=("progress", "cancel", "cache"))
         return "batch", work, None
 
@@ -232,8 +249,11 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                                   elem_id="convert-output")
                 download = gr.File(label=label("convert.download"), interactive=False, elem_id="convert-download")
             info = gr.Textbox(label=label("convert.info"), lines=3, interactive=False, elem_id="convert-info")
+            def convert_one(*values: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, str, str]:
+                return run_convert(ctx, *values, progress=progress)
+
             run.click(
-                lambda *values: run_convert(ctx, *values),
+                convert_one,
                 inputs=[audio, voice, index, f0_file, *params],
                 outputs=[output, download, info],
                 api_name="convert",

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from infer_pack.cache import ModelCache
 from infer_pack.errors import UserInputError
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 LOOPBACK = "127.0.0.1"
 ALL_INTERFACES = "0.0.0.0"
 DEFAULT_PORT = 7865
+DEFAULT_MAX_AUDIO_MINUTES = 30.0
+DEFAULT_CONVERT_TIMEOUT_S = 1800.0
 
 
 @dataclass
@@ -42,6 +45,7 @@ class AppContext:
     realtime_remote: bool = False  # serve the Realtime tab to other machines too (--realtime-remote)
     workers: ConversionWorkers = field(default_factory=ConversionWorkers)
     isolate: bool = True
+    max_input_s: float = DEFAULT_MAX_AUDIO_MINUTES * 60.0  # longest input a conversion accepts (--max-audio-minutes)
 
     def __post_init__(self) -> None:
         if self.jobs.cache is None:
@@ -52,12 +56,12 @@ class AppContext:
         self.isolate = isolate
         self.jobs.isolate = isolate
 
-    def convert(self, call: JobCall) -> object:
+    def convert(self, call: JobCall, on_progress: Callable[[int, int, str], None] | None = None) -> Any:
         """Run one short API call (a single conversion) in a worker process, or here when not isolating."""
+        report = on_progress or (lambda *_: None)
         if self.isolate:
-            return self.workers.call(call)
-        return call.invoke(progress=lambda *_: None, cancel=CancelToken(), on_metrics=lambda *_: None,
-                           cache=self.cache)
+            return self.workers.call(call, on_progress=report)
+        return call.invoke(progress=report, cancel=CancelToken(), on_metrics=lambda *_: None, cache=self.cache)
 
     def close(self) -> None:
         self.jobs.cancel_all()
@@ -74,6 +78,25 @@ class AppContext:
         from tools.api.convert import OUTPUT_DIR_NAME
 
         return [str(self.project.root / OUTPUT_DIR_NAME)]
+
+
+OPEN_SERVER_RISKS = (
+    "anyone who can reach this machine could, without a login: read and overwrite the voices, experiments and "
+    "outputs under the project folder, start trainings and conversions that use its CPU, GPU, memory and disk, "
+    "download the project's audio results, and stream through the Realtime tab"
+)
+
+
+def check_open_server(host: str, auth: tuple[str, str] | None, no_auth: bool) -> str | None:
+    """Refuse to serve other machines without a login unless asked to; returns a warning to print, if any."""
+    if auth is not None or host in (LOOPBACK, "localhost", "::1"):
+        return None
+    if not no_auth:
+        raise UserInputError(
+            f"--listen serves the app to other machines; {OPEN_SERVER_RISKS}. Add --auth user:password "
+            "(recommended), or --no-auth to serve it open on purpose"
+        )
+    return f"warning: serving on {host} without a login (--no-auth): {OPEN_SERVER_RISKS}"
 
 
 @dataclass(frozen=True)
@@ -200,12 +223,21 @@ def launch(args: argparse.Namespace, *, block: bool = True) -> int:
         for folder in allow:
             if not folder.is_dir():
                 raise UserInputError(f"--allow-path {str(folder)!r} is not a folder")
+        warning = check_open_server(settings.host, settings.auth, bool(getattr(args, "no_auth", False)))
+        max_minutes = float(getattr(args, "max_audio_minutes", DEFAULT_MAX_AUDIO_MINUTES))
+        timeout_s = float(getattr(args, "convert_timeout", DEFAULT_CONVERT_TIMEOUT_S))
+        if max_minutes <= 0 or timeout_s <= 0:
+            raise UserInputError("--max-audio-minutes and --convert-timeout must be positive numbers")
     except UserInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if warning:
+        print(warning, file=sys.stderr)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     ctx = AppContext.create(root, allow, realtime_remote=bool(getattr(args, "realtime_remote", False)))
+    ctx.max_input_s = max_minutes * 60.0
+    ctx.workers.timeout_s = timeout_s
     ctx.jobs.install_log_capture()
     app = build_app(ctx)
     serve(app, settings, ctx.served_dirs(), block=block)

@@ -8,11 +8,13 @@ file. A batch logs and counts the files that fail and goes on with the others.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from infer_pack.audio import MAX_DURATION_S as MAX_INPUT_SECONDS
 from infer_pack.errors import CancelledError, RVCError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from tools.api.assets import default_f0_method
@@ -255,11 +257,12 @@ def _convert_file(
     output_format: str,
     progress: ProgressCallback | None,
     cancel: CancelToken | None,
+    max_duration_s: float | None,
 ) -> tuple[int, float]:
     from infer_pack.audio import load_audio
     from infer_pack.pipeline import SAMPLE_RATE
 
-    audio = load_audio(input_path, SAMPLE_RATE)
+    audio = load_audio(input_path, SAMPLE_RATE, max_duration_s=max_duration_s)
     out, rate = converter.convert(audio, params, progress, cancel)
     write_audio(output_path, out, rate, output_format)
     return rate, audio.shape[0] / SAMPLE_RATE
@@ -289,11 +292,16 @@ def convert_voice(
     cache: ModelCache | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    max_duration_s: float | None = MAX_INPUT_SECONDS,
 ) -> ConvertResult:
     """Convert one audio file with a voice model (and optionally its feature index).
 
     `f0_method` None: rmvpe when rmvpe.pt is present, else swift (`default_f0_method`).
+    The input is checked from its header (exists, audio, plausible rate, at most `max_duration_s`)
+    before any model is loaded. Without `output_path` the result goes to `outputs/` under a name that
+    says what made it and never replaces an earlier result (`single_output_path`).
     """
+    from infer_pack.audio import check_input
     from infer_pack.cache import ModelCache
 
     started = time.perf_counter()
@@ -308,15 +316,24 @@ def convert_voice(
     if request.output_format not in OUTPUT_FORMATS:
         raise UserInputError(f"unknown output format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     params = _params(request)
+    check_input(request.input_path, max_duration_s=max_duration_s)
     cache = cache if cache is not None else ModelCache()
     converter = load_converter(proj, request.model, request.index_path, compute_device(request.device), cache, precision)
     _require_rmvpe(proj, converter, params)
-    target = request.output_path or (
-        proj.root / OUTPUT_DIR_NAME / f"{request.input_path.stem}_{request.model.stem}.{request.output_format}"
-    )
-    rate, input_seconds = _convert_file(
-        converter, request.input_path, target, params, request.output_format, progress, cancel
-    )
+    if request.output_path is not None:
+        target = request.output_path
+        rate, input_seconds = _convert_file(
+            converter, request.input_path, target, params, request.output_format, progress, cancel, max_duration_s
+        )
+    else:
+        target = single_output_path(proj.root / OUTPUT_DIR_NAME, request)
+        try:
+            rate, input_seconds = _convert_file(
+                converter, request.input_path, target, params, request.output_format, progress, cancel, max_duration_s
+            )
+        except BaseException:
+            target.unlink(missing_ok=True)  # the reserved name, never written
+            raise
     times = converter.last_times
     return ConvertResult(
         output_path=target,
@@ -326,6 +343,28 @@ def convert_voice(
         index_used=converter.index.path if converter.index is not None and params.index_rate > 0 else None,
         stage_seconds={"features": times.features, "f0": times.f0, "synthesis": times.synthesis},
     )
+
+
+def single_output_path(folder: Path, request: ConvertRequest) -> Path:
+    """`<input>_<voice>_<method>[_<+n>st].<format>` in `folder`, reserved so that no other result takes it.
+
+    Converting the same input again (another method, another user converting a file of the same name
+    at the same moment) gets `-2`, `-3`, ...: the name is claimed by creating the file exclusively,
+    and the conversion later replaces that empty file atomically.
+    """
+    pitch = request.pitch_semitones
+    shift = f"_{pitch:+g}st" if pitch else ""
+    base = f"{request.input_path.stem}_{request.model.stem}_{request.f0_method}{shift}"
+    folder.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:
+        name = f"{base}.{request.output_format}" if number == 1 else f"{base}-{number}.{request.output_format}"
+        try:
+            os.close(os.open(folder / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            number += 1
+            continue
+        return folder / name
 
 
 def batch_output_names(inputs: list[Path], output_format: str) -> list[str]:
@@ -393,6 +432,7 @@ def convert_batch(
     cache: ModelCache | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    max_duration_s: float | None = MAX_INPUT_SECONDS,
     zip_results: bool = False,
 ) -> BatchResult:
     """Convert every audio file of `input_dir` (or the given `input_paths`) into `output_dir`.
@@ -439,7 +479,7 @@ def convert_batch(
         check(cancel)
         target = out_dir / name
         try:
-            _convert_file(converter, path, target, params, output_format, None, cancel)
+            _convert_file(converter, path, target, params, output_format, None, cancel, max_duration_s)
         except CancelledError:
             raise
         except RVCError as exc:
