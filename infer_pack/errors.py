@@ -95,6 +95,12 @@ class CancelledError(RVCError):
 class DiskFullError(RVCError, OSError):
     """No space left while writing; the previous file is left untouched."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, file_size_limit: bool = False) -> None:
         self.path = str(path)
-        super().__init__(f"no space left on device while writing {self.path!r}; free some disk space and retry")
+        if file_size_limit:
+            super().__init__(
+                f"the file-size limit (ulimit -f) was reached while writing {self.path!r}; raise the limit "
+                "(or free some disk space) and retry; the previous file is unchanged"
+            )
+        else:
+            super().__init__(f"no space left on device while writing {self.path!r}; free some disk space and retry")

@@ -55,6 +55,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         if exc.errno == errno.ENOSPC:
             raise DiskFullError(target) from exc
+        if exc.errno == errno.EFBIG:
+            raise DiskFullError(target, file_size_limit=True) from exc
         raise
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -62,11 +62,37 @@ def safe_torch_load(path: str | Path, *, allowed_globals: Sequence[Any] = ()) ->
         raise ModelFileError(path, f"truncated or not a PyTorch file ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
+class _WriteRecorder:
+    """A file-like wrapper that keeps the OSError a write raised.
+
+    torch's archive writer turns a failed write into its own RuntimeError ("unexpected pos"), losing
+    the reason; the recorded error says whether the disk was full or a size limit was reached.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return int(self._handle.write(data))
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._handle.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
+
+
 def torch_save_atomic(obj: Any, path: str | Path) -> Path:
     """`torch.save` to `path` atomically; a full disk raises DiskFullError and keeps the old file.
 
-    Saving through an open file handle (not a path) makes torch surface the OS error (ENOSPC)
-    instead of its own "unexpected pos" RuntimeError.
+    A write that fails inside torch's archive writer surfaces as the OS error it was (ENOSPC, EFBIG),
+    which `atomic_path` turns into DiskFullError naming the file.
     """
     import torch
 
@@ -74,5 +100,11 @@ def torch_save_atomic(obj: Any, path: str | Path) -> Path:
 
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        torch.save(obj, handle)
+        recorder = _WriteRecorder(handle)
+        try:
+            torch.save(obj, recorder)  # type: ignore[arg-type]
+        except RuntimeError:
+            if recorder.error is not None:
+                raise recorder.error from None
+            raise
     return path

@@ -50,7 +50,7 @@ def test_convert_one_file(project: tuple[Project, ModelCache]) -> None:
         project=proj, model=proj.voice_path("slim"), input_path=proj.root / "in" / "a.wav", f0_method="pm",
         output_format="flac", device="cpu", cache=cache, progress=lambda d, t, m: messages.append(m),
     )  # fmt: skip
-    assert result.output_path == proj.root / "outputs" / "a_slim.flac"
+    assert result.output_path == proj.root / "outputs" / "a_slim_pm.flac"  # input, voice, pitch method
     info = soundfile.info(str(result.output_path))
     assert info.samplerate == 32000 == result.sample_rate and info.format == "FLAC"
     # 0.5 s in; RVC's length: pad 1 s each side, HuBERT frames x 2 x hop, minus the padding.
@@ -58,6 +58,13 @@ def test_convert_one_file(project: tuple[Project, ModelCache]) -> None:
     assert info.frames == 2 * ((padded - 400) // 320 + 1) * 320 - 2 * 32000
     assert result.input_seconds == pytest.approx(0.5, abs=1e-3)
     assert messages and messages[-1] == "done"
+    # Converting it again keeps the first result; a transpose is part of the name.
+    again = convert_voice(project=proj, model=proj.voice_path("slim"), input_path=proj.root / "in" / "a.wav",
+                          f0_method="pm", output_format="flac", device="cpu", cache=cache)
+    assert again.output_path.name == "a_slim_pm-2.flac" and result.output_path.is_file()
+    up = convert_voice(project=proj, model=proj.voice_path("slim"), input_path=proj.root / "in" / "a.wav",
+                       f0_method="pm", pitch_semitones=-3, output_format="flac", device="cpu", cache=cache)
+    assert up.output_path.name == "a_slim_pm_-3st.flac"
     assert "real time" in result.summary()
 
 

@@ -195,6 +195,19 @@ ckpt = disk / "logs" / "G_2333333.pth"
 save_training_checkpoint(ckpt, model={"w": torch.ones(50_000)}, optimizer=None, learning_rate=1e-4, iteration=1)
 attempt("checkpoint", ckpt, lambda: save_training_checkpoint(ckpt, model={"w": torch.zeros(50_000)}, optimizer=None, learning_rate=1e-4, iteration=2))
 
+# The disk fills in the middle of a checkpoint larger than the free space (no filler: torch's own
+# archive writer meets ENOSPC, which it used to report as "unexpected pos").
+big = disk / "logs" / "D_2333333.pth"
+save_training_checkpoint(big, model={"w": torch.ones(1000)}, optimizer=None, learning_rate=1e-4, iteration=1)
+before_big = sha(big)
+try:
+    save_training_checkpoint(big, model={"w": torch.ones(20_000_000)}, optimizer=None, learning_rate=1e-4, iteration=2)
+    results["checkpoint-midwrite"] = {"error": None}
+except Exception as exc:
+    results["checkpoint-midwrite"] = {"error": type(exc).__name__, "disk_full": isinstance(exc, DiskFullError), "message": str(exc)[:300]}
+results["checkpoint-midwrite"]["intact"] = sha(big) == before_big
+results["checkpoint-midwrite"]["leftovers"] = sorted(p.name for p in big.parent.iterdir() if p.name.startswith("."))
+
 features = np.random.default_rng(0).standard_normal((400, 768)).astype(np.float32)
 result = build_index_from_features(features, disk / "logs", "singer", "v2")
 attempt("index-rebuild", result.added_path, lambda: build_index_from_features(features, disk / "logs", "singer", "v2"))
@@ -235,6 +248,7 @@ def tmpfs_results(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "checkpoint",
         "index-rebuild",  # total_fea.npy is written first (np.save on an open file): DiskFullError
         "index-file",
+        "checkpoint-midwrite",
     ],
 )
 def test_really_full_tmpfs(case: str, tmpfs_results: dict[str, dict]) -> None:
@@ -244,3 +258,36 @@ def test_really_full_tmpfs(case: str, tmpfs_results: dict[str, dict]) -> None:
     assert outcome["error"] is not None, f"{case}: the write claimed success on a full disk"
     assert outcome["disk_full"], f"{case}: {outcome['error']} instead of DiskFullError: {outcome['message']}"
     assert "free some disk space" in outcome["message"]
+
+
+FSIZE_DRIVER = """
+import resource, sys
+from pathlib import Path
+import torch
+from infer_pack.errors import DiskFullError
+from infer_pack.checkpoint import save_training_checkpoint
+
+target = Path(sys.argv[1])
+save_training_checkpoint(target, model={"w": torch.ones(1000)}, optimizer=None, learning_rate=1e-4, iteration=1)
+before = target.read_bytes()
+resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, resource.RLIM_INFINITY))  # what `ulimit -f 2048` sets
+try:
+    save_training_checkpoint(target, model={"w": torch.ones(5_000_000)}, optimizer=None, learning_rate=1e-4, iteration=2)
+    print("NO ERROR")
+except DiskFullError as exc:
+    print("DISKFULL", exc)
+print("INTACT", target.read_bytes() == before)
+print("LEFTOVERS", sorted(p.name for p in target.parent.iterdir() if p.name.startswith(".")))
+"""
+
+
+def test_file_size_limit_is_a_clear_error_not_a_signal(tmp_path: Path) -> None:
+    """`ulimit -f`: the write fails with EFBIG (SIGXFSZ is ignored), reported as DiskFullError naming the file."""
+    script = tmp_path / "driver.py"
+    script.write_text(FSIZE_DRIVER, encoding="utf-8")
+    target = tmp_path / "G_5.pth"
+    done = subprocess.run([sys.executable, str(script), str(target)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 0, f"killed or crashed (rc {done.returncode}): {done.stderr[-2000:]}"
+    assert f"DISKFULL the file-size limit (ulimit -f) was reached while writing {str(target)!r}" in done.stdout, done.stdout
+    assert "INTACT True" in done.stdout and "LEFTOVERS []" in done.stdout
