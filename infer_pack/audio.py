@@ -127,12 +127,17 @@ def _refuse_rate(path: Path, rate: int) -> None:
         )
 
 
-def _refuse_duration(path: Path, duration_s: float, max_duration_s: float) -> None:
+_TOO_LONG_FIX = "cut it into shorter files (or raise the limit: the app's --max-audio-minutes)"
+_LOAD_TOO_LONG_FIX = (
+    "cut it into shorter files, read it piece by piece with iter_audio_chunks, or raise the limit "
+    "(the app's --max-audio-minutes)"
+)
+
+
+def _refuse_duration(path: Path, duration_s: float, max_duration_s: float, fix: str = _TOO_LONG_FIX) -> None:
     if duration_s > max_duration_s:
         raise AudioLoadError(
-            path,
-            f"it lasts {_clock(duration_s)}, more than the {_clock(max_duration_s)} allowed here",
-            "cut it into shorter files (or raise the limit: the app's --max-audio-minutes)",
+            path, f"it lasts {_clock(duration_s)}, more than the {_clock(max_duration_s)} allowed here", fix
         )
 
 
@@ -310,7 +315,7 @@ def load_audio(
     container.close()
     _refuse_rate(path, source_rate)
     if max_duration_s is not None and declared is not None:
-        _refuse_duration(path, declared, max_duration_s)
+        _refuse_duration(path, declared, max_duration_s, _LOAD_TOO_LONG_FIX)
     limit = None if max_duration_s is None else math.ceil(max_duration_s * sample_rate) + sample_rate
     blocks: list[np.ndarray] = []
     total = 0
@@ -321,7 +326,7 @@ def load_audio(
             raise AudioLoadError(
                 path,
                 f"it lasts more than the {_clock(max_duration_s)} allowed here",
-                "cut it into shorter files (or raise the limit: the app's --max-audio-minutes)",
+                _LOAD_TOO_LONG_FIX,
             )
     if total == 0:
         raise AudioLoadError(path, "it holds no audio samples", "re-export it with some sound in it")

@@ -182,3 +182,35 @@ def _refused(call: Callable[[], Any]) -> BaseException | None:
     except BaseException as exc:  # noqa: BLE001 (returned for the assertion)
         return exc
     return None
+
+
+def test_a_training_refused_by_another_process_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lock is taken before filelist.txt is rewritten: a refused start leaves the experiment as it was."""
+    import subprocess
+    import sys
+
+    from test_train_fixtures import prepare_experiment, tiny_networks
+
+    from infer_pack.errors import TrainingLockedError
+    from tools.api.training import train_model
+
+    monkeypatch.setattr("train.trainer.build_networks", lambda setup: tiny_networks(setup.experiment))
+    experiment = prepare_experiment(tmp_path / "logs", name=EXP)
+    filelist = experiment.root / "filelist.txt"
+    filelist.write_text("the running training's list\n", encoding="utf-8")
+    before = (filelist.read_bytes(), filelist.stat().st_mtime_ns)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from train.trainer import TrainingLock; "
+         "lock = TrainingLock(__import__('pathlib').Path(sys.argv[1])); lock.acquire(); print('held', flush=True); "
+         "time.sleep(120)", str(experiment.lock_path)],
+        cwd=str(Path(__file__).resolve().parents[1]), stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(TrainingLockedError, match=f"pid {holder.pid}|{holder.pid}"):
+            train_model(tmp_path, experiment=EXP, epochs=1, batch_size=2, device="cpu", use_pretrained=False,
+                        speaker_id=3)
+        assert (filelist.read_bytes(), filelist.stat().st_mtime_ns) == before
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)

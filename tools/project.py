@@ -7,6 +7,7 @@ This module is the one owner of the project-level layout (RVC's names):
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,29 @@ def validate_name(name: str, what: str = "name") -> str:
             f"no path separators, and not the reserved name {MUTE!r}"
         )
     return cleaned
+
+
+# Linux's limits: PATH_MAX bytes for a whole path, NAME_MAX bytes for one of its names.
+PATH_MAX_BYTES = 4096
+NAME_MAX_BYTES = 255
+
+
+def _short(text: str | Path, keep: int = 80) -> str:
+    value = str(text)
+    return repr(value if len(value) <= keep else value[:keep] + f"... ({len(value)} characters)")
+
+
+def check_typed_path(typed_path: str | Path, what: str = "path") -> None:
+    """Refuse a typed path the file system cannot take (NUL byte, over-long), naming the field."""
+    text = str(typed_path)
+    if "\x00" in text:
+        raise UserInputError(f"{what} {_short(text)} contains a NUL byte; type a plain folder or file path")
+    encoded = os.fsencode(text)
+    if len(encoded) > PATH_MAX_BYTES or any(len(part) > NAME_MAX_BYTES for part in encoded.split(b"/")):
+        raise UserInputError(
+            f"{what} {_short(text)} is too long for the file system (at most {PATH_MAX_BYTES} bytes in all and "
+            f"{NAME_MAX_BYTES} per name); type a shorter path"
+        )
 
 
 @dataclass(frozen=True)
@@ -98,10 +122,12 @@ class Project:
 
     def confine(self, typed_path: str | Path, what: str = "path") -> Path:
         """Resolve a path typed by a user; it must lie inside the project or an allowed folder."""
-        if "\x00" in str(typed_path):
-            raise UserInputError(f"{what} {str(typed_path)!r} contains a NUL byte; type a plain folder or file path")
+        check_typed_path(typed_path, what)
         raw = Path(typed_path).expanduser()
-        resolved = (raw if raw.is_absolute() else self.root / raw).resolve()
+        try:
+            resolved = (raw if raw.is_absolute() else self.root / raw).resolve()
+        except (OSError, RuntimeError) as exc:  # e.g. a symlink loop
+            raise UserInputError(f"{what} {_short(typed_path)} cannot be resolved ({exc}); type another path") from None
         for allowed in (self.root, *self.extra_allowed):
             if resolved == allowed or allowed in resolved.parents:
                 return resolved

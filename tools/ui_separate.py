@@ -34,7 +34,7 @@ def _starter(ctx: AppContext) -> JobStarter:
         if not str(model or "").strip():
             raise UserInputError("choose a separation model first (download one under Assets or put it in uvr5_weights/)")
         # Refused at once when absent (the message names the download), not after the job started.
-        model_path = ctx.project.confine(resolve_model(ctx.project, str(model).strip()), "separation model")
+        model_path = resolve_model(ctx.project, str(model).strip(), confined=True)
         # Uploads live in Gradio's own upload folder, so they are not confined to the project; a typed folder is.
         files = [Path(str(f)) for f in (uploads or [])]
         if not files and not str(input_dir or "").strip():

@@ -345,8 +345,10 @@ class Trainer:
         cancel: CancelToken | None = None,
         networks: tuple[torch.nn.Module, torch.nn.Module] | None = None,
         on_metrics: MetricSink | None = None,
+        held_lock: TrainingLock | None = None,
     ) -> None:
         self.setup = setup
+        self._held_lock = held_lock  # taken by the caller before it wrote anything into the experiment
         self.on_metrics = on_metrics
         self.options = options
         self.progress = progress
@@ -592,8 +594,8 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------
     def run(self) -> TrainingResult:
         self._init_process_group()
-        lock = TrainingLock(self.experiment.lock_path)
-        if self.dist.is_main:
+        lock = self._held_lock or TrainingLock(self.experiment.lock_path)
+        if self.dist.is_main and not lock.owned:
             lock.acquire()
             # A checkpoint save cut short by a killed run leaves a hidden temp file (hundreds of MB).
             remove_stale_temporaries(self.experiment.root)
@@ -862,9 +864,15 @@ def train(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     on_metrics: MetricSink | None = None,
+    held_lock: TrainingLock | None = None,
 ) -> TrainingResult:
-    """Train (or resume) one experiment; see the module docstring for the recipe."""
-    return Trainer(setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics).run()
+    """Train (or resume) one experiment; see the module docstring for the recipe.
+
+    `held_lock`: the experiment's training lock, already taken by the caller (released at the end).
+    """
+    return Trainer(
+        setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics, held_lock=held_lock
+    ).run()
 
 
 # ----------------------------------------------------------------------------------------------

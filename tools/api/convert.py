@@ -346,14 +346,14 @@ def convert_voice(
 
 
 def single_output_path(folder: Path, request: ConvertRequest) -> Path:
-    """`<input>_<voice>_<method>[_<+n>st].<format>` in `folder`, reserved so that no other result takes it.
+    """`<input>_<voice>_<method>[_<n>st].<format>` in `folder`, reserved so that no other result takes it.
 
     Converting the same input again (another method, another user converting a file of the same name
     at the same moment) gets `-2`, `-3`, ...: the name is claimed by creating the file exclusively,
     and the conversion later replaces that empty file atomically.
     """
     pitch = request.pitch_semitones
-    shift = f"_{pitch:+g}st" if pitch else ""
+    shift = f"_{pitch:g}st" if pitch else ""  # "_12st", "_-3st" (no "+": web servers drop it from names)
     base = f"{request.input_path.stem}_{request.model.stem}_{request.f0_method}{shift}"
     folder.mkdir(parents=True, exist_ok=True)
     number = 1

@@ -96,20 +96,32 @@ def model_choices(project: Project | str | Path) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def resolve_model(project: Project, model: str | Path) -> Path:
+def resolve_model(project: Project, model: str | Path, *, confined: bool = False) -> Path:
     """A path, a file name under uvr5_weights/ or a download name -> an existing model file.
 
     A catalogued file that is absent raises AssetMissingError naming its download command.
+    `confined` (the web app): every candidate must lie inside the project (or an allowed folder) and is
+    refused before anything is looked up, so that the answer never tells whether a server path exists;
+    relative names are read against the project, never against the server's working folder. Without
+    it (the command line), a relative path may also name a file in the working folder.
     """
     from tools.assets import SEPARATION_CATALOGUE, missing_asset_error, uvr5_dir
+    from tools.project import check_typed_path
 
     text = str(model).strip()
     if not text:
         raise UserInputError("choose a separation model (a .pth or .onnx file under uvr5_weights/)")
+    check_typed_path(text, "separation model")
     by_group = {item.group: item.local_path(project) for item in SEPARATION_CATALOGUE if _is_model_file(item.repo_path)}
-    candidates = [by_group[text]] if text in by_group else []
-    path = Path(text)
-    candidates += [path] if path.is_absolute() or path.exists() else [uvr5_dir(project) / text, path]
+    path = Path(text).expanduser()
+    if text in by_group:
+        candidates = [by_group[text]]
+    elif path.is_absolute():
+        candidates = [path]
+    else:
+        candidates = [uvr5_dir(project) / text, project.root / text] + ([] if confined else [path])
+    if confined:
+        candidates = [project.confine(candidate, "separation model") for candidate in candidates]
     for candidate in candidates:
         if candidate.is_file():
             return candidate

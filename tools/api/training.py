@@ -19,7 +19,8 @@ from infer_pack.progress import CancelToken, ProgressCallback, check
 from tools.project import Project
 
 if TYPE_CHECKING:
-    from train.trainer import TrainingResult
+    from train.experiment import Experiment
+    from train.trainer import TrainingLock, TrainingResult
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +144,7 @@ def train_model(
     """
     from tools.api.assets import check_assets
     from train.experiment import Experiment
-    from train.trainer import (
-        TrainingOptions,
-        TrainingSetup,
-        load_experiment_config,
-        train,
-    )
+    from train.trainer import TrainingLock
 
     request = TrainRequest(
         experiment, version, sample_rate_tag, use_f0, speaker_id, epochs, batch_size, save_every_epochs,
@@ -170,6 +166,23 @@ def train_model(
     )
     g_path = _pretrained(project, request, chosen_version, tag, chosen_f0, "G")
     d_path = _pretrained(project, request, chosen_version, tag, chosen_f0, "D")
+    # The lock comes before the first write: a start refused by a running training changes nothing.
+    lock = TrainingLock(exp.lock_path)
+    lock.acquire()
+    try:
+        return _train_locked(exp, project, request, chosen_version, tag, chosen_f0, chosen_speaker, g_path, d_path,
+                             lock, progress, cancel, on_metrics)
+    finally:
+        lock.release()
+
+
+def _train_locked(
+    exp: Experiment, project: Project, request: TrainRequest, chosen_version: Version, tag: SampleRateTag,
+    chosen_f0: bool, chosen_speaker: int, g_path: Path | None, d_path: Path | None, lock: TrainingLock,
+    progress: ProgressCallback | None, cancel: CancelToken | None, on_metrics: MetricSink | None,
+) -> TrainResult:
+    from train.trainer import TrainingOptions, TrainingSetup, load_experiment_config, train
+
     exp.write_filelist(chosen_version, chosen_f0, chosen_speaker)
     config = load_experiment_config(exp, chosen_version, tag)
     options = TrainingOptions(
@@ -191,7 +204,7 @@ def train_model(
         cache_batches=request.cache_batches,
     )
     setup = TrainingSetup(exp, chosen_version, tag, chosen_f0, config)
-    result = train(setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics)
+    result = train(setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics, held_lock=lock)
     return _to_result(result, g_path, d_path)
 
 
