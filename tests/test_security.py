@@ -297,3 +297,47 @@ def _mutate(original: bytearray, data: st.DataObject) -> bytearray:
         for _ in range(data.draw(st.integers(1, 8))):
             mutated[data.draw(st.integers(0, end - 1))] = data.draw(st.integers(0, 255))
     return mutated
+
+
+def test_resuming_from_a_hostile_checkpoint_runs_nothing_and_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A G_*.pth that would run code when unpickled, dropped into an experiment: resume refuses it."""
+    import torch
+    from test_train_fixtures import prepare_experiment, tiny_networks
+
+    from tools.api.training import train_model
+
+    monkeypatch.setattr("train.trainer.build_networks", lambda setup: tiny_networks(setup.experiment))
+    experiment = prepare_experiment(tmp_path / "logs", name="hostile")
+    marker = tmp_path / "pwned-resume"
+    for kind in ("G", "D"):  # whichever of the pair is read first is refused
+        torch.save({"model": {"w": torch.zeros(2)}, "iteration": 9, "evil": _WritesAFile(marker)},
+                   experiment.root / f"{kind}_9.pth")
+    with pytest.raises(ModelFileError, match="cannot resume from it .refused to load it because it is not a plain "
+                       "weights file") as info:
+        train_model(tmp_path, experiment="hostile", epochs=1, batch_size=2, device="cpu", use_pretrained=False)
+    assert not marker.exists(), "the checkpoint's code ran"
+    assert "_9.pth" in str(info.value) and str(experiment.root) in str(info.value)
+    assert sorted(p.name for p in experiment.root.glob("G_*.pth")) == ["G_9.pth"], "training went on from scratch"
+
+
+def test_roformer_yaml_is_read_with_a_safe_loader(tmp_path: Path) -> None:
+    import yaml
+
+    from infer_pack.errors import ModelFileError
+    from infer_pack.separation.roformer import _yaml_loader, read_yaml_config
+
+    loader = _yaml_loader()
+    assert issubclass(loader, yaml.SafeLoader)
+    assert not issubclass(loader, (yaml.FullLoader, yaml.UnsafeLoader))
+    marker = tmp_path / "pwned-yaml"
+    for tag in ("python/object/apply:os.system", "python/object/new:os.system"):
+        config = tmp_path / "model.yaml"
+        config.write_text(f"model: !!{tag} ['touch {marker}']\n", encoding="utf-8")
+        with pytest.raises(ModelFileError, match="not a readable model YAML"):
+            read_yaml_config(config)
+        assert not marker.exists(), f"{tag} ran"
+    # MSST's own tuples still read (as lists): the one tag the loader adds.
+    config.write_text("model:\n  dim: 8\n  depth: 1\n  freqs_per_bands: !!python/tuple [2, 2]\n", encoding="utf-8")
+    assert list(read_yaml_config(config).freqs_per_bands) == [2, 2]
