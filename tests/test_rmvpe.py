@@ -72,13 +72,24 @@ def test_network_output_matches_rvc(
     np.testing.assert_allclose(padded[0], ref["hidden_padded"][0], rtol=0, atol=3e-6)
 
 
-def test_decode_is_bit_exact(ref: dict[str, np.ndarray]) -> None:
-    np.testing.assert_array_equal(cents_mapping(), ref["cents_mapping"])
-    np.testing.assert_array_equal(to_local_average_cents(ref["hidden"], 0.03), ref["cents"])
-    np.testing.assert_array_equal(decode_salience(ref["hidden"]), ref["f0"])
-    np.testing.assert_array_equal(to_local_average_cents(ref["syn_salience"]), ref["syn_cents"])
-    np.testing.assert_array_equal(decode_salience(ref["syn_salience"], 0.03), ref["syn_f0"])
-    np.testing.assert_array_equal(decode_salience(ref["syn_salience"], 0.05), ref["syn_f0_thred_0_05"])
+def _same_decode(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Equal up to last-place float differences: the same frames voiced, values within a few ULP.
+
+    The weighted sums and 2**x run through numpy's CPU-dispatched SIMD kernels, whose last bit differs
+    between processor families (an AMD EPYC gives 1251.8750152885652 where a Xeon gives ...565).
+    Any real change of the decode (window, threshold, formula) moves values by far more than 1e-12.
+    """
+    np.testing.assert_array_equal(actual == 0, expected == 0)
+    np.testing.assert_allclose(actual, expected, rtol=1e-12, atol=0)
+
+
+def test_decode_matches_the_reference(ref: dict[str, np.ndarray]) -> None:
+    np.testing.assert_array_equal(cents_mapping(), ref["cents_mapping"])  # exact: one multiply-add per bin
+    _same_decode(to_local_average_cents(ref["hidden"], 0.03), ref["cents"])
+    _same_decode(decode_salience(ref["hidden"]), ref["f0"])
+    _same_decode(to_local_average_cents(ref["syn_salience"]), ref["syn_cents"])
+    _same_decode(decode_salience(ref["syn_salience"], 0.03), ref["syn_f0"])
+    _same_decode(decode_salience(ref["syn_salience"], 0.05), ref["syn_f0_thred_0_05"])
 
 
 def test_end_to_end_f0_through_estimate_f0(
