@@ -190,7 +190,8 @@ def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
         ours = in_fresh_process(sequence, str(ours_root), True, quick)
         base = in_fresh_process(sequence, str(base_root), False, quick)
     what = "train (v2-40k real size, 1 epoch) + index + " + ("1 conversion of 5 s" if quick else "3 conversions of 10 s")
-    notes = f"{what}; baseline: the same calls in the server's process"
+    notes = (f"{what}; the server here is the job machinery alone (the app adds Gradio, about 330 MB); "
+             "baseline: the same calls in the server's process")
     return [
         BenchRow("memory", "server peak RSS over the sequence", "MB", ours["peak"], base["peak"], notes=notes),
         BenchRow("memory", "server settled RSS after the sequence", "MB", ours["settled"], base["settled"],

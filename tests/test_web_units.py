@@ -176,3 +176,20 @@ def test_markdown_texts_have_no_html_like_words() -> None:
     for key in ("realtime.intro", "separate.intro", "app.title", "app.subtitle"):
         text = re.sub(r"`[^`]*`", "", label(key))  # code spans are shown literally
         assert not re.search(r"<[A-Za-z/]", text), (key, text)
+
+
+def test_single_conversion_progress_says_time_so_far_and_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Convert tab relays the worker's per-chunk progress with an estimate (a long file never looks hung)."""
+    import time as time_module
+
+    from tools.ui_convert import _eta_progress
+
+    clock = iter([100.0, 110.0, 130.0])
+    monkeypatch.setattr(time_module, "monotonic", lambda: next(clock))
+    seen: list[tuple[object, str]] = []
+    report = _eta_progress(lambda value, desc: seen.append((value, desc)))
+    report(1, 5, "converted chunk 1/4")  # 10 s for 1 of 5 steps: about 40 s left
+    report(5, 5, "done")
+    assert seen[0] == ((1, 5), "converted chunk 1/4 (10 s, about 40 s left)")
+    assert seen[1] == ((5, 5), "done (30 s)")
+    assert _eta_progress(None) is None
