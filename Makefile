@@ -1,5 +1,6 @@
 # `make run`: set up .venv on first use, then start the web app on 127.0.0.1:7865.
-# `make test`: set up .venv (and Chromium for the browser tests), then run the test suite.
+# `make test`: set up .venv (and Chromium for the browser tests), then run the test suite without the tests
+#   marked slow (about 5 minutes on 2 cores); `make test-all`: every test; `make test-slow`: only the slow ones.
 # `make cli ARGS="..."`: the command line (`tools.cli`) with .venv's Python.
 PY ?= python3
 VENV := .venv
@@ -9,13 +10,19 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test bench cli gpu-check browser setup
+.PHONY: run test test-all test-slow bench cli gpu-check browser setup
 
 run: $(STAMP)
 	$(PYTHON) infer-web.py $(ARGS)
 
 test: $(STAMP) browser
-	$(PYTHON) -m pytest $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -m "not slow" --durations=10 $(PYTEST_ARGS)
+
+test-all: $(STAMP) browser
+	$(PYTHON) -m pytest --durations=10 $(PYTEST_ARGS)
+
+test-slow: $(STAMP) browser
+	$(PYTHON) -m pytest -m slow --durations=10 $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PYTHON) -m bench $(ARGS)
