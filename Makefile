@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all test-slow bench cli gpu-check browser setup
+.PHONY: run test test-all test-slow lint bench cli gpu-check browser setup
 
 run: $(STAMP)
 	$(PYTHON) infer-web.py $(ARGS)
@@ -23,6 +23,11 @@ test-all: $(STAMP) browser
 
 test-slow: $(STAMP) browser
 	$(PYTHON) -m pytest -m slow --durations=10 $(PYTEST_ARGS)
+
+# Lint (ruff) and type checks (mypy) with the settings in pyproject.toml.
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m mypy
 
 bench: $(STAMP)
 	$(PYTHON) -m bench $(ARGS)

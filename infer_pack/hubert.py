@@ -101,8 +101,8 @@ class ConvFeatureExtractor(nn.Module):
         w_c^T Sigma w_c, with mu / Sigma the mean / covariance of the windows (float64 here).
         The last row is the bias, applied through a column of ones appended to the windows.
         """
-        conv: nn.Conv1d = self.conv_layers[0][0]  # type: ignore[assignment]
-        norm: nn.GroupNorm = self.conv_layers[0][2]  # type: ignore[assignment]
+        conv: nn.Conv1d = self.conv_layers[0][0]  # type: ignore[assignment,index]
+        norm: nn.GroupNorm = self.conv_layers[0][2]  # type: ignore[assignment,index]
         _, kernel, stride = self.layers[0]
         precise = torch.float32 if wave.device.type == "mps" else torch.float64  # MPS has no float64
         windows = wave.to(precise).unfold(1, kernel, stride)  # [B, T0, k]
@@ -119,12 +119,12 @@ class ConvFeatureExtractor(nn.Module):
 
     def _taps(self, index: int) -> torch.Tensor:
         """Conv `index` weight as [k, C_in, C_out]: one contiguous matrix per kernel tap."""
-        conv: nn.Conv1d = self.conv_layers[index][0]  # type: ignore[assignment]
+        conv: nn.Conv1d = self.conv_layers[index][0]  # type: ignore[assignment,index]
         return _derived(self, f"taps{index}", (conv.weight,), lambda: conv.weight.permute(2, 1, 0).contiguous())
 
     def _conv(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Conv `index` + GELU, time-major: [T, C_in] -> [T', C_out]."""
-        conv: nn.Conv1d = self.conv_layers[index][0]  # type: ignore[assignment]
+        conv: nn.Conv1d = self.conv_layers[index][0]  # type: ignore[assignment,index]
         _, kernel, stride = self.layers[index]
         taps = self._taps(index)  # [k, C_in, C_out]
         frames = (x.shape[0] - kernel) // stride + 1
@@ -152,7 +152,7 @@ class ConvFeatureExtractor(nn.Module):
           y[2p]   = (d0 - d1) W0 + d1 (W0 + W2) + x[4p+1] W1
           y[2p+1] = (d2 - d1) W2 + d1 (W0 + W2) + x[4p+3] W1.
         """
-        conv: nn.Conv1d = self.conv_layers[index][0]  # type: ignore[assignment]
+        conv: nn.Conv1d = self.conv_layers[index][0]  # type: ignore[assignment,index]
         taps = self._taps(index)  # [3, C_in, C_out]
         summed = _derived(self, f"winograd{index}", (conv.weight,), lambda: taps[0] + taps[2])  # [C_in, C_out]
         pairs = frames // 2

@@ -33,6 +33,7 @@ from infer_pack.progress import CancelToken, ProgressCallback, check, report
 if TYPE_CHECKING:
     import torch
 
+    from configs import Version
     from infer_pack.cache import ModelCache
     from infer_pack.checkpoint import VoiceModel
     from infer_pack.models import Synthesizer
@@ -51,7 +52,7 @@ MIN_INPUT_SAMPLES = 1600  # 0.1 s
 class ContentEncoderLike(Protocol):
     """What the pipeline needs from `infer_pack.hubert.ContentEncoder`."""
 
-    def extract(self, wave_16k: torch.Tensor, version: str) -> torch.Tensor: ...
+    def extract(self, wave_16k: torch.Tensor, version: Version) -> torch.Tensor: ...
 
 
 # -- parameters --------------------------------------------------------------------------------
@@ -539,8 +540,8 @@ class VoiceConverter:
         started = time.perf_counter()
         segment = audio_pad[chunk.start : chunk.stop]
         wave = torch.from_numpy(np.ascontiguousarray(segment, dtype=np.float32))[None]  # [1, N]
-        features = self.encoder.extract(wave, self.voice.version)  # [1, T50, C] float32
-        features = features.detach().to("cpu", torch.float32)[0].numpy()  # [T50, C]
+        encoded = self.encoder.extract(wave, self.voice.version)  # [1, T50, C] float32
+        features = encoded.detach().to("cpu", torch.float32)[0].numpy()  # [T50, C]
         protect = self.use_f0 and pitch is not None and params.protect < 0.5
         unblended = features if protect else None
         if self.index is not None and params.index_rate > 0.0:

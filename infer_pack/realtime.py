@@ -374,8 +374,8 @@ class StreamingConverter:
         started = time.perf_counter()
         wave = torch.from_numpy(self._window16)[None]  # [1, N16]
         with torch.inference_mode():
-            features = conv.encoder.extract(wave, conv.voice.version)  # [1, T50, C]
-        features = features.detach().to("cpu", torch.float32)[0].numpy()
+            encoded = conv.encoder.extract(wave, conv.voice.version)  # [1, T50, C]
+        features = encoded.detach().to("cpu", torch.float32)[0].numpy()
         features = np.concatenate((features, features[-1:]))  # RVC repeats the last frame (window edge)
         first = g.extra // 2  # only the returned frames (and the ones after) need the blend
         unblended = features.copy() if conv.use_f0 and settings.protect < 0.5 else None

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import reference_file
 
 from configs import SAMPLE_RATE_TAGS, VERSIONS, config_file, load_config
-from conftest import reference_file
 
 
 @pytest.mark.parametrize("version", VERSIONS)

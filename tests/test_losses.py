@@ -31,8 +31,8 @@ def expected(reference: Path) -> dict:
 
 
 def test_feature_loss(arrays, expected) -> None:
-    real = [[arrays[f"fm_r_d{d}_l{l}"] for l in range(2)] for d in range(2)]
-    fake = [[arrays[f"fm_g_d{d}_l{l}"] for l in range(2)] for d in range(2)]
+    real = [[arrays[f"fm_r_d{d}_l{layer}"] for layer in range(2)] for d in range(2)]
+    fake = [[arrays[f"fm_g_d{d}_l{layer}"] for layer in range(2)] for d in range(2)]
     value = feature_loss(real, fake).item()
     assert value == pytest.approx(expected["out_feature_loss"], rel=1e-6)
     assert value == pytest.approx(float(arrays["out_feature_loss"]), rel=1e-6)

@@ -4,8 +4,8 @@ weights in the real formats; the engine, the API, the CLI and the asset names.""
 from __future__ import annotations
 
 import os
-import re
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -457,10 +457,10 @@ def test_mel_bands_binarise_librosas_filter_bank() -> None:
     from infer_pack.separation.roformer import mel_band_membership
     from train.mel import slaney_mel_filterbank
 
-    for rate, n_fft, bands in ((44100, 2048, 60), (44100, 64, 4), (48000, 1024, 40)):
-        expected = slaney_mel_filterbank(rate, n_fft, bands) > 0
+    for rate, n_fft, band_count in ((44100, 2048, 60), (44100, 64, 4), (48000, 1024, 40)):
+        expected = slaney_mel_filterbank(rate, n_fft, band_count) > 0
         expected[0, 0] = expected[-1, -1] = True
-        np.testing.assert_array_equal(mel_band_membership(rate, n_fft, bands), expected)
+        np.testing.assert_array_equal(mel_band_membership(rate, n_fft, band_count), expected)
 
 
 def test_mel_band_roformer_layout_and_unit_mask(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ class Project:
     extra_allowed: tuple[Path, ...] = field(default=())
 
     @classmethod
-    def at(cls, root: str | Path, extra_allowed: tuple[str | Path, ...] = ()) -> "Project":
+    def at(cls, root: str | Path, extra_allowed: tuple[str | Path, ...] = ()) -> Project:
         return cls(Path(root).resolve(), tuple(Path(p).resolve() for p in extra_allowed))
 
     @property

@@ -91,6 +91,7 @@ def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.c
 
     def slider(name: str, key: str) -> gr.Slider:
         spec = PARAM_SPECS[name]
+        assert spec.minimum is not None and spec.maximum is not None, f"{name} has no range"
         return gr.Slider(spec.minimum, spec.maximum, value=spec.default, step=spec.step, label=label(key),
                          info=spec.help, elem_id=f"{prefix}-{name}")
 
@@ -249,7 +250,9 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                                   elem_id="convert-output")
                 download = gr.File(label=label("convert.download"), interactive=False, elem_id="convert-download")
             info = gr.Textbox(label=label("convert.info"), lines=3, interactive=False, elem_id="convert-info")
-            def convert_one(*values: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, str, str]:
+
+            def convert_one(*values: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, str, str]:  # noqa: B008
+                # Gradio injects its progress bar through this default (its documented idiom).
                 return run_convert(ctx, *values, progress=progress)
 
             run.click(

@@ -20,6 +20,7 @@ from typing import Any
 import gradio as gr
 
 from infer_pack.errors import RVCError
+from tools.jobproc import JobCall
 from tools.jobs import JobContext, JobRunner, JobSnapshot
 from tools.labels import label
 
@@ -27,7 +28,7 @@ POLL_SECONDS = 1.0
 # Renders extra outputs (plots, reports, results) from a snapshot; returns one value per extra output.
 ExtraRenderer = Callable[[JobSnapshot | None], list[Any]]
 # Validates the form values and returns the work to run plus the experiment key (None = no lock).
-JobStarter = Callable[..., tuple[str, Callable[[JobContext], Any], str | None]]
+JobStarter = Callable[..., tuple[str, "JobCall | Callable[[JobContext], Any]", str | None]]
 
 
 def progress_html(snapshot: JobSnapshot | None, error: str | None = None) -> str:
@@ -35,6 +36,7 @@ def progress_html(snapshot: JobSnapshot | None, error: str | None = None) -> str
 
     With both: `error` refused a new start while `snapshot`'s job goes on (its state, the error's text).
     """
+    state: str
     if error is not None and snapshot is not None:
         state, fraction, text = snapshot.state, snapshot.fraction, f"error: {error}"
     elif error is not None:

@@ -301,7 +301,7 @@ def build(ctx: AppContext) -> None:
 
     settings = [sample_rate, version, use_f0, f0_method, from_scratch]
     for widget in settings:  # user edits only: a restored form (page reload) keeps its pretrained paths
-        widget.input(refill, settings, [pretrained_g, pretrained_d, pretrained_note], api_name=False)
+        widget.input(refill, settings, [pretrained_g, pretrained_d, pretrained_note], api_name=False)  # type: ignore[attr-defined]
 
     def on_load() -> tuple[Any, Any]:
         """Assets may have arrived since the app started: offer the method they allow, and say what is missing."""

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,14 +53,14 @@ class Batch:
     speaker_id: torch.Tensor  # [B] int64
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        moved = {}
+        moved: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
             moved[f.name] = None if value is None else value.to(device, non_blocking=non_blocking)
         return Batch(**moved)
 
     def pin_memory(self) -> Batch:
-        pinned = {
+        pinned: dict[str, Any] = {
             f.name: None if getattr(self, f.name) is None else getattr(self, f.name).pin_memory() for f in fields(self)
         }
         return Batch(**pinned)

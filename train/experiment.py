@@ -27,7 +27,6 @@ names come from module functions (`spec_cache_path`, `rvc_spec_cache_path`), not
 from __future__ import annotations
 
 import glob
-
 import json
 import random
 import re
@@ -54,7 +53,7 @@ WAVS_16K = "1_16k_wavs"
 F0_COARSE = "2a_f0"
 F0_HZ = "2b-f0nsf"
 MUTE = "mute"
-FEATURE_DIRS: dict[str, str] = {"v1": "3_feature256", "v2": "3_feature768"}
+FEATURE_DIRS: dict[Version, str] = {"v1": "3_feature256", "v2": "3_feature768"}
 METADATA_FILE = "experiment.json"
 METRICS_FILE = "metrics.jsonl"
 LOSS_CURVE_FILE = "loss_curve.png"

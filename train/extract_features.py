@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -72,7 +72,9 @@ def extract_features(
     todo = [name for name in names if not experiment.feature_path(name, version).exists()]
     model: ContentEncoder | None = None
     if todo or not experiment.mute_feature_path(version).exists():
-        model = encoder if hasattr(encoder, "extract") else encoder()  # type: ignore[operator]
+        # An object with `extract` (the encoder, or a stand-in) or a function that loads one.
+        loader = cast("Callable[[], ContentEncoder]", encoder)
+        model = cast("ContentEncoder", encoder) if hasattr(encoder, "extract") else loader()
         ensure_mute_features(experiment, model, version, device)
     total = len(todo)
     done = 0

@@ -222,7 +222,8 @@ def make_empty_index(kind: IndexKind, dim: int, n_list: int) -> Any:
         return index
     if kind == "hnsw":
         index = faiss.index_factory(dim, "HNSW32,Flat")
-        faiss.downcast_index(index).hnsw.efSearch = 64
+        graph: Any = faiss.downcast_index(index)  # IndexHNSWFlat, which the bindings do not type
+        graph.hnsw.efSearch = 64
         return index
     raise UserInputError(f"unknown index kind {kind!r}; choose one of {sorted(INDEX_KINDS)}")
 
@@ -235,7 +236,7 @@ def _write_index(index: Any, target: Path) -> None:
     # Python's own write() is used because it reports a full disk as ENOSPC (ndarray.tofile does not).
     data = faiss.serialize_index(index)
     with atomic_path(target) as tmp, open(tmp, "wb") as handle:
-        handle.write(memoryview(data))
+        handle.write(data.data)  # the array's own buffer, not a copy
 
 
 class _ChunkedWriter:

@@ -377,7 +377,7 @@ class Trainer:
 
     def _make_loader(
         self,
-    ) -> tuple[torch.utils.data.DataLoader[Batch], DistributedBucketSampler]:
+    ) -> tuple[torch.utils.data.DataLoader[Any], DistributedBucketSampler]:  # yields Batch (collate)
         entries = self.experiment.read_filelist(self.setup.use_f0)
         dataset = TrainingDataset(entries, self.mel, self.setup.use_f0)
         sampler = DistributedBucketSampler(

@@ -60,7 +60,7 @@ def synthetic_pitch_signal(
     ramp = 0.5 - 0.5 * np.cos(np.linspace(0, np.pi, fade))
     for onset in np.flatnonzero(edges == 1):
         envelope[onset : onset + fade] *= ramp[: min(fade, n - onset)]
-    for offset in np.flatnonzero(edges == -1):
+    for offset in (int(i) for i in np.flatnonzero(edges == -1)):
         envelope[max(0, offset - fade) : offset] *= ramp[::-1][fade - min(fade, offset) :]
     tone *= envelope
     tone *= 0.3 / max(np.abs(tone).max(), 1e-9)
@@ -74,7 +74,7 @@ def synthetic_pitch_signal(
     f0_true = f0_samples[centres]
     guard = int(0.03 * SAMPLE_RATE)
     boundary = np.zeros(n + 1, dtype=np.int64)
-    for edge in np.flatnonzero(edges != 0):
+    for edge in (int(i) for i in np.flatnonzero(edges != 0)):
         boundary[max(0, edge - guard)] += 1
         boundary[min(n, edge + guard)] -= 1
     near_edge = np.cumsum(boundary)[:n] > 0

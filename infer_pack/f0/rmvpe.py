@@ -175,6 +175,8 @@ def fold_batchnorm(model: Any) -> None:
             conv, norm = layers[index], layers[index + 1]
             if not isinstance(norm, nn.BatchNorm2d) or not isinstance(conv, (nn.Conv2d, nn.ConvTranspose2d)):
                 continue
+            if norm.running_var is None or norm.running_mean is None:  # no running statistics: nothing to fold
+                continue
             scale = norm.weight.double() / torch.sqrt(norm.running_var.double() + norm.eps)  # [C_out]
             shift = norm.bias.double() - norm.running_mean.double() * scale
             weight = conv.weight.double()

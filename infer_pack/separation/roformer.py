@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -139,7 +139,8 @@ class Transformer(nn.Module):
         self.norm = RMSNorm(dim) if norm_output else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for attention, feed_forward in self.layers:  # type: ignore[misc]
+        for layer in self.layers:
+            attention, feed_forward = cast(nn.ModuleList, layer)
             x = attention(x) + x
             x = feed_forward(x) + x
         return self.norm(x)
@@ -205,6 +206,9 @@ class BSRoformer(nn.Module):
     from the STFT, and each bin's mask is the average of the bands covering it.
     """
 
+    freq_indices: torch.Tensor  # buffers of the Mel-band variant (register_buffer)
+    bands_per_freq: torch.Tensor
+
     def __init__(self, config: RoformerConfig) -> None:
         super().__init__()
         c = config
@@ -246,7 +250,8 @@ class BSRoformer(nn.Module):
         mel = self.config.num_bands > 0
         bands_in = spec[:, self.freq_indices] if mel else spec  # mel: overlapping bins gathered band by band
         x = self.band_split(bands_in.permute(0, 2, 1, 3).flatten(2))  # [B, T', bands, dim]
-        for time_transformer, freq_transformer in self.layers:  # type: ignore[misc]
+        for layer in self.layers:
+            time_transformer, freq_transformer = cast(nn.ModuleList, layer)
             frames, bands = x.shape[1], x.shape[2]
             x = time_transformer(x.transpose(1, 2).reshape(batch * bands, frames, -1))  # along time, per band
             x = x.reshape(batch, bands, frames, -1).transpose(1, 2)
@@ -277,7 +282,7 @@ def is_mel_band(state: Mapping[str, Any]) -> bool:
 def config_from_state(state: Mapping[str, torch.Tensor], base: RoformerConfig | None = None) -> RoformerConfig:
     """Sizes read from the tensors; the STFT and chunking from `base` (a YAML) or MSST's usual values."""
     dim = int(state["band_split.to_features.0.1.weight"].shape[0])
-    band_inputs = []
+    band_inputs: list[int] = []
     while f"band_split.to_features.{len(band_inputs)}.0.gamma" in state:
         band_inputs.append(int(state[f"band_split.to_features.{len(band_inputs)}.0.gamma"].shape[0]))
     depth = time_depth = freq_depth = 0
@@ -402,8 +407,10 @@ class RoformerSeparator:
                 piece = padded[:, start : start + chunk]
                 n = piece.shape[1]
                 if n < chunk:  # the last piece: pad to a whole chunk, reflecting when there is enough audio
-                    mode = "reflect" if n > chunk // 2 + 1 else "constant"
-                    piece = np.pad(piece, ((0, 0), (0, chunk - n)), mode=mode)
+                    if n > chunk // 2 + 1:
+                        piece = np.pad(piece, ((0, 0), (0, chunk - n)), mode="reflect")
+                    else:
+                        piece = np.pad(piece, ((0, 0), (0, chunk - n)), mode="constant")
                 stems = self.net(torch.from_numpy(piece[None]).to(self.device, dtype))  # [1, S, ch, chunk]
                 out = stems[0, stem_index].float().cpu().numpy()
                 window = ramp.copy()
