@@ -15,32 +15,43 @@ REFERENCE_ENV = "RVC_REFERENCE_DIR"
 
 
 def reference_dir() -> Path | None:
-    """`$RVC_REFERENCE_DIR`, else `../shared/reference` beside the checkout; None when absent."""
+    """`$RVC_REFERENCE_DIR` when set, else `../shared/reference` beside the checkout; None when absent."""
     env = os.environ.get(REFERENCE_ENV)
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO_ROOT.parent / "shared" / "reference")
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    return None
+    candidate = Path(env) if env else REPO_ROOT.parent / "shared" / "reference"
+    return candidate if candidate.is_dir() else None
+
+
+def missing_reference(reason: str) -> None:
+    """Skip a test whose reference data is absent; under CI (`CI=true`) fail it: CI always has the data."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{reason} (CI must have {REPO_ROOT.parent / 'shared' / 'reference'})", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def reference() -> Path:
-    """The reference data folder; skips the test with the reason when it is absent."""
+    """The reference data folder; skips the test with the reason when it is absent (fails under CI)."""
     found = reference_dir()
     if found is None:
-        pytest.skip(
+        missing_reference(
             f"reference data not found: set {REFERENCE_ENV} or place it at {REPO_ROOT.parent / 'shared' / 'reference'}"
         )
+    assert found is not None
     return found
 
 
 def reference_file(reference: Path, name: str) -> Path:
     path = reference / name
     if not path.exists():
-        pytest.skip(f"reference file {path} is absent")
+        missing_reference(f"reference file {path} is absent")
     return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the reference data carry the `reference` marker (`pytest -m reference` selects them)."""
+    for item in items:
+        if "reference" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.reference)
 
 
 def synthetic_voice(duration_s: float, sample_rate: int, f0_hz: float = 160.0, seed: int = 0) -> np.ndarray:

@@ -91,7 +91,8 @@ def test_a_broken_segment_is_reported_and_the_rest_done(experiment: Experiment) 
 # -- content features -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_encoder(reference: Path):  # type: ignore[no-untyped-def]
-    hubert = pytest.importorskip("infer_pack.hubert")
+    from infer_pack import hubert
+
     return hubert.load_content_encoder(reference_file(reference, "tiny_hubert.pt"))
 
 
@@ -116,7 +117,6 @@ def test_features_shape_dtype_resume_and_mute(experiment: Experiment, tiny_encod
 
 
 def test_api_end_to_end_prepares_a_folder_training_accepts(tmp_path: Path, reference: Path) -> None:
-    pytest.importorskip("infer_pack.hubert")
     from conftest import synthetic_voice
 
     from infer_pack.audio import write_wav
@@ -150,9 +150,9 @@ def test_api_end_to_end_prepares_a_folder_training_accepts(tmp_path: Path, refer
     assert again.features.done == 0 and again.version == "v2" and again.use_f0
 
     # Our training reads every line of it (the tiny encoder gives 64 values, not 768: shapes only matter here).
-    data_module = pytest.importorskip("train.data")
-    mel_module = pytest.importorskip("train.mel")
     from configs import load_config
+    from train import data as data_module
+    from train import mel as mel_module
 
     exp = Experiment(root / "logs" / "voice")
     mel = mel_module.MelTransform.from_data_section(load_config("v2", "40k").data)
@@ -166,14 +166,14 @@ def test_a_folder_rvc_prepared_is_accepted(tmp_path: Path) -> None:
     """RVC's recipe output (names with its gaps, int32 coarse pitch as RVC on Windows writes, raw f0 with
     zeros as classic RVC saves), no experiment.json: metadata is inferred, the filelist written, and our
     training loader reads every line."""
-    data_module = pytest.importorskip("train.data")
-    mel_module = pytest.importorskip("train.mel")
     from conftest import synthetic_voice
 
     from bench.bench_preprocess import rvc_single_process
     from configs import load_config
     from infer_pack.audio import write_wav
     from infer_pack.f0 import estimate_f0
+    from train import data as data_module
+    from train import mel as mel_module
     from train.experiment import save_npy
 
     source = tmp_path / "src"

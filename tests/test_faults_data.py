@@ -132,7 +132,6 @@ def test_preprocess_killed_mid_piece_write_leaves_no_partial_file(
 @pytest.fixture
 def prepared_project(clean_preprocessed: Experiment, reference: Path, tmp_path: Path) -> Path:
     """A project whose experiment is preprocessed (a copy of the clean run) with the tiny HuBERT as hubert_base.pt."""
-    pytest.importorskip("infer_pack.hubert")
     root = tmp_path / "project"
     shutil.copytree(clean_preprocessed.root, root / "logs" / EXP)
     shutil.copyfile(reference_file(reference, "tiny_hubert.pt"), root / "hubert_base.pt")
@@ -142,7 +141,6 @@ def prepared_project(clean_preprocessed: Experiment, reference: Path, tmp_path: 
 @pytest.fixture(scope="module")
 def clean_extracted(clean_preprocessed: Experiment, reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Experiment:
     """Pitch (pm) and v2 features of the clean experiment, from one uninterrupted run."""
-    pytest.importorskip("infer_pack.hubert")
     from tools.api.dataset import extract_features
 
     root = tmp_path_factory.mktemp("clean-extract")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, reference_dir
+from conftest import REPO_ROOT, missing_reference, reference_dir
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
@@ -215,7 +215,7 @@ def _tiny_hubert() -> bytes:
     found = reference_dir()
     path = None if found is None else found / "tiny_hubert.pt"
     if path is None or not path.is_file():
-        pytest.skip("reference tiny_hubert.pt is absent")
+        missing_reference("reference tiny_hubert.pt is absent")
     return path.read_bytes()
 
 
