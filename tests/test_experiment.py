@@ -238,3 +238,50 @@ def test_mute_assets_match_rvc_shipped_files(tmp_path: Path) -> None:
     assert hz.shape == (301,) and hz.dtype == np.float64 and not hz.any()
     assert exp.ensure_mute_audio_and_f0("40k") == []  # never rewritten
     assert len(exp.ensure_mute_audio_and_f0("32k")) == 1
+
+
+def test_our_json_files_carry_a_format_version_and_newer_ones_are_refused(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from infer_pack.errors import ExperimentError
+    from train.experiment import Experiment, ExperimentMetadata, load_npy, save_npy
+    from train.health import read_health_report
+    from train.metrics import StepMetrics, read_metrics
+    from train.preprocess import read_state
+
+    exp = Experiment(tmp_path / "logs" / "fmt")
+    exp.write_metadata(ExperimentMetadata(sample_rate_tag="40k", version="v2", use_f0=True))
+    raw = json.loads(exp.metadata_path.read_text())
+    assert raw["format_version"] == 1
+    del raw["format_version"]  # a file from before versions: read as format 1
+    exp.metadata_path.write_text(json.dumps(raw))
+    assert exp.read_metadata() is not None
+    exp.metadata_path.write_text(json.dumps({**raw, "format_version": 99}))
+    with pytest.raises(ExperimentError, match="newer version of this tool .format 99; this one reads up to 1"):
+        exp.read_metadata()
+
+    exp.health_json_path.write_text(json.dumps({"format_version": 2, "files_total": 1}))
+    with pytest.raises(ExperimentError, match="health report was written by a newer version"):
+        read_health_report(exp)
+
+    exp.preprocess_state_path.write_text(json.dumps({"format": 7, "sources": {}}))
+    with pytest.raises(ExperimentError, match="preprocessing state was written by a newer version"):
+        read_state(exp)
+
+    from dataclasses import MISSING, fields
+
+    required = {f.name: 0 for f in fields(StepMetrics) if f.default is MISSING and f.default_factory is MISSING}
+    assert StepMetrics(**required).to_json_dict()["format_version"] == 1
+    exp.metrics_path.write_text(json.dumps({"step": 1, "format_version": 5}) + "\n")
+    with pytest.raises(ExperimentError, match="metrics record was written by a newer version"):
+        read_metrics(exp.metrics_path)
+
+    pickled = tmp_path / "object.npy"
+    np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ExperimentError, match="object.npy"):
+        load_npy(pickled)
+    plain = tmp_path / "plain.npy"
+    save_npy(plain, np.arange(3, dtype=np.float32))
+    np.testing.assert_array_equal(load_npy(plain), [0, 1, 2])

@@ -275,6 +275,10 @@ def test_health_report_values(tmp_path: Path) -> None:
     exp = Experiment(tmp_path / "logs" / "e")
     preprocess_folder(folder, exp, "40k", n_workers=2)
     report = write_health_report(exp)
+    import json
+
+    assert json.loads(exp.health_json_path.read_text())["format_version"] == 1
+    assert read_health_report(exp) == report
     assert (report.files_total, report.files_ok) == (4, 3)
     assert [name for name, _ in report.files_failed] == ["d.wav"]
     assert report.files_skipped == [("e.txt", "not an audio file")]

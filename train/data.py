@@ -21,7 +21,7 @@ import torch
 
 from infer_pack.errors import AudioLoadError, ExperimentError
 from infer_pack.torchio import torch_save_atomic
-from train.experiment import FilelistEntry, spec_cache_path
+from train.experiment import FilelistEntry, load_npy, spec_cache_path
 from train.mel import MelTransform
 
 MAX_FEATURE_FRAMES = 900  # frames at 100 Hz kept per item (RVC's cap, 9 s)
@@ -137,13 +137,13 @@ class TrainingDataset(torch.utils.data.Dataset[Sample]):
         item = self.items[index]
         audio = torch.from_numpy(read_wav_float32(item.gt_wav, self.mel.sample_rate)).unsqueeze(0)  # [1, samples]
         spec = self.spectrogram(item.gt_wav, audio)
-        phone = np.repeat(np.load(item.feature), 2, axis=0)[:MAX_FEATURE_FRAMES]  # [frames, D] at 100 Hz
+        phone = np.repeat(load_npy(item.feature), 2, axis=0)[:MAX_FEATURE_FRAMES]  # [frames, D] at 100 Hz
         frames = min(phone.shape[0], spec.shape[1])
         pitch = pitchf = None
         if self.use_f0:
             assert item.f0_coarse is not None and item.f0_hz is not None
-            coarse = np.load(item.f0_coarse)
-            hz = np.load(item.f0_hz)
+            coarse = load_npy(item.f0_coarse)
+            hz = load_npy(item.f0_hz)
             frames = min(frames, coarse.shape[0], hz.shape[0])
             pitch = torch.from_numpy(coarse[:frames].astype(np.int64))
             pitchf = torch.from_numpy(hz[:frames].astype(np.float32))

@@ -382,10 +382,12 @@ class Experiment:
             raise ExperimentError(f"{path}: unreadable experiment metadata ({exc}); delete the file to re-create it") from exc
         if not isinstance(raw, dict):
             raise ExperimentError(f"{path}: experiment metadata is not a JSON object; delete the file to re-create it")
-        return ExperimentMetadata.from_json_dict(raw, path)
+        payload = check_format(raw, path, EXPERIMENT_JSON_FORMAT, "experiment metadata", "delete the file to re-create it")
+        return ExperimentMetadata.from_json_dict(payload, path)
 
     def write_metadata(self, metadata: ExperimentMetadata) -> None:
-        atomic_write_text(self.metadata_path, json.dumps(metadata.to_json_dict(), indent=2, sort_keys=True) + "\n")
+        payload = versioned(metadata.to_json_dict(), EXPERIMENT_JSON_FORMAT)
+        atomic_write_text(self.metadata_path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
     def infer_metadata(self) -> ExperimentMetadata:
         """Metadata from `experiment.json`, or guessed from the folder contents (RVC-prepared folders)."""
@@ -535,6 +537,40 @@ class Experiment:
 
     def exists(self) -> bool:
         return self.root.is_dir()
+
+
+# Our JSON files (experiment.json, health.json, the preprocess state, metrics.jsonl records) carry
+# `format_version`; files written before it existed count as version 1.
+FORMAT_KEY = "format_version"
+EXPERIMENT_JSON_FORMAT = 1
+
+
+def versioned(payload: dict[str, Any], version: int) -> dict[str, Any]:
+    """`payload` with its format version, ready for json.dumps."""
+    return {FORMAT_KEY: version, **payload}
+
+
+def check_format(raw: dict[str, Any], path: Path, supported: int, what: str, fix: str) -> dict[str, Any]:
+    """Refuse a file of a newer format than this tool reads; returns the payload without the version key."""
+    version = raw.get(FORMAT_KEY, 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ExperimentError(f"{path}: {what} has an invalid {FORMAT_KEY} {version!r}; {fix}")
+    if version > supported:
+        raise ExperimentError(
+            f"{path}: {what} was written by a newer version of this tool (format {version}; this one reads up to "
+            f"{supported}); update the tool, or {fix}"
+        )
+    return {k: v for k, v in raw.items() if k != FORMAT_KEY}
+
+
+def load_npy(path: Path) -> np.ndarray:
+    """An array saved by `save_npy` (or by RVC's np.save): no pickles; errors name the file and the fix."""
+    try:
+        return np.asarray(np.load(path, allow_pickle=False))
+    except (OSError, ValueError, EOFError) as exc:
+        raise ExperimentError(
+            f"cannot read {str(path)!r} ({exc}); delete it and rerun the step that makes it (2b for pitch and features)"
+        ) from None
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:

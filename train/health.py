@@ -12,8 +12,10 @@ from typing import Any
 
 from infer_pack.errors import ExperimentError
 from infer_pack.fileio import atomic_write_text
-from train.experiment import Experiment
+from train.experiment import Experiment, check_format, versioned
 from train.preprocess import read_state
+
+HEALTH_FORMAT = 1  # health.json's format_version
 
 CLIPPED_FRACTION_WARN = 0.001  # a file with more than 0.1 % of samples at full scale is flagged
 SILENCE_RATIO_WARN = 0.5
@@ -139,7 +141,8 @@ def _warnings(report: HealthReport) -> list[str]:
 def write_health_report(experiment: Experiment) -> HealthReport:
     """Build the report and save `health.json` and `health.txt` in the experiment (atomic writes)."""
     report = build_health_report(experiment)
-    atomic_write_text(experiment.health_json_path, json.dumps(report.to_json_dict(), indent=2) + "\n")
+    payload = versioned(report.to_json_dict(), HEALTH_FORMAT)
+    atomic_write_text(experiment.health_json_path, json.dumps(payload, indent=2) + "\n")
     atomic_write_text(experiment.health_text_path, report.summary_text() + "\n")
     return report
 
@@ -148,11 +151,15 @@ def read_health_report(experiment: Experiment) -> HealthReport | None:
     path = experiment.health_json_path
     if not path.exists():
         return None
+    fix = "run step 2a again to rebuild it"
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise TypeError("not a JSON object")
+        raw = check_format(raw, path, HEALTH_FORMAT, "health report", fix)
         raw["files_failed"] = [tuple(x) for x in raw["files_failed"]]
         raw["files_skipped"] = [tuple(x) for x in raw["files_skipped"]]
         raw["clipped_files"] = [tuple(x) for x in raw["clipped_files"]]
         return HealthReport(**raw)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ExperimentError(f"{path}: unreadable health report ({exc}); run step 2a again to rebuild it") from exc
+        raise ExperimentError(f"{path}: unreadable health report ({exc}); {fix}") from exc

@@ -27,7 +27,7 @@ import numpy as np
 from infer_pack.errors import ExperimentError, UserInputError
 from infer_pack.fileio import atomic_path
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
-from train.experiment import Experiment
+from train.experiment import Experiment, load_npy
 
 Version = Literal["v1", "v2"]
 IndexKind = Literal["ivf_flat", "ivf_flat_probe8", "hnsw"]
@@ -175,12 +175,7 @@ def load_features(
     blocks: list[np.ndarray] = []
     for i, path in enumerate(files):
         check(cancel)
-        try:
-            block = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ExperimentError(
-                f"cannot read feature file {str(path)!r} ({exc}); delete it and rerun feature extraction"
-            ) from None
+        block = load_npy(path)
         if block.ndim != 2 or block.shape[1] != dim:
             raise ExperimentError(
                 f"feature file {str(path)!r} has shape {block.shape}, expected [frames, {dim}] for a {version} "

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from infer_pack.fileio import atomic_path
+from train.experiment import FORMAT_KEY, check_format
+
+METRICS_FORMAT = 1  # each metrics.jsonl record's format_version
 
 if TYPE_CHECKING:
     from train.experiment import Experiment
@@ -52,7 +55,7 @@ class StepMetrics:
     extra: dict[str, float] = field(default_factory=dict)
 
     def to_json_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {FORMAT_KEY: METRICS_FORMAT, **asdict(self)}
         data["loss_g_terms"] = list(self.loss_g_terms)
         data["loss_d_real_terms"] = list(self.loss_d_real_terms)
         data["loss_d_fake_terms"] = list(self.loss_d_fake_terms)
@@ -112,7 +115,7 @@ class MetricsWriter:
         if not self.enabled or not self.metrics_path.exists():
             return
         kept = [r for r in read_metrics(self.metrics_path) if isinstance(r.get("step"), int) and r["step"] <= step]
-        text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept)
+        text = "".join(json.dumps({FORMAT_KEY: METRICS_FORMAT, **r}, sort_keys=True) + "\n" for r in kept)
         with atomic_path(self.metrics_path) as tmp:
             tmp.write_text(text, encoding="utf-8")
 
@@ -152,9 +155,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     records = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict):
+            records.append(check_format(record, path, METRICS_FORMAT, "a metrics record",
+                                        "delete the file (the loss curve starts again)"))
     return records
 
 

@@ -361,6 +361,15 @@ def read_state(experiment: Experiment) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         log.warning("%s is unreadable (%s); every source file will be processed again", path, exc)
         return {"format": STATE_FORMAT, "sources": {}}
+    if not isinstance(raw, dict):
+        log.warning("%s is not a JSON object; every source file will be processed again", path)
+        return {"format": STATE_FORMAT, "sources": {}}
+    found = raw.get("format", 1)
+    if not isinstance(found, int) or found > STATE_FORMAT:
+        raise ExperimentError(
+            f"{path}: the preprocessing state was written by a newer version of this tool (format {found!r}; this "
+            f"one reads up to {STATE_FORMAT}); update the tool, or delete the file to preprocess every source again"
+        )
     raw.setdefault("sources", {})
     return raw
 
