@@ -60,3 +60,38 @@ def test_relative_model_names_are_read_against_the_project_not_the_working_folde
     assert resolve_model(project, "stray.onnx") == Path("stray.onnx")  # the command line may name it
     (project.root / "uvr5_weights" / "mine.onnx").write_bytes(b"x")
     assert resolve_model(project, "mine.onnx", confined=True) == project.root / "uvr5_weights" / "mine.onnx"
+
+
+def test_one_way_from_a_typed_voice_to_its_file(project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weights = project.root / "weights"
+    weights.mkdir()
+    (weights / "alice.pth").write_bytes(b"x")
+    assert project.resolve_voice("alice") == weights / "alice.pth"
+    assert project.resolve_voice("alice.pth") == weights / "alice.pth"
+    assert project.resolve_voice("weights/alice.pth") == (weights / "alice.pth").resolve()
+    with pytest.raises(UserInputError, match="outside the project folder"):
+        project.resolve_voice(str(tmp_path / "elsewhere.pth"))
+    assert project.resolve_voice(str(tmp_path / "elsewhere.pth"), confined=False) == tmp_path / "elsewhere.pth"
+    with pytest.raises(UserInputError, match=r"is a folder; give a voice model file \(\.pth\)"):
+        project.resolve_voice("weights/")
+    with pytest.raises(UserInputError, match="no voice given"):
+        project.resolve_voice("  ")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "here.pth").write_bytes(b"x")
+    assert project.resolve_voice("here.pth", confined=False) == Path("here.pth")  # the command line's working folder
+    assert project.resolve_voice("here.pth") == weights / "here.pth"  # the app: names are voices in weights/
+
+
+def test_cli_says_a_folder_given_as_model_is_a_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    (tmp_path / "voices").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "--root", str(tmp_path), "info", "--model", str(tmp_path / "voices")],
+        capture_output=True, text=True, timeout=120, cwd=str(REPO_ROOT), check=False,
+    )
+    assert done.returncode != 0
+    assert "is a folder; give a voice model file (.pth)" in done.stderr, done.stderr

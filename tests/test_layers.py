@@ -52,3 +52,40 @@ def test_cli_and_web_entry_do_not_import_heavy_modules_at_top_level() -> None:
             if top and module in HEAVY:
                 violations.append(f"{path.name}:{line} imports {module} at module level")
     assert not violations, "\n".join(violations)
+
+
+# What the command line and the web tabs may import of the project: the API and the app's own plumbing.
+EDGE_ALLOWED = {
+    "tools.api",  # one function per action (and its submodules' types and constants)
+    "tools.labels", "tools.jobs", "tools.jobproc", "tools.ui_jobs", "tools.ui_common", "tools.web",
+    "tools.project",  # the project folder handle the API functions take
+    "infer_pack.errors", "infer_pack.progress",
+    "configs",  # the typed vocabulary (Version, SampleRateTag)
+}
+
+
+def _first_party_modules(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] in FIRST_PARTY:
+                if node.module == "tools":  # `from tools import api` / `from tools import ui_x`
+                    found += [(f"tools.{alias.name}", node.lineno) for alias in node.names]
+                else:
+                    found.append((node.module, node.lineno))
+        elif isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names if alias.name.split(".")[0] in FIRST_PARTY]
+    return found
+
+
+def test_cli_and_tabs_reach_the_project_only_through_the_api() -> None:
+    edges = [REPO_ROOT / "tools" / "cli.py", *sorted((REPO_ROOT / "tools").glob("ui_*.py"))]
+    violations = []
+    for path in edges:
+        for module, line in _first_party_modules(path):
+            allowed = any(module == a or module.startswith(a + ".") for a in EDGE_ALLOWED)
+            is_tab = module.startswith("tools.ui_") and path.name == "web.py"
+            if not allowed and not is_tab:
+                violations.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {module}")
+    assert not violations, "the CLI and the tabs must go through tools.api:\n" + "\n".join(violations)

@@ -53,7 +53,7 @@ def test_loss_curve_reads_the_experiment_metrics(ctx: AppContext) -> None:
 
 
 def test_index_is_matched_to_the_voice(ctx: AppContext) -> None:
-    from tools.ui_convert import NO_INDEX, match_index
+    from tools.ui_common import NO_INDEX, match_index
 
     root = ctx.project.root
     for relative in ("logs/alto/added_IVF12_Flat_nprobe_1_alto_v2.index", "logs/bass/trained_IVF9_bass_v2.index",
@@ -105,9 +105,29 @@ def test_api_package_re_exports_every_action() -> None:
         function = getattr(api, name)
         assert callable(function) and function.__name__ == name
         assert function.__module__ == f"tools.api.{api._EXPORTS[name]}"
-        assert inspect.signature(function).parameters, name
+        assert inspect.signature(function).return_annotation is not inspect.Signature.empty, name
     with pytest.raises(AttributeError):
         api.no_such_action  # noqa: B018
+
+
+def test_api_names_are_imported_statically_for_the_type_checker() -> None:
+    """The lazy exports and the TYPE_CHECKING imports name the same functions in the same modules."""
+    import ast
+
+    from conftest import REPO_ROOT
+
+    from tools import api
+
+    tree = ast.parse((REPO_ROOT / "tools" / "api" / "__init__.py").read_text(encoding="utf-8"))
+    static: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for child in node.body:
+                assert isinstance(child, ast.ImportFrom) and child.module
+                for alias in child.names:
+                    assert alias.asname == alias.name, f"{alias.name}: re-export it as itself"
+                    static[alias.name] = child.module.removeprefix("tools.api.")
+    assert static == api._EXPORTS
 
 
 DEVICE_WIDGETS = ("train-extract-device", "train-train-device", "train-cache-batches")

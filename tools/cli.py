@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from infer_pack.errors import CancelledError, RVCError, UserInputError
 
@@ -306,13 +306,17 @@ def _cmd_convert(args: argparse.Namespace) -> Any:
     from pathlib import Path
 
     from tools import api
+    from tools.api.convert import OUTPUT_FORMATS, OutputFormat
 
     model = _voice(args, args.model)
     output = Path(args.output)
     fmt = output.suffix.lstrip(".").lower() or "wav"
+    if fmt not in OUTPUT_FORMATS:
+        raise UserInputError(f"--output {str(output)!r}: cannot write .{fmt}; end the name with "
+                             + ", ".join(f".{f}" for f in OUTPUT_FORMATS))
     return _run(args, lambda bar: api.convert_voice(
         project=args.root, model=model, input_path=args.input, output_path=output, f0_file=args.f0_file,
-        output_format=fmt, progress=bar, **_conversion_fields(args),
+        output_format=cast("OutputFormat", fmt), progress=bar, **_conversion_fields(args),
     ))
 
 
@@ -423,11 +427,7 @@ def _cmd_one_click(args: argparse.Namespace) -> int:
 
 def _voice(args: argparse.Namespace, value: str) -> Any:
     """A voice given as a name in weights/ (no separator) or as a path."""
-    from pathlib import Path
-
-    if "/" in value or "\\" in value or value.endswith(".pth") and Path(value).is_file():
-        return Path(value)
-    return _project(args).voice_path(value)
+    return _project(args).resolve_voice(value, "--model", confined=False)
 
 
 def _cmd_info(args: argparse.Namespace) -> Any:

@@ -102,6 +102,33 @@ class Project:
         stem = name[:-4] if name.endswith(".pth") else name
         return self.weights_dir / f"{validate_name(stem, 'voice name')}.pth"
 
+    def resolve_voice(self, typed: str | Path | None, what: str = "voice", *, confined: bool = True) -> Path:
+        """A voice typed as a name in weights/ (`alice`, `alice.pth`) or as a path to a `.pth` file.
+
+        `confined` (the web app): a path must lie inside the project or an allowed folder. Without it
+        (the command line) any path is taken, and a bare `name.pth` that exists in the working folder
+        is that file. A folder is refused with what is expected instead.
+        """
+        text = str(typed or "").strip()
+        if not text:
+            raise UserInputError(f"no {what} given; pick a voice from weights/ or type a .pth path")
+        check_typed_path(text, what)
+        is_path = "/" in text or "\\" in text
+        if not is_path and not confined and text.endswith(".pth") and Path(text).is_file():
+            return Path(text)
+        if not is_path:
+            path = self.voice_path(text)
+        elif confined:
+            path = self.confine(text, what)
+        else:
+            path = Path(text).expanduser()
+        if path.is_dir():
+            raise UserInputError(
+                f"{what} {str(path)!r} is a folder; give a voice model file (.pth), e.g. weights/<name>.pth, "
+                "or a voice's name"
+            )
+        return path
+
     def list_voices(self) -> list[Path]:
         if not self.weights_dir.is_dir():
             return []

@@ -87,7 +87,7 @@ def set_selection(ctx: AppContext, chosen_set: str | None) -> list[str]:
 def group_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """(shown text, download name) per group, marking the ones with files missing."""
     from tools import api
-    from tools.assets import GROUP_NAMES
+    from tools.api.assets import GROUP_NAMES
 
     missing = api.asset_status(ctx.project.root).missing_groups
     return [(f"{name} ({label('assets.missing')})" if name in missing else name, name)

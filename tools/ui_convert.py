@@ -11,6 +11,7 @@ from infer_pack.errors import RVCError, UserInputError
 from tools.jobproc import JobCall
 from tools.jobs import JobSnapshot
 from tools.labels import label
+from tools.ui_common import NO_INDEX, index_choices, index_path_of, match_index, voice_choices, voice_path
 from tools.ui_jobs import JobStarter, job_panel
 
 if TYPE_CHECKING:
@@ -18,47 +19,6 @@ if TYPE_CHECKING:
 
 # Shown names of the pitch estimators; the values are the pipeline's method names.
 F0_CHOICES = [("RMVPE (best)", "rmvpe"), ("PM (fast)", "pm"), ("Harvest", "harvest"), ("DIO", "dio"), ("Swift", "swift")]
-NO_INDEX = ""
-
-
-def voice_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    """(shown name, file name) for each voice in weights/."""
-    return [(p.stem, p.name) for p in ctx.project.list_voices()]
-
-
-def index_choices(ctx: AppContext) -> list[tuple[str, str]]:
-    root = ctx.project.root
-    return [(label("convert.no_index"), NO_INDEX)] + [
-        (str(p.relative_to(root)), str(p.relative_to(root))) for p in ctx.project.list_indexes()
-    ]
-
-
-def match_index(ctx: AppContext, voice_file: str | None) -> str:
-    """The index that belongs to a voice: one in logs/<voice>/ or whose name carries the voice name."""
-    if not voice_file:
-        return NO_INDEX
-    stem = Path(voice_file).stem
-    root = ctx.project.root
-    indexes = ctx.project.list_indexes()
-    for path in indexes:
-        if path.parent.name == stem:
-            return str(path.relative_to(root))
-    for path in indexes:
-        if f"_{stem}_" in path.name or path.stem == stem:
-            return str(path.relative_to(root))
-    return NO_INDEX
-
-
-def _voice_path(ctx: AppContext, voice_file: str | None) -> Path:
-    if not voice_file:
-        raise UserInputError("no voice selected; pick one in the Voice list (voices live in weights/)")
-    return ctx.project.voice_path(voice_file)
-
-
-def _index_path(ctx: AppContext, index: str | None) -> Path | None:
-    return ctx.project.confine(index, "index file") if index else None
-
-
 def conversion_kwargs(
     speaker_id: float, transpose: float, f0_method: str, index_rate: float, filter_radius: float,
     resample: float, rms_mix: float, protect: float, pitch_gaps: str = "keep",
@@ -87,15 +47,17 @@ def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.c
 
     Ranges, steps, defaults (RVC's) and help come from the pipeline's PARAM_SPECS, the one place they live.
     """
-    from infer_pack.pipeline import PARAM_SPECS
+    from tools.api import conversion_param_specs
+
+    specs = conversion_param_specs()
 
     def slider(name: str, key: str) -> gr.Slider:
-        spec = PARAM_SPECS[name]
+        spec = specs[name]
         assert spec.minimum is not None and spec.maximum is not None, f"{name} has no range"
         return gr.Slider(spec.minimum, spec.maximum, value=spec.default, step=spec.step, label=label(key),
                          info=spec.help, elem_id=f"{prefix}-{name}")
 
-    speaker_spec, pitch_spec = PARAM_SPECS["speaker_id"], PARAM_SPECS["pitch_semitones"]
+    speaker_spec, pitch_spec = specs["speaker_id"], specs["pitch_semitones"]
     shown = {value: text for text, value in F0_CHOICES}
     with gr.Row():
         speaker = gr.Number(label=label("convert.speaker_id"), value=speaker_spec.default, precision=0,
@@ -104,9 +66,9 @@ def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.c
                               minimum=pitch_spec.minimum, maximum=pitch_spec.maximum, info=pitch_spec.help,
                               elem_id=f"{prefix}-transpose")
         f0_method = gr.Radio(
-            [(shown.get(name, name), name) for name in PARAM_SPECS["f0_method"].choices],
-            value=f0_default or PARAM_SPECS["f0_method"].default, label=label("convert.f0_method"),
-            info=PARAM_SPECS["f0_method"].help, elem_id=f"{prefix}-f0",
+            [(shown.get(name, name), name) for name in specs["f0_method"].choices],
+            value=f0_default or specs["f0_method"].default, label=label("convert.f0_method"),
+            info=specs["f0_method"].help, elem_id=f"{prefix}-f0",
         )
     with gr.Row():
         index_rate = slider("index_rate", "convert.index_rate")
@@ -115,7 +77,7 @@ def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.c
     with gr.Row():
         rms_mix = slider("rms_mix_rate", "convert.rms_mix")
         protect = slider("protect", "convert.protect")
-        gaps_spec = PARAM_SPECS["pitch_gaps"]
+        gaps_spec = specs["pitch_gaps"]
         pitch_gaps = gr.Radio(list(gaps_spec.choices), value=gaps_spec.default, label=label("convert.pitch_gaps"),
                               info=gaps_spec.help, elem_id=f"{prefix}-pitch_gaps")
     return [speaker, transpose, f0_method, index_rate, filter_radius, resample, rms_mix, protect, pitch_gaps]
@@ -134,7 +96,7 @@ def run_convert(
         if not audio_path:
             raise UserInputError("no input audio: upload a file or record one first")
         kwargs = conversion_kwargs(*params)
-        model, index_path = _voice_path(ctx, voice_file), _index_path(ctx, index)
+        model, index_path = voice_path(ctx, voice_file), index_path_of(ctx, index)
         result = ctx.convert(JobCall("convert_voice", dict(
             project=ctx.project, model=model, input_path=Path(audio_path), index_path=index_path,
             f0_file=Path(f0_file) if f0_file else None, max_duration_s=ctx.max_input_s, **kwargs,
@@ -166,8 +128,8 @@ def _batch_starter(ctx: AppContext) -> JobStarter:
                 *values: Any) -> tuple[str, JobCall, None]:
         """`values`: the conversion parameters, then the uploaded files (a list of paths, or None)."""
         *params, uploads = values
-        voice = _voice_path(ctx, voice_file)
-        index_path = _index_path(ctx, index)
+        voice = voice_path(ctx, voice_file)
+        index_path = index_path_of(ctx, index)
         # Uploads live in Gradio's own upload folder, so they are not confined to the project; a typed folder is.
         files = [Path(str(f)) for f in (uploads or [])]
         if not files and not str(input_dir or "").strip():

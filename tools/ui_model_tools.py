@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import gradio as gr
 
@@ -13,6 +13,7 @@ from tools.labels import label
 from tools.project import validate_name
 
 if TYPE_CHECKING:
+    from configs import SampleRateTag, Version
     from tools.web import AppContext
 
 AUTO = "auto"  # read the value from the checkpoint's weights
@@ -48,12 +49,7 @@ class ModelTools:
 
     def voice(self, typed: str | None, what: str = "voice") -> Path:
         """A voice given as a name in weights/ or as a path inside the project / allowed folders."""
-        text = str(typed or "").strip()
-        if not text:
-            raise UserInputError(f"no {what} given; pick a voice from weights/ or type a .pth path")
-        if "/" not in text and "\\" not in text:
-            return self.ctx.project.voice_path(text)
-        return self.ctx.project.confine(text, what)
+        return self.ctx.project.resolve_voice(typed, what)
 
     def show(self, model: str) -> Any:
         from tools import api
@@ -84,8 +80,8 @@ class ModelTools:
         output_path = self.ctx.project.voice_path(validate_name(name, "voice name"))
         return api.extract_small_model(
             checkpoint_path=checkpoint_path, output_path=output_path,
-            sample_rate_tag=None if sample_rate == AUTO else sample_rate,
-            version=None if version == AUTO else version,
+            sample_rate_tag=None if sample_rate == AUTO else cast("SampleRateTag", sample_rate),  # a dropdown's choice
+            version=None if version == AUTO else cast("Version", version),
             use_f0=None if use_f0 == AUTO else use_f0 == "yes", info=info,
         )
 

@@ -17,7 +17,7 @@ import gradio as gr
 
 from infer_pack.errors import RVCError
 from tools.labels import label
-from tools.ui_convert import _index_path, _voice_path, index_choices, match_index, voice_choices
+from tools.ui_common import index_choices, index_path_of, match_index, voice_choices, voice_path
 
 if TYPE_CHECKING:
     from tools.web import AppContext
@@ -85,8 +85,8 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                     pitch_semitones=float(semitones or 0), formant_semitones=float(formant_st),
                     index_rate=float(rate_of_index),
                 )  # fmt: skip
-                stream = api.start_chunk_stream(project=ctx.project, model=_voice_path(ctx, voice_file),
-                                                index_path=_index_path(ctx, index_file), settings=settings,
+                stream = api.start_chunk_stream(project=ctx.project, model=voice_path(ctx, voice_file),
+                                                index_path=index_path_of(ctx, index_file), settings=settings,
                                                 sample_rate=int(sample_rate), cache=ctx.cache)  # fmt: skip
             converted = stream.push_pcm16(samples)
         except RVCError as exc:

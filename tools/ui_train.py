@@ -84,12 +84,11 @@ def loss_frame(ctx: AppContext, experiment: str | None) -> pd.DataFrame:
 
     import pandas as pd
 
-    from train.experiment import Experiment
-    from train.metrics import read_metrics
+    from tools.api import training_losses
 
     rows: dict[str, list[Any]] = {"step": [], "loss": [], "series": []}
     if experiment:
-        records = read_metrics(Experiment(ctx.project.experiment_dir(experiment)).metrics_path)
+        records = training_losses(ctx.project, experiment)
         for record in records:
             for key, name in LOSS_SERIES.items():
                 value = record.get(key)
@@ -109,12 +108,11 @@ def loss_update(ctx: AppContext, snapshot: JobSnapshot | None) -> Any:
 
 def health_report_text(ctx: AppContext, experiment: str | None) -> str:
     """The experiment's dataset health report (written by the preprocess step), or '' when none yet."""
-    from train.experiment import Experiment
-    from train.health import read_health_report
+    from tools.api import dataset_health
 
     if not experiment:
         return ""
-    report = read_health_report(Experiment(ctx.project.experiment_dir(experiment)))
+    report = dataset_health(ctx.project, experiment)
     return report.summary_text() if report is not None else ""
 
 

@@ -1,13 +1,39 @@
 """One function per user action; the CLI and the web app call these and only render the results.
 
 Names are re-exported lazily (PEP 562) so `import tools.api` stays cheap: the module holding a
-function (and torch, faiss, ... behind it) is imported on first use.
+function (and torch, faiss, ... behind it) is imported on first use. The same names are imported
+statically for type checkers, so every `api.x(...)` call is checked against the function it reaches.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tools.api.assets import asset_status as asset_status
+    from tools.api.assets import download_assets as download_assets
+    from tools.api.convert import conversion_param_specs as conversion_param_specs
+    from tools.api.convert import convert_batch as convert_batch
+    from tools.api.convert import convert_voice as convert_voice
+    from tools.api.dataset import dataset_health as dataset_health
+    from tools.api.dataset import extract_features as extract_features
+    from tools.api.dataset import import_dataset_files as import_dataset_files
+    from tools.api.dataset import preprocess_dataset as preprocess_dataset
+    from tools.api.index import train_index as train_index
+    from tools.api.models import change_voice_info as change_voice_info
+    from tools.api.models import export_onnx as export_onnx
+    from tools.api.models import extract_small_model as extract_small_model
+    from tools.api.models import merge_voices as merge_voices
+    from tools.api.models import show_voice_info as show_voice_info
+    from tools.api.realtime import list_audio_devices as list_audio_devices
+    from tools.api.realtime import run_realtime as run_realtime
+    from tools.api.realtime import start_chunk_stream as start_chunk_stream
+    from tools.api.realtime import stream_file as stream_file
+    from tools.api.separate import separate_audio as separate_audio
+    from tools.api.training import one_click as one_click
+    from tools.api.training import train_model as train_model
+    from tools.api.training import training_losses as training_losses
 
 _EXPORTS: dict[str, str] = {
     "show_voice_info": "models",
@@ -18,11 +44,14 @@ _EXPORTS: dict[str, str] = {
     "preprocess_dataset": "dataset",
     "extract_features": "dataset",
     "import_dataset_files": "dataset",
+    "dataset_health": "dataset",
     "train_model": "training",
     "one_click": "training",
+    "training_losses": "training",
     "train_index": "index",
     "convert_voice": "convert",
     "convert_batch": "convert",
+    "conversion_param_specs": "convert",
     "asset_status": "assets",
     "download_assets": "assets",
     "separate_audio": "separate",
@@ -32,12 +61,7 @@ _EXPORTS: dict[str, str] = {
     "start_chunk_stream": "realtime",
 }
 
-__all__ = [
-    "asset_status", "change_voice_info", "convert_batch", "convert_voice", "download_assets", "export_onnx",
-    "extract_features", "extract_small_model", "merge_voices", "one_click", "preprocess_dataset", "show_voice_info",
-    "separate_audio", "train_index", "train_model", "list_audio_devices", "run_realtime", "stream_file",
-    "start_chunk_stream", "import_dataset_files",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

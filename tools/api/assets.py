@@ -19,6 +19,7 @@ from infer_pack.errors import (
 )
 from infer_pack.progress import CancelToken, ProgressCallback
 from tools import assets
+from tools.assets import GROUP_NAMES as GROUP_NAMES  # the download groups, for the Assets panel
 from tools.assets import AssetDownloadError, AssetFile, AssetState, Transport
 from tools.project import Project
 

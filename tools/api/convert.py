@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from infer_pack.cache import ModelCache
     from infer_pack.f0.filters import PitchGaps
-    from infer_pack.pipeline import ConversionParams, VoiceConverter
+    from infer_pack.pipeline import ConversionParams, ParamSpec, VoiceConverter
 
 log = logging.getLogger(__name__)
 
@@ -496,3 +496,9 @@ def convert_batch(
     return BatchResult(output_dir=out_dir, converted=converted, failed=failed, seconds=time.perf_counter() - started,
                        zip_path=zip_path)
 
+
+def conversion_param_specs() -> dict[str, ParamSpec]:
+    """Range, default, step and help of each conversion parameter (the tabs build their widgets from these)."""
+    from infer_pack.pipeline import PARAM_SPECS
+
+    return dict(PARAM_SPECS)

@@ -295,3 +295,12 @@ def extract_features(
         examples=len(entries) - 2,
         problems=problems,
     )
+
+
+def dataset_health(project: Project | str | Path, experiment: str) -> HealthReport | None:
+    """The dataset health report step 2a wrote for an experiment, or None before step 2a ran."""
+    from train.experiment import Experiment
+    from train.health import read_health_report
+
+    proj = project_of(project)
+    return read_health_report(Experiment(proj.experiment_dir(experiment)))

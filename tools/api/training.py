@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from configs import SampleRateTag, Version
 from infer_pack.errors import AssetMissingError
 from infer_pack.progress import CancelToken, ProgressCallback, check
+from tools.api.common import project_of
 from tools.project import Project
 
 if TYPE_CHECKING:
@@ -324,3 +325,12 @@ def one_click(
         cancel=cancel,
     )
     return OneClickResult(prepared, extracted, trained, index)
+
+
+def training_losses(project: Project | str | Path, experiment: str) -> list[dict[str, Any]]:
+    """The metrics records an experiment's training wrote so far (`metrics.jsonl`), oldest first; [] if none."""
+    from train.experiment import Experiment
+    from train.metrics import read_metrics
+
+    proj = project_of(project)
+    return read_metrics(Experiment(proj.experiment_dir(experiment)).metrics_path)
