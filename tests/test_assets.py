@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import http.server
-import io
 import os
 import re
 import socket
@@ -99,7 +98,10 @@ def small_catalogue(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
             _sha(files["pretrained_v2/f0G40k.pth"]), "pretrained", "v2", "40k", True, "G",
         ),
     )
-    monkeypatch.setattr(assets, "CATALOGUE", catalogue)
+    from tools import asset_catalogue
+
+    monkeypatch.setattr(asset_catalogue, "CATALOGUE", catalogue)  # the owner, which files_for and status read
+    monkeypatch.setattr(assets, "CATALOGUE", catalogue)  # the re-export
     return files
 
 
@@ -306,22 +308,34 @@ def test_status_reports_partial_and_bad_checksum(project_root: Path, small_catal
     assert "hubert" in full.missing_groups
 
 
-def test_cli_prints_instructions_when_offline(
-    project_root: Path, small_catalogue: dict[str, bytes], capsys: pytest.CaptureFixture[str]
+def test_offline_download_says_what_to_fetch_and_where(
+    project_root: Path, small_catalogue: dict[str, bytes]
 ) -> None:
-    import io
-
+    """What `tools.cli download` prints without a network: the URL and the place of each missing file."""
     hub = FakeHub(small_catalogue)
     hub.offline = True
-    out = io.StringIO()
-    assert assets.download_cli(["rmvpe"], project_root, transport=hub, out=out) == 1
-    text = out.getvalue()
+    result = api.download_assets(["rmvpe"], project_root, transport=hub)
+    assert not result.ok
+    text = result.summary()
     assert "resolve/main/rmvpe.pt" in text and str(Project.at(project_root).rmvpe_path) in text
-    assert assets.download_cli(["nonsense"], project_root, transport=hub, out=io.StringIO()) == 2
+    with pytest.raises(UserInputError, match="unknown asset name"):
+        api.download_assets(["nonsense"], project_root, transport=hub)
     hub.offline = False
-    out = io.StringIO()
-    assert assets.download_cli(["rmvpe"], project_root, transport=hub, out=out) == 0
-    assert "sha256" in out.getvalue() or "in place" in out.getvalue()
+    result = api.download_assets(["rmvpe"], project_root, transport=hub)
+    assert result.ok and result.downloaded == ["rmvpe.pt"]
+
+
+def test_cli_download_offline_prints_the_instructions(project_root: Path) -> None:
+    """The one command line, offline (as on a machine without internet): exit 1, the manual steps on stderr."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "--root", str(project_root), "--quiet", "download", "rmvpe"],
+        cwd=str(Path(__file__).resolve().parents[1]), capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "rmvpe.pt" in output and str(Project.at(project_root).rmvpe_path) in output, output
+    assert "Traceback" not in output
 
 
 # --- one downloader per file (lock beside the target) ---------------------------------------------
@@ -404,10 +418,6 @@ def test_second_download_of_the_same_file_is_refused(project_root: Path, small_c
         # The web app's button pressed twice: the file is reported as busy, with no manual steps.
         result = api.download_assets(["hubert"], project_root, transport=hub)
         assert "wait for it to finish" in result.failed[item.repo_path] and result.help_text == ""
-        # The command line prints the message and exits 1.
-        out = io.StringIO()
-        assert assets.download_cli(["hubert"], project_root, transport=hub, out=out) == 1
-        assert "wait for it to finish" in out.getvalue() and "still being downloaded by another process" in out.getvalue()
         assert len(hub.requests) == 1  # the refused downloads never opened a stream
     finally:
         hub.gate.set()
@@ -431,9 +441,8 @@ def test_lock_of_a_live_process_is_respected(project_root: Path, small_catalogue
         result = api.download_assets(["hubert", "rmvpe"], project_root, transport=hub)
         assert result.downloaded == [assets.files_for(["hubert"])[0].repo_path]
         assert list(result.failed) == [item.repo_path] and "wait for it to finish" in result.failed[item.repo_path]
-        out = io.StringIO()
-        assert assets.download_cli(["hubert", "rmvpe"], project_root, transport=hub, out=out) == 1
-        assert "already present" in out.getvalue() and "1 of 2 file(s) still being downloaded" in out.getvalue()
+        again = api.download_assets(["hubert", "rmvpe"], project_root, transport=hub)
+        assert again.present == [assets.files_for(["hubert"])[0].repo_path] and list(again.failed) == [item.repo_path]
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -684,7 +693,7 @@ def test_unreachable_host_is_reported_as_offline(project_root: Path, small_catal
 
 # (file, asset argument as written) known to name no download group (reported; delete an entry once fixed).
 KNOWN_BAD_ASSET_NAMES = {
-    ("train/trainer.py", 'f"pretrained {what}"'),
+    ("train/training_setup.py", 'f"pretrained {what}"'),
     ("tools/api/training.py", 'f"pretrained {kind}"'),
 }
 

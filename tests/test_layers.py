@@ -89,3 +89,14 @@ def test_cli_and_tabs_reach_the_project_only_through_the_api() -> None:
             if not allowed and not is_tab:
                 violations.append(f"{path.relative_to(REPO_ROOT)}:{line} imports {module}")
     assert not violations, "the CLI and the tabs must go through tools.api:\n" + "\n".join(violations)
+
+
+def test_no_module_is_over_about_600_lines() -> None:
+    """Small modules: a newcomer reads one top to bottom (tests and benchmarks excepted)."""
+    too_long = []
+    for layer in ALLOWED:
+        for path in sorted((REPO_ROOT / layer).rglob("*.py")):
+            lines = len(path.read_text(encoding="utf-8").splitlines())
+            if lines > 650:
+                too_long.append(f"{path.relative_to(REPO_ROOT)}: {lines} lines")
+    assert not too_long, "split these modules:\n" + "\n".join(too_long)

@@ -75,7 +75,7 @@ def pretrained_defaults(
 
 
 # field of a training metrics record -> curve name in the plot
-LOSS_SERIES = {"loss_mel": "mel", "loss_g": "generator total", "loss_d": "discriminator", "loss_kl": "KL"}
+
 
 
 def loss_frame(ctx: AppContext, experiment: str | None) -> pd.DataFrame:
@@ -84,13 +84,13 @@ def loss_frame(ctx: AppContext, experiment: str | None) -> pd.DataFrame:
 
     import pandas as pd
 
-    from tools.api import training_losses
+    from tools.api import loss_series, training_losses
 
     rows: dict[str, list[Any]] = {"step": [], "loss": [], "series": []}
     if experiment:
         records = training_losses(ctx.project, experiment)
         for record in records:
-            for key, name in LOSS_SERIES.items():
+            for key, name in loss_series().items():
                 value = record.get(key)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     rows["step"].append(int(record["step"]))

@@ -34,6 +34,38 @@ DISPLAY_CAP = {"mel": 75.0, "kl": 9.0}
 
 
 @dataclass(frozen=True)
+class LossName:
+    """One loss of the training step: its key (metrics file, StepMetrics field) and how each view shows it."""
+
+    key: str
+    label: str  # the app's loss-curve legend
+    short: str  # the training log line ("" = not in the line)
+    plotted: bool  # drawn in the app's loss curve
+
+
+# The one list of the step's losses, in the order the trainer computes them. StepMetrics has a field
+# per key; the live series, the log line and the app's curve are derived from this tuple.
+LOSSES: tuple[LossName, ...] = (
+    LossName("loss_d", "discriminator", "d", plotted=True),
+    LossName("loss_g", "generator total", "", plotted=True),
+    LossName("loss_gen", "generator (adversarial)", "g", plotted=False),
+    LossName("loss_fm", "feature matching", "fm", plotted=False),
+    LossName("loss_mel", "mel", "mel", plotted=True),
+    LossName("loss_kl", "KL", "kl", plotted=True),
+)
+LOSS_NAMES: tuple[str, ...] = tuple(loss.key for loss in LOSSES)
+# What the app's job runner receives while training runs: every loss, then the optimiser's figures.
+LIVE_METRICS: tuple[str, ...] = (*LOSS_NAMES, "learning_rate", "grad_norm_g", "grad_norm_d")
+# The app's loss curve: metrics key -> legend name.
+PLOTTED_LOSSES: dict[str, str] = {loss.key: loss.label for loss in LOSSES if loss.plotted}
+
+
+def loss_line(values: StepMetrics) -> str:
+    """The losses part of the training log line, e.g. "d 2.710 g 2.040 fm 0.801 mel 24.390 kl 1.820"."""
+    return " ".join(f"{loss.short} {getattr(values, loss.key):.3f}" for loss in LOSSES if loss.short)
+
+
+@dataclass(frozen=True)
 class StepMetrics:
     """What one log interval reports (values of the last step, step time averaged)."""
 

@@ -22,33 +22,25 @@ process group is initialised from the environment (env://); only rank 0 writes f
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
-import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from configs import RVCConfig, SampleRateTag, Version, parse_config
 from infer_pack.errors import (
-    AssetMissingError,
     ExperimentError,
     ModelFileError,
-    TrainingLockedError,
-    UserInputError,
 )
-from infer_pack.fileio import LockHolder, PidLockFile, remove_stale_temporaries
+from infer_pack.fileio import remove_stale_temporaries
 from infer_pack.progress import CancelToken, ProgressCallback, report
 from train.data import Batch, DistributedBucketSampler, TrainingDataset, collate
-from train.experiment import LATEST_ONLY_STEP, Experiment
+from train.experiment import LATEST_ONLY_STEP
 from train.losses import (
     discriminator_loss,
     feature_loss,
@@ -56,274 +48,50 @@ from train.losses import (
     kl_loss,
     mel_loss,
 )
-from train.mel import EpsilonMode, MelTransform
-from train.metrics import MetricsWriter, StepMetrics
+from train.mel import MelTransform
+from train.metrics import LIVE_METRICS, LOSS_NAMES, MetricsWriter, StepMetrics, loss_line
+from train.training_setup import (
+    _RESUME_FIX,
+    Distributed,
+    MetricSink,
+    Precision,
+    ResumePoint,
+    TrainingLock,
+    TrainingOptions,
+    TrainingResult,
+    TrainingSetup,
+    attach_file_log,
+    build_networks,
+    find_resume_point,
+    grad_norm,
+    load_experiment_config,
+    load_pretrained,
+    no_sync,
+    optimizer_state_by_name,
+    resolve_device,
+    resolve_precision,
+    resume_step,
+    unwrap,
+)
+
+# Re-exported: scripts and the API import these from here (`from train.trainer import ...`).
+__all__ = [
+    "LIVE_METRICS", "Distributed", "MetricSink", "Precision", "ResumePoint", "StepOutput", "Trainer", "TrainingLock",
+    "TrainingOptions", "TrainingResult", "TrainingSetup", "build_networks", "find_resume_point",
+    "load_experiment_config", "load_pretrained", "main", "optimizer_state_by_name", "resolve_device",
+    "resolve_precision", "train",
+]
 
 log = logging.getLogger(__name__)
-
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-# (step, name, value) for a live view of the losses (e.g. the app's job runner)
-MetricSink = Callable[[int, str, float], None]
-LIVE_METRICS = (
-    "loss_mel",
-    "loss_g",
-    "loss_d",
-    "loss_kl",
-    "loss_fm",
-    "loss_gen",
-    "learning_rate",
-    "grad_norm_g",
-    "grad_norm_d",
-)
-
-
-# ----------------------------------------------------------------------------------------------
-# What to train and how
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainingOptions:
-    epochs: int = 20
-    batch_size: int = 4  # items per step on each device
-    save_every_epochs: int = 5
-    latest_only: bool = False  # overwrite G_2333333.pth / D_2333333.pth instead of keeping every save
-    export_every_save: bool = False  # also write weights/<exp>_e<epoch>_s<step>.pth at each save
-    pretrained_g: Path | None = None  # None: start the generator from random weights
-    pretrained_d: Path | None = None
-    weights_dir: Path | None = None  # where voice models go; None: no voice export
-    voice_name: str | None = None  # default: the experiment name
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    precision: Precision = "auto"  # auto: bf16 on GPUs that support it, else fp16; fp32 on CPU
-    mel_epsilons: EpsilonMode = "head"
-    log_interval: int | None = None  # steps between metric lines (each epoch's last step too); None: the config's (200)
-    seed: int | None = None  # None: the config's (1234)
-    num_workers: int = 0  # DataLoader worker processes
-    resume: bool = True
-    # Keep the first epoch's batches on the training device and replay them, reshuffled, in later epochs
-    # (RVC's "cache training set on GPU"): no loading after epoch 1, at the cost of device memory.
-    cache_batches: bool = False
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise UserInputError(f"epochs must be at least 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            raise UserInputError(f"batch size must be at least 1 (got {self.batch_size})")
-        if self.save_every_epochs < 1:
-            raise UserInputError(f"save frequency must be at least 1 epoch (got {self.save_every_epochs})")
-        if self.log_interval is not None and self.log_interval < 1:
-            raise UserInputError(f"log interval must be at least 1 step (got {self.log_interval})")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise UserInputError(f"unknown precision {self.precision!r}; use auto, fp32, bf16 or fp16")
-
-
-@dataclass(frozen=True)
-class TrainingSetup:
-    """The experiment and the model it trains; `config` is the experiment's config.json."""
-
-    experiment: Experiment
-    version: Version
-    sample_rate_tag: SampleRateTag
-    use_f0: bool
-    config: RVCConfig
-
-
-@dataclass
-class TrainingResult:
-    experiment_dir: Path
-    first_epoch: int  # first epoch this run trained
-    epochs_done: int  # last completed epoch
-    global_step: int
-    cancelled: bool
-    resumed_from: Path | None
-    checkpoint_g: Path | None
-    checkpoint_d: Path | None
-    voice_path: Path | None  # final (or on-cancel) voice model
-    exported: list[Path] = field(default_factory=list)
-    metrics_path: Path | None = None
-    loss_curve_path: Path | None = None
-    last_metrics: StepMetrics | None = None
-
-
-def load_experiment_config(experiment: Experiment, version: Version, sample_rate_tag: SampleRateTag) -> RVCConfig:
-    """The experiment's config.json (RVC's copy, written once) as a typed config."""
-    path = experiment.write_config(version, sample_rate_tag)
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        config = parse_config(raw, version, sample_rate_tag, path)
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ExperimentError(f"{path}: unreadable training config ({exc}); delete it to get the default back") from exc
-    expected = {"32k": 32000, "40k": 40000, "48k": 48000}[sample_rate_tag]
-    if config.sample_rate != expected:
-        raise ExperimentError(
-            f"{path} is for {config.sample_rate} Hz but the experiment trains at {sample_rate_tag}; "
-            "delete config.json or pick the experiment's sample rate"
-        )
-    return config
-
-
-# ----------------------------------------------------------------------------------------------
-# One training at a time per experiment
-# ----------------------------------------------------------------------------------------------
-def _training_lock_refusal(path: Path, holder: LockHolder | None) -> TrainingLockedError:
-    if holder is None:
-        return TrainingLockedError(
-            f"{path}: another training of this experiment is starting; wait for it "
-            "(if no training runs, delete this file)"
-        )
-    return TrainingLockedError(
-        f"{path}: experiment is already being trained by process {holder.pid} on "
-        f"{holder.host or 'this machine'}; wait for it or stop it (if no training runs, delete this file)"
-    )
-
-
-class TrainingLock(PidLockFile):
-    """`train.lock` holding "<pid> <host>"; a lock left by a dead process is taken over."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _training_lock_refusal)
-
-
-# ----------------------------------------------------------------------------------------------
-# Devices, precision, processes
-# ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @classmethod
-    def from_env(cls) -> Distributed:
-        """RANK / WORLD_SIZE / LOCAL_RANK as set by torchrun (or a test that spawns ranks)."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world <= 1:
-            return cls()
-        return cls(
-            int(os.environ["RANK"]),
-            world,
-            int(os.environ.get("LOCAL_RANK", os.environ["RANK"])),
-        )
-
-
-def resolve_device(name: str, dist: Distributed) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserInputError(f"device {name!r} asked for but no CUDA GPU is visible; use device 'cpu'")
-        if dist.enabled:
-            device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    return device
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
-    """Autocast dtype; fp32 means autocast off. Weights always stay fp32."""
-    if device.type != "cuda":
-        if precision in ("bf16", "fp16"):
-            log.warning("mixed precision needs a GPU; training in fp32 on %s", device)
-        return torch.float32
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-# ----------------------------------------------------------------------------------------------
-# Networks and checkpoints
-# ----------------------------------------------------------------------------------------------
-def build_networks(setup: TrainingSetup) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The training generator (with enc_q) and the multi-period discriminator of the version."""
-    from infer_pack.discriminators import MultiPeriodDiscriminator
-    from infer_pack.models import Synthesizer
-
-    net_g = Synthesizer.from_rvc_config(setup.config, use_f0=setup.use_f0)
-    net_d = MultiPeriodDiscriminator(setup.version)
-    return net_g, net_d
-
-
-def load_pretrained(net: torch.nn.Module, path: Path, what: str) -> None:
-    """Strict load of a pretrained G/D (`{"model": state_dict}`, keys incl. enc_q), as RVC does it."""
-    from infer_pack.checkpoint import load_pretrained_state
-
-    if not path.is_file():
-        raise AssetMissingError(path, f"pretrained {what}")
-    load_pretrained_state(path, into=net, what=f"{what} being trained")
-
-
-def optimizer_state_by_name(
-    saved: dict[str, Any], saved_keys: Sequence[str], net: torch.nn.Module, path: Path
-) -> dict[str, Any]:
-    """Re-index an optimiser state saved with another parameter order onto this network's order.
-
-    Adam's state is indexed by parameter position; the checkpoint's `model` dict lists the
-    writer's parameters in that same order (the networks have no buffers).
-    """
-    names = [name for name, _ in net.named_parameters()]
-    position = {name: i for i, name in enumerate(k for k in saved_keys if k in set(names))}
-    if set(position) != set(names):
-        raise ModelFileError(
-            path,
-            "the checkpoint's model keys do not match this network",
-            _RESUME_FIX.format(path=path),
-        )
-    old_state = saved.get("state", {})
-    new_state: dict[int, Any] = {}
-    for new_index, name in enumerate(names):
-        entry = old_state.get(position[name])
-        if entry is not None:
-            new_state[new_index] = entry
-    groups = [dict(group, params=list(range(len(names)))) for group in saved["param_groups"]]
-    if len(groups) != 1:
-        raise ModelFileError(
-            path,
-            f"optimizer has {len(groups)} parameter groups, expected 1",
-            _RESUME_FIX.format(path=path),
-        )
-    return {"state": new_state, "param_groups": groups}
-
-
-_RESUME_FIX = (
-    "move {path} and its G/D partner out of the experiment folder to resume from the previous checkpoint, "
-    "or train under a new experiment name to start over"
-)
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    g_path: Path
-    d_path: Path
-    step: int  # from the file name; LATEST_ONLY_STEP when unknown
-
-
-def find_resume_point(experiment: Experiment) -> ResumePoint | None:
-    """The newest step for which both G_<step>.pth and D_<step>.pth exist (RVC's numeric order)."""
-    d_steps = {c.step: c.path for c in experiment.list_checkpoints("D")}
-    pairs = [(c.step, c.path, d_steps[c.step]) for c in experiment.list_checkpoints("G") if c.step in d_steps]
-    if not pairs:
-        return None
-    step, g_path, d_path = max(pairs, key=lambda p: p[0])
-    return ResumePoint(g_path, d_path, step)
-
 
 # ----------------------------------------------------------------------------------------------
 # The trainer
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class StepOutput:
-    loss_d: torch.Tensor
-    loss_g: torch.Tensor
-    loss_gen: torch.Tensor
-    loss_fm: torch.Tensor
-    loss_mel: torch.Tensor
-    loss_kl: torch.Tensor
+    """One step's results: `losses` holds a detached scalar per name of `train.metrics.LOSS_NAMES`."""
+
+    losses: dict[str, torch.Tensor]
     grad_norm_d: torch.Tensor
     grad_norm_g: torch.Tensor
     d_real_terms: list[torch.Tensor]
@@ -455,7 +223,7 @@ class Trainer:
             epochs_done = ckpt.iteration if epochs_done is None else min(epochs_done, ckpt.iteration)
             recorded_steps.append(ckpt.global_step)
         assert epochs_done is not None
-        step = _resume_step(point.step, recorded_steps, epochs_done, steps_per_epoch)
+        step = resume_step(point.step, recorded_steps, epochs_done, steps_per_epoch)
         log.info(
             "resuming from %s (epoch %d done, step %d)",
             point.g_path.name,
@@ -514,12 +282,12 @@ class Trainer:
         self.optim_d.zero_grad(set_to_none=True)
         self.scaler.scale(loss_d).backward()
         self.scaler.unscale_(self.optim_d)
-        grad_norm_d = _grad_norm(self.net_d)
+        grad_norm_d = grad_norm(self.net_d)
         self.scaler.step(self.optim_d)
 
         # Generator: fool the (just updated) discriminator, match its features, the mel and the prior.
         # The discriminator's weight gradients of this pass are never used, so they are not computed.
-        with self._autocast(), _no_sync(self.net_d):
+        with self._autocast(), no_sync(self.net_d):
             _, fake_scores, real_maps, fake_maps = self.net_d(wave, y_hat)
         loss_gen, g_terms = generator_loss(fake_scores)
         loss_fm = feature_loss(real_maps, fake_maps)
@@ -529,14 +297,21 @@ class Trainer:
         self.optim_g.zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward(inputs=self._g_params)
         self.scaler.unscale_(self.optim_g)
-        grad_norm_g = _grad_norm(self.net_g)
+        grad_norm_g = grad_norm(self.net_g)
         self.scaler.step(self.optim_g)
         self.scaler.update()
+        losses = {"loss_d": loss_d, "loss_g": loss_g, "loss_gen": loss_gen, "loss_fm": loss_fm, "loss_mel": loss_mel,
+                  "loss_kl": loss_kl}  # fmt: skip
         return StepOutput(
-            loss_d.detach(), loss_g.detach(), loss_gen.detach(), loss_fm.detach(), loss_mel.detach(), loss_kl.detach(),
-            grad_norm_d, grad_norm_g, d_real_terms, d_fake_terms, [t.detach() for t in g_terms],
-            target_mel.detach(), generated_mel.detach(),
-        )  # fmt: skip
+            losses={name: losses[name].detach() for name in LOSS_NAMES},
+            grad_norm_d=grad_norm_d,
+            grad_norm_g=grad_norm_g,
+            d_real_terms=d_real_terms,
+            d_fake_terms=d_fake_terms,
+            g_terms=[t.detach() for t in g_terms],
+            target_mel=target_mel.detach(),
+            generated_mel=generated_mel.detach(),
+        )
 
     # -- files -------------------------------------------------------------------------------------
     def _save_checkpoints(self, epochs_done: int, global_step: int) -> tuple[Path, Path]:
@@ -553,7 +328,7 @@ class Trainer:
         ):
             save_training_checkpoint(
                 path,
-                model=_unwrap(net).state_dict(),
+                model=unwrap(net).state_dict(),
                 iteration=epochs_done,
                 optimizer=optimizer.state_dict(),
                 learning_rate=lr,
@@ -571,7 +346,7 @@ class Trainer:
     def _export_voice(self, path: Path, epochs_done: int) -> Path:
         from infer_pack.checkpoint import save_voice, voice_from_state_dict
 
-        state = {k: v.detach().cpu() for k, v in _unwrap(self.net_g).state_dict().items()}
+        state = {k: v.detach().cpu() for k, v in unwrap(self.net_g).state_dict().items()}
         voice = voice_from_state_dict(
             state,
             self.config,
@@ -599,7 +374,7 @@ class Trainer:
             lock.acquire()
             # A checkpoint save cut short by a killed run leaves a hidden temp file (hundreds of MB).
             remove_stale_temporaries(self.experiment.root)
-        file_log = _attach_file_log(self.experiment.train_log_path) if self.dist.is_main else None
+        file_log = attach_file_log(self.experiment.train_log_path) if self.dist.is_main else None
         metrics = MetricsWriter.for_experiment(self.experiment, enabled=self.dist.is_main)
         try:
             return self._run(metrics)
@@ -782,12 +557,7 @@ class Trainer:
         values = StepMetrics(
             step=step,
             epoch=epoch,
-            loss_d=out.loss_d.item(),
-            loss_g=out.loss_g.item(),
-            loss_gen=out.loss_gen.item(),
-            loss_fm=out.loss_fm.item(),
-            loss_mel=out.loss_mel.item(),
-            loss_kl=out.loss_kl.item(),
+            **{name: float(out.losses[name].item()) for name in LOSS_NAMES},  # type: ignore[arg-type]
             learning_rate=self.optim_g.param_groups[0]["lr"],
             grad_norm_d=out.grad_norm_d.item(),
             grad_norm_g=out.grad_norm_g.item(),
@@ -806,55 +576,9 @@ class Trainer:
             for name in LIVE_METRICS:
                 if record.get(name) is not None:
                     self.on_metrics(step, name, float(record[name]))
-        log.info(
-            "epoch %d step %d lr %.3g: d %.3f g %.3f fm %.3f mel %.3f kl %.3f (%.2f s/step)",
-            epoch, step, values.learning_rate, values.loss_d, values.loss_gen, values.loss_fm,
-            values.loss_mel, values.loss_kl, step_time,
-        )  # fmt: skip
+        log.info("epoch %d step %d lr %.3g: %s (%.2f s/step)", epoch, step, values.learning_rate, loss_line(values),
+                 step_time)
         return values
-
-
-def _resume_step(name_step: int, recorded: Sequence[int | None], epochs_done: int, steps_per_epoch: int) -> int:
-    """The step a resumed run goes on from: the one the G/D pair recorded when saved (a stop mid-epoch
-    saves more steps than whole epochs), else the file name's, else whole epochs (RVC's G_2333333)."""
-    if recorded and all(s is not None for s in recorded) and len(set(recorded)) == 1:
-        return int(recorded[0])  # type: ignore[arg-type]
-    if name_step != LATEST_ONLY_STEP:
-        return name_step
-    return epochs_done * steps_per_epoch
-
-
-def _unwrap(net: torch.nn.Module) -> torch.nn.Module:
-    return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
-
-
-@contextlib.contextmanager
-def _no_sync(net: torch.nn.Module) -> Iterator[None]:
-    if isinstance(net, torch.nn.parallel.DistributedDataParallel):
-        with net.no_sync():
-            yield
-    else:
-        yield
-
-
-def _grad_norm(net: torch.nn.Module) -> torch.Tensor:
-    """Total L2 norm of the (unscaled) gradients; nothing is clipped (as in RVC)."""
-    grads = [p.grad for p in net.parameters() if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.nn.utils.get_total_norm(grads, norm_type=2.0).detach()
-
-
-def _attach_file_log(path: Path) -> logging.Handler:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
-    logger = logging.getLogger("train")
-    logger.addHandler(handler)
-    if logger.getEffectiveLevel() > logging.INFO:
-        logger.setLevel(logging.INFO)
-    return handler
 
 
 def train(
@@ -875,76 +599,11 @@ def train(
     ).run()
 
 
-# ----------------------------------------------------------------------------------------------
-# torchrun entry point
-# ----------------------------------------------------------------------------------------------
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m train.trainer",
-        description="Train an experiment folder (run under torchrun for several GPUs or nodes).",
-    )
-    parser.add_argument(
-        "experiment_dir",
-        type=Path,
-        help="logs/<exp> with filelist.txt (written by the app or CLI)",
-    )
-    parser.add_argument("--version", choices=["v1", "v2"], default=None)
-    parser.add_argument("--sample-rate", choices=["32k", "40k", "48k"], default=None)
-    parser.add_argument("--no-f0", action="store_true", help="train a model without pitch guidance")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=4, help="items per step on each GPU")
-    parser.add_argument("--save-every", type=int, default=5, help="epochs between checkpoints")
-    parser.add_argument("--latest-only", action="store_true")
-    parser.add_argument("--export-every-save", action="store_true")
-    parser.add_argument("--pretrained-g", type=Path, default=None)
-    parser.add_argument("--pretrained-d", type=Path, default=None)
-    parser.add_argument("--weights-dir", type=Path, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
-    parser.add_argument("--mel-epsilons", choices=["head", "classic"], default="head")
-    parser.add_argument("--log-interval", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=2)
-    return parser.parse_args(argv)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    experiment = Experiment(args.experiment_dir)
-    meta = experiment.infer_metadata()
-    version: Version = args.version or meta.version
-    tag: SampleRateTag = args.sample_rate or meta.sample_rate_tag
-    use_f0 = False if args.no_f0 else meta.use_f0
-    setup = TrainingSetup(
-        experiment,
-        version,
-        tag,
-        use_f0,
-        load_experiment_config(experiment, version, tag),
-    )
-    options = TrainingOptions(
-        epochs=args.epochs, batch_size=args.batch_size, save_every_epochs=args.save_every,
-        latest_only=args.latest_only, export_every_save=args.export_every_save,
-        pretrained_g=args.pretrained_g, pretrained_d=args.pretrained_d, weights_dir=args.weights_dir,
-        device=args.device, precision=args.precision, mel_epsilons=args.mel_epsilons,
-        log_interval=args.log_interval, num_workers=args.workers,
-    )  # fmt: skip
-    cancel = CancelToken()
-    # torchrun forwards SIGTERM/SIGINT to every worker: stop after the current step and save.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: cancel.cancel())
-    try:
-        result = train(setup, options, cancel=cancel)
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-    log.info(
-        "finished: epoch %d, step %d, cancelled=%s",
-        result.epochs_done,
-        result.global_step,
-        result.cancelled,
-    )
-    return 0
+    """`python -m train.trainer logs/<exp> ...` (torchrun's entry point): see `train.launch`."""
+    from train.launch import main as launch_main
+
+    return launch_main(argv)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from tools.api.realtime import start_chunk_stream as start_chunk_stream
     from tools.api.realtime import stream_file as stream_file
     from tools.api.separate import separate_audio as separate_audio
+    from tools.api.training import loss_series as loss_series
     from tools.api.training import one_click as one_click
     from tools.api.training import train_model as train_model
     from tools.api.training import training_losses as training_losses
@@ -48,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "train_model": "training",
     "one_click": "training",
     "training_losses": "training",
+    "loss_series": "training",
     "train_index": "index",
     "convert_voice": "convert",
     "convert_batch": "convert",

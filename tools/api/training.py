@@ -334,3 +334,10 @@ def training_losses(project: Project | str | Path, experiment: str) -> list[dict
 
     proj = project_of(project)
     return read_metrics(Experiment(proj.experiment_dir(experiment)).metrics_path)
+
+
+def loss_series() -> dict[str, str]:
+    """The losses the app's curve draws: metrics key -> legend name (from the trainer's one list of losses)."""
+    from train.metrics import PLOTTED_LOSSES
+
+    return dict(PLOTTED_LOSSES)
