@@ -89,7 +89,18 @@ class AudioDeviceError(RVCError):
 
 
 class CancelledError(RVCError):
-    """A long step was cancelled by the user; everything finished so far is kept."""
+    """A long step was cancelled by the user; everything finished so far is kept.
+
+    `result`: what the step had finished when it stopped, for steps that report one (a training's
+    checkpoint and voice saved at the stop); None for the others.
+    """
+
+    def __init__(self, message: str = "cancelled by the user", result: object | None = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+    def __reduce__(self) -> tuple[object, ...]:  # travels between processes with its result
+        return (type(self), (str(self), self.result))
 
 
 class DiskFullError(RVCError, OSError):

@@ -1,7 +1,14 @@
-"""Progress reporting and cooperative cancellation for long steps.
+"""Progress reporting and cooperative cancellation for long steps: one job shape, one cancel rule.
 
-Every long function takes `progress: ProgressCallback | None` and `cancel: CancelToken | None`.
-It calls `progress(done, total, message)` per item/step and `cancel.check()` between items.
+The shape: every long function (an API action the app runs as a job) takes keyword arguments plus
+`progress: ProgressCallback | None` and `cancel: CancelToken | None`, calls `progress(done, total,
+message)` per item or step, returns a result with a `summary()` (and `ok` when items can fail), and
+checks `cancel.check()` between items.
+
+The cancel rule: a step that sees its token set stops at that check by raising `CancelledError`.
+Everything it finished stays on disk and a rerun resumes. A step with something to report at the stop
+(training: the checkpoint and voice it saves) raises `CancelledError(message, result=...)`. The job
+runner ends the job as *cancelled* (keeping the result), and the command line prints it and exits 130.
 """
 
 from __future__ import annotations

@@ -127,12 +127,16 @@ def test_conversion_while_training_runs(
             release.wait(timeout=120)  # keep the training inside its loop while the main thread checks the lock
 
     def train() -> None:
+        from infer_pack.errors import CancelledError
+
         try:
             # Far more epochs than needed: it trains through every conversion below, then is stopped.
             outcome["result"] = train_model(
                 train_root, progress, stop, experiment=EXP, epochs=100, batch_size=2, save_every_epochs=100, device="cpu",
                 use_pretrained=False,
             )
+        except CancelledError as exc:  # the stop below: the result saved at the stop comes with it
+            outcome["result"] = exc.result
         except BaseException as exc:  # noqa: BLE001 (checked below)
             outcome["error"] = exc
 

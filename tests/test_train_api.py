@@ -102,12 +102,22 @@ def test_one_click_runs_each_step_once_in_order(project_root: Path, monkeypatch:
     assert (result.preprocess, result.extract, result.train, result.index) == ("P", "E", trained, "I")
     assert messages[0].startswith("[1/4 preprocess]") and messages[-1].startswith("[4/4 index]")
 
-    # a stopped training builds no index
+    # a stopped training builds no index: the stop comes out as CancelledError carrying what was done
+    from infer_pack.errors import CancelledError
+
     calls.clear()
     stopped = training_api.TrainResult(project_root, 1, 5, True, None, None, None, None, None, None)
-    monkeypatch.setattr(training_api, "train_model", recorder("train", stopped))
-    result = training_api.one_click(project=project_root, experiment="x", dataset_dir=project_root / "data")
-    assert [name for name, _ in calls] == ["preprocess", "extract", "train"] and result.index is None
+
+    def stopping_train(*args: Any, **kwargs: Any) -> Any:
+        calls.append(("train", kwargs))
+        raise CancelledError("training stopped at epoch 1, step 5", result=stopped)
+
+    monkeypatch.setattr(training_api, "train_model", stopping_train)
+    with pytest.raises(CancelledError, match="training stopped at epoch 1, step 5") as info:
+        training_api.one_click(project=project_root, experiment="x", dataset_dir=project_root / "data")
+    assert [name for name, _ in calls] == ["preprocess", "extract", "train"]
+    partial = info.value.result
+    assert (partial.preprocess, partial.extract, partial.train, partial.index) == ("P", "E", stopped, None)
 
 
 def test_one_click_checks_assets_before_any_work(project_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,3 +170,29 @@ def test_cached_batches_are_loaded_once(project_root: Path, tiny_models: None, m
     train_model(project_root, experiment="cached", epochs=3, batch_size=2, use_pretrained=False,
                 cache_batches=False, export_voice=False)  # resumes at epoch 3: one epoch loaded from disk
     assert two_cached_epochs == len(reads) > 0, "two cached epochs load what one uncached epoch loads"
+
+
+def test_a_stopped_training_raises_cancelled_with_what_it_saved(
+    project_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one cancel rule: every step stops by raising CancelledError; training's carries its result."""
+    from test_train_fixtures import prepare_experiment, tiny_networks
+
+    from infer_pack.errors import CancelledError
+    from infer_pack.progress import CancelToken
+    from tools.api.training import train_model
+
+    monkeypatch.setattr("train.trainer.build_networks", lambda setup: tiny_networks(setup.experiment))
+    prepare_experiment(project_root / "logs", name="stopped")
+    cancel = CancelToken()
+
+    def progress(done: int, total: int, message: str) -> None:
+        if done >= 2:
+            cancel.cancel()
+
+    with pytest.raises(CancelledError, match="training stopped at epoch .*; a rerun resumes from it") as info:
+        train_model(project_root, progress, cancel, experiment="stopped", epochs=5, batch_size=2, device="cpu",
+                    use_pretrained=False)
+    result = info.value.result
+    assert result is not None and result.cancelled and result.global_step >= 2
+    assert result.checkpoint_g is not None and result.checkpoint_g.is_file()

@@ -399,8 +399,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cancel = CancelToken()
     with _stop_on_ctrl_c(cancel):
-        result = _run(args, lambda bar: api.train_model(args.root, bar, cancel, **_training_fields(args)))
-    return EXIT_INTERRUPTED if result.cancelled else 0
+        _run(args, lambda bar: api.train_model(args.root, bar, cancel, **_training_fields(args)))
+    return 0
 
 
 def _cmd_index(args: argparse.Namespace) -> Any:
@@ -418,11 +418,11 @@ def _cmd_one_click(args: argparse.Namespace) -> int:
     fields = _training_fields(args)
     cancel = CancelToken()
     with _stop_on_ctrl_c(cancel):
-        result = _run(args, lambda bar: api.one_click(
+        _run(args, lambda bar: api.one_click(
             project=args.root, dataset_dir=args.dataset, f0_method=args.f0_method, n_processes=args.processes,
             progress=bar, cancel=cancel, **fields,
         ))
-    return EXIT_INTERRUPTED if result.train.cancelled else 0
+    return 0
 
 
 def _voice(args: argparse.Namespace, value: str) -> Any:
@@ -562,6 +562,8 @@ def _main(argv: Sequence[str] | None) -> int:
         )
         return EXIT_ERROR
     except CancelledError as exc:
+        if exc.result is not None:  # what the step saved at the stop (training's checkpoint and voice)
+            _print_result(exc.result)
         print(f"stopped: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:

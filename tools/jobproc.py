@@ -215,8 +215,8 @@ def child_main(call: JobCall, conn: Any) -> None:
             on_metrics=lambda step, name, value: send(("metric", int(step), str(name), float(value))),
             cache=ModelCache(max_items=4),
         )
-    except CancelledError:
-        send(("cancelled",))
+    except CancelledError as exc:
+        send(("cancelled", _picklable(exc.result) if exc.result is not None else None))
     except RVCError as exc:
         send(("failed", str(exc)))
     except MemoryError:

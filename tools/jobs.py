@@ -312,7 +312,7 @@ class JobRunner:
         elif outcome[0] == "result":
             self._finish_with(job, outcome[1])
         elif outcome[0] == "cancelled":
-            job.finish("cancelled")
+            self._finish_cancelled(job, outcome[1] if len(outcome) > 1 else None)
         else:
             job.finish("failed", error=str(outcome[1]))
 
@@ -322,8 +322,8 @@ class JobRunner:
             self._by_thread[ident] = job
         try:
             result = work(JobContext(job))
-        except CancelledError:
-            job.finish("cancelled")
+        except CancelledError as exc:
+            self._finish_cancelled(job, exc.result)
         except RVCError as exc:
             job.finish("failed", error=str(exc))
         except Exception as exc:  # shown to the user as one line; the log keeps the type for diagnosis
@@ -334,6 +334,13 @@ class JobRunner:
         finally:
             with self._lock:
                 self._by_thread.pop(ident, None)
+
+    @staticmethod
+    def _finish_cancelled(job: Job, result: Any) -> None:
+        summary = getattr(result, "summary", None)
+        if callable(summary):
+            job.append_log(str(summary()))
+        job.finish("cancelled", result=result)
 
     @staticmethod
     def _finish_with(job: Job, result: Any) -> None:

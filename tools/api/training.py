@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from configs import SampleRateTag, Version
-from infer_pack.errors import AssetMissingError
+from infer_pack.errors import AssetMissingError, CancelledError
 from infer_pack.progress import CancelToken, ProgressCallback, check
 from tools.api.common import project_of
 from tools.project import Project
@@ -140,8 +140,8 @@ def train_model(
     """Train (or resume) `experiment` under the project `root`; see TrainRequest for the fields.
 
     filelist.txt is written again first (as RVC does on each start), so a changed speaker id or a
-    re-run extraction is picked up. A cancelled run saves a checkpoint and the voice, then returns
-    with `cancelled=True`.
+    re-run extraction is picked up. A cancelled run saves a checkpoint and the voice, then raises
+    CancelledError whose `result` is the TrainResult (`cancelled=True`).
     """
     from tools.api.assets import check_assets
     from train.experiment import Experiment
@@ -206,7 +206,10 @@ def _train_locked(
     )
     setup = TrainingSetup(exp, chosen_version, tag, chosen_f0, config)
     result = train(setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics, held_lock=lock)
-    return _to_result(result, g_path, d_path)
+    outcome = _to_result(result, g_path, d_path)
+    if outcome.cancelled:  # the one cancel rule (infer_pack.progress): stop by raising, with what was saved
+        raise CancelledError(f"{outcome.summary()}; a rerun resumes from it", result=outcome)
+    return outcome
 
 
 def _to_result(result: TrainingResult, pretrained_g: Path | None, pretrained_d: Path | None) -> TrainResult:
@@ -310,13 +313,15 @@ def one_click(
         progress=_stage(progress, 2, "features"), cancel=cancel,
     )  # fmt: skip
     check(cancel)
-    trained = train_model(
-        proj, _stage(progress, 3, "train"), cancel, experiment=experiment, version=version,
-        sample_rate_tag=sample_rate_tag, use_f0=use_f0, speaker_id=speaker_id, device=train_device or device,
-        on_metrics=on_metrics, **training,
-    )  # fmt: skip
-    if trained.cancelled:
-        return OneClickResult(prepared, extracted, trained, None)
+    try:
+        trained = train_model(
+            proj, _stage(progress, 3, "train"), cancel, experiment=experiment, version=version,
+            sample_rate_tag=sample_rate_tag, use_f0=use_f0, speaker_id=speaker_id, device=train_device or device,
+            on_metrics=on_metrics, **training,
+        )  # fmt: skip
+    except CancelledError as exc:
+        stopped = exc.result if isinstance(exc.result, TrainResult) else None
+        raise CancelledError(str(exc), result=OneClickResult(prepared, extracted, stopped, None) if stopped else None) from None
     index = train_index(
         project=proj,
         experiment=experiment,
