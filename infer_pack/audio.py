@@ -28,9 +28,10 @@ import numpy as np
 
 from infer_pack.errors import AudioLoadError
 from infer_pack.fileio import atomic_path
+from infer_pack.params import MAX_INPUT_SECONDS
 
 # Longest audio `load_audio` decodes into memory; longer files go through `iter_audio_chunks`.
-MAX_DURATION_S = 3 * 3600.0
+MAX_DURATION_S = MAX_INPUT_SECONDS
 MIN_SAMPLE_RATE = 1000
 MAX_SAMPLE_RATE = 768_000
 # Lowest sample rate accepted in a file (telephone audio is 8 kHz). Lower rates are broken or hostile

@@ -11,23 +11,28 @@ The steps and their windows follow RVC's offline pipeline, so a voice sounds the
      upsampling to 100 frames/s, "protect" mixing for unvoiced frames, synthesis, trimming of the
      context;
   5. the chunks are joined; the input's loudness envelope is mixed in (rms_mix_rate), the result
-     resampled (resample_sr) and scaled down when its peak exceeds 0.99.
+     resampled (resample_hz) and scaled down when its peak exceeds 0.99.
 Only one chunk's tensors exist at a time, so memory does not grow with the input length beyond
 the audio arrays themselves (a 10-minute input at 40 kHz is about 100 MB of float32 output).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
 from infer_pack.errors import UserInputError
-from infer_pack.f0.filters import PITCH_GAP_MODES, PitchGaps
+
+# Re-exported: the conversion parameters are defined in infer_pack.params (imported from here by older code).
+from infer_pack.params import F0_METHOD_NAMES as F0_METHOD_NAMES
+from infer_pack.params import PARAM_SPECS as PARAM_SPECS
+from infer_pack.params import PITCH_GAP_MODES as PITCH_GAP_MODES
+from infer_pack.params import ConversionParams as ConversionParams
+from infer_pack.params import ParamSpec as ParamSpec
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 
 if TYPE_CHECKING:
@@ -56,100 +61,6 @@ class ContentEncoderLike(Protocol):
 
 
 # -- parameters --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """Range, default and help text of one conversion parameter (the UI builds its widgets from these)."""
-
-    name: str
-    label: str
-    default: Any
-    help: str
-    minimum: float | None = None
-    maximum: float | None = None
-    step: float | None = None
-    choices: tuple[str, ...] = ()
-
-
-F0_METHOD_NAMES: tuple[str, ...] = ("pm", "harvest", "dio", "rmvpe", "swift")
-
-PARAM_SPECS: dict[str, ParamSpec] = {
-    spec.name: spec
-    for spec in (
-        ParamSpec("pitch_semitones", "Transpose (semitones)", 0, "Shift the pitch: +12 one octave up, -12 one octave down. "
-                  "Male to female voice: about +12; female to male: about -12.", -24, 24, 1),
-        ParamSpec("f0_method", "Pitch estimator", "rmvpe", "pm: fast, clean speech. harvest: good low voices, slow. "
-                  "dio: fast, rough. rmvpe: best for singing and noise (needs rmvpe.pt). swift: fast neural, offline.",
-                  choices=F0_METHOD_NAMES),
-        ParamSpec("index_rate", "Index rate", 0.75, "How much of each frame's content is replaced by the nearest features "
-                  "of the training voice (0 = index unused). Higher: closer timbre, may blur the words.", 0.0, 1.0, 0.01),
-        ParamSpec("filter_radius", "Median filter radius", 3, "With harvest, a value of 3 or more median-filters the pitch "
-                  "curve, which removes breathy pitch glitches. Other estimators ignore it (as in RVC).", 0, 7, 1),
-        ParamSpec("resample_sr", "Output sample rate (Hz)", 0, "Resample the result to this rate; 0 keeps the voice "
-                  "model's rate. Values below 16000 also keep it.", 0, 48000, 1),
-        ParamSpec("rms_mix_rate", "Volume envelope mix", 0.25, "1 keeps the converted audio's own loudness curve; "
-                  "0 imposes the input's loudness curve (useful against noisy, pumping output).", 0.0, 1.0, 0.01),
-        ParamSpec("protect", "Protect consonants", 0.33, "Keeps unvoiced consonants and breaths from the unblended "
-                  "features to avoid tearing artefacts. 0.5 turns it off; lower protects more but weakens the index.",
-                  0.0, 0.5, 0.01),
-        ParamSpec("pitch_gaps", "Pitch gaps", "keep", "What unvoiced frames (consonants, breaths, silence) get as "
-                  "pitch. keep: no pitch there, so 'Protect consonants' works (RVC up to its 2024 releases, which most "
-                  "voices were trained with). interpolate: filled with the pitch of the voiced frames around them (RVC "
-                  "2026), smoother across short gaps; protection then has no effect.", choices=PITCH_GAP_MODES),
-        ParamSpec("speaker_id", "Speaker id", 0, "Speaker row of multi-speaker voice models (0 for usual models).", 0, 108, 1),
-        ParamSpec("seed", "Random seed", 0, "Seed of the synthesiser's noise: the same seed gives the same output.", 0, 2**31 - 1, 1),
-    )
-}
-
-
-@dataclass(frozen=True)
-class ConversionParams:
-    """What the user chose for one conversion (ranges and help in `PARAM_SPECS`)."""
-
-    pitch_semitones: float = 0.0
-    f0_method: str = "rmvpe"
-    index_rate: float = 0.75
-    filter_radius: int = 3
-    resample_sr: int = 0
-    rms_mix_rate: float = 0.25
-    protect: float = 0.33
-    pitch_gaps: PitchGaps = "keep"  # unvoiced f0 frames: kept at 0, or filled (see PARAM_SPECS)
-    f0_override_path: Path | None = None  # RVC's f0 file: "time_s,hz" per line
-    speaker_id: int = 0
-    seed: int | None = 0  # None: fresh noise on every call, as RVC
-
-    def validated(self) -> ConversionParams:
-        """A copy with numbers of the right type; raises UserInputError naming any value out of range."""
-        if self.f0_method not in F0_METHOD_NAMES:
-            raise UserInputError(f"unknown f0 method {self.f0_method!r}; choose one of {', '.join(F0_METHOD_NAMES)}")
-        if self.pitch_gaps not in PITCH_GAP_MODES:
-            raise UserInputError(f"unknown pitch gaps mode {self.pitch_gaps!r}; choose one of {', '.join(PITCH_GAP_MODES)}")
-        if self.f0_override_path is not None and not Path(self.f0_override_path).is_file():
-            raise UserInputError(f"f0 file {str(self.f0_override_path)!r} not found; check the path or leave it empty")
-        return replace(
-            self,
-            pitch_semitones=_checked("pitch_semitones", self.pitch_semitones, float),
-            index_rate=_checked("index_rate", self.index_rate, float),
-            filter_radius=_checked("filter_radius", self.filter_radius, int),
-            resample_sr=_checked("resample_sr", self.resample_sr, int),
-            rms_mix_rate=_checked("rms_mix_rate", self.rms_mix_rate, float),
-            protect=_checked("protect", self.protect, float),
-            speaker_id=_checked("speaker_id", self.speaker_id, int, upper=False),
-            seed=None if self.seed is None else _checked("seed", self.seed, int),
-        )
-
-
-def _checked(name: str, value: Any, kind: type, upper: bool = True) -> Any:
-    spec = PARAM_SPECS[name]
-    assert spec.minimum is not None and spec.maximum is not None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number < spec.minimum or (upper and number > spec.maximum):
-        raise UserInputError(f"{spec.label} ({name}) must be between {spec.minimum:g} and {spec.maximum:g}, got {value!r}")
-    return kind(number)
 
 
 @dataclass(frozen=True)
@@ -516,7 +427,7 @@ class VoiceConverter:
         del pieces
         if params.rms_mix_rate != 1.0:
             out = mix_rms(audio, out, self.sample_rate, params.rms_mix_rate)
-        rate = output_rate(self.sample_rate, params.resample_sr)
+        rate = output_rate(self.sample_rate, params.resample_hz)
         if rate != self.sample_rate:
             out = resample(out, self.sample_rate, rate)
         times.chunks = len(chunks)

@@ -172,3 +172,37 @@ def test_output_formats_decode_back(fmt: str, tmp_path: Path) -> None:
     assert abs(back.size - tone.size) < 4096  # encoders may add priming samples
     assert np.sqrt(np.mean(back**2)) == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_conversion_parameters_are_written_once() -> None:
+    """ConversionParams' fields are the one source: the API's keywords, the CLI's flags and the tab's widgets."""
+    import argparse
+
+    from infer_pack.params import PARAM_SPECS, ConversionParams
+    from tools.api.convert import ConversionOptions
+    from tools.cli import _add_conversion_flags
+    from tools.ui_convert import FORM_PARAMS, conversion_kwargs
+
+    assert set(ConversionOptions.__annotations__) == set(PARAM_SPECS)
+    assert set(FORM_PARAMS) <= set(PARAM_SPECS)
+    defaults = ConversionParams()
+    parser = argparse.ArgumentParser()
+    _add_conversion_flags(parser)
+    parsed = parser.parse_args([])
+    for name, spec in PARAM_SPECS.items():
+        assert spec.default == getattr(defaults, name), name
+        assert getattr(parsed, name) == (None if name == "f0_method" else spec.default), name
+    assert parser.parse_args(["--transpose", "12", "--rms-mix", "0.5"]).pitch_semitones == 12.0
+    assert conversion_kwargs(0, 12, "pm", 0.5, 3, 0, 0.25, 0.33) == {
+        "speaker_id": 0, "pitch_semitones": 12.0, "f0_method": "pm", "index_rate": 0.5, "filter_radius": 3,
+        "resample_hz": 0, "rms_mix_rate": 0.25, "protect": 0.33,
+    }
+    with pytest.raises(UserInputError, match="the Transpose .semitones. box is empty"):
+        conversion_kwargs(0, None)
+
+
+def test_unknown_conversion_keywords_are_refused(project: tuple[Project, ModelCache]) -> None:
+    proj, cache = project
+    with pytest.raises(UserInputError, match="unknown conversion parameter.s. index_ratio"):
+        convert_voice(project=proj, model=proj.voice_path("slim"), input_path=proj.root / "in" / "a.wav",
+                      cache=cache, index_ratio=0.5)  # type: ignore[call-arg]

@@ -99,20 +99,18 @@ def _print_result(result: Any) -> None:
 
 
 def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per conversion parameter, made from its spec (name, default, range, help: ConversionParams)."""
+    from tools.api import conversion_param_specs
+
     group = parser.add_argument_group("conversion parameters (RVC's defaults)")
     group.add_argument("--index", default=None, help="feature index (.index); default: none")
-    group.add_argument("--speaker-id", type=int, default=0)
-    group.add_argument("--f0-method", choices=F0_METHODS, default=None,
-                       help="pitch extraction (default: rmvpe when rmvpe.pt is present, else swift)")
-    group.add_argument("--transpose", type=int, default=0, help="pitch shift in semitones (default: 0)")
-    group.add_argument("--index-rate", type=float, default=0.75, help="0..1 (default: 0.75)")
-    group.add_argument("--filter-radius", type=int, default=3, help="median filter radius for pitch (default: 3)")
-    group.add_argument("--resample", type=int, default=0, help="output sample rate in Hz, 0 = the voice's (default: 0)")
-    group.add_argument("--rms-mix", type=float, default=0.25, help="volume envelope mix 0..1 (default: 0.25)")
-    group.add_argument("--protect", type=float, default=0.33, help="protect voiceless consonants, 0.5 = off (default: 0.33)")
-    group.add_argument("--pitch-gaps", choices=PITCH_GAPS, default="keep",
-                       help="unvoiced frames: keep them unpitched so --protect works (RVC up to 2024), or fill them "
-                            "with the surrounding pitch (RVC 2026) (default: keep)")
+    for spec in conversion_param_specs().values():
+        extra: dict[str, Any] = {"choices": spec.choices} if spec.choices else {"type": type(spec.default)}
+        default = None if spec.name == "f0_method" else spec.default  # None: rmvpe if rmvpe.pt is there, else swift
+        shown = "rmvpe when rmvpe.pt is present, else swift" if default is None else default
+        span = f"; {spec.minimum:g}..{spec.maximum:g}" if spec.minimum is not None and spec.maximum is not None else ""
+        group.add_argument(f"--{spec.flag}", dest=spec.name, default=default,
+                           help=f"{spec.label}{span}: {spec.help} (default: {shown})", **extra)
     group.add_argument("--f0-file", default=None, help="pitch curve file replacing the extracted pitch")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
 
@@ -294,12 +292,10 @@ def _run(args: argparse.Namespace, call: Callable[[TqdmProgress], Any], unit: st
 
 
 def _conversion_fields(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "index_path": args.index, "speaker_id": args.speaker_id, "pitch_semitones": args.transpose,
-        "f0_method": args.f0_method, "index_rate": args.index_rate, "filter_radius": args.filter_radius,
-        "resample_hz": args.resample, "rms_mix_rate": args.rms_mix, "protect": args.protect, "pitch_gaps": args.pitch_gaps,
-        "device": args.device,
-    }
+    from tools.api import conversion_param_specs
+
+    fields = {name: getattr(args, name) for name in conversion_param_specs()}
+    return {**fields, "index_path": args.index, "device": args.device}
 
 
 def _cmd_convert(args: argparse.Namespace) -> Any:

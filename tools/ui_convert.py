@@ -19,29 +19,38 @@ if TYPE_CHECKING:
 
 # Shown names of the pitch estimators; the values are the pipeline's method names.
 F0_CHOICES = [("RMVPE (best)", "rmvpe"), ("PM (fast)", "pm"), ("Harvest", "harvest"), ("DIO", "dio"), ("Swift", "swift")]
-def conversion_kwargs(
-    speaker_id: float, transpose: float, f0_method: str, index_rate: float, filter_radius: float,
-    resample: float, rms_mix: float, protect: float, pitch_gaps: str = "keep",
-) -> dict[str, Any]:
-    """Form values -> the API's parameter names (numbers arrive from Gradio as floats; an emptied box as None)."""
-    for name, value in (("speaker id", speaker_id), ("transpose", transpose)):
-        if value is None:
-            raise UserInputError(f"the {name} box is empty; type a whole number (0 is the usual value)")
-    return {
-        "speaker_id": int(speaker_id),
-        "pitch_semitones": float(transpose),
-        "f0_method": f0_method,
-        "index_rate": float(index_rate),
-        "filter_radius": int(filter_radius),
-        "resample_hz": int(resample),
-        "rms_mix_rate": float(rms_mix),
-        "protect": float(protect),
-        "pitch_gaps": pitch_gaps or "keep",
-    }
+# The conversion widgets, in the order the Convert and Batch endpoints take their values (a public interface:
+# scripts call `/convert` with them positionally). Types, defaults, ranges and help: ConversionParams.
+FORM_PARAMS: tuple[str, ...] = (
+    "speaker_id", "pitch_semitones", "f0_method", "index_rate", "filter_radius", "resample_hz", "rms_mix_rate",
+    "protect", "pitch_gaps",
+)
+
+
+def conversion_kwargs(*values: Any) -> dict[str, Any]:
+    """Form values (in FORM_PARAMS order) -> the API's keywords, typed as ConversionParams declares them.
+
+    Numbers arrive from Gradio as floats, an emptied box as None; an omitted trailing value keeps its default.
+    """
+    from tools.api import conversion_param_specs
+
+    specs = conversion_param_specs()
+    if len(values) > len(FORM_PARAMS):
+        raise UserInputError(f"{len(values)} conversion values given, at most {len(FORM_PARAMS)} expected")
+    kwargs: dict[str, Any] = {}
+    for name, value in zip(FORM_PARAMS, values):
+        spec = specs[name]
+        if spec.choices:
+            kwargs[name] = value or spec.default
+        elif value is None or value == "":
+            raise UserInputError(f"the {spec.label} box is empty; type a number ({spec.default:g} is the usual value)")
+        else:
+            kwargs[name] = type(spec.default)(value)
+    return kwargs
 
 
 def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.components.Component]:
-    """The parameter widgets in `conversion_kwargs` order (elem ids start with prefix).
+    """The parameter widgets in FORM_PARAMS order (elem ids start with prefix).
 
     `f0_default` replaces the pitch method's default (rmvpe) when its model file is absent.
 
@@ -73,14 +82,17 @@ def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.c
     with gr.Row():
         index_rate = slider("index_rate", "convert.index_rate")
         filter_radius = slider("filter_radius", "convert.filter_radius")
-        resample = slider("resample_sr", "convert.resample")
+        resample = slider("resample_hz", "convert.resample")
     with gr.Row():
         rms_mix = slider("rms_mix_rate", "convert.rms_mix")
         protect = slider("protect", "convert.protect")
         gaps_spec = specs["pitch_gaps"]
         pitch_gaps = gr.Radio(list(gaps_spec.choices), value=gaps_spec.default, label=label("convert.pitch_gaps"),
                               info=gaps_spec.help, elem_id=f"{prefix}-pitch_gaps")
-    return [speaker, transpose, f0_method, index_rate, filter_radius, resample, rms_mix, protect, pitch_gaps]
+    widgets = {"speaker_id": speaker, "pitch_semitones": transpose, "f0_method": f0_method, "index_rate": index_rate,
+               "filter_radius": filter_radius, "resample_hz": resample, "rms_mix_rate": rms_mix, "protect": protect,
+               "pitch_gaps": pitch_gaps}
+    return [widgets[name] for name in FORM_PARAMS]
 
 
 def run_convert(
@@ -248,6 +260,6 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
         method = default_f0_method(ctx.project)
         return method, method
 
-    # params / batch_params are in conversion_kwargs order: the pitch method is the third widget
+    # params / batch_params are in FORM_PARAMS order: the pitch method is the third widget
     gr.on(None, pitch_method_on_load, inputs=None, outputs=[params[2], batch_params[2]], api_name=False,
           show_progress="hidden")

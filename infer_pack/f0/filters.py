@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from infer_pack.errors import UserInputError
+from infer_pack.params import PITCH_GAP_MODES, PitchGaps
 
 FRAMES_PER_SECOND = 100  # 16 kHz / hop 160
 
@@ -64,8 +64,6 @@ def interpolate_unvoiced(f0: np.ndarray) -> np.ndarray:
     return np.interp(index, index[voiced], f0[voiced])
 
 
-PitchGaps = Literal["keep", "interpolate"]
-PITCH_GAP_MODES: tuple[PitchGaps, ...] = ("keep", "interpolate")
 
 
 def fill_pitch_gaps(f0: np.ndarray, mode: PitchGaps) -> np.ndarray:

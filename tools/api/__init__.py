@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tools.api.assets import asset_status as asset_status
     from tools.api.assets import download_assets as download_assets
-    from tools.api.convert import conversion_param_specs as conversion_param_specs
     from tools.api.convert import convert_batch as convert_batch
     from tools.api.convert import convert_voice as convert_voice
     from tools.api.dataset import dataset_health as dataset_health
@@ -31,6 +30,7 @@ if TYPE_CHECKING:
     from tools.api.realtime import start_chunk_stream as start_chunk_stream
     from tools.api.realtime import stream_file as stream_file
     from tools.api.separate import separate_audio as separate_audio
+    from tools.api.specs import conversion_param_specs as conversion_param_specs
     from tools.api.training import loss_series as loss_series
     from tools.api.training import one_click as one_click
     from tools.api.training import train_model as train_model
@@ -53,7 +53,7 @@ _EXPORTS: dict[str, str] = {
     "train_index": "index",
     "convert_voice": "convert",
     "convert_batch": "convert",
-    "conversion_param_specs": "convert",
+    "conversion_param_specs": "specs",
     "asset_status": "assets",
     "download_assets": "assets",
     "separate_audio": "separate",

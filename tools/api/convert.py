@@ -12,10 +12,10 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
-from infer_pack.audio import MAX_DURATION_S as MAX_INPUT_SECONDS
 from infer_pack.errors import CancelledError, RVCError, UserInputError
+from infer_pack.params import MAX_INPUT_SECONDS
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from tools.api.assets import default_f0_method
 from tools.api.common import compute_device, project_of
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
     from infer_pack.cache import ModelCache
     from infer_pack.f0.filters import PitchGaps
-    from infer_pack.pipeline import ConversionParams, ParamSpec, VoiceConverter
+    from infer_pack.params import ConversionParams
+    from infer_pack.pipeline import VoiceConverter
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +39,38 @@ OUTPUT_DIR_NAME = "outputs"  # <project>/outputs/: where single conversions go u
 DEFAULT_BATCH_DIR = f"{OUTPUT_DIR_NAME}/batch"  # the Batch tab's output folder (served: its results download)
 
 
+class ConversionOptions(TypedDict, total=False):
+    """The conversion parameters the actions take as keywords (`convert_voice(..., index_rate=0.5)`).
+
+    Their defaults, ranges, units and help live on `infer_pack.pipeline.ConversionParams` (one place;
+    the tabs and the command line are built from it); a test keeps these names equal to its fields.
+    `f0_method` None (or absent): rmvpe when rmvpe.pt is present, else swift.
+    """
+
+    pitch_semitones: float
+    f0_method: str | None
+    index_rate: float
+    filter_radius: int
+    resample_hz: int
+    rms_mix_rate: float
+    protect: float
+    pitch_gaps: PitchGaps
+    speaker_id: int
+    seed: int | None
+
+
 @dataclass(frozen=True)
 class ConvertRequest:
+    """One conversion, resolved: the files and where it runs, plus the validated parameters."""
+
     model: Path  # voice .pth
     input_path: Path
-    output_path: Path | None = None  # None: <project>/outputs/<input stem>_<voice>.<format>
+    params: ConversionParams
+    output_path: Path | None = None  # None: a new name under <project>/outputs/ (`single_output_path`)
     index_path: Path | None = None
-    f0_file: Path | None = None
-    speaker_id: int = 0
-    pitch_semitones: float = 0.0
-    f0_method: str = "rmvpe"
-    index_rate: float = 0.75
-    filter_radius: int = 3
-    resample_hz: int = 0
-    rms_mix_rate: float = 0.25
-    protect: float = 0.33
-    seed: int | None = 0
     output_format: OutputFormat = "wav"
     device: str = "auto"
     precision: Precision = "auto"
-    pitch_gaps: PitchGaps = "keep"  # unvoiced f0 frames kept at 0 (RVC <= 2024) or interpolated (RVC 2026)
 
 
 @dataclass(frozen=True)
@@ -99,22 +112,17 @@ class BatchResult:
         return "\n".join(lines)
 
 
-def _params(request: ConvertRequest) -> ConversionParams:
-    from infer_pack.pipeline import ConversionParams
+def conversion_params(project: Project, options: ConversionOptions, f0_file: str | Path | None = None) -> ConversionParams:
+    """The validated parameters from an action's keywords (unnamed ones keep ConversionParams' defaults)."""
+    from infer_pack.params import PARAM_SPECS, ConversionParams
 
-    return ConversionParams(
-        pitch_semitones=request.pitch_semitones,
-        f0_method=request.f0_method,
-        index_rate=request.index_rate,
-        filter_radius=request.filter_radius,
-        resample_sr=request.resample_hz,
-        rms_mix_rate=request.rms_mix_rate,
-        protect=request.protect,
-        pitch_gaps=request.pitch_gaps,
-        f0_override_path=request.f0_file,
-        speaker_id=request.speaker_id,
-        seed=request.seed,
-    ).validated()
+    unknown = sorted(set(options) - set(PARAM_SPECS))
+    if unknown:
+        raise UserInputError(f"unknown conversion parameter(s) {', '.join(unknown)}; known: {', '.join(PARAM_SPECS)}")
+    values: dict[str, Any] = dict(options)
+    if values.get("f0_method") is None:
+        values["f0_method"] = default_f0_method(project)
+    return ConversionParams(**values, f0_override_path=Path(f0_file) if f0_file else None).validated()
 
 
 def _dtype(device: str, precision: str) -> torch.dtype:
@@ -276,16 +284,6 @@ def convert_voice(
     output_path: str | Path | None = None,
     index_path: str | Path | None = None,
     f0_file: str | Path | None = None,
-    speaker_id: int = 0,
-    pitch_semitones: float = 0.0,
-    f0_method: str | None = None,
-    index_rate: float = 0.75,
-    filter_radius: int = 3,
-    resample_hz: int = 0,
-    rms_mix_rate: float = 0.25,
-    protect: float = 0.33,
-    pitch_gaps: PitchGaps = "keep",
-    seed: int | None = 0,
     output_format: OutputFormat = "wav",
     device: str = "auto",
     precision: Precision = "auto",
@@ -293,10 +291,11 @@ def convert_voice(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     max_duration_s: float | None = MAX_INPUT_SECONDS,
+    **options: Unpack[ConversionOptions],
 ) -> ConvertResult:
     """Convert one audio file with a voice model (and optionally its feature index).
 
-    `f0_method` None: rmvpe when rmvpe.pt is present, else swift (`default_f0_method`).
+    `options`: the conversion parameters by name (`ConversionOptions`; defaults on ConversionParams).
     The input is checked from its header (exists, audio, plausible rate, at most `max_duration_s`)
     before any model is loaded. Without `output_path` the result goes to `outputs/` under a name that
     says what made it and never replaces an earlier result (`single_output_path`).
@@ -306,16 +305,14 @@ def convert_voice(
 
     started = time.perf_counter()
     proj = project_of(project)
-    f0_method = f0_method or default_f0_method(proj)
+    if output_format not in OUTPUT_FORMATS:
+        raise UserInputError(f"unknown output format {output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
     request = ConvertRequest(
-        Path(model), Path(input_path), Path(output_path) if output_path else None,
-        Path(index_path) if index_path else None, Path(f0_file) if f0_file else None, speaker_id, pitch_semitones,
-        f0_method, index_rate, filter_radius, resample_hz, rms_mix_rate, protect, seed, output_format, device,
-        precision, pitch_gaps,
-    )  # fmt: skip
-    if request.output_format not in OUTPUT_FORMATS:
-        raise UserInputError(f"unknown output format {request.output_format!r}; choose one of {', '.join(OUTPUT_FORMATS)}")
-    params = _params(request)
+        model=Path(model), input_path=Path(input_path), params=conversion_params(proj, options, f0_file),
+        output_path=Path(output_path) if output_path else None, index_path=Path(index_path) if index_path else None,
+        output_format=output_format, device=device, precision=precision,
+    )
+    params = request.params
     check_input(request.input_path, max_duration_s=max_duration_s)
     cache = cache if cache is not None else ModelCache()
     converter = load_converter(proj, request.model, request.index_path, compute_device(request.device), cache, precision)
@@ -352,9 +349,9 @@ def single_output_path(folder: Path, request: ConvertRequest) -> Path:
     at the same moment) gets `-2`, `-3`, ...: the name is claimed by creating the file exclusively,
     and the conversion later replaces that empty file atomically.
     """
-    pitch = request.pitch_semitones
+    pitch = request.params.pitch_semitones
     shift = f"_{pitch:g}st" if pitch else ""  # "_12st", "_-3st" (no "+": web servers drop it from names)
-    base = f"{request.input_path.stem}_{request.model.stem}_{request.f0_method}{shift}"
+    base = f"{request.input_path.stem}_{request.model.stem}_{request.params.f0_method}{shift}"
     folder.mkdir(parents=True, exist_ok=True)
     number = 1
     while True:
@@ -417,16 +414,6 @@ def convert_batch(
     input_paths: list[str | Path] | None = None,
     index_path: str | Path | None = None,
     output_format: OutputFormat = "wav",
-    speaker_id: int = 0,
-    pitch_semitones: float = 0.0,
-    f0_method: str | None = None,
-    index_rate: float = 0.75,
-    filter_radius: int = 3,
-    resample_hz: int = 0,
-    rms_mix_rate: float = 0.25,
-    protect: float = 0.33,
-    pitch_gaps: PitchGaps = "keep",
-    seed: int | None = 0,
     device: str = "auto",
     precision: Precision = "auto",
     cache: ModelCache | None = None,
@@ -434,6 +421,7 @@ def convert_batch(
     cancel: CancelToken | None = None,
     max_duration_s: float | None = MAX_INPUT_SECONDS,
     zip_results: bool = False,
+    **options: Unpack[ConversionOptions],
 ) -> BatchResult:
     """Convert every audio file of `input_dir` (or the given `input_paths`) into `output_dir`.
 
@@ -461,13 +449,12 @@ def convert_batch(
         raise UserInputError(f"no audio files found in {str(input_dir)!r}; supported: wav, flac, mp3, m4a, ogg, ...")
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    f0_method = f0_method or default_f0_method(proj)
     request = ConvertRequest(
-        Path(model), files[0], None, Path(index_path) if index_path else None, None, speaker_id, pitch_semitones,
-        f0_method, index_rate, filter_radius, resample_hz, rms_mix_rate, protect, seed, output_format, device,
-        precision, pitch_gaps,
-    )  # fmt: skip
-    params = _params(request)
+        model=Path(model), input_path=files[0], params=conversion_params(proj, options),
+        index_path=Path(index_path) if index_path else None, output_format=output_format, device=device,
+        precision=precision,
+    )
+    params = request.params
     cache = cache if cache is not None else ModelCache()
     converter = load_converter(proj, request.model, request.index_path, compute_device(device), cache, precision)
     _require_rmvpe(proj, converter, params)
@@ -495,10 +482,3 @@ def convert_batch(
     zip_path = _write_zip(out_dir / batch_zip_name(request.model), converted) if zip_results and converted else None
     return BatchResult(output_dir=out_dir, converted=converted, failed=failed, seconds=time.perf_counter() - started,
                        zip_path=zip_path)
-
-
-def conversion_param_specs() -> dict[str, ParamSpec]:
-    """Range, default, step and help of each conversion parameter (the tabs build their widgets from these)."""
-    from infer_pack.pipeline import PARAM_SPECS
-
-    return dict(PARAM_SPECS)
