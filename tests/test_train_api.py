@@ -196,3 +196,17 @@ def test_a_stopped_training_raises_cancelled_with_what_it_saved(
     result = info.value.result
     assert result is not None and result.cancelled and result.global_step >= 2
     assert result.checkpoint_g is not None and result.checkpoint_g.is_file()
+
+
+def test_training_settings_are_written_once(project_root: Path) -> None:
+    """TrainRequest holds each default; the keywords train_model takes (TrainOptions) name exactly its fields."""
+    from dataclasses import fields
+
+    from infer_pack.errors import UserInputError
+    from tools.api.training import TrainOptions, TrainRequest, TrainSettings, train_model
+
+    names = {f.name for f in fields(TrainRequest)} - {"experiment"}
+    assert set(TrainOptions.__optional_keys__) == names
+    assert set(TrainSettings.__optional_keys__) < names  # what one-click passes on
+    with pytest.raises(UserInputError, match="unknown training setting.s. epoch;"):
+        train_model(project_root, experiment="x", epoch=3)  # type: ignore[call-arg]

@@ -11,10 +11,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
 
 from configs import SampleRateTag, Version
-from infer_pack.errors import AssetMissingError, CancelledError
+from infer_pack.errors import AssetMissingError, CancelledError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback, check
 from tools.api.common import project_of
 from tools.project import Project
@@ -31,8 +31,40 @@ MetricSink = Callable[[int, str, float], None]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 
+class TrainSettings(TypedDict, total=False):
+    """How to train (the settings one-click passes on): defaults and meaning on TrainRequest."""
+
+    epochs: int
+    batch_size: int
+    save_every_epochs: int
+    latest_only: bool
+    export_every_save: bool
+    use_pretrained: bool
+    pretrained_g: str | Path | None
+    pretrained_d: str | Path | None
+    precision: Precision
+    mel_epsilons: Literal["head", "classic"]
+    log_interval: int | None
+    num_workers: int
+    resume: bool
+    export_voice: bool
+    cache_batches: bool
+
+
+class TrainOptions(TrainSettings, total=False):
+    """The keywords `train_model` takes besides the experiment: TrainRequest's fields, a test keeps them equal."""
+
+    version: Version | None
+    sample_rate_tag: SampleRateTag | None
+    use_f0: bool | None
+    speaker_id: int | None
+    device: str
+
+
 @dataclass(frozen=True)
 class TrainRequest:
+    """One training: the experiment and its settings; each default is written here only."""
+
     experiment: str
     version: Version | None = None  # None: what the experiment was prepared for
     sample_rate_tag: SampleRateTag | None = None
@@ -44,8 +76,8 @@ class TrainRequest:
     latest_only: bool = False
     export_every_save: bool = False
     use_pretrained: bool = True  # start from pretrained[_v2]/f0G40k.pth etc. when present
-    pretrained_g: str | None = None  # explicit files (relative to the project) override the default ones
-    pretrained_d: str | None = None
+    pretrained_g: str | Path | None = None  # explicit files (relative to the project) override the default ones
+    pretrained_d: str | Path | None = None
     device: str = "auto"
     precision: Precision = "auto"
     mel_epsilons: Literal["head", "classic"] = "head"
@@ -115,27 +147,8 @@ def train_model(
     cancel: CancelToken | None = None,
     *,
     experiment: str,
-    version: Version | None = None,
-    sample_rate_tag: SampleRateTag | None = None,
-    use_f0: bool | None = None,
-    speaker_id: int | None = None,
-    epochs: int = 20,
-    batch_size: int = 4,
-    save_every_epochs: int = 5,
-    latest_only: bool = False,
-    export_every_save: bool = False,
-    use_pretrained: bool = True,
-    pretrained_g: str | Path | None = None,
-    pretrained_d: str | Path | None = None,
-    device: str = "auto",
-    precision: Precision = "auto",
-    mel_epsilons: Literal["head", "classic"] = "head",
-    log_interval: int | None = None,
-    num_workers: int = 0,
-    resume: bool = True,
-    export_voice: bool = True,
-    cache_batches: bool = False,
     on_metrics: MetricSink | None = None,
+    **options: Unpack[TrainOptions],
 ) -> TrainResult:
     """Train (or resume) `experiment` under the project `root`; see TrainRequest for the fields.
 
@@ -147,12 +160,11 @@ def train_model(
     from train.experiment import Experiment
     from train.trainer import TrainingLock
 
-    request = TrainRequest(
-        experiment, version, sample_rate_tag, use_f0, speaker_id, epochs, batch_size, save_every_epochs,
-        latest_only, export_every_save, use_pretrained, str(pretrained_g) if pretrained_g else None,
-        str(pretrained_d) if pretrained_d else None, device, precision, mel_epsilons, log_interval, num_workers,
-        resume, export_voice, cache_batches,
-    )  # fmt: skip
+    known = TrainOptions.__optional_keys__ | TrainOptions.__required_keys__
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserInputError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    request = TrainRequest(experiment=experiment, **options)
     project = root if isinstance(root, Project) else Project.at(root)
     exp = Experiment(project.experiment_dir(request.experiment))
     meta = exp.infer_metadata()
@@ -280,7 +292,7 @@ def one_click(
     on_metrics: MetricSink | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
-    **training: Any,
+    **training: Unpack[TrainSettings],
 ) -> OneClickResult:
     """Preprocess `dataset_dir`, extract pitch and features, train, and build the index, in order.
 
