@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,29 @@ def test_convert_tab_converts_an_uploaded_file(page: Any, served: tuple[str, Any
     link = page.locator("#convert-download a").first
     assert (link.get_attribute("href") or "").endswith(".wav")
     assert page.locator("#convert-output audio, #convert-output [data-testid=waveform-controls]").count() >= 1
+
+
+def test_convert_tab_stop_ends_a_long_conversion(page: Any, served: tuple[str, Any, Path], tmp_path: Path) -> None:
+    """A 60 s input (a minute of work on 2 cores): Stop ends it at the next chunk, and no file is written."""
+    _url, _ctx, root = served
+    long_input = write_test_wav(tmp_path / "long take.wav", seconds=60.0, f0_hz=200.0)
+    before = set((root / "outputs").glob("*")) if (root / "outputs").is_dir() else set()
+    page.locator("#convert-voice input").click()
+    page.get_by_role("option", name="ref").click()
+    page.locator("#convert-audio input[type=file]").set_input_files(str(long_input))
+    page.locator("#convert-audio").get_by_text("Drop Audio Here").wait_for(state="hidden")
+    page.locator("#convert-f0").get_by_text("PM (fast)").click()
+    _click_when_uploaded(page, "#convert-run")
+    page.wait_for_timeout(3000)  # the worker is converting (loading the voice, estimating pitch)
+    started = time.time()
+    page.locator("#convert-stop").click()
+    info = page.locator("#convert-info textarea")
+    page.wait_for_function("el => el.value.startsWith('stopped:')", arg=info.element_handle(), timeout=TIMEOUT_MS)
+    page.screenshot(path=str(tmp_path / "convert-stopped.png"), full_page=True)
+    assert time.time() - started < 60, "Stop waited for the whole conversion"
+    assert "nothing was written" in info.input_value()
+    after = set((root / "outputs").glob("*")) if (root / "outputs").is_dir() else set()
+    assert after == before, sorted(p.name for p in after - before)
 
 
 def test_train_tab_prepares_a_dataset_and_shows_the_health_report(

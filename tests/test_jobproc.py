@@ -173,3 +173,42 @@ def test_conversion_worker_that_hangs_is_ended_at_its_time_limit() -> None:
         assert workers.call(JobCall(COUNT, {"items": 1}, inject=ALL))["items"] == 1
     finally:
         workers.close()
+
+
+def test_a_conversion_in_a_worker_stops_at_its_next_check_and_the_worker_stays() -> None:
+    from infer_pack.errors import CancelledError
+    from infer_pack.progress import CancelToken
+
+    workers = ConversionWorkers(size=1, timeout_s=60)
+    try:
+        first = workers.call(JobCall(COUNT, {"items": 1}, inject=ALL))
+        cancel = CancelToken()
+        seen: list[int] = []
+
+        def on_progress(done: int, total: int, message: str) -> None:
+            seen.append(done)
+            if done >= 3:
+                cancel.cancel()  # the page's Stop, pressed while the worker converts
+
+        started = time.time()
+        with pytest.raises(CancelledError):
+            workers.call(JobCall(COUNT, {"items": 10_000, "delay_s": 0.02}, inject=ALL), on_progress=on_progress,
+                         cancel=cancel)
+        assert time.time() - started < 10 and 3 <= max(seen) < 10_000
+        # The same worker (and its loaded models) serves the next request, which is not stopped.
+        again = workers.call(JobCall(COUNT, {"items": 2}, inject=ALL))
+        assert again["pid"] == first["pid"] and again["items"] == 2
+    finally:
+        workers.close()
+
+
+def test_the_app_stops_only_the_conversion_of_the_page_that_asked(tmp_path: Path) -> None:
+    from tools.web import AppContext
+
+    ctx = AppContext.create(tmp_path)
+    try:
+        with ctx.stop_token("page-a") as a, ctx.stop_token("page-b") as b:
+            assert ctx.stop_conversion("page-a") and a.cancelled and not b.cancelled
+        assert not ctx.stop_conversion("page-a"), "a finished conversion has nothing to stop"
+    finally:
+        ctx.close()

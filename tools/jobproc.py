@@ -347,13 +347,35 @@ class ChildJob:
 # ------------------------------------------------------------------------------------------ conversion workers
 
 
-def worker_main(conn: Any) -> None:
+class _SharedCancelToken(CancelToken):
+    """A CancelToken whose flag is a multiprocessing Event: the server sets it, the worker's step sees it."""
+
+    def __init__(self, event: Any) -> None:
+        super().__init__()
+        self._shared = event
+
+    def cancel(self) -> None:
+        self._shared.set()
+
+    def reset(self) -> None:
+        self._shared.clear()
+
+    @property
+    def cancelled(self) -> bool:
+        return bool(self._shared.is_set())
+
+    def check(self) -> None:
+        if self._shared.is_set():
+            raise CancelledError("stopped by the user")
+
+
+def worker_main(conn: Any, cancel_event: Any = None) -> None:
     """Entry point of a conversion worker: answer requests until the pipe closes."""
     from infer_pack.cache import ModelCache
 
     logging.getLogger().setLevel(logging.WARNING)
     cache = ModelCache(max_items=4)
-    token = CancelToken()
+    token: CancelToken = _SharedCancelToken(cancel_event) if cancel_event is not None else CancelToken()
     while True:
         try:
             call: JobCall = conn.recv()
@@ -364,8 +386,10 @@ def worker_main(conn: Any) -> None:
 
         try:
             result = call.invoke(progress=progress, cancel=token, on_metrics=lambda *_: None, cache=cache)
+        except CancelledError as exc:
+            reply: tuple[Any, ...] = ("cancelled", str(exc))
         except RVCError as exc:
-            reply: tuple[Any, ...] = ("failed", str(exc))
+            reply = ("failed", str(exc))
         except MemoryError:
             reply = ("failed", "out of memory while converting; try a shorter file or free memory")
         except Exception as exc:  # noqa: BLE001 - the request fails, the worker stays
@@ -382,7 +406,9 @@ class _Worker:
     def __init__(self) -> None:
         context = _spawn()
         self.conn, child_conn = context.Pipe(duplex=True)
-        self.process = context.Process(target=worker_main, args=(child_conn,), name="rvc-convert-worker", daemon=True)
+        self.cancel_event = context.Event()  # Stop of the request being served
+        self.process = context.Process(target=worker_main, args=(child_conn, self.cancel_event),
+                                       name="rvc-convert-worker", daemon=True)
         self._oom_before = oom_kill_count()
         _start(self.process)
         child_conn.close()
@@ -426,14 +452,17 @@ class ConversionWorkers:
         call: JobCall,
         timeout_s: float | None = None,
         on_progress: Callable[[int, int, str], None] | None = None,
+        cancel: CancelToken | None = None,
     ) -> Any:
+        """Run `call` in a free worker. `cancel` set while it runs stops the call at its next check
+        (CancelledError here); progress messages go to `on_progress` as they come."""
         worker = self._idle.get()
         try:
             if worker is None or not worker.alive():
                 worker = _Worker()
                 with self._lock:
                     self._all = [w for w in self._all if w.alive()] + [worker]
-            return self._ask(worker, call, self.timeout_s if timeout_s is None else timeout_s, on_progress)
+            return self._ask(worker, call, self.timeout_s if timeout_s is None else timeout_s, on_progress, cancel)
         except JobProcessError:
             worker = None  # replaced by a fresh one on the next request
             raise
@@ -446,17 +475,24 @@ class ConversionWorkers:
         call: JobCall,
         timeout_s: float,
         on_progress: Callable[[int, int, str], None] | None,
+        cancel: CancelToken | None,
     ) -> Any:
         deadline = time.monotonic() + timeout_s
+        worker.cancel_event.clear()
         try:
             worker.conn.send(call)
             while True:
-                if not worker.conn.poll(max(0.0, deadline - time.monotonic())):
+                if cancel is not None and cancel.cancelled:
+                    worker.cancel_event.set()
+                left = deadline - time.monotonic()
+                if left <= 0:
                     worker.process.kill()
                     raise JobProcessError(
                         f"the conversion took longer than {timeout_s:.0f} s and was ended; try a shorter file "
                         "(or start the app with a larger --convert-timeout)"
                     )
+                if not worker.conn.poll(min(left, 0.2)):
+                    continue
                 reply = worker.conn.recv()
                 if reply[0] != "progress":
                     break
@@ -466,6 +502,8 @@ class ConversionWorkers:
             raise JobProcessError(
                 f"the conversion's worker process {worker.cause()}; the next conversion starts a new one"
             ) from None
+        if reply[0] == "cancelled":
+            raise CancelledError(str(reply[1]))
         if reply[0] == "failed":
             raise RemoteJobError(str(reply[1]))
         return reply[1]

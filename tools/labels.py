@@ -73,6 +73,7 @@ LABELS: dict[str, str] = {
     "convert.pitch_gaps": "Pitch gaps (unvoiced frames)",
     "convert.f0_file": "Pitch curve file (optional, replaces the extracted pitch)",
     "convert.run": "Convert",
+    "convert.stop": "Stop",
     "convert.output": "Converted audio",
     "convert.download": "Download",
     "convert.info": "Result",

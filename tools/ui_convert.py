@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from infer_pack.errors import RVCError, UserInputError
+from infer_pack.errors import CancelledError, RVCError, UserInputError
+from infer_pack.progress import CancelToken
 from tools.jobproc import JobCall
 from tools.jobs import JobSnapshot
 from tools.labels import label
@@ -97,12 +98,13 @@ def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.c
 
 def run_convert(
     ctx: AppContext, audio_path: str | None, voice_file: str | None, index: str | None, f0_file: str | None,
-    *params: Any, progress: Any = None,
-) -> tuple[str, str, str]:
+    *params: Any, progress: Any = None, cancel: CancelToken | None = None,
+) -> tuple[str | None, str | None, str]:
     """Convert one uploaded/recorded file; returns (output audio path, download path, result text).
 
     The conversion runs in one of the app's conversion worker processes (`ctx.convert`): a crash or an
     out-of-memory kill there fails this request with its cause, and the next request gets a new worker.
+    `cancel` (the tab's Stop) ends it at its next chunk; nothing is written then.
     """
     try:
         if not audio_path:
@@ -112,7 +114,9 @@ def run_convert(
         result = ctx.convert(JobCall("convert_voice", dict(
             project=ctx.project, model=model, input_path=Path(audio_path), index_path=index_path,
             f0_file=Path(f0_file) if f0_file else None, max_duration_s=ctx.max_input_s, **kwargs,
-        ), inject=("cache", "progress")), on_progress=_eta_progress(progress))
+        ), inject=("cache", "progress", "cancel")), on_progress=_eta_progress(progress), cancel=cancel)
+    except CancelledError:
+        return None, None, "stopped: the conversion was stopped before it finished; nothing was written"
     except RVCError as exc:
         raise gr.Error(str(exc), print_exception=False) from None
     output = str(result.output_path)
@@ -218,16 +222,34 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                                  elem_id="convert-audio")
                 f0_file = gr.File(label=label("convert.f0_file"), file_types=[".txt", ".csv"], type="filepath")
             params = conversion_controls("convert", default_f0_method(ctx.project))
-            run = gr.Button(label("convert.run"), variant="primary", elem_id="convert-run")
+            with gr.Row():
+                run = gr.Button(label("convert.run"), variant="primary", elem_id="convert-run", scale=5)
+                stop = gr.Button(label("convert.stop"), variant="stop", elem_id="convert-stop", scale=1, min_width=100)
             with gr.Row():
                 output = gr.Audio(label=label("convert.output"), type="filepath", interactive=False,
                                   elem_id="convert-output")
                 download = gr.File(label=label("convert.download"), interactive=False, elem_id="convert-download")
             info = gr.Textbox(label=label("convert.info"), lines=3, interactive=False, elem_id="convert-info")
 
-            def convert_one(*values: Any, progress: gr.Progress = gr.Progress()) -> tuple[str, str, str]:  # noqa: B008
-                # Gradio injects its progress bar through this default (its documented idiom).
-                return run_convert(ctx, *values, progress=progress)
+            assert len(params) == len(FORM_PARAMS) == 9, "convert_one takes the nine conversion values"
+
+            # One parameter per input (Gradio injects the request and the progress bar only into named
+            # parameters after them, its documented idiom): the input, voice, index, pitch file, then the
+            # nine conversion values in FORM_PARAMS order.
+            def convert_one(
+                audio_path: str | None, voice_file: str | None, index: str | None, f0_file: str | None,
+                v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any, v8: Any, v9: Any,
+                request: gr.Request, progress: gr.Progress = gr.Progress(),  # noqa: B008
+            ) -> tuple[str | None, str | None, str]:
+                with ctx.stop_token(request.session_hash if request is not None else None) as cancel:
+                    return run_convert(ctx, audio_path, voice_file, index, f0_file, v1, v2, v3, v4, v5, v6, v7, v8,
+                                       v9, progress=progress, cancel=cancel)
+
+            def stop_one(request: gr.Request) -> str:
+                stopped = ctx.stop_conversion(request.session_hash)
+                return "stopping at the next chunk..." if stopped else "no conversion of this page is running"
+
+            stop.click(stop_one, inputs=None, outputs=[info], api_name=False, queue=False)
 
             run.click(
                 convert_one,

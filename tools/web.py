@@ -7,8 +7,10 @@ and owns the server settings (bind address, login, upload limit, allowed folders
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +48,8 @@ class AppContext:
     workers: ConversionWorkers = field(default_factory=ConversionWorkers)
     isolate: bool = True
     max_input_s: float = DEFAULT_MAX_AUDIO_MINUTES * 60.0  # longest input a conversion accepts (--max-audio-minutes)
+    _stops: dict[str, CancelToken] = field(default_factory=dict, repr=False)  # per page: its running conversion
+    _stops_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.jobs.cache is None:
@@ -56,12 +60,41 @@ class AppContext:
         self.isolate = isolate
         self.jobs.isolate = isolate
 
-    def convert(self, call: JobCall, on_progress: Callable[[int, int, str], None] | None = None) -> Any:
+    def convert(
+        self,
+        call: JobCall,
+        on_progress: Callable[[int, int, str], None] | None = None,
+        cancel: CancelToken | None = None,
+    ) -> Any:
         """Run one short API call (a single conversion) in a worker process, or here when not isolating."""
         report = on_progress or (lambda *_: None)
         if self.isolate:
-            return self.workers.call(call, on_progress=report)
-        return call.invoke(progress=report, cancel=CancelToken(), on_metrics=lambda *_: None, cache=self.cache)
+            return self.workers.call(call, on_progress=report, cancel=cancel)
+        return call.invoke(progress=report, cancel=cancel or CancelToken(), on_metrics=lambda *_: None,
+                           cache=self.cache)
+
+    @contextlib.contextmanager
+    def stop_token(self, session: str | None) -> Iterator[CancelToken]:
+        """A Stop token for the conversion a page (Gradio session) runs now; `stop_conversion` sets it."""
+        token = CancelToken()
+        key = session or ""
+        with self._stops_lock:
+            self._stops[key] = token
+        try:
+            yield token
+        finally:
+            with self._stops_lock:
+                if self._stops.get(key) is token:
+                    del self._stops[key]
+
+    def stop_conversion(self, session: str | None) -> bool:
+        """Stop the conversion the page `session` runs; False when it runs none."""
+        with self._stops_lock:
+            token = self._stops.get(session or "")
+        if token is None:
+            return False
+        token.cancel()
+        return True
 
     def close(self) -> None:
         self.jobs.cancel_all()
