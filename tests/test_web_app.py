@@ -207,6 +207,29 @@ def test_batch_of_uploaded_files_with_one_stem(served: tuple[Any, Any, Path]) ->
     assert "upload the files" in _progress_state(nothing[1])[2]
 
 
+def test_batch_with_a_bad_upload_says_how_many_failed_and_names_it_as_uploaded(served: tuple[Any, Any, Path]) -> None:
+    from gradio_client import handle_file
+
+    from tools.ui_jobs import progress_html
+
+    client, ctx, root = served
+    uploads = root.parent / "uploads-bad"
+    uploads.mkdir()
+    for name in ("one.wav", "two.wav"):
+        (uploads / name).write_bytes((root / "inputs" / "b.wav").read_bytes())
+    (uploads / "not audio.wav").write_bytes(b"this is not a wav file at all" * 20)
+    files = [handle_file(str(uploads / n)) for n in ("one.wav", "not audio.wav", "two.wav")]
+    outputs = client.predict("ref.pth", "", "", "outputs/batch-bad", "wav", 0, 0, "pm", 0.75, 3, 0, 0.25, 0.33,
+                             "keep", files, api_name="/convert_batch")
+    job_id, _state, _text = _progress_state(outputs[1])
+    status = _wait_job(client, job_id, timeout_s=300)
+    assert status["state"] == "done" and status["outcome"] == "1 of 3 failed", status
+    failures = [line for line in status["log"] if "not audio.wav" in line]
+    assert failures and not any("/gradio/" in line for line in status["log"]), status["log"]
+    bar = progress_html(ctx.jobs.snapshot(job_id))
+    assert "done, 1 of 3 failed" in bar, bar
+
+
 @pytest.mark.slow
 def test_training_streams_losses_and_stop_really_stops(served: tuple[Any, Any, Path]) -> None:
     from tools import api

@@ -112,3 +112,21 @@ def test_a_result_with_failed_items_ends_the_job_as_failed() -> None:
     assert any("a.pt: offline" in line for line in bad.log), "the whole summary stays in the log"
     good = runner.wait(runner.start("download", lambda ctx: Counted(0)).job_id, timeout=5)
     assert good.state == "done"
+
+
+def test_library_loader_chatter_stays_out_of_the_job_log() -> None:
+    """faiss's 'Could not load library with AVX512 support due to: ModuleNotFoundError' read like a failure."""
+    runner = JobRunner()
+    runner.install_log_capture()
+    try:
+        def work(ctx: JobContext) -> None:
+            logging.getLogger("faiss.loader").info("Could not load library with AVX512 support due to: ModuleNotFoundError")
+            logging.getLogger("faiss.loader").warning("faiss could not be loaded at all")
+            logging.getLogger("train.index").info("index built")
+
+        snap = runner.wait(runner.start("index", work).job_id, timeout=10)
+    finally:
+        runner.remove_log_capture()
+    text = "\n".join(snap.log)
+    assert "ModuleNotFoundError" not in text
+    assert "faiss could not be loaded at all" in text and "index built" in text

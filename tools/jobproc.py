@@ -155,11 +155,22 @@ def _start(process: Any) -> None:
 # ---------------------------------------------------------------------------------------------- child side
 
 
+# Loggers whose INFO lines are a library's own start-up chatter, not news about the step: faiss reports
+# every CPU variant it tries ("Could not load library with AVX512 support due to: ModuleNotFoundError"),
+# which reads like a failure in a job's log. Their warnings still come through.
+LIBRARY_CHATTER = ("faiss.loader",)
+
+
+def is_chatter(record: logging.LogRecord) -> bool:
+    return record.levelno < logging.WARNING and record.name.startswith(LIBRARY_CHATTER)
+
+
 class _PipeLogHandler(logging.Handler):
     def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
         super().__init__(level=logging.INFO)
         self._send = send
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self.addFilter(lambda record: not is_chatter(record))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

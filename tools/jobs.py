@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from infer_pack.errors import CancelledError, RVCError, TrainingLockedError
 from infer_pack.progress import CancelToken
-from tools.jobproc import ChildJob, JobCall
+from tools.jobproc import ChildJob, JobCall, is_chatter
 
 JobState = Literal["running", "done", "failed", "cancelled"]
 FINISHED: frozenset[str] = frozenset({"done", "failed", "cancelled"})
@@ -190,6 +190,8 @@ class _ThreadLogRouter(logging.Handler):
         self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
+        if is_chatter(record):
+            return
         job = self._runner.job_for_thread(record.thread)
         if job is not None:
             try:

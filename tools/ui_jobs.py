@@ -52,6 +52,10 @@ def progress_html(snapshot: JobSnapshot | None, error: str | None = None) -> str
             text = f"{snapshot.kind}: stopped after {snapshot.elapsed_s:.1f} s"
         elif snapshot.state == "done":
             text = f"{snapshot.kind}: done in {snapshot.elapsed_s:.1f} s"
+            outcome = getattr(snapshot.result, "outcome", None)
+            note = str(outcome()) if callable(outcome) else ""
+            if note:  # e.g. a batch whose files did not all convert: "done, 1 of 3 failed"
+                text = f"{snapshot.kind}: done, {note} ({snapshot.elapsed_s:.1f} s)"
         else:
             message = snapshot.message if snapshot.message.startswith(snapshot.kind) else f"{snapshot.kind}: {snapshot.message}"
             text = f"{message}{counter} - {snapshot.elapsed_s:.0f} s"

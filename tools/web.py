@@ -239,7 +239,14 @@ def job_status(ctx: AppContext, job_id: str) -> dict[str, object]:
         "elapsed_s": round(snapshot.elapsed_s, 3), "log": list(snapshot.log[-50:]),
         "last_metrics": {p.name: p.value for p in snapshot.metrics},
         "pid": snapshot.pid,
+        "outcome": _outcome(snapshot.result),
     }
+
+
+def _outcome(result: object) -> str:
+    """A finished job's few words beyond its state ("1 of 3 failed"), or ""."""
+    outcome = getattr(result, "outcome", None)
+    return str(outcome()) if callable(outcome) else ""
 
 
 def launch(args: argparse.Namespace, *, block: bool = True) -> int:

@@ -104,6 +104,11 @@ class BatchResult:
     seconds: float
     zip_path: Path | None = None  # every converted file in one zip (convert_batch(zip_results=True))
 
+    def outcome(self) -> str:
+        """A few words for the job's status line: "" when every file converted, else "1 of 3 failed"."""
+        total = len(self.converted) + len(self.failed)
+        return f"{len(self.failed)} of {total} failed" if self.failed else ""
+
     def summary(self) -> str:
         lines = [f"converted {len(self.converted)} file(s), {len(self.failed)} failed, into {self.output_dir}"]
         if self.zip_path is not None:
@@ -469,12 +474,12 @@ def convert_batch(
             _convert_file(converter, path, target, params, output_format, None, cancel, max_duration_s)
         except CancelledError:
             raise
-        except RVCError as exc:
-            failed.append((path, str(exc)))
-            log.warning("batch conversion: %s failed: %s", path, exc)
-        except (OSError, ValueError, RuntimeError) as exc:
-            failed.append((path, f"{type(exc).__name__}: {exc}"))
-            log.warning("batch conversion: %s failed: %s", path, exc)
+        except (RVCError, OSError, ValueError, RuntimeError) as exc:
+            reason = str(exc) if isinstance(exc, RVCError) else f"{type(exc).__name__}: {exc}"
+            if input_paths:  # uploads live in the web server's temporary folders: name them as uploaded
+                reason = reason.replace(str(path), path.name)
+            failed.append((path, reason))
+            log.warning("batch conversion: %s failed: %s", path.name if input_paths else path, reason)
         else:
             converted.append(target)
         report(progress, number + 1, len(files), f"{number + 1}/{len(files)} {path.name}: "
