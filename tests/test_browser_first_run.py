@@ -203,3 +203,32 @@ def test_a_page_loaded_after_rmvpe_arrives_offers_it(browser: Any, served: tuple
                 )
     finally:
         rmvpe.unlink()
+
+
+def test_an_empty_project_says_how_to_get_to_a_first_conversion(
+    browser: Any, reference: Path, tmp_path: Path,
+) -> None:
+    """The first page of a fresh install: the Convert tab says what is missing (encoder, a voice) and how to get it."""
+    root = tmp_path / "empty-project"
+    root.mkdir()
+    with app_in_thread(root) as (url, _ctx):
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        try:
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(url)
+            guide = page.locator("#convert-guide")
+            guide.get_by_text("No voice yet").wait_for()
+            text = guide.inner_text()
+            page.screenshot(path=str(tmp_path / "first-page.png"), full_page=True)
+            assert "hubert_base.pt" in text and "download hubert" in text and str(root) in text, text
+            assert "Train" in text and "weights" in text, text
+            # Once the encoder and a voice are there, a refresh clears the guide.
+            (root / "weights").mkdir()
+            (root / "weights" / "ref.pth").symlink_to(reference / REFERENCE_VOICE)
+            (root / "hubert_base.pt").write_bytes(b"placeholder")
+            page.get_by_role("button", name="Refresh voices and indexes").click()
+            guide.get_by_text("No voice yet").wait_for(state="hidden")
+            assert "hubert_base.pt" not in (guide.inner_text() if guide.is_visible() else "")
+        finally:
+            context.close()

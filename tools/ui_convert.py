@@ -123,6 +123,25 @@ def run_convert(
     return output, output, result.summary()
 
 
+def first_run_guide(ctx: AppContext) -> str:
+    """What a new project lacks before a first conversion, and how to get it; "" once nothing is missing."""
+    steps = []
+    if not ctx.project.hubert_path.is_file():
+        steps.append(
+            "**Every conversion and training needs the content encoder `hubert_base.pt`.** Download it under "
+            "*Assets* above (tick *hubert*), or run `.venv/bin/python -m tools.cli download hubert`, or put RVC's "
+            f"`hubert_base.pt` by hand at `{ctx.project.hubert_path}`."
+        )
+    if not voice_choices(ctx):
+        steps.append(
+            "**No voice yet.** Train one in the *Train* tab (name it, give the folder of its recordings, press "
+            f"*One-click training*), or copy a voice model (`.pth`) made with RVC into `{ctx.project.weights_dir}` "
+            "and press *Refresh voices and indexes*."
+        )
+    return ("### Before your first conversion\n" + "\n\n".join(f"{n}. {text}" for n, text in enumerate(steps, 1))
+            if steps else "")
+
+
 def _eta_progress(progress: Any) -> Any:
     """Relay (done, total, message) to a gr.Progress bar, with the time so far and an estimate of the rest."""
     if progress is None:
@@ -197,23 +216,31 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                             allow_custom_value=True, elem_id="convert-index")
         refresh = gr.Button(label("convert.refresh"), scale=1, min_width=120)
 
+    guide_text = first_run_guide(ctx)
+    guide = gr.Markdown(guide_text, visible=bool(guide_text), elem_id="convert-guide")
+
     def on_voice(voice_file: str | None) -> Any:
         return gr.Dropdown(choices=index_choices(ctx), value=match_index(ctx, voice_file))
 
-    def on_refresh(voice_file: str | None) -> tuple[Any, Any]:
-        return gr.Dropdown(choices=voice_choices(ctx)), on_voice(voice_file)
+    def on_guide() -> Any:
+        text = first_run_guide(ctx)
+        return gr.Markdown(text, visible=bool(text))
+
+    def on_refresh(voice_file: str | None) -> tuple[Any, Any, Any]:
+        return gr.Dropdown(choices=voice_choices(ctx)), on_voice(voice_file), on_guide()
 
     voice.change(on_voice, inputs=[voice], outputs=[index], api_name=False)
-    refresh.click(on_refresh, inputs=[voice], outputs=[voice, index], api_name=False)
-    tab.select(on_refresh, inputs=[voice], outputs=[voice, index], api_name=False)
-    def on_load() -> tuple[Any, Any]:
+    refresh.click(on_refresh, inputs=[voice], outputs=[voice, index, guide], api_name=False)
+    tab.select(on_refresh, inputs=[voice], outputs=[voice, index, guide], api_name=False)
+
+    def on_load() -> tuple[Any, Any, Any]:
         """List the voices; a project with a single voice has it picked already (and its index matched)."""
         voices = voice_choices(ctx)
         only = voices[0][1] if len(voices) == 1 else None
-        return gr.Dropdown(choices=voices, value=only), on_voice(only)
+        return gr.Dropdown(choices=voices, value=only), on_voice(only), on_guide()
 
     # The Convert tab is the one shown first, so it is never "selected": list the voices on each page load too.
-    gr.on(None, on_load, inputs=None, outputs=[voice, index], api_name=False, show_progress="hidden")
+    gr.on(None, on_load, inputs=None, outputs=[voice, index, guide], api_name=False, show_progress="hidden")
 
     with gr.Tabs():
         with gr.Tab(label("tab.single"), id="convert_single"):
