@@ -113,9 +113,13 @@ def test_second_click_keeps_following_the_running_job(
 def test_a_reloaded_page_shows_and_stops_the_running_job(
     page: Any, served: tuple[str, Any, Path], slow_preprocess: None, tmp_path: Path,
 ) -> None:
-    _url, ctx, _root = served
+    from tools.api.dataset import preprocess_dataset  # the real step (the fixture replaced the API's name)
+
+    _url, ctx, root = served
+    preprocess_dataset(project=root, experiment="reloaded", dataset_dir=root / "inputs")  # its health report exists
     page.get_by_role("tab", name="Train").click()
     _fill(page, "#train-log-interval", "25")
+    page.locator("#train-from-scratch input").check()
     job_id = _start_slow_step(page, "reloaded")
     page.reload()
     page.wait_for_selector("#convert-run")
@@ -129,6 +133,11 @@ def test_a_reloaded_page_shows_and_stops_the_running_job(
     # ... and the rest of the form it was started with, not the defaults
     assert page.locator("#train-dataset input, #train-dataset textarea").first.input_value() == "inputs"
     assert page.locator("#train-log-interval input").first.input_value() == "25"
+    assert page.locator("#train-from-scratch input").is_checked()
+    # The note on pretrained files is the one for that form (from scratch), and the health report is shown.
+    page.wait_for_function("() => document.querySelector('#train-health textarea').value.includes('training clips')")
+    note = page.locator("#train-pretrained-note").inner_text()
+    assert "f0G40k" not in note and "From scratch" not in note, note
     page.wait_for_function(
         "text => document.querySelector('#train-panel .rvc-log textarea').value.includes(text)", arg=SLOW_STEP
     )

@@ -278,7 +278,7 @@ def build(ctx: AppContext) -> None:
         pretrained_g = gr.Textbox(default_g, label=label("train.pretrained_g"), scale=2)
         pretrained_d = gr.Textbox(default_d, label=label("train.pretrained_d"), scale=2)
         with gr.Column(scale=2):
-            from_scratch = gr.Checkbox(value=False, label=label("train.from_scratch"))
+            from_scratch = gr.Checkbox(value=False, label=label("train.from_scratch"), elem_id="train-from-scratch")
             pretrained_note = gr.HTML(default_note, elem_id="train-pretrained-note")
         index_kind = gr.Dropdown(api_index.index_kind_choices(), value="ivf_flat", label=label("train.index_kind"),
                                  scale=2)
@@ -340,21 +340,29 @@ def build(ctx: AppContext) -> None:
         return panel.attach(newest_running(ctx.jobs, TRAIN_JOB_KINDS, valid))
 
     def follow_on_load() -> list[Any]:
-        """A page loaded while a step runs (reload, second tab) shows that step and the form it was started with."""
+        """A page loaded while a step runs (reload, second tab) shows that step, the form it was started with,
+        the note on pretrained files for that form (not the defaults'), and the experiment's health report."""
         snapshot = newest_running(ctx.jobs, TRAIN_JOB_KINDS)
+        note: Any = gr.skip()
         if snapshot is not None and len(snapshot.form) == len(fields):
             form = list(snapshot.form)
+            v = dict(zip(TrainForm.FIELDS, form))
+            note = pretrained_defaults(ctx, v["sample_rate_tag"], v["version"], bool(v["use_f0"]),
+                                       bool(v["from_scratch"]), v["f0_method"])[2]
         else:
             form = [gr.skip()] * len(fields)
             if snapshot is not None and snapshot.key:
                 form[0] = snapshot.key
-        return [*form, *panel.attach(snapshot)]
+        attached = panel.attach(snapshot)
+        if snapshot is not None and snapshot.key:
+            attached[panel.outputs.index(health)] = health_report_text(ctx, snapshot.key) or gr.skip()
+        return [*form, *attached, note]
 
     experiment.blur(follow_experiment, [experiment], panel.outputs, api_name=False, show_progress="hidden")
     fields = [experiment, sample_rate, version, use_f0, processes, dataset, speaker_id, f0_method, save_every,
               epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d, index_kind,
               from_scratch, log_interval, extract_device, train_device, cache_batches]
-    gr.on(None, follow_on_load, inputs=None, outputs=[*fields, *panel.outputs], api_name=False,
+    gr.on(None, follow_on_load, inputs=None, outputs=[*fields, *panel.outputs, pretrained_note], api_name=False,
           show_progress="hidden")
     with gr.Row():
         with gr.Column(scale=3):
