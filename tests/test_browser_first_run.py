@@ -232,3 +232,20 @@ def test_an_empty_project_says_how_to_get_to_a_first_conversion(
             assert "hubert_base.pt" not in (guide.inner_text() if guide.is_visible() else "")
         finally:
             context.close()
+
+
+def test_a_voice_made_while_a_page_is_open_shows_up_in_every_tab_without_a_click(
+    page: Any, served: tuple[str, Any, Path], reference: Path,
+) -> None:
+    """A training or a merge finishing (here: a voice copied in) is listed within seconds, in Model tools too."""
+    _url, _ctx, root = served
+    page.get_by_role("tab", name="Model tools").click()
+    page.locator("#tools-info-model").wait_for()
+    (root / "weights" / "fresh-voice.pth").symlink_to(reference / REFERENCE_VOICE)
+    page.wait_for_timeout(7000)  # one poll of weights/ (every 5 s) without any click
+    page.locator("#tools-info-model input").click()
+    page.get_by_role("option", name="fresh-voice").wait_for(timeout=10_000)
+    page.keyboard.press("Escape")
+    page.get_by_role("tab", name="Convert").click()
+    page.locator("#convert-voice input").click()
+    page.get_by_role("option", name="fresh-voice").wait_for(timeout=10_000)

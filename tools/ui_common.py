@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
 from infer_pack.errors import UserInputError
 from tools.labels import label
@@ -52,3 +52,60 @@ def voice_path(ctx: AppContext, voice_file: str | None) -> Path:
 def index_path_of(ctx: AppContext, index: str | None) -> Path | None:
     """The index picked in a tab's Index list (a path inside the project), or None for no index."""
     return ctx.project.confine(index, "index file") if index else None
+
+
+VOICE_POLL_SECONDS = 5.0
+
+
+def voices_signature(ctx: AppContext) -> str:
+    """Changes when a voice appears, disappears or is rewritten in weights/ (names, sizes, times)."""
+    parts = []
+    for path in ctx.project.list_voices():
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        parts.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "|".join(parts)
+
+
+class VoiceLists:
+    """Every voice list of the page, re-read on page load and soon after weights/ changes.
+
+    A voice made by a training, an extraction or a merge (in any tab, by any page, or copied in by hand)
+    shows up in every tab within VOICE_POLL_SECONDS, without a click.
+    """
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self._lists: list[tuple[Any, Literal["file", "stem"]]] = []
+
+    def add(self, dropdown: Any, shows: Literal["file", "stem"]) -> Any:
+        """Register a dropdown whose choices are (name, file) pairs ("file") or plain names ("stem")."""
+        self._lists.append((dropdown, shows))
+        return dropdown
+
+    def _choices(self) -> list[Any]:
+        import gradio as gr
+
+        by_file = voice_choices(self.ctx)
+        stems = [name for name, _file in by_file]
+        return [gr.Dropdown(choices=by_file if shows == "file" else stems) for _dropdown, shows in self._lists]
+
+    def wire(self) -> None:
+        """Call once, after every tab registered its lists."""
+        import gradio as gr
+
+        if not self._lists:
+            return
+        seen = gr.State("")
+        timer = gr.Timer(VOICE_POLL_SECONDS, active=True)
+        outputs = [seen, *(dropdown for dropdown, _ in self._lists)]
+
+        def poll(last: str) -> list[Any]:
+            now = voices_signature(self.ctx)
+            if now == last:
+                return [gr.skip() for _ in outputs]
+            return [now, *self._choices()]
+
+        timer.tick(poll, inputs=[seen], outputs=outputs, api_name=False, show_progress="hidden")

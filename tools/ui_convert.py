@@ -212,6 +212,8 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
     with gr.Row():
         voice = gr.Dropdown(voice_choices(ctx), value=None, label=label("convert.voice"), scale=3,
                             allow_custom_value=True, elem_id="convert-voice")
+        if ctx.voice_lists is not None:
+            ctx.voice_lists.add(voice, "file")
         index = gr.Dropdown(index_choices(ctx), value=NO_INDEX, label=label("convert.index"), scale=4,
                             allow_custom_value=True, elem_id="convert-index")
         refresh = gr.Button(label("convert.refresh"), scale=1, min_width=120)

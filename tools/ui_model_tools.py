@@ -102,6 +102,8 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
     def voice_box(key: str, elem_id: str) -> gr.Dropdown:
         dropdown = gr.Dropdown(voices, value=None, label=label(key), allow_custom_value=True, elem_id=elem_id)
         dropdowns.append(dropdown)
+        if ctx.voice_lists is not None:
+            ctx.voice_lists.add(dropdown, "stem")
         return dropdown
 
     with gr.Accordion(label("tools.info_heading"), open=True):

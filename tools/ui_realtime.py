@@ -51,6 +51,8 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
     gr.Markdown(label("realtime.intro"))
     with gr.Row():
         voice = gr.Dropdown(voice_choices(ctx), value=None, label=label("convert.voice"), scale=3, elem_id="rt-voice")
+        if ctx.voice_lists is not None:
+            ctx.voice_lists.add(voice, "file")
         index = gr.Dropdown(index_choices(ctx), value="", label=label("convert.index"), scale=4, elem_id="rt-index")
     with gr.Row():
         f0_method = gr.Radio(F0_CHOICES, value="pm", label=label("convert.f0_method"), elem_id="rt-f0")

@@ -47,6 +47,7 @@ class AppContext:
     realtime_remote: bool = False  # serve the Realtime tab to other machines too (--realtime-remote)
     workers: ConversionWorkers = field(default_factory=ConversionWorkers)
     isolate: bool = True
+    voice_lists: Any = None  # tools.ui_common.VoiceLists of the app being built (build_app sets it)
     max_input_s: float = DEFAULT_MAX_AUDIO_MINUTES * 60.0  # longest input a conversion accepts (--max-audio-minutes)
     _stops: dict[str, CancelToken] = field(default_factory=dict, repr=False)  # per page: its running conversion
     _stops_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -196,6 +197,9 @@ def build_app(ctx: AppContext) -> gr.Blocks:
 
     from tools import ui_assets, ui_convert, ui_jobs, ui_model_tools, ui_realtime, ui_separate, ui_train
     from tools.labels import label
+    from tools.ui_common import VoiceLists
+
+    ctx.voice_lists = VoiceLists(ctx)
 
     with gr.Blocks(title=label("app.title"), theme=_theme(), css=CSS, analytics_enabled=False) as app:
         gr.Markdown(f"## {label('app.title')}\n{label('app.subtitle')}")
@@ -222,6 +226,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
         def running_endpoint() -> list[dict]:
             return [job_status(ctx, s.job_id) for s in ctx.jobs.running()]
 
+        ctx.voice_lists.wire()
         gr.api(status_endpoint, api_name="job_status")
         gr.api(stop_endpoint, api_name="stop_job")
         gr.api(running_endpoint, api_name="running_jobs")
