@@ -413,13 +413,37 @@ def test_roformer_yaml_model_separates_and_stems_sum(tmp_path: Path) -> None:
     assert 0.001 < np.abs(stems.vocals).max() < 10
 
 
+NO_ZERO_DC_YAML = TINY_ROFORMER_YAML.replace("  stereo: true\n", "  stereo: true\n  zero_dc: false\n")
+
+
 def test_roformer_unit_mask_returns_the_input_through_chunks(tmp_path: Path) -> None:
-    """With a mask of exactly 1 the model is STFT -> iSTFT: the overlap-add of faded chunks gives the mix back."""
-    separator = load_separator(write_roformer(tmp_path, unit_mask=True))
+    """With a mask of exactly 1 (and the DC bin kept) the model is STFT -> iSTFT: the overlap-add of faded
+    chunks gives the mix back."""
+    separator = load_separator(write_roformer(tmp_path, yaml_text=NO_ZERO_DC_YAML, unit_mask=True))
+    assert separator.config.zero_dc is False  # the YAML's `zero_dc: false` is honoured
     mix = stereo_tone(0.3)
     stems = separator.separate(mix)
     np.testing.assert_allclose(stems.vocals, mix, atol=1e-4)
     assert np.abs(stems.instrumental).max() < 1e-4
+
+
+def test_roformer_zeroes_the_dc_bin_by_default_as_msst_does(tmp_path: Path) -> None:
+    """MSST (since 2025-09-23) zeroes the masked spectrogram's DC bin before the inverse STFT. With a unit mask
+    the network is then exactly iSTFT(STFT(x) with bin 0 set to 0), written out here with torch."""
+    separator = load_separator(write_roformer(tmp_path, unit_mask=True))
+    config = separator.config
+    assert config.zero_dc is True  # not in the YAML: MSST's default
+    audio = torch.from_numpy(stereo_tone(0.1)[:, :2048] + 0.2)[None]  # [1, 2, T]: a tone on a DC offset
+    with torch.no_grad():
+        out = separator.net(audio)[0, 0]  # [2, T]
+    window = torch.hann_window(config.stft_win_length)
+    spec = torch.stft(audio[0], config.stft_n_fft, config.stft_hop_length, config.stft_win_length, window,
+                      return_complex=True)  # [2, F, frames]
+    spec[:, 0, :] = 0
+    expected = torch.istft(spec, config.stft_n_fft, config.stft_hop_length, config.stft_win_length, window,
+                           length=audio.shape[-1])
+    torch.testing.assert_close(out, expected, atol=2e-5, rtol=0)
+    assert float((out - audio[0]).abs().max()) > 0.05  # the DC bin really went
 
 
 def test_roformer_sizes_come_from_the_weights_without_yaml(tmp_path: Path) -> None:
@@ -473,7 +497,7 @@ def test_mel_band_roformer_layout_and_unit_mask(tmp_path: Path) -> None:
     assert "final_norm.gamma" not in state and tuple(state["layers.5.1.norm.gamma"].shape) == (384,)
     assert tuple(state["band_split.to_features.59.1.weight"].shape) == (384, 4 * int(sizes[59]))
     assert sizes.sum() > 1025  # the bands overlap
-    mel_yaml = TINY_ROFORMER_YAML.replace("  freqs_per_bands: !!python/tuple [8, 8, 8, 9]\n", "  num_bands: 4\n")
+    mel_yaml = NO_ZERO_DC_YAML.replace("  freqs_per_bands: !!python/tuple [8, 8, 8, 9]\n", "  num_bands: 4\n")
     path = write_roformer(tmp_path, yaml_text=mel_yaml, unit_mask=True)
     separator = load_separator(path)
     assert separator.config.num_bands == 4 and "layers.0.0.norm.gamma" in torch.load(path, weights_only=True)

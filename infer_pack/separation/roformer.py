@@ -56,6 +56,9 @@ class RoformerConfig:
     instruments: tuple[str, ...] = ("vocals", "other")  # the YAML's training.instruments
     target_instrument: str | None = "vocals"  # one-stem models: what the stem is
     num_bands: int = 0  # > 0: a Mel-band RoFormer with this many mel bands (freqs_per_bands unused)
+    # Zero the DC bin of the masked spectrogram before the inverse STFT: MSST's default for both models since
+    # its commit of 2025-09-23 (ccc011a, models/bs_roformer/*.py); a YAML's `zero_dc:` is honoured.
+    zero_dc: bool = True
 
     @property
     def vocals_stem(self) -> tuple[int, bool]:
@@ -267,6 +270,8 @@ class BSRoformer(nn.Module):
             mask = summed.scatter_add_(2, index, mask) / self.bands_per_freq[:, None].clamp(min=1)
         masked = complex_spec[:, None] * mask
         masked = masked.unflatten(2, (-1, channels)).transpose(2, 3)  # [B, S, ch, F, T']
+        if c.zero_dc:
+            masked = masked.index_fill(3, torch.tensor(0, device=masked.device), 0.0)  # the DC bin
         out = torch.istft(masked.flatten(0, 2), c.stft_n_fft, c.stft_hop_length, c.stft_win_length, window,
                           length=length)  # fmt: skip
         return out.reshape(batch, len(self.mask_estimators), channels, length)
