@@ -109,3 +109,10 @@ class VoiceLists:
             return [now, *self._choices()]
 
         timer.tick(poll, inputs=[seen], outputs=outputs, api_name=False, show_progress="hidden")
+
+
+def mark_missing_models(ctx: AppContext, choices: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Pitch-method choices (shown, value) with the ones whose model file is absent marked as such."""
+    if ctx.project.rmvpe_path.is_file():
+        return list(choices)
+    return [(f"{shown} - rmvpe.pt missing" if value == "rmvpe" else shown, value) for shown, value in choices]

@@ -12,7 +12,15 @@ from infer_pack.progress import CancelToken
 from tools.jobproc import JobCall
 from tools.jobs import JobSnapshot
 from tools.labels import label
-from tools.ui_common import NO_INDEX, index_choices, index_path_of, match_index, voice_choices, voice_path
+from tools.ui_common import (
+    NO_INDEX,
+    index_choices,
+    index_path_of,
+    mark_missing_models,
+    match_index,
+    voice_choices,
+    voice_path,
+)
 from tools.ui_jobs import JobStarter, job_panel
 
 if TYPE_CHECKING:
@@ -26,6 +34,15 @@ FORM_PARAMS: tuple[str, ...] = (
     "speaker_id", "pitch_semitones", "f0_method", "index_rate", "filter_radius", "resample_hz", "rms_mix_rate",
     "protect", "pitch_gaps",
 )
+
+
+def f0_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """The pitch methods as the tabs show them, those whose model file is absent marked."""
+    from tools.api import conversion_param_specs
+
+    shown = {value: text for text, value in F0_CHOICES}
+    methods = conversion_param_specs()["f0_method"].choices
+    return mark_missing_models(ctx, [(shown.get(name, name), name) for name in methods])
 
 
 def conversion_kwargs(*values: Any) -> dict[str, Any]:
@@ -50,7 +67,9 @@ def conversion_kwargs(*values: Any) -> dict[str, Any]:
     return kwargs
 
 
-def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.components.Component]:
+def conversion_controls(
+    prefix: str, f0_default: str | None = None, f0_choices: list[tuple[str, str]] | None = None,
+) -> list[gr.components.Component]:
     """The parameter widgets in FORM_PARAMS order (elem ids start with prefix).
 
     `f0_default` replaces the pitch method's default (rmvpe) when its model file is absent.
@@ -76,7 +95,7 @@ def conversion_controls(prefix: str, f0_default: str | None = None) -> list[gr.c
                               minimum=pitch_spec.minimum, maximum=pitch_spec.maximum, info=pitch_spec.help,
                               elem_id=f"{prefix}-transpose")
         f0_method = gr.Radio(
-            [(shown.get(name, name), name) for name in specs["f0_method"].choices],
+            f0_choices or [(shown.get(name, name), name) for name in specs["f0_method"].choices],
             value=f0_default or specs["f0_method"].default, label=label("convert.f0_method"),
             info=specs["f0_method"].help, elem_id=f"{prefix}-f0",
         )
@@ -118,7 +137,8 @@ def run_convert(
     except CancelledError:
         return None, None, "stopped: the conversion was stopped before it finished; nothing was written"
     except RVCError as exc:
-        raise gr.Error(str(exc), print_exception=False) from None
+        # The notice stays until closed (the whole reason and its fix, e.g. which file to download).
+        raise gr.Error(str(exc), duration=None, print_exception=False) from None
     output = str(result.output_path)
     return output, output, result.summary()
 
@@ -250,7 +270,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=label("convert.audio"),
                                  elem_id="convert-audio")
                 f0_file = gr.File(label=label("convert.f0_file"), file_types=[".txt", ".csv"], type="filepath")
-            params = conversion_controls("convert", default_f0_method(ctx.project))
+            params = conversion_controls("convert", default_f0_method(ctx.project), f0_choices(ctx))
             with gr.Row():
                 run = gr.Button(label("convert.run"), variant="primary", elem_id="convert-run", scale=5)
                 stop = gr.Button(label("convert.stop"), variant="stop", elem_id="convert-stop", scale=1, min_width=100)
@@ -294,7 +314,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
             with gr.Row():
                 output_dir = gr.Textbox(DEFAULT_BATCH_DIR, label=label("batch.output_dir"), elem_id="batch-output-dir")
                 out_format = gr.Dropdown(list(OUTPUT_FORMATS), value="wav", label=label("batch.format"))
-            batch_params = conversion_controls("batch", default_f0_method(ctx.project))
+            batch_params = conversion_controls("batch", default_f0_method(ctx.project), f0_choices(ctx))
             batch_run = gr.Button(label("batch.run"), variant="primary", elem_id="batch-run")
             results = gr.File(None, file_count="multiple", interactive=False, render=False,
                               label=label("batch.results"), elem_id="batch-results")
@@ -306,10 +326,11 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                        api_name="convert_batch")
             panel.attach_on_load(("batch",))
 
-    def pitch_method_on_load() -> tuple[str, str]:
-        """rmvpe.pt may have been downloaded since the app started: offer the method the files allow."""
-        method = default_f0_method(ctx.project)
-        return method, method
+    def pitch_method_on_load() -> tuple[Any, Any]:
+        """rmvpe.pt may have been downloaded since the app started: offer the method the files allow, and mark
+        the methods whose model is missing."""
+        method, choices = default_f0_method(ctx.project), f0_choices(ctx)
+        return gr.Radio(choices=choices, value=method), gr.Radio(choices=choices, value=method)
 
     # params / batch_params are in FORM_PARAMS order: the pitch method is the third widget
     gr.on(None, pitch_method_on_load, inputs=None, outputs=[params[2], batch_params[2]], api_name=False,

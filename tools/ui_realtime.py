@@ -17,7 +17,14 @@ import gradio as gr
 
 from infer_pack.errors import RVCError
 from tools.labels import label
-from tools.ui_common import index_choices, index_path_of, match_index, voice_choices, voice_path
+from tools.ui_common import (
+    index_choices,
+    index_path_of,
+    mark_missing_models,
+    match_index,
+    voice_choices,
+    voice_path,
+)
 
 if TYPE_CHECKING:
     from tools.web import AppContext
@@ -55,7 +62,8 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
             ctx.voice_lists.add(voice, "file")
         index = gr.Dropdown(index_choices(ctx), value="", label=label("convert.index"), scale=4, elem_id="rt-index")
     with gr.Row():
-        f0_method = gr.Radio(F0_CHOICES, value="pm", label=label("convert.f0_method"), elem_id="rt-f0")
+        f0_method = gr.Radio(mark_missing_models(ctx, F0_CHOICES), value="pm", label=label("convert.f0_method"),
+                             elem_id="rt-f0")
         transpose = gr.Number(0, precision=0, minimum=-24, maximum=24, label=label("convert.transpose"), elem_id="rt-transpose")
         formant = gr.Slider(-12, 12, value=0, step=0.5, label=label("realtime.formant"), elem_id="rt-formant")
         index_rate = gr.Slider(0, 1, value=0, step=0.01, label=label("convert.index_rate"), elem_id="rt-index-rate")

@@ -13,6 +13,7 @@ from tools.jobproc import JobCall
 from tools.jobs import JobSnapshot
 from tools.labels import label
 from tools.project import validate_name
+from tools.ui_common import mark_missing_models
 from tools.ui_jobs import job_panel, newest_running
 
 if TYPE_CHECKING:
@@ -247,7 +248,8 @@ def build(ctx: AppContext) -> None:
         processes = gr.Slider(1, max(1, os.cpu_count() or 1), value=max(1, (os.cpu_count() or 2) // 2), step=1,
                               label=label("train.processes"))
         speaker_id = gr.Number(value=0, precision=0, minimum=0, label=label("train.speaker_id"))
-        f0_method = gr.Radio(F0_CHOICES, value=default_f0, label=label("train.f0_method"), elem_id="train-f0")
+        f0_method = gr.Radio(mark_missing_models(ctx, F0_CHOICES), value=default_f0, label=label("train.f0_method"),
+                             elem_id="train-f0")
     with gr.Accordion(label("train.upload_title"), open=False):
         uploads = gr.File(file_count="multiple", type="filepath", label=label("train.upload"),
                           elem_id="train-upload")
@@ -306,7 +308,8 @@ def build(ctx: AppContext) -> None:
         if newest_running(ctx.jobs, TRAIN_JOB_KINDS) is not None:
             return gr.skip(), gr.skip()  # the running job's form comes back instead (follow_on_load)
         method = default_f0_method(ctx.project)
-        return method, pretrained_defaults(ctx, "40k", "v2", True, False, method)[2]
+        choices = mark_missing_models(ctx, F0_CHOICES)
+        return gr.Radio(choices=choices, value=method), pretrained_defaults(ctx, "40k", "v2", True, False, method)[2]
 
     gr.on(None, on_load, inputs=None, outputs=[f0_method, pretrained_note], api_name=False, show_progress="hidden")
 
