@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,24 +99,50 @@ def _declared_duration_s(container: Any, stream: Any) -> float | None:
     return None
 
 
+def _stream_number(stream: Any, name: str, codec_name: str) -> int:
+    """An audio stream's rate or channel count; 0 where a damaged header leaves it undefined (PyAV then
+    raises AttributeError instead of returning 0)."""
+    for owner, attribute in ((stream, name), (stream.codec_context, codec_name)):
+        try:
+            value = getattr(owner, attribute)
+        except AttributeError:
+            continue
+        if value:
+            return int(value)
+    return 0
+
+
+def _read_header(path: Path) -> tuple[AudioInfo, float | None]:
+    """(header facts, the duration the header announces or None) of an existing, non-empty file.
+
+    `AudioInfo.duration_s` is the announced duration, 0 when the header has none.
+    """
+    container, stream = _open(path)
+    try:
+        if stream.codec_context is None:  # a damaged header names no codec FFmpeg has
+            raise AudioLoadError(path, "its audio codec is unknown or damaged", _DECODE_FIX)
+        rate = _stream_number(stream, "rate", "sample_rate")
+        channels = _stream_number(stream, "channels", "channels")
+        codec = str(stream.codec_context.name)
+        declared = _declared_duration_s(container, stream)
+        container_name = str(container.format.name)
+    finally:
+        container.close()
+    info = AudioInfo(duration_s=declared or 0.0, sample_rate=rate, channels=channels, codec=codec,
+                     container=container_name)
+    return info, declared
+
+
 def probe(path: str | Path) -> AudioInfo:
     """Header facts of an audio file. Raises AudioLoadError like `load_audio`."""
     path = Path(path)
     _check_file(path)
-    container, stream = _open(path)
-    try:
-        rate = int(stream.rate or stream.codec_context.sample_rate or 0)
-        channels = int(stream.channels or stream.codec_context.channels or 0)
-        codec = str(stream.codec_context.name)
-        duration = _declared_duration_s(container, stream)
-        container_name = str(container.format.name)
-    finally:
-        container.close()
-    if duration is None:
+    info, declared = _read_header(path)
+    if declared is None:
         # Raw streams without a header duration: count the samples.
         total = sum(block.size for block in _decode_mono_blocks(path, None))
-        duration = total / rate if rate else 0.0
-    return AudioInfo(duration_s=duration, sample_rate=rate, channels=channels, codec=codec, container=container_name)
+        info = replace(info, duration_s=total / info.sample_rate if info.sample_rate else 0.0)
+    return info
 
 
 def _refuse_rate(path: Path, rate: int) -> None:
@@ -157,20 +183,11 @@ def check_input(path: str | Path, *, max_duration_s: float | None = MAX_DURATION
     """
     path = Path(path)
     _check_file(path)
-    container, stream = _open(path)
-    try:
-        rate = int(stream.rate or stream.codec_context.sample_rate or 0)
-        channels = int(stream.channels or stream.codec_context.channels or 0)
-        codec = str(stream.codec_context.name)
-        duration = _declared_duration_s(container, stream)
-        container_name = str(container.format.name)
-    finally:
-        container.close()
-    _refuse_rate(path, rate)
-    if max_duration_s is not None and duration is not None:
-        _refuse_duration(path, duration, max_duration_s)
-    return AudioInfo(duration_s=duration or 0.0, sample_rate=rate, channels=channels, codec=codec,
-                     container=container_name)
+    info, declared = _read_header(path)
+    _refuse_rate(path, info.sample_rate)
+    if max_duration_s is not None and declared is not None:
+        _refuse_duration(path, declared, max_duration_s)
+    return info
 
 
 def _wav_missing_fraction(path: Path) -> float:
@@ -308,13 +325,10 @@ def load_audio(
             f"the file is cut short: {missing:.0%} of the audio its header announces is missing (truncated copy?)",
             "re-export or re-download the file",
         )
-    container, stream = _open(path)
-    declared = _declared_duration_s(container, stream)
-    source_rate = int(stream.rate or stream.codec_context.sample_rate or 0)
+    info, declared = _read_header(path)
     # Only these codecs carry an exact length in their header; compressed formats estimate it.
-    exact_length = str(stream.codec_context.name).startswith("pcm_") or stream.codec_context.name == "flac"
-    container.close()
-    _refuse_rate(path, source_rate)
+    exact_length = info.codec.startswith("pcm_") or info.codec == "flac"
+    _refuse_rate(path, info.sample_rate)
     if max_duration_s is not None and declared is not None:
         _refuse_duration(path, declared, max_duration_s, _LOAD_TOO_LONG_FIX)
     limit = None if max_duration_s is None else math.ceil(max_duration_s * sample_rate) + sample_rate
