@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from infer_pack.errors import CancelledError
 
@@ -26,10 +26,14 @@ ProgressCallback = Callable[[int, int, str], None]
 
 
 class CancelToken:
-    """Thread-safe flag; `check()` raises CancelledError once `cancel()` was called."""
+    """Thread-safe flag; `check()` raises CancelledError once `cancel()` was called.
 
-    def __init__(self) -> None:
-        self._event = threading.Event()
+    `event`: share the flag with another process by passing a `multiprocessing` Event (the server sets
+    it, the worker's step checks it); by default a thread Event.
+    """
+
+    def __init__(self, event: Any = None) -> None:
+        self._event = event if event is not None else threading.Event()
 
     def cancel(self) -> None:
         self._event.set()

@@ -358,35 +358,13 @@ class ChildJob:
 # ------------------------------------------------------------------------------------------ conversion workers
 
 
-class _SharedCancelToken(CancelToken):
-    """A CancelToken whose flag is a multiprocessing Event: the server sets it, the worker's step sees it."""
-
-    def __init__(self, event: Any) -> None:
-        super().__init__()
-        self._shared = event
-
-    def cancel(self) -> None:
-        self._shared.set()
-
-    def reset(self) -> None:
-        self._shared.clear()
-
-    @property
-    def cancelled(self) -> bool:
-        return bool(self._shared.is_set())
-
-    def check(self) -> None:
-        if self._shared.is_set():
-            raise CancelledError("stopped by the user")
-
-
 def worker_main(conn: Any, cancel_event: Any = None) -> None:
     """Entry point of a conversion worker: answer requests until the pipe closes."""
     from infer_pack.cache import ModelCache
 
     logging.getLogger().setLevel(logging.WARNING)
     cache = ModelCache(max_items=4)
-    token: CancelToken = _SharedCancelToken(cancel_event) if cancel_event is not None else CancelToken()
+    token = CancelToken(cancel_event)  # the server's Stop sets the shared event
     while True:
         try:
             call: JobCall = conn.recv()
