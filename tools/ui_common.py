@@ -11,6 +11,9 @@ from tools.labels import label
 if TYPE_CHECKING:
     from tools.web import AppContext
 
+# Shown names of the pitch estimators; the values are the pipeline's method names.
+F0_CHOICES = [("RMVPE (best)", "rmvpe"), ("PM (fast)", "pm"), ("Harvest", "harvest"), ("DIO", "dio"), ("Swift", "swift")]
+
 NO_INDEX = ""
 
 

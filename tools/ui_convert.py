@@ -13,6 +13,7 @@ from tools.jobproc import JobCall
 from tools.jobs import JobSnapshot
 from tools.labels import label
 from tools.ui_common import (
+    F0_CHOICES,
     NO_INDEX,
     index_choices,
     index_path_of,
@@ -26,8 +27,6 @@ from tools.ui_jobs import JobStarter, job_panel
 if TYPE_CHECKING:
     from tools.web import AppContext
 
-# Shown names of the pitch estimators; the values are the pipeline's method names.
-F0_CHOICES = [("RMVPE (best)", "rmvpe"), ("PM (fast)", "pm"), ("Harvest", "harvest"), ("DIO", "dio"), ("Swift", "swift")]
 # The conversion widgets, in the order the Convert and Batch endpoints take their values (a public interface:
 # scripts call `/convert` with them positionally). Types, defaults, ranges and help: ConversionParams.
 FORM_PARAMS: tuple[str, ...] = (

@@ -13,7 +13,7 @@ from tools.jobproc import JobCall
 from tools.jobs import JobSnapshot
 from tools.labels import label
 from tools.project import validate_name
-from tools.ui_common import mark_missing_models
+from tools.ui_common import F0_CHOICES, mark_missing_models
 from tools.ui_jobs import job_panel, newest_running
 
 if TYPE_CHECKING:
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
     from tools.web import AppContext
 
-F0_CHOICES = [("RMVPE (best)", "rmvpe"), ("PM (fast)", "pm"), ("Harvest", "harvest"), ("DIO", "dio"), ("Swift", "swift")]
 SAMPLE_RATE_CHOICES = ["32k", "40k", "48k"]
 VERSION_CHOICES = ["v1", "v2"]
 # Job kinds this tab starts (and reattaches to when a page loads).
