@@ -222,6 +222,32 @@ class PitchTrack:
     hz: np.ndarray  # float32 [frames], 0 = unvoiced
 
 
+def pitch_curve(
+    audio_pad: np.ndarray,
+    n_frames: int,
+    params: ConversionParams,
+    windows: Windows,
+    *,
+    rmvpe_path: str | Path | None = None,
+    cache: ModelCache | None = None,
+    device: str = "cpu",
+) -> np.ndarray:
+    """RVC's get_f0 on the padded input up to coarse pitch: estimate, filter (harvest), fill gaps (optional),
+    transpose, override. float64 [n_frames], 0 = unvoiced."""
+    from infer_pack.f0 import apply_f0_file, estimate_f0, fill_pitch_gaps, median_filter_f0, shift_f0
+
+    f0 = estimate_f0(audio_pad, params.f0_method, n_frames=n_frames, rmvpe_path=rmvpe_path, cache=cache, device=device)
+    if params.f0_method == "harvest":
+        f0 = median_filter_f0(f0, params.filter_radius)
+    # Gaps are filled on the estimator's track (the training extractor uses the same helper);
+    # a user's f0 file then overrides frames as given.
+    f0 = fill_pitch_gaps(f0, params.pitch_gaps)
+    f0 = shift_f0(f0, params.pitch_semitones)
+    if params.f0_override_path is not None:
+        f0 = apply_f0_file(f0, params.f0_override_path, frame_offset=windows.pad_frames)
+    return np.asarray(f0[:n_frames], dtype=np.float64)
+
+
 def pitch_track(
     audio_pad: np.ndarray,
     n_frames: int,
@@ -232,29 +258,40 @@ def pitch_track(
     cache: ModelCache | None = None,
     device: str = "cpu",
 ) -> PitchTrack:
-    """RVC's get_f0 on the padded input: estimate, filter (harvest), fill gaps (optional), transpose, override, coarse."""
-    from infer_pack.f0 import (
-        apply_f0_override,
-        estimate_f0,
-        f0_to_coarse,
-        fill_pitch_gaps,
-        load_f0_override,
-        median_filter_f0,
-        shift_f0,
-    )
+    """`pitch_curve` and its coarse pitch: what the synthesiser gets."""
+    from infer_pack.f0 import f0_to_coarse
 
-    f0 = estimate_f0(audio_pad, params.f0_method, n_frames=n_frames, rmvpe_path=rmvpe_path, cache=cache, device=device)
-    if params.f0_method == "harvest":
-        f0 = median_filter_f0(f0, params.filter_radius)
-    # Gaps are filled on the estimator's track (the training extractor uses the same helper);
-    # a user's f0 file then overrides frames as given.
-    f0 = fill_pitch_gaps(f0, params.pitch_gaps)
-    f0 = shift_f0(f0, params.pitch_semitones)
-    if params.f0_override_path is not None:
-        times, hz = load_f0_override(params.f0_override_path)
-        f0 = apply_f0_override(f0, times, hz, frame_offset=windows.pad_frames)
-    f0 = f0[:n_frames]
+    f0 = pitch_curve(audio_pad, n_frames, params, windows, rmvpe_path=rmvpe_path, cache=cache, device=device)
     return PitchTrack(coarse=f0_to_coarse(f0), hz=f0.astype(np.float32))
+
+
+def prepared_input(audio_16k: np.ndarray, windows: Windows) -> np.ndarray:
+    """The input as conversion sees it: peak-normalised, high-passed, reflect-padded by x_pad. float64 [N + 2 pad]."""
+    t_pad = windows.pad_samples(SAMPLE_RATE)
+    audio = np.nan_to_num(np.asarray(audio_16k, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    audio = high_pass(normalise_input_peak(audio))
+    return np.pad(audio, (t_pad, t_pad), mode="reflect")
+
+
+def input_pitch_curve(
+    audio_16k: np.ndarray,
+    params: ConversionParams,
+    windows: Windows,
+    *,
+    rmvpe_path: str | Path | None = None,
+    cache: ModelCache | None = None,
+    device: str = "cpu",
+) -> np.ndarray:
+    """The pitch a conversion with `params` and `windows` uses, on the input's own frames: float64 [N // 160].
+
+    Frame k is at k * 10 ms of the input (the padded track's frame `windows.pad_frames + k`); a pitch
+    file holding this curve (`infer_pack.pitch_file`) reproduces it exactly.
+    """
+    audio_pad = prepared_input(audio_16k, windows)
+    n_frames = audio_pad.shape[0] // WINDOW
+    f0 = pitch_curve(audio_pad, n_frames, params, windows, rmvpe_path=rmvpe_path, cache=cache, device=device)
+    pad = windows.pad_frames
+    return f0[pad : n_frames - pad]
 
 
 # -- the converter ---------------------------------------------------------------------------

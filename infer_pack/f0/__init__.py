@@ -30,6 +30,7 @@ from infer_pack.f0.coarse import (
 from infer_pack.f0.filters import (
     PITCH_GAP_MODES,
     PitchGaps,
+    apply_f0_file,
     apply_f0_override,
     fill_pitch_gaps,
     fit_to_frames,
@@ -166,6 +167,7 @@ __all__ = [
     "SAMPLE_RATE",
     "F0Method",
     "PitchGaps",
+    "apply_f0_file",
     "apply_f0_override",
     "estimate_f0",
     "fill_pitch_gaps",

@@ -1,4 +1,4 @@
-"""Post-processing of f0 tracks: length fitting, median filter, unvoiced filling, user overrides."""
+"""Post-processing of f0 tracks: length fitting, median filter, unvoiced filling, user overrides (f0 files)."""
 
 from __future__ import annotations
 
@@ -152,4 +152,24 @@ def apply_f0_override(
     end = min(out.size, begin + count)
     if begin < end:
         out[begin:end] = replacement[: end - begin]
+    return out
+
+
+def apply_f0_file(f0: np.ndarray, path: str | Path, *, frame_offset: int = 0) -> np.ndarray:
+    """Replace the estimate by a user's pitch curve file, of either format.
+
+    RVC's "time_s,hz" text goes through `load_f0_override` / `apply_f0_override` (RVC's arithmetic).
+    The pitch editor's JSON (`infer_pack.pitch_file`) holds one value per 10 ms frame: frames
+    `frame_offset` .. `frame_offset + len - 1` take its edited curve exactly (cut at the track's end).
+    """
+    from infer_pack.pitch_file import is_json_curve, read_curve_json
+
+    if not is_json_curve(path):
+        times, hz = load_f0_override(path)
+        return apply_f0_override(f0, times, hz, frame_offset=frame_offset)
+    curve = read_curve_json(path).curve()
+    out = np.array(f0, dtype=np.float64, copy=True)
+    end = min(out.size, frame_offset + curve.size)
+    if frame_offset < end:
+        out[frame_offset:end] = curve[: end - frame_offset]
     return out
