@@ -7,12 +7,12 @@ This module imports nothing heavy, so that `tools.cli --help` can read it.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from infer_pack.errors import UserInputError
+from infer_pack.specs import ParamSpec, field_specs, spec_field
 
 # Longest input a conversion decodes by default (the web app sets its own, shorter limit).
 MAX_INPUT_SECONDS = 3 * 3600.0
@@ -20,35 +20,17 @@ MAX_INPUT_SECONDS = 3 * 3600.0
 PitchGaps = Literal["keep", "interpolate"]
 PITCH_GAP_MODES: tuple[PitchGaps, ...] = ("keep", "interpolate")
 
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """Range, default, unit and help text of one conversion parameter.
-
-    Built from the fields of `ConversionParams` (the one place each is written): the web tabs make
-    their widgets from these, the command line its flags, and the API takes the same names.
-    """
-
-    name: str
-    label: str
-    default: Any
-    help: str
-    minimum: float | None = None
-    maximum: float | None = None
-    step: float | None = None
-    choices: tuple[str, ...] = ()
-    flag: str = ""  # the command line's option, without "--"
+# How an input file becomes mono at the pipeline's rate (`infer_pack.audio`): "rvc" as RVC's ffmpeg call
+# (libswresample defaults, stereo -> 0.7071 * (L + R)), "soxr" channel mean and soxr "HQ".
+Decoder = Literal["rvc", "soxr"]
+DECODERS: tuple[Decoder, ...] = ("rvc", "soxr")
+DEFAULT_DECODER: Decoder = "rvc"
 
 
 F0_METHOD_NAMES: tuple[str, ...] = ("pm", "harvest", "dio", "rmvpe", "swift")
 
 
-def _param(
-    default: Any, label: str, help: str, minimum: float | None = None, maximum: float | None = None,
-    step: float | None = None, choices: tuple[str, ...] = (), flag: str = "",
-) -> Any:
-    """A ConversionParams field: its default, plus what the UI and the CLI show for it."""
-    return field(default=default, metadata={"spec": (label, help, minimum, maximum, step, choices, flag)})
+_param = spec_field
 
 
 @dataclass(frozen=True)
@@ -81,6 +63,11 @@ class ConversionParams:
         "so 'Protect consonants' works (RVC up to its 2024 releases, which most voices were trained with). "
         "interpolate: filled with the pitch of the voiced frames around them (RVC 2026), smoother across short gaps; "
         "protection then has no effect.", choices=PITCH_GAP_MODES)
+    decoder: Decoder = _param(
+        DEFAULT_DECODER, "Input decoding", "How the input becomes mono at 16 kHz. rvc: as RVC's ffmpeg call (FFmpeg's "
+        "resampler; stereo mixed as 0.71 x (left + right)), so a conversion matches RVC's. soxr: the channels "
+        "averaged (3 dB quieter for stereo) and soxr's resampler (flatter passband, steeper cut-off).",
+        choices=DECODERS)
     speaker_id: int = _param(
         0, "Speaker id", "Speaker row of multi-speaker voice models (0 for usual models).", 0, 108, 1)
     seed: int | None = _param(
@@ -93,6 +80,8 @@ class ConversionParams:
             raise UserInputError(f"unknown f0 method {self.f0_method!r}; choose one of {', '.join(F0_METHOD_NAMES)}")
         if self.pitch_gaps not in PITCH_GAP_MODES:
             raise UserInputError(f"unknown pitch gaps mode {self.pitch_gaps!r}; choose one of {', '.join(PITCH_GAP_MODES)}")
+        if self.decoder not in DECODERS:
+            raise UserInputError(f"unknown input decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
         if self.f0_override_path is not None and not Path(self.f0_override_path).is_file():
             raise UserInputError(f"f0 file {str(self.f0_override_path)!r} not found; check the path or leave it empty")
         return replace(
@@ -108,24 +97,9 @@ class ConversionParams:
         )
 
 
-def _spec(f: Any) -> ParamSpec:
-    label, help_text, minimum, maximum, step, choices, flag = f.metadata["spec"]
-    return ParamSpec(f.name, label, f.default, help_text, minimum, maximum, step, choices,
-                     flag or f.name.replace("_", "-"))
-
-
 # name -> spec, in ConversionParams' order (what the UI and the CLI are built from).
-PARAM_SPECS: dict[str, ParamSpec] = {f.name: _spec(f) for f in fields(ConversionParams) if "spec" in f.metadata}
-
+PARAM_SPECS: dict[str, ParamSpec] = field_specs(ConversionParams)
 
 
 def _checked(name: str, value: Any, kind: type, upper: bool = True) -> Any:
-    spec = PARAM_SPECS[name]
-    assert spec.minimum is not None and spec.maximum is not None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number) or number < spec.minimum or (upper and number > spec.maximum):
-        raise UserInputError(f"{spec.label} ({name}) must be between {spec.minimum:g} and {spec.maximum:g}, got {value!r}")
-    return kind(number)
+    return kind(PARAM_SPECS[name].checked(value, upper=upper))

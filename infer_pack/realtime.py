@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -42,75 +42,18 @@ import numpy as np
 from infer_pack.errors import UserInputError
 from infer_pack.pipeline import RETRIEVAL_K, SAMPLE_RATE, WINDOW, protect_unvoiced
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
+from infer_pack.stream_params import FRAME_S, SILENCE_OFF_DB, StreamSettings
+from infer_pack.stream_params import STREAM_F0_METHODS as STREAM_F0_METHODS
 
 if TYPE_CHECKING:
     import torch
 
     from infer_pack.pipeline import VoiceConverter
 
-FRAME_S = 0.01  # every duration is a whole number of 10 ms frames (RVC's `zc`)
-STREAM_F0_METHODS: tuple[str, ...] = ("rmvpe", "pm", "swift")  # fast enough per block
 F0_TAIL_SAMPLES = 800  # f0 sees the newest block plus 50 ms (RVC: block_frame_16k + 800)
 RMVPE_STEP = 5120  # rmvpe's input is padded to multiples of 32 mel frames; RVC sizes its tail to fit
 PRIOR_NOISE_SCALE = 0.66666
 GATE_WINDOW_FRAMES = 4  # the silence gate's RMS window: 40 ms, as RVC's realtime GUI
-SILENCE_OFF_DB = -60.0  # RVC gates only above -60 dB
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    """What the user chose for a stream (durations in seconds, rounded to 10 ms frames).
-
-    Defaults are RVC's realtime GUI defaults; `deterministic` removes the synthesiser's noise.
-    """
-
-    block_time_s: float = 0.25
-    crossfade_time_s: float = 0.05
-    extra_time_s: float = 2.5
-    sola_search_s: float = 0.01
-    silence_threshold_db: float = SILENCE_OFF_DB
-    pitch_semitones: float = 0.0
-    formant_semitones: float = 0.0
-    f0_method: str = "rmvpe"
-    index_rate: float = 0.0
-    protect: float = 0.5  # 0.5 = off (RVC's realtime GUI has no protection)
-    rms_mix_rate: float = 0.0  # 0: the input's loudness envelope, 1: the voice's own
-    speaker_id: int = 0
-    # Frames decoded left of the returned ones (the decoder's full receptive field: None). The
-    # right side has at most `crossfade - fade` frames anyway; both edges lie in crossfades.
-    decoder_context_frames: int | None = 4
-    deterministic: bool = False
-    seed: int = 0
-
-    def validated(self) -> StreamSettings:
-        """A copy with numbers of the right type; raises UserInputError naming a value out of range."""
-        if self.f0_method not in STREAM_F0_METHODS:
-            raise UserInputError(
-                f"f0 method {self.f0_method!r} is too slow or unknown for streaming; choose one of {', '.join(STREAM_F0_METHODS)}"
-            )
-        checks = (
-            ("block_time_s", self.block_time_s, 0.02, 2.0),
-            ("crossfade_time_s", self.crossfade_time_s, 0.01, 0.5),
-            ("extra_time_s", self.extra_time_s, 0.0, 10.0),
-            ("sola_search_s", self.sola_search_s, 0.0, 0.1),
-            ("silence_threshold_db", self.silence_threshold_db, -100.0, 0.0),
-            ("pitch_semitones", self.pitch_semitones, -24.0, 24.0),
-            ("formant_semitones", self.formant_semitones, -12.0, 12.0),
-            ("index_rate", self.index_rate, 0.0, 1.0),
-            ("protect", self.protect, 0.0, 0.5),
-            ("rms_mix_rate", self.rms_mix_rate, 0.0, 1.0),
-            ("speaker_id", self.speaker_id, 0.0, 1e6),
-            ("decoder_context_frames", 0 if self.decoder_context_frames is None else self.decoder_context_frames, 0, 100),
-        )
-        for name, value, low, high in checks:
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and low <= value <= high):
-                raise UserInputError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
-        crossfade = _frames(self.crossfade_time_s)
-        if crossfade > _frames(self.block_time_s):
-            raise UserInputError(
-                f"the crossfade ({self.crossfade_time_s} s) must not be longer than the block ({self.block_time_s} s)"
-            )
-        return replace(self, speaker_id=int(self.speaker_id), seed=int(self.seed))
 
 
 def _frames(seconds: float) -> int:

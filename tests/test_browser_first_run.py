@@ -30,8 +30,8 @@ TIMEOUT_MS = 60_000
 # Train-tab form values in tools.ui_train.TrainForm.FIELDS order (later fields keep their defaults).
 FORM: dict[str, Any] = {
     "experiment": "fresh", "sample_rate_tag": "40k", "version": "v2", "use_f0": True, "processes": 1,
-    "dataset": "inputs", "speaker_id": 0, "f0_method": "rmvpe", "save_every": 1, "epochs": 1, "batch_size": 1,
-    "save_latest_only": True, "save_small_each": False, "pretrained_g": "", "pretrained_d": "",
+    "dataset": "inputs", "speaker_id": 0, "f0_method": "rmvpe", "save_every_epochs": 1, "epochs": 1, "batch_size": 1,
+    "latest_only": True, "export_every_save": False, "pretrained_g": "", "pretrained_d": "",
     "index_kind": "ivf_flat", "from_scratch": False,
 }
 

@@ -25,8 +25,8 @@ pytestmark = pytest.mark.slow
 EXPERIMENT = "isolated"
 FORM: dict[str, Any] = {
     "experiment": EXPERIMENT, "sample_rate_tag": "40k", "version": "v2", "use_f0": True, "processes": 1,
-    "dataset": "dataset", "speaker_id": 0, "f0_method": "pm", "save_every": 1, "epochs": 1, "batch_size": 1,
-    "save_latest_only": True, "save_small_each": False, "pretrained_g": "", "pretrained_d": "",
+    "dataset": "dataset", "speaker_id": 0, "f0_method": "pm", "save_every_epochs": 1, "epochs": 1, "batch_size": 1,
+    "latest_only": True, "export_every_save": False, "pretrained_g": "", "pretrained_d": "",
     "index_kind": "ivf_flat", "from_scratch": True, "log_interval": 1, "extract_device": "auto",
     "train_device": "auto", "cache_batches": False,
 }

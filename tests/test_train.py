@@ -372,7 +372,7 @@ def test_short_runs_log_every_epoch_and_plot_points(experiment: Experiment, tmp_
 def test_training_options_refuse_a_zero_log_interval() -> None:
     from infer_pack.errors import UserInputError
 
-    with pytest.raises(UserInputError, match="log interval"):
+    with pytest.raises(UserInputError, match="Log interval"):
         TrainingOptions(log_interval=0)
 
 

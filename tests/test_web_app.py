@@ -15,8 +15,8 @@ from helpers_app import app_in_thread, audio_rms, make_project, shared_test_hube
 # Train-tab form values in tools.ui_train.TrainForm.FIELDS order.
 TRAIN_DEFAULTS: dict[str, Any] = {
     "experiment": "demo", "sample_rate_tag": "40k", "version": "v2", "use_f0": True, "processes": 1,
-    "dataset": "inputs", "speaker_id": 0, "f0_method": "pm", "save_every": 1, "epochs": 1, "batch_size": 2,
-    "save_latest_only": False, "save_small_each": False, "pretrained_g": "", "pretrained_d": "",
+    "dataset": "inputs", "speaker_id": 0, "f0_method": "pm", "save_every_epochs": 1, "epochs": 1, "batch_size": 2,
+    "latest_only": False, "export_every_save": False, "pretrained_g": "", "pretrained_d": "",
     "index_kind": "ivf_flat", "from_scratch": False, "log_interval": 200,
 }
 

@@ -32,8 +32,8 @@ STEPS = ("[1/4 preprocess]", "[2/4 features]", "[3/4 train]", "[4/4 index]")
 # Train-tab form values in tools.ui_train.TrainForm.FIELDS order.
 ONE_CLICK_FORM: dict[str, Any] = {
     "experiment": EXPERIMENT, "sample_rate_tag": SAMPLE_RATE_TAG, "version": VERSION, "use_f0": True,
-    "processes": 1, "dataset": "dataset", "speaker_id": 0, "f0_method": "pm", "save_every": 1, "epochs": 1,
-    "batch_size": 1, "save_latest_only": True, "save_small_each": False, "pretrained_g": "", "pretrained_d": "",
+    "processes": 1, "dataset": "dataset", "speaker_id": 0, "f0_method": "pm", "save_every_epochs": 1, "epochs": 1,
+    "batch_size": 1, "latest_only": True, "export_every_save": False, "pretrained_g": "", "pretrained_d": "",
     "index_kind": "ivf_flat", "from_scratch": True,
 }
 JOB_TIMEOUT_S = 600.0

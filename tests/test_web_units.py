@@ -170,8 +170,8 @@ def test_device_choices_reach_the_api(ctx: AppContext, monkeypatch: pytest.Monke
     cancel = CancelToken()
     values = {
         "experiment": "gpu", "sample_rate_tag": "40k", "version": "v2", "use_f0": True, "processes": 1,
-        "dataset": "data", "speaker_id": 0, "f0_method": "pm", "save_every": 1, "epochs": 1, "batch_size": 1,
-        "save_latest_only": True, "save_small_each": False, "pretrained_g": "", "pretrained_d": "",
+        "dataset": "data", "speaker_id": 0, "f0_method": "pm", "save_every_epochs": 1, "epochs": 1, "batch_size": 1,
+        "latest_only": True, "export_every_save": False, "pretrained_g": "", "pretrained_d": "",
         "index_kind": "ivf_flat", "from_scratch": True, "log_interval": None, "extract_device": "cuda:1",
         "train_device": "cuda:0", "cache_batches": True,
     }

@@ -101,16 +101,13 @@ def _print_result(result: Any) -> None:
 def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per conversion parameter, made from its spec (name, default, range, help: ConversionParams)."""
     from tools.api import conversion_param_specs
+    from tools.api.specs import add_spec_flags
 
     group = parser.add_argument_group("conversion parameters (RVC's defaults)")
     group.add_argument("--index", default=None, help="feature index (.index); default: none")
-    for spec in conversion_param_specs().values():
-        extra: dict[str, Any] = {"choices": spec.choices} if spec.choices else {"type": type(spec.default)}
-        default = None if spec.name == "f0_method" else spec.default  # None: rmvpe if rmvpe.pt is there, else swift
-        shown = "rmvpe when rmvpe.pt is present, else swift" if default is None else default
-        span = f"; {spec.minimum:g}..{spec.maximum:g}" if spec.minimum is not None and spec.maximum is not None else ""
-        group.add_argument(f"--{spec.flag}", dest=spec.name, default=default,
-                           help=f"{spec.label}{span}: {spec.help} (default: {shown})", **extra)
+    # f0 method None: rmvpe if rmvpe.pt is there, else swift
+    add_spec_flags(group, conversion_param_specs(), defaults={"f0_method": None},
+                   shown_defaults={"f0_method": "rmvpe when rmvpe.pt is present, else swift"})
     group.add_argument("--f0-file", default=None, help="pitch curve file replacing the extracted pitch")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
 
@@ -129,23 +126,16 @@ def _add_experiment_flags(parser: argparse.ArgumentParser, *, sample_rate: bool 
 
 
 def _add_training_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--speaker-id", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=20, help="total epochs (default: 20)")
-    parser.add_argument("--batch-size", type=int, default=4, help="default: 4")
-    parser.add_argument("--save-every", type=int, default=5, help="save a checkpoint every N epochs (default: 5)")
-    parser.add_argument("--save-latest-only", action="store_true", help="keep only the latest G/D checkpoint")
-    parser.add_argument("--save-small-each", action="store_true", help="export a voice to weights/ at every save")
-    parser.add_argument("--pretrained-g", default=None, help="pretrained generator (default: the matching asset)")
-    parser.add_argument("--pretrained-d", default=None, help="pretrained discriminator (default: the matching asset)")
-    parser.add_argument("--no-pretrained", action="store_true", help="train from scratch")
-    parser.add_argument("--log-interval", type=int, default=None,
-                        help="log losses every N steps; each epoch's last step is always logged (default: 200)")
-    parser.add_argument("--cache-on-device", dest="cache_batches", action="store_true",
-                        help="keep epoch 1's batches on the training device for later epochs (RVC's 'cache training "
-                        "set on GPU': faster epochs on small datasets, more GPU memory)")
+    """One flag per training setting, made from its spec (tools.api.training.TrainRequest)."""
+    from tools.api import training_param_specs
+    from tools.api.specs import add_spec_flags
+
+    add_spec_flags(parser.add_argument_group("training settings"), training_param_specs())
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tools.api.specs import add_spec_flags, stream_param_specs
+
     parser = argparse.ArgumentParser(prog="python -m tools.cli", description="RVC Workbench command line")
     parser.add_argument("--root", default=".", help="project folder holding logs/, weights/ and assets (default: .)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -258,17 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     p.add_argument("--index", default=None, help="feature index (.index); default: none")
     group = p.add_argument_group("stream settings (RVC realtime defaults)")
-    group.add_argument("--block-time", type=float, default=0.25, help="seconds per block (default: 0.25)")
-    group.add_argument("--crossfade-time", type=float, default=0.05, help="seconds (default: 0.05)")
-    group.add_argument("--extra-time", type=float, default=2.5, help="seconds of past context (default: 2.5)")
-    group.add_argument("--silence-threshold", type=float, default=-60.0, help="dB; quieter input is muted (default: -60 = off)")
-    group.add_argument("--f0-method", choices=("rmvpe", "pm", "swift"), default=None,
-                       help="default: rmvpe when rmvpe.pt is present, else swift")
-    group.add_argument("--transpose", type=float, default=0.0, help="pitch shift in semitones (default: 0)")
-    group.add_argument("--formant", type=float, default=0.0, help="formant shift in semitones (default: 0)")
-    group.add_argument("--index-rate", type=float, default=0.0, help="0..1 (default: 0)")
-    group.add_argument("--rms-mix", type=float, default=0.0, help="loudness: 0 the input's envelope, 1 the voice's (default: 0)")
-    group.add_argument("--speaker-id", type=int, default=0)
+    add_spec_flags(group, stream_param_specs(), defaults={"f0_method": None},
+                   shown_defaults={"f0_method": "rmvpe when rmvpe.pt is present, else swift"})
     group.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, one per core; fewer leave room for other programs)")
     group.add_argument("--device", default="auto", help="cpu, cuda, ... (default: auto)")
     return parser
@@ -293,8 +274,9 @@ def _run(args: argparse.Namespace, call: Callable[[TqdmProgress], Any], unit: st
 
 def _conversion_fields(args: argparse.Namespace) -> dict[str, Any]:
     from tools.api import conversion_param_specs
+    from tools.api.specs import spec_values
 
-    fields = {name: getattr(args, name) for name in conversion_param_specs()}
+    fields = spec_values(args, conversion_param_specs())
     return {**fields, "index_path": args.index, "device": args.device}
 
 
@@ -379,14 +361,12 @@ def _stop_on_ctrl_c(cancel: Any) -> Iterator[None]:
 
 
 def _training_fields(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "experiment": args.experiment, "version": args.version, "sample_rate_tag": args.sample_rate, "use_f0": args.use_f0,
-        "speaker_id": args.speaker_id, "epochs": args.epochs, "batch_size": args.batch_size,
-        "save_every_epochs": args.save_every, "latest_only": args.save_latest_only,
-        "export_every_save": args.save_small_each, "use_pretrained": not args.no_pretrained,
-        "pretrained_g": args.pretrained_g, "pretrained_d": args.pretrained_d, "log_interval": args.log_interval,
-        "cache_batches": args.cache_batches,
-    }
+    from tools.api import training_param_specs
+    from tools.api.specs import spec_values
+
+    experiment = {"experiment": args.experiment, "version": args.version, "sample_rate_tag": args.sample_rate,
+                  "use_f0": args.use_f0}
+    return {**experiment, **spec_values(args, training_param_specs())}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -497,6 +477,7 @@ def _cmd_realtime(args: argparse.Namespace) -> Any:
     from tools import api
     from tools.api.assets import default_f0_method
     from tools.api.realtime import stream_settings
+    from tools.api.specs import spec_values, stream_param_specs
 
     if args.list_devices:
         return _run(args, lambda bar: api.list_audio_devices())
@@ -506,12 +487,8 @@ def _cmd_realtime(args: argparse.Namespace) -> Any:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
-    settings = stream_settings(
-        block_time_s=args.block_time, crossfade_time_s=args.crossfade_time, extra_time_s=args.extra_time,
-        silence_threshold_db=args.silence_threshold, f0_method=args.f0_method or default_f0_method(args.root),
-        pitch_semitones=args.transpose,
-        formant_semitones=args.formant, index_rate=args.index_rate, rms_mix_rate=args.rms_mix, speaker_id=args.speaker_id,
-    )
+    values = spec_values(args, stream_param_specs())
+    settings = stream_settings(**{**values, "f0_method": values["f0_method"] or default_f0_method(args.root)})
     common = {"project": args.root, "model": _voice(args, args.model), "settings": settings, "index_path": args.index,
               "device": args.device}  # fmt: skip
     if args.input_file:

@@ -9,6 +9,7 @@ from infer_pack.errors import UserInputError
 from tools.labels import label
 
 if TYPE_CHECKING:
+    from tools.api.specs import ParamSpec
     from tools.web import AppContext
 
 # Shown names of the pitch estimators; the values are the pipeline's method names.
@@ -119,3 +120,40 @@ def mark_missing_models(ctx: AppContext, choices: list[tuple[str, str]]) -> list
     if ctx.project.rmvpe_path.is_file():
         return list(choices)
     return [(f"{shown} - rmvpe.pt missing" if value == "rmvpe" else shown, value) for shown, value in choices]
+
+
+def spec_widget(spec: ParamSpec, text: str, *, elem_id: str | None = None, slider_max: float | None = None,
+                **extra: Any) -> Any:
+    """The widget a parameter spec asks for: a checkbox, a radio of its choices, a slider over its range
+    (up to `slider_max` when the range is too wide to drag) or a number box; its default and help come with it."""
+    import gradio as gr
+
+    value = extra.pop("value", spec.default)
+    common: dict[str, Any] = {"label": text, "info": spec.help, "elem_id": elem_id, "value": value, **extra}
+    if spec.value_type is bool:
+        return gr.Checkbox(**common)
+    if spec.choices:
+        return gr.Radio(list(spec.choices), **common)
+    if spec.value_type in (int, float) and spec.minimum is not None and spec.maximum is not None and not spec.optional:
+        top = min(spec.maximum, slider_max) if slider_max is not None else spec.maximum
+        return gr.Slider(spec.minimum, top, step=spec.step, **common)
+    if spec.value_type in (int, float):
+        return gr.Number(precision=0 if spec.value_type is int else None, minimum=spec.minimum,
+                         maximum=spec.maximum, **common)
+    return gr.Textbox(**{**common, "value": value or ""})
+
+
+def spec_value(spec: ParamSpec, value: Any) -> Any:
+    """A widget's value as the request wants it: an emptied optional box is None (the request's default),
+    numbers get the spec's type and range (UserInputError naming the field otherwise)."""
+    if spec.value_type is bool:
+        return bool(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if spec.optional:
+            return None
+        if spec.value_type in (int, float):
+            raise UserInputError(f"the {spec.label} box is empty; type a number ({spec.default} is the usual value)")
+        return spec.default
+    if spec.value_type in (int, float) and spec.minimum is not None:
+        return spec.checked(value)
+    return value

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from infer_pack.errors import RVCError
+from tools.api.specs import stream_param_specs
 from tools.labels import label
 from tools.ui_common import (
     index_choices,
     index_path_of,
     mark_missing_models,
     match_index,
+    spec_value,
+    spec_widget,
     voice_choices,
     voice_path,
 )
@@ -51,9 +54,19 @@ def is_loopback(request: gr.Request | None) -> bool:
         return False
 
 
+# The stream settings the tab offers, in the order of its controls after the pitch method.
+SETTINGS = ("pitch_semitones", "formant_semitones", "index_rate", "block_time_s", "crossfade_time_s", "extra_time_s",
+            "silence_threshold_db")
+
+
 def build(ctx: AppContext, tab: gr.Tab) -> None:
     from tools import api
     from tools.api.realtime import stream_settings
+
+    specs = stream_param_specs()
+
+    def setting(name: str, key: str, elem_id: str) -> Any:
+        return spec_widget(specs[name], label(key), elem_id=elem_id)
 
     gr.Markdown(label("realtime.intro"))
     with gr.Row():
@@ -62,16 +75,17 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
             ctx.voice_lists.add(voice, "file")
         index = gr.Dropdown(index_choices(ctx), value="", label=label("convert.index"), scale=4, elem_id="rt-index")
     with gr.Row():
-        f0_method = gr.Radio(mark_missing_models(ctx, F0_CHOICES), value="pm", label=label("convert.f0_method"),
+        f0_method = gr.Radio(mark_missing_models(ctx, F0_CHOICES),
+                             value="pm", label=label("convert.f0_method"), info=specs["f0_method"].help,
                              elem_id="rt-f0")
-        transpose = gr.Number(0, precision=0, minimum=-24, maximum=24, label=label("convert.transpose"), elem_id="rt-transpose")
-        formant = gr.Slider(-12, 12, value=0, step=0.5, label=label("realtime.formant"), elem_id="rt-formant")
-        index_rate = gr.Slider(0, 1, value=0, step=0.01, label=label("convert.index_rate"), elem_id="rt-index-rate")
+        transpose = setting("pitch_semitones", "convert.transpose", "rt-transpose")
+        formant = setting("formant_semitones", "realtime.formant", "rt-formant")
+        index_rate = setting("index_rate", "convert.index_rate", "rt-index-rate")
     with gr.Row():
-        block_time = gr.Slider(0.05, 1.0, value=0.25, step=0.01, label=label("realtime.block_time"), elem_id="rt-block")
-        crossfade = gr.Slider(0.01, 0.15, value=0.05, step=0.01, label=label("realtime.crossfade"), elem_id="rt-crossfade")
-        extra_time = gr.Slider(0.0, 5.0, value=2.5, step=0.1, label=label("realtime.extra_time"), elem_id="rt-extra")
-        silence = gr.Slider(-60, 0, value=-60, step=1, label=label("realtime.silence"), elem_id="rt-silence")
+        block_time = setting("block_time_s", "realtime.block_time", "rt-block")
+        crossfade = setting("crossfade_time_s", "realtime.crossfade", "rt-crossfade")
+        extra_time = setting("extra_time_s", "realtime.extra_time", "rt-extra")
+        silence = setting("silence_threshold_db", "realtime.silence", "rt-silence")
     with gr.Row():
         mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label=label("realtime.input"), elem_id="rt-mic")
         out = gr.Audio(streaming=True, autoplay=True, interactive=False, label=label("realtime.output"), elem_id="rt-out")
@@ -89,12 +103,11 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
         sample_rate, samples = chunk
         try:
             if stream is None:
-                settings = stream_settings(
-                    block_time_s=float(block_s), crossfade_time_s=min(float(fade_s), float(block_s)),
-                    extra_time_s=float(extra_s), silence_threshold_db=float(silence_db), f0_method=f0,
-                    pitch_semitones=float(semitones or 0), formant_semitones=float(formant_st),
-                    index_rate=float(rate_of_index),
-                )  # fmt: skip
+                chosen = dict(zip(SETTINGS, (semitones, formant_st, rate_of_index, block_s, fade_s, extra_s,
+                                             silence_db)))
+                values = {name: spec_value(specs[name], value) for name, value in chosen.items()}
+                values["crossfade_time_s"] = min(values["crossfade_time_s"], values["block_time_s"])
+                settings = stream_settings(f0_method=f0, **values)
                 stream = api.start_chunk_stream(project=ctx.project, model=voice_path(ctx, voice_file),
                                                 index_path=index_path_of(ctx, index_file), settings=settings,
                                                 sample_rate=int(sample_rate), cache=ctx.cache)  # fmt: skip

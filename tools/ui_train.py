@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from infer_pack.errors import RVCError, UserInputError
+from tools.api.specs import training_param_specs
 from tools.jobproc import JobCall
 from tools.jobs import JobSnapshot
 from tools.labels import label
 from tools.project import validate_name
-from tools.ui_common import F0_CHOICES, mark_missing_models
+from tools.ui_common import F0_CHOICES, mark_missing_models, spec_value, spec_widget
 from tools.ui_jobs import job_panel, newest_running
 
 if TYPE_CHECKING:
@@ -128,10 +129,13 @@ class TrainForm:
 
     FIELDS = (
         "experiment", "sample_rate_tag", "version", "use_f0", "processes", "dataset", "speaker_id", "f0_method",
-        "save_every", "epochs", "batch_size", "save_latest_only", "save_small_each", "pretrained_g", "pretrained_d",
-        "index_kind", "from_scratch", "log_interval", "extract_device", "train_device",
+        "save_every_epochs", "epochs", "batch_size", "latest_only", "export_every_save", "pretrained_g",
+        "pretrained_d", "index_kind", "from_scratch", "log_interval", "extract_device", "train_device",
         "cache_batches",
     )
+    # The form's training settings: widgets, checks and the API's keywords all come from their specs.
+    SETTINGS = ("save_every_epochs", "epochs", "batch_size", "latest_only", "export_every_save", "log_interval",
+                "cache_batches")
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -140,10 +144,11 @@ class TrainForm:
         v = dict(zip(self.FIELDS, raw))
         v["experiment"] = validate_name(str(v["experiment"] or ""), "experiment name")
         v["use_f0"] = bool(v["use_f0"])
-        for key in ("processes", "speaker_id", "save_every", "epochs", "batch_size"):
-            v[key] = int(v[key])
-        # an emptied box means the config's interval
-        v["log_interval"] = int(v["log_interval"]) if v.get("log_interval") not in (None, "") else None
+        v["processes"] = int(v["processes"])
+        specs = training_param_specs()
+        v["speaker_id"] = spec_value(specs["speaker_id"], v["speaker_id"]) or 0
+        for name in self.SETTINGS:
+            v[name] = spec_value(specs[name], v.get(name))
         return v
 
     def _dataset(self, v: dict[str, Any]) -> Any:
@@ -171,11 +176,9 @@ class TrainForm:
     def _training_kwargs(self, v: dict[str, Any]) -> dict[str, Any]:
         """TrainRequest fields (tools.api.training) from the form."""
         return {
+            **{name: v[name] for name in self.SETTINGS},
             "sample_rate_tag": v["sample_rate_tag"], "version": v["version"], "use_f0": v["use_f0"],
-            "speaker_id": v["speaker_id"], "epochs": v["epochs"], "batch_size": v["batch_size"],
-            "save_every_epochs": v["save_every"], "latest_only": bool(v["save_latest_only"]),
-            "export_every_save": bool(v["save_small_each"]), "log_interval": v["log_interval"],
-            "device": v.get("train_device") or "auto", "cache_batches": bool(v.get("cache_batches")),
+            "speaker_id": v["speaker_id"], "device": v.get("train_device") or "auto",
             "use_pretrained": not v["from_scratch"],
             "pretrained_g": None if v["from_scratch"] else self._pretrained(v, "G"),
             "pretrained_d": None if v["from_scratch"] else self._pretrained(v, "D"),
@@ -233,6 +236,7 @@ def build(ctx: AppContext) -> None:
     from tools.api import index as api_index
 
     form = TrainForm(ctx)
+    specs = training_param_specs()
     from tools.api.assets import default_f0_method
 
     default_f0 = default_f0_method(ctx.project)
@@ -246,7 +250,7 @@ def build(ctx: AppContext) -> None:
         dataset = gr.Textbox(label=label("train.dataset"), scale=3, elem_id="train-dataset")
         processes = gr.Slider(1, max(1, os.cpu_count() or 1), value=max(1, (os.cpu_count() or 2) // 2), step=1,
                               label=label("train.processes"))
-        speaker_id = gr.Number(value=0, precision=0, minimum=0, label=label("train.speaker_id"))
+        speaker_id = spec_widget(specs["speaker_id"], label("train.speaker_id"), value=0, elem_id="train-speaker-id")
         f0_method = gr.Radio(mark_missing_models(ctx, F0_CHOICES), value=default_f0, label=label("train.f0_method"),
                              elem_id="train-f0")
     with gr.Accordion(label("train.upload_title"), open=False):
@@ -267,14 +271,16 @@ def build(ctx: AppContext) -> None:
         return imported.folder.relative_to(ctx.project.root).as_posix()
 
     uploads.upload(on_upload, [uploads, experiment], [dataset], api_name=False)
+    def setting(name: str, **extra: Any) -> Any:
+        return spec_widget(specs[name], label(f"train.{name}"), elem_id=f"train-{name.replace('_', '-')}", **extra)
+
     with gr.Row():
-        save_every = gr.Slider(1, 50, value=5, step=1, label=label("train.save_every"))
-        epochs = gr.Slider(1, 1000, value=20, step=1, label=label("train.epochs"), elem_id="train-epochs")
-        batch_size = gr.Slider(1, 40, value=4, step=1, label=label("train.batch_size"))
-        save_latest_only = gr.Checkbox(value=False, label=label("train.save_latest_only"))
-        save_small_each = gr.Checkbox(value=False, label=label("train.save_small_each"))
-        log_interval = gr.Number(value=200, precision=0, minimum=1, label=label("train.log_interval"),
-                                 elem_id="train-log-interval")
+        save_every = setting("save_every_epochs")
+        epochs = setting("epochs")
+        batch_size = setting("batch_size")
+        save_latest_only = setting("latest_only")
+        save_small_each = setting("export_every_save")
+        log_interval = setting("log_interval")
     with gr.Row():
         pretrained_g = gr.Textbox(default_g, label=label("train.pretrained_g"), scale=2)
         pretrained_d = gr.Textbox(default_d, label=label("train.pretrained_d"), scale=2)
@@ -292,8 +298,7 @@ def build(ctx: AppContext) -> None:
         train_device = gr.Dropdown(device_choices(gpus), value="auto", label=label("train.train_device"),
                                    info=label("train.train_device_info"), visible=bool(gpus),
                                    elem_id="train-train-device")
-        cache_batches = gr.Checkbox(value=False, label=label("train.cache_batches"), visible=bool(gpus),
-                                    elem_id="train-cache-batches")
+        cache_batches = setting("cache_batches", visible=bool(gpus))
 
     def refill(sr: str, ver: str, f0: bool, method: str, scratch: bool) -> tuple[str, str, str]:
         return pretrained_defaults(ctx, sr, ver, bool(f0), bool(scratch), method)

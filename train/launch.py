@@ -18,9 +18,11 @@ import torch
 
 from configs import SampleRateTag, Version
 from infer_pack.progress import CancelToken
+from infer_pack.specs import add_spec_flags, spec_values
 from train.experiment import Experiment
+from train.options import TrainingOptions, training_option_specs
 from train.trainer import train
-from train.training_setup import TrainingOptions, TrainingSetup, load_experiment_config
+from train.training_setup import TrainingSetup, load_experiment_config
 
 log = logging.getLogger("train.trainer")
 
@@ -38,19 +40,16 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--version", choices=["v1", "v2"], default=None)
     parser.add_argument("--sample-rate", choices=["32k", "40k", "48k"], default=None)
     parser.add_argument("--no-f0", action="store_true", help="train a model without pitch guidance")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=4, help="items per step on each GPU")
-    parser.add_argument("--save-every", type=int, default=5, help="epochs between checkpoints")
-    parser.add_argument("--latest-only", action="store_true")
-    parser.add_argument("--export-every-save", action="store_true")
     parser.add_argument("--pretrained-g", type=Path, default=None)
     parser.add_argument("--pretrained-d", type=Path, default=None)
-    parser.add_argument("--weights-dir", type=Path, default=None)
+    parser.add_argument("--weights-dir", type=Path, default=None, help="where voice models go (default: none written)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
-    parser.add_argument("--mel-epsilons", choices=["head", "classic"], default="head")
-    parser.add_argument("--log-interval", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=2)
+    # Under torchrun the loader gets two workers per process unless told otherwise.
+    add_spec_flags(parser.add_argument_group("training settings"), training_option_specs(),
+                   defaults={"num_workers": 2}, shown_defaults={"num_workers": "2"})
+    # Earlier spellings of two switches, still accepted.
+    parser.add_argument("--latest-only", dest="latest_only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--export-every-save", dest="export_every_save", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -70,12 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_experiment_config(experiment, version, tag),
     )
     options = TrainingOptions(
-        epochs=args.epochs, batch_size=args.batch_size, save_every_epochs=args.save_every,
-        latest_only=args.latest_only, export_every_save=args.export_every_save,
-        pretrained_g=args.pretrained_g, pretrained_d=args.pretrained_d, weights_dir=args.weights_dir,
-        device=args.device, precision=args.precision, mel_epsilons=args.mel_epsilons,
-        log_interval=args.log_interval, num_workers=args.workers,
-    )  # fmt: skip
+        **spec_values(args, training_option_specs()), pretrained_g=args.pretrained_g, pretrained_d=args.pretrained_d,
+        weights_dir=args.weights_dir, device=args.device,
+    )
     cancel = CancelToken()
     # torchrun forwards SIGTERM/SIGINT to every worker: stop after the current step and save.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -50,14 +50,13 @@ from train.losses import (
 )
 from train.mel import MelTransform
 from train.metrics import LIVE_METRICS, LOSS_NAMES, MetricsWriter, StepMetrics, loss_line
+from train.options import Precision, TrainingOptions
 from train.training_setup import (
     _RESUME_FIX,
     Distributed,
     MetricSink,
-    Precision,
     ResumePoint,
     TrainingLock,
-    TrainingOptions,
     TrainingResult,
     TrainingSetup,
     attach_file_log,

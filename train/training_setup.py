@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -24,12 +24,11 @@ from infer_pack.errors import (
 )
 from infer_pack.fileio import LockHolder, PidLockFile
 from train.experiment import LATEST_ONLY_STEP, Experiment
-from train.mel import EpsilonMode
 from train.metrics import StepMetrics
+from train.options import Precision
 
 log = logging.getLogger("train.trainer")
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # (step, name, value) for a live view of the losses (e.g. the app's job runner)
 MetricSink = Callable[[int, str, float], None]
 
@@ -37,41 +36,6 @@ MetricSink = Callable[[int, str, float], None]
 # ----------------------------------------------------------------------------------------------
 # What to train and how
 # ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainingOptions:
-    epochs: int = 20
-    batch_size: int = 4  # items per step on each device
-    save_every_epochs: int = 5
-    latest_only: bool = False  # overwrite G_2333333.pth / D_2333333.pth instead of keeping every save
-    export_every_save: bool = False  # also write weights/<exp>_e<epoch>_s<step>.pth at each save
-    pretrained_g: Path | None = None  # None: start the generator from random weights
-    pretrained_d: Path | None = None
-    weights_dir: Path | None = None  # where voice models go; None: no voice export
-    voice_name: str | None = None  # default: the experiment name
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    precision: Precision = "auto"  # auto: bf16 on GPUs that support it, else fp16; fp32 on CPU
-    mel_epsilons: EpsilonMode = "head"
-    log_interval: int | None = None  # steps between metric lines (each epoch's last step too); None: the config's (200)
-    seed: int | None = None  # None: the config's (1234)
-    num_workers: int = 0  # DataLoader worker processes
-    resume: bool = True
-    # Keep the first epoch's batches on the training device and replay them, reshuffled, in later epochs
-    # (RVC's "cache training set on GPU"): no loading after epoch 1, at the cost of device memory.
-    cache_batches: bool = False
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise UserInputError(f"epochs must be at least 1 (got {self.epochs})")
-        if self.batch_size < 1:
-            raise UserInputError(f"batch size must be at least 1 (got {self.batch_size})")
-        if self.save_every_epochs < 1:
-            raise UserInputError(f"save frequency must be at least 1 epoch (got {self.save_every_epochs})")
-        if self.log_interval is not None and self.log_interval < 1:
-            raise UserInputError(f"log interval must be at least 1 step (got {self.log_interval})")
-        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise UserInputError(f"unknown precision {self.precision!r}; use auto, fp32, bf16 or fp16")
-
-
 @dataclass(frozen=True)
 class TrainingSetup:
     """The experiment and the model it trains; `config` is the experiment's config.json."""

@@ -25,12 +25,15 @@ if TYPE_CHECKING:
     from tools.api.models import extract_small_model as extract_small_model
     from tools.api.models import merge_voices as merge_voices
     from tools.api.models import show_voice_info as show_voice_info
+    from tools.api.pitch import extract_pitch_curve as extract_pitch_curve
+    from tools.api.pitch import save_pitch_curve as save_pitch_curve
     from tools.api.realtime import list_audio_devices as list_audio_devices
     from tools.api.realtime import run_realtime as run_realtime
     from tools.api.realtime import start_chunk_stream as start_chunk_stream
     from tools.api.realtime import stream_file as stream_file
     from tools.api.separate import separate_audio as separate_audio
     from tools.api.specs import conversion_param_specs as conversion_param_specs
+    from tools.api.train_request import training_param_specs as training_param_specs
     from tools.api.training import loss_series as loss_series
     from tools.api.training import one_click as one_click
     from tools.api.training import train_model as train_model
@@ -53,7 +56,10 @@ _EXPORTS: dict[str, str] = {
     "train_index": "index",
     "convert_voice": "convert",
     "convert_batch": "convert",
+    "extract_pitch_curve": "pitch",
+    "save_pitch_curve": "pitch",
     "conversion_param_specs": "specs",
+    "training_param_specs": "train_request",
     "asset_status": "assets",
     "download_assets": "assets",
     "separate_audio": "separate",

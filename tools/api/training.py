@@ -11,13 +11,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, Literal, Unpack
 
 from configs import SampleRateTag, Version
 from infer_pack.errors import AssetMissingError, CancelledError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback, check
 from tools.api.common import project_of
+from tools.api.train_request import REQUEST_FIELDS, TrainOptions, TrainRequest, TrainSettings
 from tools.project import Project
+from train.options import TrainingOptions, training_option_specs
 
 if TYPE_CHECKING:
     from train.experiment import Experiment
@@ -27,65 +29,6 @@ log = logging.getLogger(__name__)
 
 # (step, metric name, value): the job runner's live metric sink
 MetricSink = Callable[[int, str, float], None]
-
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
-
-class TrainSettings(TypedDict, total=False):
-    """How to train (the settings one-click passes on): defaults and meaning on TrainRequest."""
-
-    epochs: int
-    batch_size: int
-    save_every_epochs: int
-    latest_only: bool
-    export_every_save: bool
-    use_pretrained: bool
-    pretrained_g: str | Path | None
-    pretrained_d: str | Path | None
-    precision: Precision
-    mel_epsilons: Literal["head", "classic"]
-    log_interval: int | None
-    num_workers: int
-    resume: bool
-    export_voice: bool
-    cache_batches: bool
-
-
-class TrainOptions(TrainSettings, total=False):
-    """The keywords `train_model` takes besides the experiment: TrainRequest's fields, a test keeps them equal."""
-
-    version: Version | None
-    sample_rate_tag: SampleRateTag | None
-    use_f0: bool | None
-    speaker_id: int | None
-    device: str
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """One training: the experiment and its settings; each default is written here only."""
-
-    experiment: str
-    version: Version | None = None  # None: what the experiment was prepared for
-    sample_rate_tag: SampleRateTag | None = None
-    use_f0: bool | None = None
-    speaker_id: int | None = None  # None: the one given at preprocessing
-    epochs: int = 20
-    batch_size: int = 4  # items per step
-    save_every_epochs: int = 5
-    latest_only: bool = False
-    export_every_save: bool = False
-    use_pretrained: bool = True  # start from pretrained[_v2]/f0G40k.pth etc. when present
-    pretrained_g: str | Path | None = None  # explicit files (relative to the project) override the default ones
-    pretrained_d: str | Path | None = None
-    device: str = "auto"
-    precision: Precision = "auto"
-    mel_epsilons: Literal["head", "classic"] = "head"
-    log_interval: int | None = None
-    num_workers: int = 0
-    resume: bool = True
-    export_voice: bool = True  # write weights/<experiment>.pth at the end (and when stopped)
-    cache_batches: bool = False  # keep epoch 1's batches on the device for later epochs (RVC's cache on GPU)
 
 
 @dataclass(frozen=True)
@@ -194,27 +137,14 @@ def _train_locked(
     chosen_f0: bool, chosen_speaker: int, g_path: Path | None, d_path: Path | None, lock: TrainingLock,
     progress: ProgressCallback | None, cancel: CancelToken | None, on_metrics: MetricSink | None,
 ) -> TrainResult:
-    from train.trainer import TrainingOptions, TrainingSetup, load_experiment_config, train
+    from train.trainer import TrainingSetup, load_experiment_config, train
 
     exp.write_filelist(chosen_version, chosen_f0, chosen_speaker)
     config = load_experiment_config(exp, chosen_version, tag)
+    passed_on = {name: getattr(request, name) for name in training_option_specs() if name in REQUEST_FIELDS}
     options = TrainingOptions(
-        epochs=request.epochs,
-        batch_size=request.batch_size,
-        save_every_epochs=request.save_every_epochs,
-        latest_only=request.latest_only,
-        export_every_save=request.export_every_save,
-        pretrained_g=g_path,
-        pretrained_d=d_path,
+        **passed_on, pretrained_g=g_path, pretrained_d=d_path, device=request.device, voice_name=exp.name,
         weights_dir=project.weights_dir if request.export_voice else None,
-        voice_name=exp.name,
-        device=request.device,
-        precision=request.precision,
-        mel_epsilons=request.mel_epsilons,
-        log_interval=request.log_interval,
-        num_workers=request.num_workers,
-        resume=request.resume,
-        cache_batches=request.cache_batches,
     )
     setup = TrainingSetup(exp, chosen_version, tag, chosen_f0, config)
     result = train(setup, options, progress=progress, cancel=cancel, on_metrics=on_metrics, held_lock=lock)

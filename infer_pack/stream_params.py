@@ -1,0 +1,89 @@
+"""A stream's settings: each field's default (RVC's realtime GUI), range, unit and help, written once.
+
+The command line (`tools.cli realtime`) and the Realtime tab are built from these specs; the engine
+(`infer_pack.realtime`) takes the dataclass. Light on purpose (no numpy) so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from infer_pack.errors import UserInputError
+from infer_pack.specs import ParamSpec, field_specs, spec_field
+
+STREAM_F0_METHODS: tuple[str, ...] = ("rmvpe", "pm", "swift")  # fast enough per block
+SILENCE_OFF_DB = -60.0  # RVC gates only above -60 dB
+FRAME_S = 0.01  # every duration is a whole number of 10 ms frames (RVC's `zc`)
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    """What the user chose for a stream (durations in seconds, rounded to 10 ms frames).
+
+    Defaults are RVC's realtime GUI defaults; `deterministic` removes the synthesiser's noise.
+    """
+
+    block_time_s: float = spec_field(
+        0.25, "Block time", "Audio converted per step: shorter is less delay, but each block costs the same "
+        "context work, so the machine must keep up.", 0.02, 2.0, 0.01, flag="block-time", unit="s")
+    crossfade_time_s: float = spec_field(
+        0.05, "Crossfade", "Overlap blended between blocks (not longer than the block).", 0.01, 0.5, 0.01,
+        flag="crossfade-time", unit="s")
+    extra_time_s: float = spec_field(
+        2.5, "Extra context", "Past audio the content encoder sees with each block: more is steadier and slower.",
+        0.0, 10.0, 0.1, flag="extra-time", unit="s")
+    sola_search_s: float = 0.01
+    silence_threshold_db: float = spec_field(
+        SILENCE_OFF_DB, "Silence threshold", "Input quieter than this is muted; -60 turns the gate off.",
+        -100.0, 0.0, 1.0, flag="silence-threshold", unit="dB")
+    pitch_semitones: float = spec_field(
+        0.0, "Transpose", "Pitch shift: +12 one octave up, -12 one octave down.", -24.0, 24.0, 1.0, flag="transpose",
+        unit="semitones")
+    formant_semitones: float = spec_field(
+        0.0, "Formant shift", "Moves the voice's timbre up or down without changing the pitch.", -12.0, 12.0, 0.5,
+        flag="formant", unit="semitones")
+    f0_method: str = spec_field(
+        "rmvpe", "Pitch estimator", "pm: fastest. swift: fast neural, offline. rmvpe: best (needs rmvpe.pt).",
+        choices=STREAM_F0_METHODS)
+    index_rate: float = spec_field(
+        0.0, "Index rate", "Share of each frame's content taken from the voice's index (0: index unused).",
+        0.0, 1.0, 0.01)
+    protect: float = 0.5  # 0.5 = off (RVC's realtime GUI has no protection)
+    rms_mix_rate: float = spec_field(
+        0.0, "Volume envelope mix", "Loudness: 0 the input's envelope, 1 the voice's own.", 0.0, 1.0, 0.01,
+        flag="rms-mix")
+    speaker_id: int = spec_field(0, "Speaker id", "Speaker row of multi-speaker voice models (0 for usual models).",
+                                 0, 108, 1)
+    # Frames decoded left of the returned ones (the decoder's full receptive field: None). The
+    # right side has at most `crossfade - fade` frames anyway; both edges lie in crossfades.
+    decoder_context_frames: int | None = 4
+    deterministic: bool = False
+    seed: int = 0
+
+    def validated(self) -> StreamSettings:
+        """A copy with numbers of the right type; raises UserInputError naming a value out of range."""
+        if self.f0_method not in STREAM_F0_METHODS:
+            raise UserInputError(
+                f"f0 method {self.f0_method!r} is too slow or unknown for streaming; choose one of {', '.join(STREAM_F0_METHODS)}"
+            )
+        specs = stream_param_specs()
+        checked = {name: spec.checked(getattr(self, name), upper=name != "speaker_id") for name, spec in specs.items()
+                   if spec.minimum is not None}
+        if not 0.0 <= self.sola_search_s <= 0.1 or not math.isfinite(self.sola_search_s):
+            raise UserInputError(f"sola_search_s must be between 0 and 0.1, got {self.sola_search_s!r}")
+        if not 0.0 <= self.protect <= 0.5:
+            raise UserInputError(f"protect must be between 0 and 0.5, got {self.protect!r}")
+        context = self.decoder_context_frames
+        if context is not None and not (isinstance(context, int) and 0 <= context <= 100):
+            raise UserInputError(f"decoder_context_frames must be between 0 and 100, got {context!r}")
+        if round(self.crossfade_time_s / FRAME_S) > round(self.block_time_s / FRAME_S):
+            raise UserInputError(
+                f"the crossfade ({self.crossfade_time_s} s) must not be longer than the block ({self.block_time_s} s)"
+            )
+        return replace(self, **checked, seed=int(self.seed))
+
+
+def stream_param_specs() -> dict[str, ParamSpec]:
+    """The user-settable StreamSettings fields: name -> default, range, help, flag."""
+    return field_specs(StreamSettings)
