@@ -59,9 +59,10 @@ def is_json_curve(path: str | Path) -> bool:
     return Path(path).suffix.lower() == JSON_SUFFIX
 
 
-def curve_json(history: EditHistory, source: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The JSON object of `history` (see the module's docstring)."""
-    return {
+def curve_json(history: EditHistory, source: dict[str, Any] | None = None, *, with_result: bool = True) -> dict[str, Any]:
+    """The JSON object of `history` (see the module's docstring); `with_result=False` leaves out edited_hz
+    (the browser editor's copy, whose edits change)."""
+    data = {
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "hop_seconds": HOP_SECONDS,
@@ -69,8 +70,10 @@ def curve_json(history: EditHistory, source: dict[str, Any] | None = None) -> di
         "extracted_hz": [float(v) for v in history.extracted],
         "edits": [edit_to_dict(edit) for edit in history.edits],
         "position": history.position,
-        "edited_hz": [float(v) for v in history.curve()],
     }
+    if with_result:
+        data["edited_hz"] = [float(v) for v in history.curve()]
+    return data
 
 
 def write_curve_json(path: str | Path, history: EditHistory, source: dict[str, Any] | None = None) -> Path:
