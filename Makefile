@@ -1,6 +1,7 @@
 # `make run`: set up .venv on first use, then start the web app on 127.0.0.1:7865.
-# `make test`: set up .venv (and Chromium for the browser tests), then run the test suite without the tests
-#   marked slow (about 5 minutes on 2 cores); `make test-all`: every test; `make test-slow`: only the slow ones.
+# `make test`: set up .venv (and Chromium for the browser tests, Debian's ffmpeg for the decode tests), then run the
+#   test suite without the tests marked slow (about 5 minutes on 2 cores); `make test-all`: every test;
+#   `make test-slow`: only the slow ones.
 # `make cli ARGS="..."`: the command line (`tools.cli`) with .venv's Python.
 PY ?= python3
 VENV := .venv
@@ -10,18 +11,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test test-all test-slow lint bench cli gpu-check browser setup
+.PHONY: run test test-all test-slow lint bench cli gpu-check browser test-deps setup
 
 run: $(STAMP)
 	$(PYTHON) infer-web.py $(ARGS)
 
-test: $(STAMP) browser
+test: $(STAMP) browser test-deps
 	$(PYTHON) -m pytest -m "not slow" --durations=10 $(PYTEST_ARGS)
 
-test-all: $(STAMP) browser
+test-all: $(STAMP) browser test-deps
 	$(PYTHON) -m pytest --durations=10 $(PYTEST_ARGS)
 
-test-slow: $(STAMP) browser
+test-slow: $(STAMP) browser test-deps
 	$(PYTHON) -m pytest -m slow --durations=10 $(PYTEST_ARGS)
 
 # Lint (ruff) and type checks (mypy) with the settings in pyproject.toml.
@@ -57,3 +58,10 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "warning: could not install chromium; browser tests will be skipped"
+
+# Debian's ffmpeg binary: the tests check that the "rvc" decode (PyAV's bundled FFmpeg) gives the samples of the
+# ffmpeg command line RVC runs. The app itself never needs it.
+test-deps:
+	@command -v ffmpeg >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq ffmpeg >/dev/null; } || \
+	  echo "warning: could not install ffmpeg; the tests comparing with the ffmpeg binary will be skipped"

@@ -13,6 +13,7 @@ Ours: `train.preprocess.preprocess_folder` with one worker process per core.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import shutil
 import tempfile
@@ -155,7 +156,10 @@ def rvc_single_process(source_dir: Path, exp_dir: Path, sr: int = TARGET_RATE) -
             return
         piece = (piece / peak * (0.9 * 0.75)) + (1 - 0.75) * piece
         wavfile.write(gt_dir / f"{idx0}_{idx1}.wav", sr, piece.astype(np.float32))
-        wavfile.write(k16_dir / f"{idx0}_{idx1}.wav", 16000, soxr.resample(piece, sr, 16000, quality="HQ").astype(np.float32))
+        # librosa.resample(piece, orig_sr=sr, target_sr=16000): soxr "HQ", then zero-padded to ceil(n * 16000 / sr)
+        k16 = soxr.resample(piece, sr, 16000, quality="HQ")
+        k16 = np.pad(k16, (0, max(0, math.ceil(piece.size * 16000 / sr) - k16.size)))
+        wavfile.write(k16_dir / f"{idx0}_{idx1}.wav", 16000, k16.astype(np.float32))
         written += 1
 
     for idx0, name in enumerate(sorted(os.listdir(source_dir))):

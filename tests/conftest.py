@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ def reference_dir() -> Path | None:
 
 def missing_reference(reason: str) -> None:
     """Skip a test whose reference data is absent; under CI (`CI=true`) fail it: CI always has the data."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if _under_ci():
         pytest.fail(f"{reason} (CI must have {REPO_ROOT.parent / 'shared' / 'reference'})", pytrace=False)
     pytest.skip(reason)
 
@@ -37,6 +38,21 @@ def reference() -> Path:
             f"reference data not found: set {REFERENCE_ENV} or place it at {REPO_ROOT.parent / 'shared' / 'reference'}"
         )
     assert found is not None
+    return found
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def ffmpeg_binary() -> str:
+    """The `ffmpeg` command (Debian's package; `make test-deps` installs it). Skips without it; fails under CI."""
+    found = shutil.which("ffmpeg")
+    if found is None:
+        if _under_ci():
+            pytest.fail("the ffmpeg binary is absent (CI installs it with `make test-deps`)", pytrace=False)
+        pytest.skip("the ffmpeg binary is absent; `make test-deps` installs Debian's ffmpeg")
     return found
 
 

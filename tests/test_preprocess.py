@@ -17,10 +17,13 @@ from infer_pack.progress import CancelToken
 from train.experiment import Experiment
 from train.health import build_health_report, read_health_report, write_health_report
 from train.preprocess import (
+    PreprocessSettings,
+    decode_source,
     highpass,
     normalize_piece,
     preprocess_folder,
     read_state,
+    resample_16k,
     split_points,
 )
 from train.slicer import Slicer, SlicerSettings
@@ -169,7 +172,7 @@ def test_folder_run_reports_bad_files_and_resumes(dataset: Path, tmp_path: Path)
         rate16, k16 = wavfile.read(exp.wav16k_path(name))
         assert (rate, rate16) == (40000, 16000)
         assert gt.dtype == np.float32 and k16.dtype == np.float32
-        assert abs(k16.size - gt.size * 0.4) <= 1
+        assert k16.size == -(-gt.size * 2 // 5)  # librosa.resample's length: ceil(n * 16000 / 40000)
         assert np.abs(gt).max() <= 0.9 * 0.75 + 0.25 * 2.5
     meta = exp.read_metadata()
     assert meta is not None and meta.sample_rate_tag == "40k"
@@ -260,6 +263,64 @@ def test_same_samples_as_rvc_recipe_without_its_lost_pieces(tmp_path: Path) -> N
             _, b = wavfile.read(exp.root / folder_name / f"{mine}.wav")
             assert a.shape == b.shape
             np.testing.assert_allclose(b, a, atol=tol)
+
+
+def test_16k_pieces_have_librosas_length() -> None:
+    """RVC's librosa.resample pads soxr's output with zeros to ceil(n * 16000 / rate); soxr alone is 1 shorter."""
+    import soxr
+
+    piece = tone(1.1)[:40003]  # 40003 * 0.4 = 16001.2 -> 16002 samples, soxr gives 16001
+    plain = soxr.resample(piece, RATE, 16000, quality="HQ")
+    ours = resample_16k(piece, RATE)
+    assert plain.size == 16001 and ours.shape == (16002,) and ours.dtype == np.float32
+    np.testing.assert_array_equal(ours[:16001], plain.astype(np.float32))
+    assert ours[16001] == 0.0
+    assert resample_16k(tone(1.0)[:40000], RATE).size == 16000  # whole multiples are unchanged
+    assert resample_16k(tone(1.1, 48000)[:48007], 48000).size == 16003  # 16002.33 -> 16003
+
+
+def test_a_piece_not_a_multiple_of_5_gets_the_ceil_length(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    _write_source(folder, "x.wav", np.concatenate([silence(0.5), tone(2.1)[:80003]]))  # sounding to the end
+    exp = Experiment(tmp_path / "logs" / "v")
+    assert preprocess_folder(folder, exp, "40k", n_workers=1).segments_written == 1
+    _, gt = wavfile.read(exp.gt_wav_path("0_0"))
+    _, k16 = wavfile.read(exp.wav16k_path("0_0"))
+    assert gt.size % 5 != 0 and k16.size == -(-gt.size * 2 // 5)
+    rvc_dir = tmp_path / "logs" / "rvc"
+    assert rvc_single_process(folder, rvc_dir) == 1
+    _, theirs = wavfile.read(rvc_dir / "1_16k_wavs" / "0_1.wav")  # RVC names a part's last piece one on
+    assert theirs.shape == k16.shape
+    np.testing.assert_allclose(k16, theirs, atol=2e-5)
+
+
+def test_step_2a_decodes_stereo_as_rvc_unless_told_otherwise(tmp_path: Path) -> None:
+    """A 44.1 kHz stereo source: "rvc" (the default) is FFmpeg's 0.7071 * (L + R), "soxr" the mean; a
+    change of decoder makes the pieces again."""
+    from infer_pack.audio import load_audio
+
+    folder = tmp_path / "d"
+    folder.mkdir()
+    mono = tone(3.0, 44100)
+    write_wav(folder / "s.wav", np.stack([mono, mono], axis=1), 44100, "FLOAT")
+    rvc, native = decode_source(folder / "s.wav", RATE)
+    soxr_mean, _ = decode_source(folder / "s.wav", RATE, "soxr")
+    assert native == 44100
+    np.testing.assert_array_equal(rvc, load_audio(folder / "s.wav", RATE, decoder="rvc"))
+    assert rvc.size == soxr_mean.size == 3 * RATE
+    middle = slice(RATE // 2, 5 * RATE // 2)
+    ratio = np.sqrt(np.mean(rvc[middle] ** 2) / np.mean(soxr_mean[middle] ** 2))
+    assert ratio == pytest.approx(np.sqrt(2), rel=1e-3)  # identical channels: 2 * 0.7071 vs 1
+
+    exp = Experiment(tmp_path / "logs" / "v")
+    first = preprocess_folder(folder, exp, "40k", n_workers=1, settings=PreprocessSettings(RATE, decoder="soxr"))
+    assert first.processed == 1 and read_state(exp)["sources"]["s.wav"]["decoder"] == "soxr"
+    again = preprocess_folder(folder, exp, "40k", n_workers=1, settings=PreprocessSettings(RATE, decoder="soxr"))
+    assert again.reused == 1
+    redone = preprocess_folder(folder, exp, "40k", n_workers=1)
+    assert redone.reused == 0 and redone.processed == 1
+    assert read_state(exp)["sources"]["s.wav"]["decoder"] == "rvc"
 
 
 # -- health report --------------------------------------------------------------------------------

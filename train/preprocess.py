@@ -1,7 +1,8 @@
 """Step 2a: turn a folder of recordings into training segments (`0_gt_wavs/`, `1_16k_wavs/`).
 
 Per source file, as RVC's preprocess does:
-1. decode to mono at the model rate;
+1. decode to mono at the model rate (`PreprocessSettings.decoder`: "rvc", the default, gives RVC's
+   ffmpeg samples; "soxr" averages the channels and resamples with soxr, see `infer_pack.audio`);
 2. 48 Hz high-pass: 5th-order Butterworth applied causally (`lfilter`; RVC avoids `filtfilt`
    because a zero-phase filter rings before transients);
 3. cut at silences (`train.slicer`, RVC's training defaults);
@@ -9,7 +10,8 @@ Per source file, as RVC's preprocess does:
    whatever is left (0.6 to 4.0 s);
 5. drop pieces whose peak is above 2.5 (broken or badly clipped input), and mix each kept piece
    with its peak-normalised copy: `x / peak * (0.9 * 0.75) + (1 - 0.75) * x`;
-6. write it as float32 wav at the model rate and, resampled (soxr "HQ", librosa's default), at 16 kHz.
+6. write it as float32 wav at the model rate and, resampled as `librosa.resample` does by default
+   (soxr "HQ", then zero-padded or cut to ceil(n * 16000 / rate) samples), at 16 kHz.
 
 Differences from RVC, on purpose:
 * Piece numbering: RVC gives the last piece of each sounding part the next-but-one number, and the
@@ -42,6 +44,7 @@ import numpy as np
 from configs import SAMPLE_RATE_HZ, SampleRateTag
 from infer_pack.errors import AudioLoadError, ExperimentError, UserInputError
 from infer_pack.fileio import remove_stale_temporaries
+from infer_pack.params import DEFAULT_DECODER, Decoder
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from train.experiment import Experiment, ExperimentMetadata
 from train.slicer import Slicer, SlicerSettings
@@ -75,6 +78,7 @@ class PreprocessSettings:
     norm_alpha: float = 0.75
     highpass_hz: float = 48.0
     slicer: SlicerSettings = field(default_factory=SlicerSettings)
+    decoder: Decoder = DEFAULT_DECODER  # step 1: RVC's ffmpeg decode ("rvc") or channel mean + soxr ("soxr")
 
     @property
     def tail_s(self) -> float:
@@ -100,6 +104,7 @@ class SourceResult:
     clipped_samples: int = 0
     peak: float = 0.0
     seconds: float = 0.0  # processing time
+    decoder: str = "soxr"  # how it was decoded (records written before the choice existed: soxr)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,10 +170,18 @@ def normalize_piece(piece: np.ndarray, norm_max: float = 0.9, alpha: float = 0.7
 
 
 def resample_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """To 16 kHz with soxr "HQ" (what librosa.resample, RVC's call, uses by default). float32 [T']."""
+    """To 16 kHz as RVC's `librosa.resample(x, orig_sr=rate, target_sr=16000)` does. float32 [T'].
+
+    librosa (0.10 on) resamples with soxr "HQ" and then fixes the length to ceil(T * 16000 / rate),
+    zero-padding the end: soxr alone gives one sample less when T * 16000 / rate is not whole.
+    """
     import soxr
 
-    return np.asarray(soxr.resample(audio, sample_rate, WAV_16K_RATE, quality="HQ"), dtype=np.float32)
+    resampled = np.asarray(soxr.resample(audio, sample_rate, WAV_16K_RATE, quality="HQ"), dtype=np.float32)
+    length = -(-audio.shape[0] * WAV_16K_RATE // sample_rate)  # ceil, in integers
+    if resampled.shape[0] >= length:
+        return resampled[:length]
+    return np.pad(resampled, (0, length - resampled.shape[0]))
 
 
 def write_segment_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
@@ -203,12 +216,14 @@ class _Task:
     settings: PreprocessSettings
 
 
-def decode_source(path: str | Path, sample_rate: int) -> tuple[np.ndarray, int]:
-    """Mono float32 audio at `sample_rate` [T] and the file's own rate.
+def decode_source(path: str | Path, sample_rate: int, decoder: Decoder = DEFAULT_DECODER) -> tuple[np.ndarray, int]:
+    """Mono float32 audio at `sample_rate` [T] and the file's own rate, decoded as `load_audio(decoder=...)`.
 
     WAV/FLAC/AIFF are read with libsndfile (a few ms; opening a file through FFmpeg costs tens of
-    ms, which adds up over thousands of short clips) and resampled with soxr "HQ", as
-    `infer_pack.audio.load_audio` does; every other format goes through `load_audio`.
+    ms, which adds up over thousands of short clips) where that gives `load_audio`'s samples: always
+    for "soxr" (channel mean, soxr "HQ"), and for "rvc" when the file is mono at `sample_rate`
+    (nothing to mix or resample, e.g. the 16 kHz pieces steps 2b read). Every other case goes
+    through `load_audio`.
     """
     import soundfile
 
@@ -217,10 +232,17 @@ def decode_source(path: str | Path, sample_rate: int) -> tuple[np.ndarray, int]:
         info = soundfile.info(str(path))
     except (RuntimeError, TypeError):  # libsndfile does not know the format
         info = None
-    if info is None or info.format not in _LIBSNDFILE_FORMATS or info.frames <= 0 or info.samplerate <= 0:
+    needs_ffmpeg = decoder == "rvc" and info is not None and (info.channels != 1 or info.samplerate != sample_rate)
+    if (
+        needs_ffmpeg
+        or info is None
+        or info.format not in _LIBSNDFILE_FORMATS
+        or info.frames <= 0
+        or info.samplerate <= 0
+    ):
         from infer_pack.audio import load_audio, probe
 
-        audio = load_audio(path, sample_rate)
+        audio = load_audio(path, sample_rate, decoder=decoder)
         try:
             native = int(probe(path).sample_rate)
         except AudioLoadError:
@@ -273,7 +295,8 @@ def process_source(task: _Task) -> SourceResult:
     s = task.settings
     result = SourceResult(task.name, task.index, "failed", size=task.size, mtime_ns=task.mtime_ns)
     try:
-        audio, result.native_sample_rate = decode_source(task.path, s.sample_rate)  # [T] float32
+        result.decoder = s.decoder
+        audio, result.native_sample_rate = decode_source(task.path, s.sample_rate, s.decoder)  # [T] float32
         result.duration_s = audio.size / s.sample_rate
         magnitude = np.abs(audio)
         result.peak = float(magnitude.max())
@@ -481,7 +504,13 @@ def preprocess_folder(
             continue
         stat = source.path.stat()
         record = records.get(source.name)
-        if record and record.get("status") == "done" and record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns:
+        if (
+            record
+            and record.get("status") == "done"
+            and record.get("size") == stat.st_size
+            and record.get("mtime_ns") == stat.st_mtime_ns
+            and record.get("decoder", "soxr") == settings.decoder  # decoded another way: made again
+        ):
             reused += 1
             continue
         index = source.index

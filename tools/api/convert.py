@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from infer_pack.cache import ModelCache
     from infer_pack.f0.filters import PitchGaps
-    from infer_pack.params import ConversionParams
+    from infer_pack.params import ConversionParams, Decoder
     from infer_pack.pipeline import VoiceConverter
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class ConversionOptions(TypedDict, total=False):
     rms_mix_rate: float
     protect: float
     pitch_gaps: PitchGaps
+    decoder: Decoder
     speaker_id: int
     seed: int | None
 
@@ -275,7 +276,7 @@ def _convert_file(
     from infer_pack.audio import load_audio
     from infer_pack.pipeline import SAMPLE_RATE
 
-    audio = load_audio(input_path, SAMPLE_RATE, max_duration_s=max_duration_s)
+    audio = load_audio(input_path, SAMPLE_RATE, max_duration_s=max_duration_s, decoder=params.decoder)
     out, rate = converter.convert(audio, params, progress, cancel)
     write_audio(output_path, out, rate, output_format)
     return rate, audio.shape[0] / SAMPLE_RATE

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from configs import SampleRateTag, Version
 from infer_pack.errors import AssetMissingError, ExperimentError, RVCError, UserInputError
+from infer_pack.params import DECODERS, DEFAULT_DECODER, Decoder
 from infer_pack.progress import CancelToken, ProgressCallback
 from tools.api.common import compute_device, project_of
 from tools.project import Project
@@ -31,6 +32,7 @@ class PreprocessRequest:
     sample_rate_tag: SampleRateTag = "40k"
     speaker_id: int = 0
     n_processes: int | None = None  # None: one per core
+    decoder: Decoder = DEFAULT_DECODER  # "rvc": RVC's ffmpeg decode; "soxr": channel mean + soxr (infer_pack.audio)
 
 
 @dataclass(frozen=True)
@@ -178,16 +180,26 @@ def preprocess_dataset(
     sample_rate_tag: SampleRateTag = "40k",
     speaker_id: int = 0,
     n_processes: int | None = None,
+    decoder: Decoder = DEFAULT_DECODER,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> PreprocessDatasetResult:
-    """Step 2a: slice every audio file directly in `dataset_dir` into `logs/<experiment>/`, then write the health report."""
-    from train.health import write_health_report
-    from train.preprocess import preprocess_folder
+    """Step 2a: slice every audio file directly in `dataset_dir` into `logs/<experiment>/`, then write the health report.
 
-    request = PreprocessRequest(experiment, Path(dataset_dir), sample_rate_tag, speaker_id, n_processes)
+    `decoder`: how each file becomes mono at the model rate ("rvc", RVC's samples; or "soxr").
+    """
+    from configs import SAMPLE_RATE_HZ
+    from train.health import write_health_report
+    from train.preprocess import PreprocessSettings, preprocess_folder
+
+    request = PreprocessRequest(experiment, Path(dataset_dir), sample_rate_tag, speaker_id, n_processes, decoder)
     if request.n_processes is not None and request.n_processes < 1:
         raise UserInputError(f"n_processes must be at least 1, got {request.n_processes}")
+    if request.decoder not in DECODERS:
+        raise UserInputError(f"unknown decoder {request.decoder!r}; choose one of {', '.join(DECODERS)}")
+    if request.sample_rate_tag not in SAMPLE_RATE_HZ:
+        raise UserInputError(f"unknown sample rate {request.sample_rate_tag!r}; choose one of {', '.join(SAMPLE_RATE_HZ)}")
+    settings = PreprocessSettings(sample_rate=SAMPLE_RATE_HZ[request.sample_rate_tag], decoder=request.decoder)
     proj = project_of(project)
     exp = _experiment(proj, request.experiment)
     result = preprocess_folder(
@@ -196,6 +208,7 @@ def preprocess_dataset(
         request.sample_rate_tag,
         speaker_id=request.speaker_id,
         n_workers=request.n_processes,
+        settings=settings,
         progress=progress,
         cancel=cancel,
     )

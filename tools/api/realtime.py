@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infer_pack.errors import AudioDeviceError, UserInputError
+from infer_pack.params import DEFAULT_DECODER, Decoder
 from infer_pack.progress import CancelToken, ProgressCallback
 from tools.api.common import compute_device, project_of
 from tools.api.convert import load_converter
@@ -210,17 +211,22 @@ def stream_file(
     index_path: Path | str | None = None,
     sample_rate: int = 48000,
     device: str = "auto",
+    decoder: Decoder = DEFAULT_DECODER,
     cache: ModelCache | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> StreamFileResult:
-    """Convert a file as the live stream would (block by block at `sample_rate`); write a WAV."""
+    """Convert a file as the live stream would (block by block at `sample_rate`); write a WAV.
+
+    `decoder`: how the file becomes mono at `sample_rate` ("rvc": as RVC's ffmpeg call; "soxr"; see
+    `infer_pack.audio`).
+    """
     from infer_pack.audio import load_audio, write_wav
     from infer_pack.realtime import convert_stream
 
     stream = open_stream(project=project, model=model, settings=settings, index_path=index_path,
                          input_rate=sample_rate, device=device, cache=cache)  # fmt: skip
-    audio = load_audio(Path(input_path), sample_rate)
+    audio = load_audio(Path(input_path), sample_rate, decoder=decoder)
     run = convert_stream(stream, audio, progress=progress, cancel=cancel)
     target = Path(output_path)
     target.parent.mkdir(parents=True, exist_ok=True)
