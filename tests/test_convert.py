@@ -206,3 +206,44 @@ def test_unknown_conversion_keywords_are_refused(project: tuple[Project, ModelCa
     with pytest.raises(UserInputError, match="unknown conversion parameter.s. index_ratio"):
         convert_voice(project=proj, model=proj.voice_path("slim"), input_path=proj.root / "in" / "a.wav",
                       cache=cache, index_ratio=0.5)  # type: ignore[call-arg]
+
+
+def test_stereo_44k_input_through_both_decoders(
+    project: tuple[Project, ModelCache], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 44.1 kHz stereo file with equal channels: the "rvc" decode (the default) hands the pipeline
+    0.7071 * (L + R) = sqrt(2) x the "soxr" decode's channel mean, resampled by FFmpeg instead of soxr;
+    everything else (length, rate, parameters) is the same, and the converted audio follows its input."""
+    from infer_pack.pipeline import VoiceConverter
+
+    proj, cache = project
+    mono = 0.2 * synthetic_voice(1.0, 44100, seed=4)
+    source = tmp_path / "stereo.wav"
+    soundfile.write(str(source), np.stack([mono, mono], axis=1), 44100, subtype="FLOAT")
+    seen: list[np.ndarray] = []
+    original = VoiceConverter.convert
+
+    def recording(self: VoiceConverter, audio: np.ndarray, *args: object, **kwargs: object) -> tuple[np.ndarray, int]:
+        seen.append(audio.copy())
+        return original(self, audio, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(VoiceConverter, "convert", recording)
+    outputs = {}
+    for decoder in ("default", "rvc", "soxr"):
+        options = {} if decoder == "default" else {"decoder": decoder}
+        result = convert_voice(project=proj, model=proj.voice_path("slim"), input_path=source,
+                               output_path=tmp_path / f"{decoder}.wav", f0_method="pm", device="cpu", cache=cache,
+                               **options)  # type: ignore[arg-type]  # fmt: skip
+        outputs[decoder] = soundfile.read(str(result.output_path), dtype="float32")[0]
+    default, rvc, soxr_mean = seen
+    np.testing.assert_array_equal(default, rvc)  # "rvc" is the default
+    np.testing.assert_array_equal(outputs["default"], outputs["rvc"])
+    assert rvc.shape == soxr_mean.shape == (16000,)
+    middle = slice(1600, 14400)  # away from the resamplers' edges
+    # Equal channels: only the mixing gain (sqrt 2) and the resampler differ (their cut-offs near 8 kHz differ
+    # on the file's noise floor: 0.4 % of the peak measured; a gain error would show as 29 %).
+    ratio = np.sqrt(np.mean(rvc[middle] ** 2) / np.mean(soxr_mean[middle] ** 2))
+    assert ratio == pytest.approx(np.sqrt(2), rel=2e-3)
+    assert np.abs(rvc[middle] - np.sqrt(2) * soxr_mean[middle]).max() < 0.01 * np.abs(rvc).max()
+    assert outputs["rvc"].shape == outputs["soxr"].shape
+    assert np.abs(outputs["rvc"] - outputs["soxr"]).max() > 1e-3  # the level reaches the features: not the same
