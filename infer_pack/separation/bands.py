@@ -5,14 +5,29 @@ its bin range and the crops are stacked into one spectrogram of `bins + 1` rows,
 masks. The way back inverts each band, filters its edges, resamples it up and sums the bands.
 Everything here is linear in the spectrogram except the high-end mirroring, so the stems computed
 as X*m and X - X*m invert to waves that sum to the inversion of X.
+
+The resamplers are RVC's (branch 20240604, commit d60cd3d0, `lib_v5/spec_utils.py` and
+`modules/uvr5/vr.py`), each called as librosa 0.9.1's `resample` calls it: going down, each band's
+`res_type` from the params JSON ("polyphase": `scipy.signal.resample_poly`); going up, "sinc_fastest"
+from the first band to the second (the identity: both run at 7350 Hz) and "scipy"
+(`scipy.signal.resample`, FFT) above. The STFTs pad with zeros, as librosa 0.9.1's do.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+
+# librosa `res_type` names that RVC's VR code uses and that we implement (with scipy, as librosa does).
+Resampler = Literal["polyphase", "scipy", "sinc_fastest"]
+
+
+def synthesis_resampler(index: int) -> Resampler:
+    """How RVC's `cmb_spectrogram_to_wave` brings band `index`'s running sum up to the next band's rate."""
+    return "sinc_fastest" if index == 0 else "scipy"
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,7 @@ class Band:
     lpf_stop: int = 0
     hpf_start: int = 0  # 0: no high-pass on the way back
     hpf_stop: int = 0
+    res_type: Resampler = "polyphase"  # how this band is made from the one above it (JSON "res_type")
 
     @property
     def height(self) -> int:
@@ -65,15 +81,23 @@ class BandParams:
         for b in self.bands:
             if not 0 <= b.crop_start < b.crop_stop <= b.n_fft // 2 + 1:
                 raise ValueError(f"model params {self.name}: crop {b.crop_start}:{b.crop_stop} outside n_fft {b.n_fft}")
+        for index in range(len(self.bands) - 1):
+            lower, upper = self.bands[index], self.bands[index + 1]
+            if synthesis_resampler(index) == "sinc_fastest" and lower.sample_rate != upper.sample_rate:
+                raise ValueError(f"model params {self.name}: RVC joins the first two bands with libsamplerate's "
+                                 f"sinc_fastest, which is only supported here between equal rates (got "
+                                 f"{lower.sample_rate} and {upper.sample_rate} Hz)")  # fmt: skip
         return self
 
 
 def _band(sr: int, hl: int, n_fft: int, crop: tuple[int, int], lpf: tuple[int, int] = (0, 0),
-          hpf: tuple[int, int] = (0, 0)) -> Band:  # fmt: skip
-    return Band(sr, hl, n_fft, crop[0], crop[1], lpf[0], lpf[1], hpf[0], hpf[1])
+          hpf: tuple[int, int] = (0, 0), res_type: Resampler = "polyphase") -> Band:  # fmt: skip
+    return Band(sr, hl, n_fft, crop[0], crop[1], lpf[0], lpf[1], hpf[0], hpf[1], res_type)
 
 
 # RVC's lib_v5/modelparams/4band_v2.json, used for every non-DeEcho file of uvr5_weights (HP2, HP3, HP5).
+# The top band's res_type there ("kaiser_fast") only resamples the file as it is loaded; our input
+# arrives at 44.1 kHz already, so it does not apply here.
 PARAMS_4BAND_V2 = BandParams(
     name="4band_v2",
     bands=(
@@ -88,17 +112,41 @@ PARAMS_4BAND_V2 = BandParams(
 ).validate()
 
 
-def resample(wave: np.ndarray, source_rate: int, target_rate: int, length: int | None = None) -> np.ndarray:
-    """[C, T] float -> [C, T'] (soxr HQ); `length` pads/cuts to an exact size so bands line up."""
-    import soxr
-
+def resample(wave: np.ndarray, source_rate: int, target_rate: int, res_type: Resampler) -> np.ndarray:
+    """[C, T] -> [C, ceil(T * target / source)], as librosa 0.9.1's `resample(res_type=..., fix=True,
+    scale=False)`: the same scipy call, then zero-padded or cut to librosa's length, in the input's dtype."""
     if source_rate == target_rate:
-        out = wave
-    else:
-        out = soxr.resample(np.ascontiguousarray(wave.T), source_rate, target_rate, quality="HQ").T
-    if length is not None:
-        out = out[:, :length] if out.shape[1] >= length else np.pad(out, ((0, 0), (0, length - out.shape[1])))
-    return np.ascontiguousarray(out, dtype=np.float32)
+        return wave  # librosa returns its input untouched, whatever the res_type
+    import scipy.signal
+
+    size = int(np.ceil(wave.shape[-1] * (float(target_rate) / source_rate)))  # librosa's float arithmetic
+    if res_type == "polyphase":
+        g = math.gcd(source_rate, target_rate)
+        out = scipy.signal.resample_poly(wave, target_rate // g, source_rate // g, axis=-1)
+    elif res_type == "scipy":
+        out = scipy.signal.resample(wave, size, axis=-1)
+    else:  # validate() keeps sinc_fastest between equal rates
+        raise ValueError(f"resampler {res_type!r} between {source_rate} and {target_rate} Hz needs libsamplerate")
+    return fix_length(out, size).astype(wave.dtype)
+
+
+def fix_length(wave: np.ndarray, size: int) -> np.ndarray:
+    """[C, T] -> [C, size]: cut, or padded with zeros at the end (librosa's `util.fix_length`)."""
+    if wave.shape[-1] >= size:
+        return wave[..., :size]
+    return np.pad(wave, [(0, 0)] * (wave.ndim - 1) + [(0, size - wave.shape[-1])])
+
+
+def whole_hop_length(samples: int, params: BandParams) -> int:
+    """How many samples the bands give back for an input of `samples`: up to the last whole hop of the
+    top band in the frames every band has (RVC's output length: 440,640 for 441,000)."""
+    length = samples
+    frames = 1 + length // params.bands[-1].hop_length
+    for upper, lower in zip(reversed(params.bands[1:]), reversed(params.bands[:-1])):
+        if upper.sample_rate != lower.sample_rate:
+            length = int(np.ceil(length * (float(lower.sample_rate) / upper.sample_rate)))
+        frames = min(frames, 1 + length // lower.hop_length)
+    return params.bands[-1].hop_length * (frames - 1)
 
 
 def stft(wave: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
@@ -124,13 +172,19 @@ def istft(spec: np.ndarray, hop_length: int) -> np.ndarray:
     return torch.istft(x, n_fft, hop_length, window=window, center=True, length=length).numpy()
 
 
+def band_waves(wave: np.ndarray, params: BandParams) -> list[np.ndarray]:
+    """Stereo float32 [2, T] at `params.sample_rate` -> the wave of each band, low band first; each band
+    is resampled from the one above it with its own `res_type`, as RVC does."""
+    waves: list[np.ndarray] = [np.asarray(wave, dtype=np.float32)]
+    for lower, upper in zip(reversed(params.bands[:-1]), reversed(params.bands[1:])):
+        waves.append(resample(waves[-1], upper.sample_rate, lower.sample_rate, lower.res_type))
+    waves.reverse()
+    return waves
+
+
 def band_spectrograms(wave: np.ndarray, params: BandParams) -> list[np.ndarray]:
     """Stereo [2, T] at `params.sample_rate` -> each band's full STFT, low band first."""
-    waves: list[np.ndarray] = [wave]
-    for lower, upper in zip(reversed(params.bands[:-1]), reversed(params.bands[1:])):
-        waves.append(resample(waves[-1], upper.sample_rate, lower.sample_rate))
-    waves.reverse()
-    return [stft(w, b.n_fft, b.hop_length) for w, b in zip(waves, params.bands)]
+    return [stft(w, b.n_fft, b.hop_length) for w, b in zip(band_waves(wave, params), params.bands)]
 
 
 def combine(specs: list[np.ndarray], params: BandParams) -> np.ndarray:
@@ -193,7 +247,8 @@ def mirror_high_end(stem: np.ndarray, high_end: np.ndarray, params: BandParams) 
 
 
 def to_wave(spec: np.ndarray, params: BandParams, high_end: np.ndarray | None = None) -> np.ndarray:
-    """Stacked spectrogram [2, bins + 1, frames] -> stereo float32 [2, T] at `params.sample_rate`.
+    """Stacked spectrogram [2, bins + 1, frames] -> stereo float32 [2, hop * (frames - 1)] at
+    `params.sample_rate` (top band's hop).
 
     `high_end` (from `mirror_high_end`) fills the top band's rows above the stack.
     """
@@ -202,6 +257,8 @@ def to_wave(spec: np.ndarray, params: BandParams, high_end: np.ndarray | None = 
     offset = 0
     last = len(params.bands) - 1
     for index, band in enumerate(params.bands):
+        # Zeros where the stack and the high end put nothing. RVC allocates this with np.ndarray and so
+        # leaves the top band's Nyquist row uninitialised (it can add a 22.05 kHz tone); we write zeros.
         full = np.zeros((2, band.n_fft // 2 + 1, frames), dtype=np.complex64)
         full[:, band.crop_start : band.crop_stop] = spec[:, offset : offset + band.height]
         offset += band.height
@@ -220,6 +277,8 @@ def to_wave(spec: np.ndarray, params: BandParams, high_end: np.ndarray | None = 
         piece = istft(full, band.hop_length)
         wave = piece if wave is None else wave + piece
         upper = params.bands[index + 1]
-        wave = resample(wave, band.sample_rate, upper.sample_rate, length=upper.hop_length * (frames - 1))
+        wave = resample(wave, band.sample_rate, upper.sample_rate, synthesis_resampler(index))
+        # RVC adds the next band as is (its lengths agree for its params); this keeps other params aligned
+        wave = fix_length(wave, upper.hop_length * (frames - 1))
     assert wave is not None
     return wave

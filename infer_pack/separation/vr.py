@@ -34,6 +34,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 Engine = Literal["auto", "torch", "onnx"]
 
+# A stem's length. The bands give back the input up to the top band's last whole hop (RVC's output:
+# 440,640 samples for 441,000). "input" (ours, the default) pads that with zeros to the input's length
+# so stems line up with the file they came from; "whole_hops" returns RVC's length.
+OutputLength = Literal["input", "whole_hops"]
+OUTPUT_LENGTH: OutputLength = "input"
 WINDOW_FRAMES = 512  # RVC's data["window_size"]: frames per network call, including 2 * offset context
 # A key only the VR-DeEcho layout (nets_new) has.
 _NETS_NEW_MARKER = "stg3_full_band_net.lstm_dec2.lstm.weight_ih_l0"
@@ -41,7 +46,7 @@ _NETS_NEW_MARKER = "stg3_full_band_net.lstm_dec2.lstm.weight_ih_l0"
 
 @dataclass(frozen=True)
 class StemPair:
-    """Both stems as stereo float32 [2, T] at `sample_rate`, T = the input's length."""
+    """Both stems as stereo float32 [2, T] at `sample_rate` (VR: T as `OUTPUT_LENGTH` chooses)."""
 
     vocals: np.ndarray
     instrumental: np.ndarray
@@ -113,13 +118,16 @@ class VRSeparator:
 
     def __init__(self, net: CascadedASPPNet | CascadedNet, path: Path, *, params: BandParams, device: str,
                  aggressiveness: float, vocals_first: bool, window_frames: int = WINDOW_FRAMES,
-                 engine: Engine = "torch") -> None:  # fmt: skip
-        """`engine`: "onnx" runs the mask network in ONNX Runtime (CPU, float32; the same mask within 1e-6,
+                 engine: Engine = "torch", output_length: OutputLength = OUTPUT_LENGTH) -> None:  # fmt: skip
+        """`output_length`: see `OUTPUT_LENGTH`. `engine`: "onnx" runs the mask network in ONNX Runtime (CPU, float32; the same mask within 1e-6,
         about 1.6x faster); "auto" picks it there and torch elsewhere; a failed export falls back to torch."""
         if window_frames <= 2 * net.offset:
             raise ValueError(f"window_frames must exceed {2 * net.offset}, got {window_frames}")
         if engine not in ("auto", "torch", "onnx"):
             raise ValueError(f"engine must be auto, torch or onnx, not {engine!r}")
+        if output_length not in ("input", "whole_hops"):
+            raise ValueError(f"output_length must be input or whole_hops, not {output_length!r}")
+        self.output_length: OutputLength = output_length
         self.net = net
         self.path = path
         self.params = params
@@ -193,8 +201,11 @@ class VRSeparator:
 
     def separate(self, stereo: np.ndarray, progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> StemPair:  # fmt: skip
-        """Stereo float32 [2, T] at `sample_rate` -> both stems [2, T]."""
+        """Stereo float32 [2, T] at `sample_rate` -> both stems [2, T] ("input") or [2, T'] ("whole_hops":
+        T' = `bands.whole_hop_length(T)`), see `OUTPUT_LENGTH`."""
         length = stereo.shape[1]
+        if self.output_length == "whole_hops":
+            length = bands.whole_hop_length(length, self.params)
         specs = bands.band_spectrograms(stereo, self.params)
         mix = bands.combine(specs, self.params)  # [2, bins+1, frames] complex
         high_end = bands.input_high_end(specs[-1], self.params)
@@ -210,7 +221,7 @@ class VRSeparator:
 
 
 def _fit(wave: np.ndarray, length: int) -> np.ndarray:
-    """Pad/cut [C, T'] to the input's length (the bands' inversion stops at a whole hop)."""
+    """Pad with zeros or cut [C, T'] to `length` (the bands' inversion stops at the last whole hop)."""
     if wave.shape[1] >= length:
         return np.ascontiguousarray(wave[:, :length], dtype=np.float32)
     return np.pad(wave, ((0, 0), (0, length - wave.shape[1]))).astype(np.float32)
@@ -230,7 +241,8 @@ def load_vr_state(path: str | Path, params: BandParams = bands.PARAMS_4BAND_V2) 
 
 def load_vr_separator(path: str | Path, *, device: str = "cpu", aggressiveness: float = 0.1,
                       params: BandParams = bands.PARAMS_4BAND_V2, window_frames: int = WINDOW_FRAMES,
-                      half: bool = False, engine: Engine = "torch") -> VRSeparator:  # fmt: skip
+                      half: bool = False, engine: Engine = "torch",
+                      output_length: OutputLength = OUTPUT_LENGTH) -> VRSeparator:  # fmt: skip
     """Build the network of a VR file (RVC's uvr5_weights HP2/HP3/HP5, VR-DeEcho*). `aggressiveness`
     0..1 (RVC's "agg" / 100, default 10; the DeEcho layout ignores it, as RVC)."""
     import torch
@@ -244,4 +256,4 @@ def load_vr_separator(path: str | Path, *, device: str = "cpu", aggressiveness: 
     net = net.eval().to(device, torch.float16 if half else torch.float32)
     return VRSeparator(net, path, params=params, device=device, aggressiveness=aggressiveness,
                        vocals_first=predicts_vocals(path, is_deecho(state)), window_frames=window_frames,
-                       engine=engine)  # fmt: skip
+                       engine=engine, output_length=output_length)  # fmt: skip
