@@ -8,8 +8,13 @@ RVC's recipe (kept so that indexes are interchangeable with RVC's):
   5. `IVF<n>,Flat` with n = min(int(16 * sqrt(N)), N // 39), nprobe 1; train, write
      `trained_IVF<n>_Flat_nprobe_1_<exp>_<ver>.index`; add in batches of 8192, write
      `added_IVF<n>_Flat_nprobe_1_<exp>_<ver>.index`.
-Other kinds (`INDEX_KINDS`) trade build time and memory for a better search; every kind loads
-with `infer_pack.retrieval.load_index`.
+Other kinds (`INDEX_KINDS`) trade build time and memory for a better search: IVF Flat searched in
+8 cells, an HNSW graph, and the recipe of RVC's own faiss tips (docs/faiss_tips_en.md, read at
+RVC-Project/Retrieval-based-Voice-Conversion-WebUI 50409832069f6e007a60bef2109bc735f3ffd7bd):
+`IVF<n>,PQ<d/2>x4fs,RFlat`, 4-bit PQ FastScan codes whose k * k_factor best candidates are re-ranked
+with the exact vectors. Cosine variants store L2-normalised rows in an inner-product index (the metric
+is in the file; `total_fea.npy` keeps the rows as extracted). Every kind loads with
+`infer_pack.retrieval.load_index`, and every build measures itself (`train.index_report`).
 """
 
 from __future__ import annotations
@@ -28,15 +33,22 @@ from infer_pack.errors import ExperimentError, UserInputError
 from infer_pack.fileio import atomic_path
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from train.experiment import Experiment, load_npy
+from train.index_report import IndexDiagnostics, build_warnings, self_recall
 
 Version = Literal["v1", "v2"]
-IndexKind = Literal["ivf_flat", "ivf_flat_probe8", "hnsw"]
+IndexKind = Literal[
+    "ivf_flat", "ivf_flat_probe8", "hnsw", "ivf_pqfs", "ivf_flat_probe8_cos", "hnsw_cos", "ivf_pqfs_cos"
+]
+Family = Literal["ivf_flat", "hnsw", "ivf_pqfs"]
+Metric = Literal["l2", "cosine"]
 
 KMEANS_ROW_THRESHOLD = 200_000  # RVC: `if big_npy.shape[0] > 2e5`
 KMEANS_CENTRES = 10_000
 ADD_BATCH = 8192
 FEATURE_DIM: dict[str, int] = {"v1": 256, "v2": 768}
 TOTAL_FEATURES_NAME = "total_fea.npy"
+HNSW_LINKS = 32
+HNSW_EF_SEARCH = 64
 
 
 @dataclass(frozen=True)
@@ -44,35 +56,68 @@ class IndexKindInfo:
     """What an index kind is and what it costs (shown by the UI next to the choice)."""
 
     kind: IndexKind
+    family: Family
+    metric: Metric
+    nprobe: int  # IVF cells visited per query (0: not an IVF index)
     label: str
     help: str
 
 
-# Costs measured with bench/bench_index.py (2 CPU cores, 768-dim synthetic clustered frames, recall@8
-# against exact search over the same vectors). Recall depends on how clustered the frames are, so the
-# help gives the range seen on two synthetic sets.
+# Costs measured with bench/bench_index.py (`python -m bench --only index`; 2 shared CPU cores,
+# 768-dim synthetic clustered frames): recall@8 against exact search over the same vectors, and how far
+# the blended features move from the exact-search blend, relative to how far retrieval moves them.
 INDEX_KINDS: dict[str, IndexKindInfo] = {
-    "ivf_flat": IndexKindInfo(
-        "ivf_flat",
-        "IVF Flat, nprobe 1 (RVC)",
-        "RVC's index and file names; RVC loads it. Fast search (1/25 to 1/35 of an exact search) but it "
-        "looks into one cell only: it finds 89-99% of the 8 true nearest training features at 20k frames "
-        "and about 71% at 100k. Build: about 15 s at 20k frames, 4-5 min at 100k.",
-    ),
-    "ivf_flat_probe8": IndexKindInfo(
-        "ivf_flat_probe8",
-        "IVF Flat, nprobe 8 (recommended)",
-        "The same vectors, size and build time as RVC's index, searched in 8 cells: 99.9-100% of the true "
-        "neighbours at 20k and 100k frames, for a search 1.3x (100k) to 5x (20k) that of nprobe 1, a small "
-        "part of a conversion either way. RVC loads it too.",
-    ),
-    "hnsw": IndexKindInfo(
-        "hnsw",
-        "HNSW graph (32 links)",
-        "A graph index: 97-100% of the true neighbours at 20k frames, 93% at 100k, with the fastest search "
-        "at 100k; builds much faster than IVF for large sets (13 s vs 4-5 min at 100k) and is about 6% larger.",
-    ),
+    info.kind: info
+    for info in (
+        IndexKindInfo(
+            "ivf_flat", "ivf_flat", "l2", 1,
+            "IVF Flat, nprobe 1 (RVC)",
+            "RVC's index and file names; RVC loads it. Looks into one cell only: 89-99% of the 8 true "
+            "neighbours at 20k frames, about 71% at 100k.",
+        ),
+        IndexKindInfo(
+            "ivf_flat_probe8", "ivf_flat", "l2", 8,
+            "IVF Flat, nprobe 8",
+            "The same vectors, size and build time as RVC's index, searched in 8 cells: 99.9-100% of the "
+            "true neighbours. RVC loads it too.",
+        ),
+        IndexKindInfo(
+            "hnsw", "hnsw", "l2", 0,
+            "HNSW graph (32 links)",
+            "A graph index: 93-100% of the true neighbours; builds much faster than IVF for large sets.",
+        ),
+        IndexKindInfo(
+            "ivf_pqfs", "ivf_pqfs", "l2", 8,
+            "IVF + 4-bit PQ FastScan, exact re-ranking (RVC's faiss tips)",
+            "RVC's faiss tips recipe (IVF,PQ<d/2>x4fs,RFlat): candidates from 4-bit PQ codes, the best "
+            "re-ranked with the exact vectors.",
+        ),
+        IndexKindInfo(
+            "ivf_flat_probe8_cos", "ivf_flat", "cosine", 8,
+            "IVF Flat, nprobe 8, cosine",
+            "IVF Flat nprobe 8 over L2-normalised frames (inner product): neighbours by direction only; "
+            "the retrieved frame keeps the input frame's norm.",
+        ),
+        IndexKindInfo(
+            "hnsw_cos", "hnsw", "cosine", 0,
+            "HNSW graph (32 links), cosine",
+            "HNSW over L2-normalised frames (inner product).",
+        ),
+        IndexKindInfo(
+            "ivf_pqfs_cos", "ivf_pqfs", "cosine", 8,
+            "IVF + 4-bit PQ FastScan, exact re-ranking, cosine",
+            "RVC's faiss tips recipe over L2-normalised frames (inner product), as the tips suggest.",
+        ),
+    )
 }
+RECOMMENDED_KIND: IndexKind = "ivf_flat_probe8"
+
+
+def _kind_info(kind: str) -> IndexKindInfo:
+    info = INDEX_KINDS.get(kind)
+    if info is None:
+        raise UserInputError(f"unknown index kind {kind!r}; choose one of {', '.join(INDEX_KINDS)}")
+    return info
 
 
 def n_list_for(n_rows: int) -> int:
@@ -80,16 +125,47 @@ def n_list_for(n_rows: int) -> int:
     return max(1, min(int(16 * math.sqrt(n_rows)), n_rows // 39))
 
 
-def _kind_tag(kind: IndexKind, n_list: int) -> str:
-    if kind in ("ivf_flat", "ivf_flat_probe8"):
-        return f"IVF{n_list}_Flat_nprobe_{_nprobe_for(kind)}"
-    if kind == "hnsw":
-        return "HNSW32_Flat"
-    raise UserInputError(f"unknown index kind {kind!r}; choose one of {sorted(INDEX_KINDS)}")
+def cells_for(kind: IndexKind, n_rows: int) -> int:
+    """IVF cells of a kind for N vectors (0 for HNSW).
+
+    IVF Flat: RVC's formula. IVF-PQ FastScan: 4 * sqrt(N), the low end of the tips' 4-16 sqrt(N):
+    exact re-ranking repairs what the codes confuse, and fuller cells miss fewer neighbours at a
+    given nprobe. Both keep at least 39 vectors per cell (faiss's k-means minimum).
+    """
+    family = _kind_info(kind).family
+    if family == "hnsw":
+        return 0
+    if family == "ivf_pqfs":
+        return max(1, min(int(4 * math.sqrt(n_rows)), n_rows // 39))
+    return n_list_for(n_rows)
 
 
-def _nprobe_for(kind: IndexKind) -> int:
-    return {"ivf_flat": 1, "ivf_flat_probe8": 8, "hnsw": 0}[kind]
+def pq_subquantizers_for(dim: int) -> int:
+    """PQ sub-quantizers: one per 2 dimensions, as RVC's tips advise (256 -> 128, 768 -> 384)."""
+    return max(2, dim // 2)
+
+
+def k_factor_for(n_vectors: int) -> float:
+    """Candidates re-ranked exactly per neighbour asked for (8 neighbours: 64 or 128 candidates).
+
+    Denser sets (more vectors) put more near-ties inside the 4-bit codes' error, so they re-rank
+    more: 8 below 25,000 vectors, else 16. Re-ranking reads k * k_factor exact vectors per query,
+    little next to scanning the probed cells.
+    """
+    return 8.0 if n_vectors < 25_000 else 16.0
+
+
+def _kind_tag(kind: IndexKind, n_list: int, dim: int) -> str:
+    info = _kind_info(kind)
+    if kind == "ivf_flat":
+        return f"IVF{n_list}_Flat_nprobe_1"  # RVC's, exactly
+    # Every other kind avoids RVC's `_Flat_nprobe_<n>_` so that no one takes it for RVC's file.
+    metric = "_cos" if info.metric == "cosine" else ""
+    if info.family == "ivf_flat":
+        return f"IVF{n_list}_Flat_probe{info.nprobe}{metric}"
+    if info.family == "hnsw":
+        return f"HNSW{HNSW_LINKS}_Flat{metric}"
+    return f"IVF{n_list}_PQ{pq_subquantizers_for(dim)}x4fs_RFlat_probe{info.nprobe}{metric}"
 
 
 def index_file_name(
@@ -100,12 +176,16 @@ def index_file_name(
     stage: Literal["added", "trained"] = "added",
     kind: IndexKind = "ivf_flat",
 ) -> str:
-    """`added_IVF<n>_Flat_nprobe_1_<exp>_<ver>.index` (RVC's name for the default kind)."""
+    """`added_IVF<n>_Flat_nprobe_1_<exp>_<ver>.index` (RVC's name for the default kind).
+
+    Other kinds: `added_IVF<n>_Flat_probe8_...`, `added_HNSW32_Flat_...`,
+    `added_IVF<n>_PQ<m>x4fs_RFlat_probe8_...`, with `_cos` before the experiment name for cosine.
+    """
     if stage not in ("added", "trained"):
         raise UserInputError(f"unknown index stage {stage!r}; expected 'added' or 'trained'")
     if version not in FEATURE_DIM:
         raise UserInputError(f"unknown model version {version!r}; expected 'v1' or 'v2'")
-    return f"{stage}_{_kind_tag(kind, n_list)}_{exp_name}_{version}.index"
+    return f"{stage}_{_kind_tag(kind, n_list, FEATURE_DIM[version])}_{exp_name}_{version}.index"
 
 
 _NAME_RE = re.compile(r"^(?P<stage>added|trained)_IVF(?P<n_list>\d+)_.*?_(?P<version>v[12])\.index$")
@@ -144,9 +224,16 @@ class IndexResult:
     kind: IndexKind
     n_rows: int  # feature rows read from the experiment
     n_vectors: int  # rows in the index (10,000 after k-means)
-    n_list: int
+    n_list: int  # IVF cells (0 for HNSW)
     used_kmeans: bool
     seconds: float
+    diagnostics: IndexDiagnostics
+
+    def message(self) -> str:
+        """What the Train tab and the CLI print: the file, then the diagnostics' lines."""
+        reduced = f", reduced to {self.n_vectors} k-means centres" if self.used_kmeans else ""
+        head = f"index built from {self.n_rows} feature frames{reduced}: {self.added_path.name}"
+        return "\n".join([head, *self.diagnostics.lines()])
 
 
 def list_feature_files(feature_dir: Path) -> list[Path]:
@@ -207,20 +294,34 @@ def reduce_with_kmeans(features: np.ndarray, seed: int, n_centres: int | None = 
     return np.ascontiguousarray(kmeans.fit(features).cluster_centers_, dtype=np.float32)
 
 
-def make_empty_index(kind: IndexKind, dim: int, n_list: int) -> Any:
-    """An untrained faiss index of `kind` with its search settings stored in it."""
+def make_empty_index(kind: IndexKind, dim: int, n_list: int, n_vectors: int = 0) -> Any:
+    """An untrained faiss index of `kind` with its search settings (nprobe, efSearch, k_factor) stored in it."""
     import faiss
 
-    if kind in ("ivf_flat", "ivf_flat_probe8"):
-        index = faiss.index_factory(dim, f"IVF{n_list},Flat")
-        faiss.extract_index_ivf(index).nprobe = _nprobe_for(kind)
-        return index
-    if kind == "hnsw":
-        index = faiss.index_factory(dim, "HNSW32,Flat")
+    info = _kind_info(kind)
+    metric = faiss.METRIC_INNER_PRODUCT if info.metric == "cosine" else faiss.METRIC_L2
+    if info.family == "hnsw":
+        index = faiss.index_factory(dim, f"HNSW{HNSW_LINKS},Flat", metric)
         graph: Any = faiss.downcast_index(index)  # IndexHNSWFlat, which the bindings do not type
-        graph.hnsw.efSearch = 64
+        graph.hnsw.efSearch = HNSW_EF_SEARCH
         return index
-    raise UserInputError(f"unknown index kind {kind!r}; choose one of {sorted(INDEX_KINDS)}")
+    if info.family == "ivf_pqfs":
+        index = faiss.index_factory(dim, f"IVF{n_list},PQ{pq_subquantizers_for(dim)}x4fs,RFlat", metric)
+        refine: Any = faiss.downcast_index(index)  # IndexRefineFlat
+        refine.k_factor = k_factor_for(n_vectors)
+    else:
+        index = faiss.index_factory(dim, f"IVF{n_list},Flat", metric)
+    faiss.extract_index_ivf(index).nprobe = info.nprobe
+    return index
+
+
+def _stored_vectors(kind: IndexKind, data: np.ndarray) -> np.ndarray:
+    """The rows as the index stores them: as extracted (L2), or L2-normalised (cosine)."""
+    if _kind_info(kind).metric == "cosine":
+        from infer_pack.retrieval import normalise_rows
+
+        return normalise_rows(data)
+    return data
 
 
 def _write_index(index: Any, target: Path) -> None:
@@ -264,8 +365,7 @@ def build_index_from_features(
     import faiss
 
     start = time.perf_counter()
-    if kind not in INDEX_KINDS:
-        raise UserInputError(f"unknown index kind {kind!r}; choose one of {sorted(INDEX_KINDS)}")
+    _kind_info(kind)
     out_dir = Path(out_dir)
     dim = FEATURE_DIM[version]
     if features.ndim != 2 or features.shape[1] != dim:
@@ -289,15 +389,17 @@ def build_index_from_features(
     _write_npy(data, total_path)
 
     n_vectors = int(data.shape[0])
-    n_list = n_list_for(n_vectors)
+    n_list = cells_for(kind, n_vectors)
+    info = INDEX_KINDS[kind]
+    stored = _stored_vectors(kind, data)  # [N, D]; unit rows for cosine kinds
     # faiss and torch share OpenMP: restore the thread count afterwards so a build inside the app
     # does not change how (and how reproducibly) conversions run.
     saved_threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(max(1, os.cpu_count() or 1))
     try:
-        index = make_empty_index(kind, dim, n_list)
-        report(progress, 2, steps, f"training {INDEX_KINDS[kind].label} on {n_vectors} vectors")
-        index.train(data)
+        index = make_empty_index(kind, dim, n_list, n_vectors)
+        report(progress, 2, steps, f"training {info.label} on {n_vectors} vectors")
+        index.train(stored)
         check(cancel)
         trained_path = out_dir / index_file_name(n_list, exp_name, version, stage="trained", kind=kind)
         _write_index(index, trained_path)
@@ -305,13 +407,29 @@ def build_index_from_features(
         report(progress, 3, steps, "adding vectors")
         for offset in range(0, n_vectors, ADD_BATCH):
             check(cancel)
-            index.add(data[offset : offset + ADD_BATCH])
+            index.add(stored[offset : offset + ADD_BATCH])
             done = min(offset + ADD_BATCH, n_vectors)
             report(progress, 3, steps, f"adding vectors {done}/{n_vectors}")
         added_path = out_dir / index_file_name(n_list, exp_name, version, stage="added", kind=kind)
         _write_index(index, added_path)
+        build_seconds = time.perf_counter() - start
+        report(progress, 4, steps, "measuring recall on the index's own vectors")
+        recall, sample = self_recall(index, stored, info.metric, seed)
     finally:
         faiss.omp_set_num_threads(saved_threads)
+    diagnostics = IndexDiagnostics(
+        kind=kind,
+        label=info.label,
+        metric=info.metric,
+        rows=n_rows,
+        vectors=n_vectors,
+        cells=n_list,
+        nprobe=info.nprobe,
+        recall_at_8=recall,
+        recall_sample=sample,
+        build_seconds=build_seconds,
+        warnings=build_warnings(n_rows, recall, INDEX_KINDS[RECOMMENDED_KIND].label),
+    )
     report(progress, steps, steps, f"index written: {added_path.name}")
     return IndexResult(
         added_path=added_path,
@@ -323,6 +441,7 @@ def build_index_from_features(
         n_list=n_list,
         used_kmeans=used_kmeans,
         seconds=time.perf_counter() - start,
+        diagnostics=diagnostics,
     )
 
 

@@ -34,12 +34,8 @@ class TrainIndexResult:
         return self.index.added_path
 
     def summary(self) -> str:
-        r = self.index
-        reduced = f", reduced to {r.n_vectors} k-means centres" if r.used_kmeans else ""
-        return (
-            f"index built from {r.n_rows} feature frames{reduced}: {r.added_path.name} "
-            f"({r.n_list} IVF cells) in {r.seconds:.1f} s"
-        )
+        """The index's file, kind, size, measured recall, build time and warnings, one per line."""
+        return self.index.message()
 
 
 def _prepared_version(exp: Experiment) -> Version:
@@ -58,9 +54,18 @@ def _prepared_version(exp: Experiment) -> Version:
 
 def index_kind_choices() -> list[tuple[str, str]]:
     """(label, kind) pairs for a dropdown; each kind's help text is in train.index.INDEX_KINDS."""
-    from train.index import INDEX_KINDS
+    from train.index import INDEX_KINDS, RECOMMENDED_KIND
 
-    return [(info.label, name) for name, info in INDEX_KINDS.items()]
+    return [(info.label + (" (recommended)" if name == RECOMMENDED_KIND else ""), name) for name, info in INDEX_KINDS.items()]
+
+
+def index_kind_help() -> str:
+    """The text shown under the index-type choice: the recommended kind's and RVC's measured help."""
+    from train.index import INDEX_KINDS, RECOMMENDED_KIND
+
+    recommended = INDEX_KINDS[RECOMMENDED_KIND]
+    rvc = INDEX_KINDS["ivf_flat"]
+    return f"Recommended: {recommended.label}. {recommended.help} {rvc.label}: {rvc.help}"
 
 
 def train_index(
@@ -73,7 +78,9 @@ def train_index(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> TrainIndexResult:
-    """Build `logs/<experiment>/added_IVF<n>_Flat_nprobe_1_<experiment>_<version>.index` (RVC's recipe)."""
+    """Build the experiment's index into `logs/<experiment>/` (file name from train.index.index_file_name;
+    `ivf_flat` is RVC's `added_IVF<n>_Flat_nprobe_1_<experiment>_<version>.index`). The result's summary
+    carries the diagnostics measured on the built index."""
     from train.experiment import Experiment
     from train.index import INDEX_KINDS, build_index
 
