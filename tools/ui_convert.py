@@ -9,6 +9,7 @@ import gradio as gr
 
 from infer_pack.errors import CancelledError, RVCError, UserInputError
 from infer_pack.progress import CancelToken
+from tools import ui_pitch_editor
 from tools.jobproc import JobCall
 from tools.jobs import JobSnapshot
 from tools.labels import label
@@ -305,6 +306,9 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                 outputs=[output, download, info],
                 api_name="convert",
             )
+            ui_pitch_editor.build(ctx, audio=audio, voice=voice, index=index, params=params,
+                                  form_kwargs=conversion_kwargs, outputs=[output, download, info],
+                                  convert=lambda *values, **job: run_convert(ctx, *values, **job))
         with gr.Tab(label("tab.batch"), id="convert_batch"):
             with gr.Row():
                 input_dir = gr.Textbox(label=label("batch.input_dir"), elem_id="batch-input-dir")
