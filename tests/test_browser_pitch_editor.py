@@ -143,6 +143,17 @@ def test_shift_a_selection_two_semitones_and_convert(
     assert moved_synth.tolist() == moved.tolist()
     np.testing.assert_array_equal(synth, edited.astype(np.float32))
 
+    # What the editor draws for every kind of edit is what Python replays.
+    from infer_pack.pitch_edit import edit_from_dict, replay
+
+    edits = [{"op": "octave", "start": 10, "end": 60, "up": True}, {"op": "unvoice", "start": 50, "end": 70},
+             {"op": "voice", "start": 0, "end": 300}, {"op": "flatten", "start": 100, "end": 180, "mode": "median",
+             "window_frames": 15}, {"op": "flatten", "start": 200, "end": 290, "mode": "smooth", "window_frames": 15},
+             {"op": "restore", "start": 150, "end": 160}, {"op": "shift", "start": 0, "end": 40, "semitones": -0.3},
+             {"op": "draw", "points": [[3.5, 150.0], [20.0, 300.0], [12.0, 180.0]]}]
+    drawn = np.array(page.evaluate("(edits) => window.rvcPitch.replayed(edits)", edits))
+    np.testing.assert_allclose(drawn, replay(extracted, [edit_from_dict(e) for e in edits]), rtol=1e-12)
+
     # The command line converts with the saved file to the same audio as the app.
     app_output = Path(page.locator("#convert-download a").first.get_attribute("download") or "")
     outputs = sorted((root / "outputs").glob("song_ref_pm*.wav"), key=lambda p: p.stat().st_mtime)

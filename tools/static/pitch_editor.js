@@ -282,6 +282,8 @@ if (!window.rvcPitch) {
       bind(); draw(); status("loaded " + (st.file.source.input || ""));
     },
     fileJson() { return st.file ? JSON.stringify(st.file) : ""; },
+    // The extracted curve after `edits` as this script draws it (a test compares it with Python's replay).
+    replayed(edits) { const c = Float64Array.from(st.extracted); edits.forEach((e) => applyEdit(c, st.extracted, e)); return Array.from(c); },
     state: st,
   };
 }
