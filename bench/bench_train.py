@@ -75,12 +75,7 @@ def _make_trainer(device: str, workdir: Path) -> Any:
     setup = TrainingSetup(experiment, VERSION, TAG, True, config)
     trainer = Trainer(setup, TrainingOptions(batch_size=BATCH, device=device))
     torch.manual_seed(1234)
-    net_g, net_d = build_networks(setup)
-    trainer.net_g, trainer.net_d = net_g.to(trainer.device), net_d.to(trainer.device)
-    trainer.optim_g = trainer._make_optimizer(trainer.net_g)
-    trainer.optim_d = trainer._make_optimizer(trainer.net_d)
-    trainer._g_params = list(trainer.net_g.parameters())
-    trainer.scaler = torch.amp.GradScaler(trainer.device.type, enabled=trainer.amp_dtype == torch.float16)
+    trainer.state = trainer.new_state(*build_networks(setup))
     return trainer
 
 
@@ -108,7 +103,7 @@ def rvc_step(trainer: Any, batch: Any) -> float:
         enabled=trainer.amp_dtype != torch.float32,
     )
     with autocast:
-        y_hat, ids_slice, _x, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = trainer.net_g(
+        y_hat, ids_slice, _x, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = trainer.state.net_g(
             b.phone,
             b.phone_lengths,
             b.pitch,
@@ -124,28 +119,28 @@ def rvc_step(trainer: Any, batch: Any) -> float:
         if trainer.amp_dtype != torch.float32:
             y_hat_mel = y_hat_mel.to(trainer.amp_dtype)
         wave = slice_segments(b.wave, ids_slice * cfg.data.hop_length, cfg.train.segment_size)
-        y_d_hat_r, y_d_hat_g, _, _ = trainer.net_d(wave, y_hat.detach())
+        y_d_hat_r, y_d_hat_g, _, _ = trainer.state.net_d(wave, y_hat.detach())
         with torch.autocast(trainer.device.type, enabled=False):
             loss_disc, _, _ = discriminator_loss(y_d_hat_r, y_d_hat_g)
-    trainer.optim_d.zero_grad()
-    trainer.scaler.scale(loss_disc).backward()
-    trainer.scaler.unscale_(trainer.optim_d)
-    _rvc_clip_grad_value(trainer.net_d.parameters())
-    trainer.scaler.step(trainer.optim_d)
+    trainer.state.optim_d.zero_grad()
+    trainer.state.scaler.scale(loss_disc).backward()
+    trainer.state.scaler.unscale_(trainer.state.optim_d)
+    _rvc_clip_grad_value(trainer.state.net_d.parameters())
+    trainer.state.scaler.step(trainer.state.optim_d)
     with autocast:
-        y_d_hat_r, y_d_hat_g, fmap_r, fmap_g = trainer.net_d(wave, y_hat)
+        y_d_hat_r, y_d_hat_g, fmap_r, fmap_g = trainer.state.net_d(wave, y_hat)
         with torch.autocast(trainer.device.type, enabled=False):
             loss_mel = torch.nn.functional.l1_loss(y_mel, y_hat_mel) * cfg.train.c_mel
             loss_kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask) * cfg.train.c_kl
             loss_fm = feature_loss(fmap_r, fmap_g)
             loss_gen, _ = generator_loss(y_d_hat_g)
             loss_gen_all = loss_gen + loss_fm + loss_mel + loss_kl
-    trainer.optim_g.zero_grad()
-    trainer.scaler.scale(loss_gen_all).backward()
-    trainer.scaler.unscale_(trainer.optim_g)
-    _rvc_clip_grad_value(trainer.net_g.parameters())
-    trainer.scaler.step(trainer.optim_g)
-    trainer.scaler.update()
+    trainer.state.optim_g.zero_grad()
+    trainer.state.scaler.scale(loss_gen_all).backward()
+    trainer.state.scaler.unscale_(trainer.state.optim_g)
+    _rvc_clip_grad_value(trainer.state.net_g.parameters())
+    trainer.state.scaler.step(trainer.state.optim_g)
+    trainer.state.scaler.update()
     return float(loss_gen_all.item())
 
 
@@ -163,7 +158,7 @@ def _peak_memory_child(kind: str, device: str) -> tuple[float, float | None]:
     with tempfile.TemporaryDirectory() as workdir:
         trainer = _make_trainer(device, Path(workdir))
         batch = _batch(trainer.config, trainer.mel)
-        step = trainer.train_step if kind == "ours" else (lambda b: rvc_step(trainer, b))
+        step = (lambda b: trainer.train_step(trainer.state, b)) if kind == "ours" else (lambda b: rvc_step(trainer, b))
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         step(batch)
@@ -184,11 +179,11 @@ def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
     with tempfile.TemporaryDirectory() as workdir:
         trainer = _make_trainer(device, Path(workdir))
         batch = _batch(trainer.config, trainer.mel, batch_size)
-        params_g = sum(p.numel() for p in trainer.net_g.parameters())
-        params_d = sum(p.numel() for p in trainer.net_d.parameters())
+        params_g = sum(p.numel() for p in trainer.state.net_g.parameters())
+        params_d = sum(p.numel() for p in trainer.state.net_d.parameters())
 
         def ours() -> None:
-            trainer.train_step(batch)
+            trainer.train_step(trainer.state, batch)
             _sync(device)
 
         def baseline() -> None:

@@ -98,6 +98,9 @@ class TrainingCheckpoint:
     # Optimiser steps taken so far; our own key (RVC ignores it). None in RVC's files: the step is then
     # only known from the file name, and G_2333333 ("latest only") names none.
     global_step: int | None = None
+    # The exact place to go on from (our key, RVC ignores it): the trainer's position, RNG states
+    # and gradient scaler (train.training_setup.ResumeState). None in RVC's files and older ones.
+    resume: dict[str, Any] | None = None
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -455,6 +458,7 @@ def save_training_checkpoint(
     learning_rate: float,
     iteration: int,
     global_step: int | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write RVC's `{"model", "iteration", "optimizer", "learning_rate"}` atomically.
 
@@ -480,6 +484,8 @@ def save_training_checkpoint(
     }
     if global_step is not None:
         data["global_step"] = int(global_step)
+    if resume is not None:
+        data["resume"] = dict(resume)
     return torch_save_atomic(data, path)
 
 
@@ -503,6 +509,7 @@ def load_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
         learning_rate=float(obj.get("learning_rate", 0.0)),
         path=path,
         global_step=int(obj["global_step"]) if isinstance(obj.get("global_step"), int) else None,
+        resume=dict(obj["resume"]) if isinstance(obj.get("resume"), Mapping) else None,
     )
 
 

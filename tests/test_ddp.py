@@ -46,8 +46,8 @@ def _worker(rank: int, experiment_root: str, out_dir: str, port: int, device: st
     trainer = Trainer(tiny_setup(experiment), options, networks=tiny_networks(experiment))
     result = trainer.run()
     weights = {
-        "g": [p.detach().double().sum().item() for p in trainer.net_g.parameters()],
-        "d": [p.detach().double().sum().item() for p in trainer.net_d.parameters()],
+        "g": [p.detach().double().sum().item() for p in trainer.state.net_g.parameters()],
+        "d": [p.detach().double().sum().item() for p in trainer.state.net_d.parameters()],
         "step": result.global_step,
         "checkpoint": str(result.checkpoint_g) if result.checkpoint_g else None,
         "voice": str(result.voice_path) if result.voice_path else None,

@@ -100,7 +100,7 @@ def test_two_epochs_learn_and_write_rvc_files(experiment: Experiment, tmp_path: 
     untrained = tiny_networks(experiment)[0]
     trainer, result = run_training(experiment, tmp_path, epochs=3)
     before = fixed_mel_loss(trainer, untrained)
-    after = fixed_mel_loss(trainer, trainer.net_g)
+    after = fixed_mel_loss(trainer, trainer.state.net_g)
     assert after < 0.85 * before, (before, after)
 
     assert not result.cancelled and result.epochs_done == 3
@@ -207,9 +207,61 @@ def test_cancel_saves_a_usable_checkpoint_and_resume_goes_on(experiment: Experim
     assert not experiment.lock_path.exists()
     _, resumed = run_training(experiment, tmp_path, epochs=2, save_every_epochs=10)
     assert resumed.resumed_from == experiment.g_checkpoint_path(4)
-    assert resumed.first_epoch == 2 and resumed.global_step == 4 + STEPS_PER_EPOCH
+    # step 4 was epoch 2's first: the resumed run does that epoch's two remaining steps, no more
+    assert resumed.first_epoch == 2 and resumed.global_step == 2 * STEPS_PER_EPOCH
     steps = [json.loads(x)["step"] for x in experiment.metrics_path.read_text().splitlines()]
-    assert steps == list(range(1, 5 + STEPS_PER_EPOCH))
+    assert steps == list(range(1, 1 + 2 * STEPS_PER_EPOCH))
+
+
+def _fingerprint(batch: object) -> float:
+    return float(batch.wave.double().sum())  # type: ignore[attr-defined]
+
+
+def test_stops_and_resumes_do_exactly_the_steps_of_one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped mid-epoch twice and resumed, a run trains the same batches in the same order with the same
+    random draws as one that never stopped: same final weights, one step numbering, exact voice info."""
+    from infer_pack.checkpoint import load_voice
+
+    seen: list[float] = []
+    original = Trainer.train_step
+
+    def spy(self: Trainer, state: object, batch: object) -> object:
+        seen.append(_fingerprint(batch))
+        return original(self, state, batch)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Trainer, "train_step", spy)
+    epochs = 3
+    whole = prepare_experiment(tmp_path / "one" / "logs")
+    trainer, _ = run_training(whole, tmp_path / "one", epochs=epochs, save_every_epochs=10)
+    reference = {k: v.clone() for k, v in trainer.state.net_g.state_dict().items()}
+    reference_order, seen[:] = list(seen), []
+
+    parts = prepare_experiment(tmp_path / "parts" / "logs")
+    messages: list[str] = []
+    for stop_at in (2, 5, None):  # inside epoch 1, inside epoch 2, then to the end
+        cancel = CancelToken()
+
+        def progress(done: int, total: int, message: str, stop_at: int | None = stop_at,
+                     cancel: CancelToken = cancel) -> None:
+            messages.append(f"{done}/{total}")
+            if done == stop_at:
+                cancel.cancel()
+
+        trainer, result = run_training(parts, tmp_path / "parts", epochs=epochs, save_every_epochs=10, cancel=cancel,
+                                       progress=progress)
+        if stop_at is not None:
+            assert result.cancelled and result.global_step == stop_at
+            voice = load_voice(tmp_path / "parts" / "weights" / "tiny.pth")
+            epoch = 1 + stop_at // STEPS_PER_EPOCH
+            assert voice.info == f"epoch {epoch} step {stop_at}"  # not "0epoch"
+    assert seen == reference_order and len(seen) == epochs * STEPS_PER_EPOCH
+    for name, value in trainer.state.net_g.state_dict().items():
+        torch.testing.assert_close(value, reference[name], rtol=0, atol=1e-6, msg=name)
+    # one numbering: progress counts global steps of the whole run across the three starts
+    total = epochs * STEPS_PER_EPOCH
+    assert [m for m in messages if not m.startswith("0/")][:2] == ["1/9", "2/9"] and f"{total}/{total}" in messages
+    assert "2/9" in messages and "3/9" in messages and "6/9" in messages
+    assert messages.count("3/9") == 1, messages  # step 3 is not redone after the stop at 2
 
 
 def test_damaged_or_incomplete_checkpoints(experiment: Experiment, tmp_path: Path) -> None:
@@ -347,11 +399,12 @@ def test_stop_mid_epoch_latest_only_resumes_at_the_saved_step(
     assert saved[-1] == str(STEPS_PER_EPOCH + 2)
     caplog.clear()
     _, resumed = run_training(experiment, tmp_path, epochs=2, latest_only=True)
-    said = [m.group(1) for r in caplog.records if (m := re.search(r"^resuming from G_2333333.* step (\d+)\)", r.getMessage()))]
+    said = [m.group(1) for r in caplog.records if (m := re.search(r"^resuming from G_2333333.* step (\d+)$", r.getMessage()))]
     assert said == saved[-1:]
-    assert resumed.first_epoch == 2 and resumed.global_step == STEPS_PER_EPOCH + 2 + STEPS_PER_EPOCH
+    # epoch 2 goes on with its last step: the run ends where an unstopped one would
+    assert resumed.first_epoch == 2 and resumed.global_step == 2 * STEPS_PER_EPOCH
     steps = [json.loads(x)["step"] for x in experiment.metrics_path.read_text().splitlines()]
-    assert steps == list(range(1, 2 * STEPS_PER_EPOCH + 3))  # the two stopped steps are kept, none repeated
+    assert steps == list(range(1, 2 * STEPS_PER_EPOCH + 1))  # the two stopped steps are kept, none repeated
 
 
 def test_short_runs_log_every_epoch_and_plot_points(experiment: Experiment, tmp_path: Path) -> None:

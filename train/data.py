@@ -228,6 +228,7 @@ class DistributedBucketSampler(torch.utils.data.Sampler[list[int]]):
         self.rank = rank
         self.shuffle = shuffle
         self.epoch = 0
+        self.start_batch = 0
         self.boundaries = list(boundaries)
         self.buckets, self.num_samples_per_bucket = self._create_buckets()
         self.total_size = sum(self.num_samples_per_bucket)
@@ -253,8 +254,11 @@ class DistributedBucketSampler(torch.utils.data.Sampler[list[int]]):
         padded = [len(b) + (per_step - len(b) % per_step) % per_step for b in buckets]
         return buckets, padded
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Epoch `epoch`'s order (the same for every run), yielded from its batch `start_batch` on
+        (a run resumed mid-epoch skips the batches already trained, without loading them)."""
         self.epoch = epoch
+        self.start_batch = start_batch
 
     def batches(self) -> list[list[int]]:
         generator = torch.Generator()
@@ -276,7 +280,7 @@ class DistributedBucketSampler(torch.utils.data.Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self.batches())
+        return iter(self.batches()[self.start_batch :])
 
     def __len__(self) -> int:
         return self.num_samples // self.batch_size

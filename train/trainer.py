@@ -7,10 +7,12 @@ for each network, learning rate x0.999875 per epoch, losses = LSGAN + 2 x featur
 Where it deliberately differs from RVC, and why:
 * Resume never falls back silently to a fresh start: a damaged newest checkpoint is an error
   that says which files to remove. Only a (G, D) pair written by the same save is used.
-* Resume continues after the saved epoch instead of re-running it, and the step count goes on
-  from the file name; optimiser moments are matched to parameters by name, so checkpoints from
-  RVC releases with another parameter order resume correctly.
-* Cancel saves a checkpoint (and the voice) before stopping; a second training of the same
+* Resume is exact: checkpoints carry the position (epoch, step within it), the RNG states and the
+  gradient scaler, every epoch's sample order is fixed by its number, so a run stopped and resumed
+  any number of times does the same steps as one that never stopped. RVC's own checkpoints resume
+  after their saved epoch (not re-running it); optimiser moments are matched to parameters by
+  name, so checkpoints from RVC releases with another parameter order resume correctly.
+* Stop takes effect between two steps and saves a checkpoint (and the voice); a second training of the same
   experiment is refused through `train.lock`.
 * With DDP each GPU gets `batch_size` items per step (RVC gives each GPU batch x n_gpus).
 * The generator's backward skips the discriminator's weight gradients (they are discarded by
@@ -27,7 +29,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +57,9 @@ from train.training_setup import (
     _RESUME_FIX,
     Distributed,
     MetricSink,
+    Position,
     ResumePoint,
+    ResumeState,
     TrainingLock,
     TrainingResult,
     TrainingSetup,
@@ -100,8 +104,24 @@ class StepOutput:
     generated_mel: torch.Tensor  # [B, n_mels, segment_frames]
 
 
+@dataclass
+class TrainState:
+    """Everything a step changes: the networks, their optimisers and schedulers, the scaler and the position."""
+
+    net_g: torch.nn.Module
+    net_d: torch.nn.Module
+    optim_g: torch.optim.AdamW
+    optim_d: torch.optim.AdamW
+    scaler: torch.amp.GradScaler
+    position: Position = field(default_factory=Position)
+    schedulers: list[torch.optim.lr_scheduler.ExponentialLR] = field(default_factory=list)
+    g_params: list[torch.nn.Parameter] = field(default_factory=list)  # what the generator's backward computes
+    saved_step: int = -1  # global step of the newest checkpoint on disk (-1: none this run)
+
+
 class Trainer:
-    """Holds the networks, optimisers and data of one training run; `run()` trains."""
+    """One training run: `run()` = set up (`_setup`), epochs (`_train_epoch`, `_end_epoch`), then
+    `_finish` or, when stopped, `_stop`. Each step is `train_step(state, batch)`."""
 
     def __init__(
         self,
@@ -128,8 +148,7 @@ class Trainer:
         self.mel = MelTransform.from_data_section(self.config.data, options.mel_epsilons)
         self.log_interval = options.log_interval or self.config.train.log_interval
         self._networks = networks
-        self.net_g: torch.nn.Module
-        self.net_d: torch.nn.Module
+        self.state: TrainState  # set up by run()
 
     # -- setup -----------------------------------------------------------------------------------
     def _init_process_group(self) -> None:
@@ -167,6 +186,9 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
             prefetch_factor=8 if workers > 0 else None,
+            # Its own generator: starting an epoch's iterator must not draw from the global RNG, or a run
+            # resumed mid-epoch (which starts that epoch's iterator again) would go on with other draws.
+            generator=torch.Generator().manual_seed(self.config.train.seed),
         )
         return loader, sampler
 
@@ -180,62 +202,83 @@ class Trainer:
             weight_decay=0.01,
         )
 
-    def _resume(self, steps_per_epoch: int) -> tuple[int, int, Path | None]:
-        """Load the newest complete checkpoint; returns (first epoch to train, global step, file)."""
+    def new_state(self, net_g: torch.nn.Module, net_d: torch.nn.Module) -> TrainState:
+        """Networks moved to the device, fresh optimisers and scaler, position at the start."""
+        net_g, net_d = net_g.to(self.device), net_d.to(self.device)
+        return TrainState(
+            net_g=net_g, net_d=net_d, optim_g=self._make_optimizer(net_g), optim_d=self._make_optimizer(net_d),
+            scaler=torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16),
+            g_params=[p for p in net_g.parameters() if p.requires_grad],
+        )
+
+    def _resume(self, state: TrainState, steps_per_epoch: int) -> tuple[Path | None, ResumeState | None]:
+        """Load the newest complete checkpoint pair into `state` and set its position."""
         from infer_pack.checkpoint import load_state_strict, load_training_checkpoint
 
         point = find_resume_point(self.experiment) if self.options.resume else None
         if point is None:
-            return 1, 0, None
+            return None, None
         epochs_done = None
         recorded_steps: list[int | None] = []
+        exact: ResumeState | None = None
         for path, net, optimizer in (
-            (point.d_path, self.net_d, self.optim_d),
-            (point.g_path, self.net_g, self.optim_g),
+            (point.d_path, state.net_d, state.optim_d),
+            (point.g_path, state.net_g, state.optim_g),
         ):
             try:
                 ckpt = load_training_checkpoint(path)
             except ModelFileError as exc:
-                raise ModelFileError(
-                    path,
-                    f"cannot resume from it ({exc.reason})",
-                    _RESUME_FIX.format(path=path),
-                ) from None
-            load_state_strict(
-                net,
-                ckpt.model,
-                path,
-                "network being trained",
-                _RESUME_FIX.format(path=path),
-            )
+                raise ModelFileError(path, f"cannot resume from it ({exc.reason})", _RESUME_FIX.format(path=path)) from None
+            load_state_strict(net, ckpt.model, path, "network being trained", _RESUME_FIX.format(path=path))
             if ckpt.optimizer:
                 try:
                     optimizer.load_state_dict(optimizer_state_by_name(ckpt.optimizer, list(ckpt.model), net, path))
                 except (KeyError, ValueError, TypeError) as exc:
                     raise ModelFileError(
-                        path,
-                        f"optimizer state does not fit ({exc})",
-                        _RESUME_FIX.format(path=path),
+                        path, f"optimizer state does not fit ({exc})", _RESUME_FIX.format(path=path)
                     ) from None
             else:
                 log.warning("%s holds no optimizer state; Adam moments start from zero", path)
             epochs_done = ckpt.iteration if epochs_done is None else min(epochs_done, ckpt.iteration)
             recorded_steps.append(ckpt.global_step)
+            if path == point.g_path:
+                exact = ResumeState.from_dict(ckpt.resume, path)
         assert epochs_done is not None
         step = resume_step(point.step, recorded_steps, epochs_done, steps_per_epoch)
-        log.info(
-            "resuming from %s (epoch %d done, step %d)",
-            point.g_path.name,
-            epochs_done,
-            step,
-        )
-        return epochs_done + 1, step, point.g_path
+        if exact is not None and exact.steps_per_epoch != steps_per_epoch:
+            log.warning("the training set changed since %s (%d steps per epoch, now %d): epoch %d starts over",
+                        point.g_path.name, exact.steps_per_epoch, steps_per_epoch, exact.position.epoch)
+            exact = ResumeState(Position(exact.position.epoch, 0, exact.position.global_step), steps_per_epoch,
+                                exact.rng_cpu, exact.rng_cuda, exact.scaler)
+        if exact is not None:
+            state.position = exact.position
+            if exact.scaler:
+                state.scaler.load_state_dict(exact.scaler)
+        else:  # RVC's checkpoints and older ones: on from the end of the saved epoch
+            state.position = Position(epochs_done + 1, 0, step)
+        state.saved_step = state.position.global_step
+        where = state.position
+        log.info("resuming from %s: epoch %d, %d of %d steps of it done, step %d", point.g_path.name, where.epoch,
+                 where.batch, steps_per_epoch, where.global_step)
+        return point.g_path, exact
 
-    def _set_learning_rate(self, first_epoch: int) -> list[torch.optim.lr_scheduler.ExponentialLR]:
+    def _load_pretrained(self, state: TrainState) -> None:
+        for path, net, what in (
+            (self.options.pretrained_g, state.net_g, "generator"),
+            (self.options.pretrained_d, state.net_d, "discriminator"),
+        ):
+            if path is not None:
+                load_pretrained(net, Path(path), what)
+                log.info("loaded pretrained %s %s", what, path)
+            else:
+                log.info("no pretrained %s: training it from random weights", what)
+
+    def _schedulers(self, state: TrainState) -> list[torch.optim.lr_scheduler.ExponentialLR]:
         """Epoch e trains with lr x decay^(e-1); a scheduler per optimiser steps once per epoch."""
         train = self.config.train
+        first_epoch = state.position.epoch
         schedulers = []
-        for optimizer in (self.optim_g, self.optim_d):
+        for optimizer in (state.optim_g, state.optim_d):
             for group in optimizer.param_groups:
                 group["initial_lr"] = train.learning_rate
                 group["lr"] = train.learning_rate * train.lr_decay ** (first_epoch - 1)
@@ -244,30 +287,44 @@ class Trainer:
             )
         return schedulers
 
+    def _setup(self) -> tuple[TrainState, torch.utils.data.DataLoader[Any], DistributedBucketSampler, Path | None]:
+        """Seed, data, networks (resumed, pretrained or random), DDP wrappers, schedulers."""
+        torch.manual_seed(self.options.seed if self.options.seed is not None else self.config.train.seed)
+        loader, sampler = self._make_loader()
+        nets = self._networks if self._networks is not None else build_networks(self.setup)
+        state = self.new_state(*nets)
+        resumed_from, exact = self._resume(state, len(sampler))
+        if resumed_from is None:
+            self._load_pretrained(state)
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            state.net_g = torch.nn.parallel.DistributedDataParallel(state.net_g, device_ids=ids)
+            state.net_d = torch.nn.parallel.DistributedDataParallel(state.net_d, device_ids=ids)
+            state.g_params = [p for p in state.net_g.parameters() if p.requires_grad]
+        state.schedulers = self._schedulers(state)
+        state.net_g.train()
+        state.net_d.train()
+        if exact is not None:  # last: everything above may draw random numbers
+            exact.restore_rng()
+        self.state = state  # kept for callers that look at the networks after `run()`
+        return state, loader, sampler, resumed_from
+
     # -- one step --------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return torch.autocast(
-            self.device.type,
-            dtype=self.amp_dtype,
-            enabled=self.amp_dtype != torch.float32,
-        )
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype != torch.float32)
 
-    def train_step(self, batch: Batch) -> StepOutput:
+    def train_step(self, state: TrainState, batch: Batch) -> StepOutput:
+        """One discriminator step, then one generator step; the losses come back by name (LOSS_NAMES)."""
         from infer_pack.commons import slice_segments
 
         b = batch.to(self.device, non_blocking=True)
         hop = self.config.data.hop_length
         segment_frames = self.config.segment_frames
+        net_g, net_d, scaler = state.net_g, state.net_d, state.scaler
 
         with self._autocast():
-            y_hat, ids_slice, _x_mask, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = self.net_g(
-                b.phone,
-                b.phone_lengths,
-                b.pitch,
-                b.pitchf,
-                b.spec,
-                b.spec_lengths,
-                b.speaker_id,
+            y_hat, ids_slice, _x_mask, z_mask, (_z, z_p, m_p, logs_p, _m_q, logs_q) = net_g(
+                b.phone, b.phone_lengths, b.pitch, b.pitchf, b.spec, b.spec_lengths, b.speaker_id,
             )  # y_hat [B, 1, segment_size]
         with torch.no_grad():
             target_mel = slice_segments(self.mel.mel_from_spectrogram(b.spec), ids_slice, segment_frames)  # [B, M, S]
@@ -276,29 +333,29 @@ class Trainer:
 
         # Discriminator: real -> 1, generated (detached) -> 0.
         with self._autocast():
-            real_scores, fake_scores, _, _ = self.net_d(wave, y_hat.detach())
+            real_scores, fake_scores, _, _ = net_d(wave, y_hat.detach())
         loss_d, d_real_terms, d_fake_terms = discriminator_loss(real_scores, fake_scores)
-        self.optim_d.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_d).backward()
-        self.scaler.unscale_(self.optim_d)
-        grad_norm_d = grad_norm(self.net_d)
-        self.scaler.step(self.optim_d)
+        state.optim_d.zero_grad(set_to_none=True)
+        scaler.scale(loss_d).backward()
+        scaler.unscale_(state.optim_d)
+        grad_norm_d = grad_norm(net_d)
+        scaler.step(state.optim_d)
 
         # Generator: fool the (just updated) discriminator, match its features, the mel and the prior.
         # The discriminator's weight gradients of this pass are never used, so they are not computed.
-        with self._autocast(), no_sync(self.net_d):
-            _, fake_scores, real_maps, fake_maps = self.net_d(wave, y_hat)
+        with self._autocast(), no_sync(net_d):
+            _, fake_scores, real_maps, fake_maps = net_d(wave, y_hat)
         loss_gen, g_terms = generator_loss(fake_scores)
         loss_fm = feature_loss(real_maps, fake_maps)
         loss_mel = mel_loss(target_mel, generated_mel, self.config.train.c_mel)
         loss_kl = kl_loss(z_p, logs_q, m_p, logs_p, z_mask) * self.config.train.c_kl
         loss_g = loss_gen + loss_fm + loss_mel + loss_kl
-        self.optim_g.zero_grad(set_to_none=True)
-        self.scaler.scale(loss_g).backward(inputs=self._g_params)
-        self.scaler.unscale_(self.optim_g)
-        grad_norm_g = grad_norm(self.net_g)
-        self.scaler.step(self.optim_g)
-        self.scaler.update()
+        state.optim_g.zero_grad(set_to_none=True)
+        scaler.scale(loss_g).backward(inputs=state.g_params)
+        scaler.unscale_(state.optim_g)
+        grad_norm_g = grad_norm(net_g)
+        scaler.step(state.optim_g)
+        scaler.update()
         losses = {"loss_d": loss_d, "loss_g": loss_g, "loss_gen": loss_gen, "loss_fm": loss_fm, "loss_mel": loss_mel,
                   "loss_kl": loss_kl}  # fmt: skip
         return StepOutput(
@@ -313,56 +370,52 @@ class Trainer:
         )
 
     # -- files -------------------------------------------------------------------------------------
-    def _save_checkpoints(self, epochs_done: int, global_step: int) -> tuple[Path, Path]:
-        """G then D, each written atomically; a pair is only used for resume once both exist."""
+    def _save_checkpoints(self, state: TrainState, steps_per_epoch: int) -> tuple[Path, Path]:
+        """G then D at the current position, each written atomically; a pair is only used for resume once
+        both exist. `iteration` (RVC's field) is the number of whole epochs done."""
         from infer_pack.checkpoint import save_training_checkpoint
 
-        step_name = LATEST_ONLY_STEP if self.options.latest_only else global_step
+        where = state.position
+        step_name = LATEST_ONLY_STEP if self.options.latest_only else where.global_step
         g_path = self.experiment.g_checkpoint_path(step_name)
         d_path = self.experiment.d_checkpoint_path(step_name)
-        lr = self.config.train.learning_rate
-        for path, net, optimizer in (
-            (g_path, self.net_g, self.optim_g),
-            (d_path, self.net_d, self.optim_d),
-        ):
+        resume = ResumeState.capture(where, steps_per_epoch, state.scaler).to_dict()
+        for path, net, optimizer in ((g_path, state.net_g, state.optim_g), (d_path, state.net_d, state.optim_d)):
             save_training_checkpoint(
-                path,
-                model=unwrap(net).state_dict(),
-                iteration=epochs_done,
-                optimizer=optimizer.state_dict(),
-                learning_rate=lr,
-                global_step=global_step,
+                path, model=unwrap(net).state_dict(), iteration=where.epochs_done, optimizer=optimizer.state_dict(),
+                learning_rate=self.config.train.learning_rate, global_step=where.global_step, resume=resume,
             )
-        log.info(
-            "saved %s and %s (epoch %d done, step %d)",
-            g_path.name,
-            d_path.name,
-            epochs_done,
-            global_step,
-        )
+        state.saved_step = where.global_step
+        log.info("saved %s and %s (%s)", g_path.name, d_path.name, self._where(where, steps_per_epoch))
         return g_path, d_path
 
-    def _export_voice(self, path: Path, epochs_done: int) -> Path:
+    @staticmethod
+    def _where(where: Position, steps_per_epoch: int) -> str:
+        """The one wording of a position (log, progress, stop message)."""
+        if where.batch == 0:
+            return f"epoch {where.epochs_done} done, step {where.global_step}"
+        return f"epoch {where.epoch}, {where.batch} of {steps_per_epoch} steps, step {where.global_step}"
+
+    def _export_voice(self, state: TrainState, path: Path) -> Path:
         from infer_pack.checkpoint import save_voice, voice_from_state_dict
 
-        state = {k: v.detach().cpu() for k, v in unwrap(self.net_g).state_dict().items()}
+        where = state.position
+        # RVC's info is "<epochs>epoch"; a voice saved mid-epoch says so as the log does ("epoch 2 step 31").
+        info = f"{where.epochs_done}epoch" if where.batch == 0 else f"epoch {where.epoch} step {where.global_step}"
+        weights = {k: v.detach().cpu() for k, v in unwrap(state.net_g).state_dict().items()}
         voice = voice_from_state_dict(
-            state,
-            self.config,
-            self.setup.use_f0,
-            f"{epochs_done}epoch",
-            self.setup.version,
+            weights, self.config, self.setup.use_f0, info, self.setup.version,
             trained_speakers=self.experiment.filelist_speaker_ids(self.setup.use_f0),
         )
         save_voice(path, voice)
         log.info("exported voice %s", path)
         return path
 
-    def _voice_path(self, epochs_done: int | None, global_step: int) -> Path | None:
+    def _voice_path(self, where: Position | None) -> Path | None:
         if self.options.weights_dir is None:
             return None
         name = self.options.voice_name or self.experiment.name
-        suffix = "" if epochs_done is None else f"_e{epochs_done}_s{global_step}"
+        suffix = "" if where is None else f"_e{where.epochs_done}_s{where.global_step}"
         return Path(self.options.weights_dir) / f"{name}{suffix}.pth"
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -384,16 +437,43 @@ class Trainer:
                 file_log.close()
             lock.release()
 
-    def _epoch_batches(
-        self, loader: Iterable[Batch], cache: list[Batch] | None, epoch: int, steps_per_epoch: int
-    ) -> Iterator[Batch]:
-        """One epoch's batches: from the loader, or (caching) the cached ones in a new order per epoch.
+    def _run(self, metrics: MetricsWriter) -> TrainingResult:
+        state, loader, sampler, resumed_from = self._setup()
+        steps_per_epoch = len(sampler)
+        start = state.position
+        metrics.keep_until(start.global_step)
+        result = TrainingResult(
+            experiment_dir=self.experiment.root, first_epoch=start.epoch, epochs_done=start.epochs_done,
+            global_step=start.global_step, cancelled=False, resumed_from=resumed_from, checkpoint_g=None,
+            checkpoint_d=None, voice_path=None, metrics_path=self.experiment.metrics_path,
+        )  # fmt: skip
+        log.info(
+            "training %s: epochs %d..%d, %d steps per epoch, device %s, %s, rank %d/%d",
+            self.experiment.name, start.epoch, self.options.epochs, steps_per_epoch, self.device,
+            str(self.amp_dtype).replace("torch.", ""), self.dist.rank, self.dist.world_size,
+        )  # fmt: skip
+        loop = _Loop(steps_per_epoch, self.options.epochs * steps_per_epoch, start.global_step)
+        self._report(state, loop, f"training from {self._where(start, steps_per_epoch)}")
+        cache: list[Batch] | None = [] if self.options.cache_batches else None
+        while state.position.epoch <= self.options.epochs:
+            if self._train_epoch(state, loader, sampler, cache, loop, metrics, result):
+                return self._stop(state, loop, result, metrics)
+            self._end_epoch(state, loop, result, metrics)
+        return self._finish(state, loop, result, metrics)
 
-        A cache is used only once it holds a whole epoch (a resumed or stopped first epoch fills it again).
-        """
+    def _report(self, state: TrainState, loop: _Loop, message: str) -> None:
+        """Progress in global steps of the whole run (a resumed run goes on from where it stood)."""
+        report(self.progress, state.position.global_step, loop.total_steps, message)
+
+    def _epoch_batches(
+        self, loader: Iterable[Batch], cache: list[Batch] | None, epoch: int, start_batch: int, steps_per_epoch: int
+    ) -> Iterator[Batch]:
+        """Epoch `epoch`'s batches from `start_batch` on: from the loader, or (caching) the cached ones in a
+        new order per epoch. A cache is used only once it holds a whole epoch (a resumed or stopped first
+        epoch fills it again)."""
         if cache is not None and len(cache) == steps_per_epoch:
             order = torch.randperm(len(cache), generator=torch.Generator().manual_seed(epoch))
-            yield from (cache[i] for i in order.tolist())
+            yield from (cache[i] for i in order.tolist()[start_batch:])
             return
         if cache is not None:
             cache.clear()
@@ -403,132 +483,75 @@ class Trainer:
                 cache.append(batch)
             yield batch
 
-    def _run(self, metrics: MetricsWriter) -> TrainingResult:
-        options = self.options
-        torch.manual_seed(options.seed if options.seed is not None else self.config.train.seed)
-        loader, sampler = self._make_loader()
-        steps_per_epoch = len(sampler)
+    def _train_epoch(
+        self, state: TrainState, loader: Iterable[Batch], sampler: DistributedBucketSampler,
+        cache: list[Batch] | None, loop: _Loop, metrics: MetricsWriter, result: TrainingResult,
+    ) -> bool:
+        """The rest of the epoch in progress; True when a stop was asked for (checked between steps)."""
+        where = state.position
+        sampler.set_epoch(where.epoch, where.batch)
+        for batch in self._epoch_batches(loader, cache, where.epoch, where.batch, loop.steps_per_epoch):
+            if self._stop_requested():
+                return True
+            started = time.perf_counter()
+            out = self.train_step(state, batch)
+            where.batch += 1
+            where.global_step += 1
+            loop.time_s += time.perf_counter() - started
+            loop.steps += 1
+            # The first step and each epoch's last are logged too, so a short run still draws a curve.
+            due = (where.global_step % self.log_interval == 0 or where.global_step == loop.first_step + 1
+                   or where.batch == loop.steps_per_epoch)  # fmt: skip
+            if self.dist.is_main and due:
+                result.last_metrics = self._log_metrics(state, out, loop.time_s / loop.steps, metrics)
+                loop.time_s, loop.steps = 0.0, 0
+            self._report(state, loop, f"epoch {where.epoch}/{self.options.epochs} step {where.global_step}")
+        return False
 
-        net_g, net_d = self._networks if self._networks is not None else build_networks(self.setup)
-        self.net_g, self.net_d = net_g.to(self.device), net_d.to(self.device)
-        self.optim_g = self._make_optimizer(self.net_g)
-        self.optim_d = self._make_optimizer(self.net_d)
-        first_epoch, global_step, resumed_from = self._resume(steps_per_epoch)
-        if resumed_from is None:
-            for path, net, what in (
-                (options.pretrained_g, self.net_g, "generator"),
-                (options.pretrained_d, self.net_d, "discriminator"),
-            ):
-                if path is not None:
-                    load_pretrained(net, Path(path), what)
-                    log.info("loaded pretrained %s %s", what, path)
-                else:
-                    log.info("no pretrained %s: training it from random weights", what)
-        if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net_g = torch.nn.parallel.DistributedDataParallel(self.net_g, device_ids=ids)
-            self.net_d = torch.nn.parallel.DistributedDataParallel(self.net_d, device_ids=ids)
-        metrics.keep_until(global_step)
-        self._g_params = [p for p in self.net_g.parameters() if p.requires_grad]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        schedulers = self._set_learning_rate(first_epoch)
-        self.net_g.train()
-        self.net_d.train()
+    def _end_epoch(self, state: TrainState, loop: _Loop, result: TrainingResult, metrics: MetricsWriter) -> None:
+        """Advance to the next epoch (its learning rate), then save and export when due."""
+        where = state.position
+        epoch = where.epoch
+        log.info("epoch %d done (step %d)", epoch, where.global_step)
+        where.epoch, where.batch = epoch + 1, 0
+        for scheduler in state.schedulers:
+            scheduler.step()
+        result.epochs_done, result.global_step = epoch, where.global_step
+        if self.dist.is_main and (epoch % self.options.save_every_epochs == 0 or epoch == self.options.epochs):
+            result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(state, loop.steps_per_epoch)
+            if self.options.export_every_save and epoch != self.options.epochs:
+                voice = self._voice_path(where)
+                if voice is not None:
+                    result.exported.append(self._export_voice(state, voice))
+            result.loss_curve_path = metrics.plot()
 
-        result = TrainingResult(
-            experiment_dir=self.experiment.root, first_epoch=first_epoch, epochs_done=first_epoch - 1,
-            global_step=global_step, cancelled=False, resumed_from=resumed_from, checkpoint_g=None,
-            checkpoint_d=None, voice_path=None, metrics_path=self.experiment.metrics_path,
-        )  # fmt: skip
-        total_steps = max(0, options.epochs - first_epoch + 1) * steps_per_epoch
-        steps_this_run = 0
-        saved_step = global_step if resumed_from is not None else -1
-        log.info(
-            "training %s: epochs %d..%d, %d steps per epoch, device %s, %s, rank %d/%d",
-            self.experiment.name, first_epoch, options.epochs, steps_per_epoch, self.device,
-            str(self.amp_dtype).replace("torch.", ""), self.dist.rank, self.dist.world_size,
-        )  # fmt: skip
-        report(self.progress, 0, total_steps, f"training from epoch {first_epoch}")
-
-        interval_time = 0.0
-        interval_steps = 0
-        cache: list[Batch] | None = [] if options.cache_batches else None
-        for epoch in range(first_epoch, options.epochs + 1):
-            sampler.set_epoch(epoch)
-            for batch_number, batch in enumerate(self._epoch_batches(loader, cache, epoch, steps_per_epoch), 1):
-                if self._stop_requested():
-                    return self._stop(result, epoch - 1, global_step, saved_step, metrics)
-                start = time.perf_counter()
-                out = self.train_step(batch)
-                global_step += 1
-                steps_this_run += 1
-                interval_time += time.perf_counter() - start
-                interval_steps += 1
-                # The first step and each epoch's last are logged too, so a run shorter than the interval
-                # still draws a curve.
-                due = global_step % self.log_interval == 0 or steps_this_run == 1 or batch_number == steps_per_epoch
-                if self.dist.is_main and due:
-                    result.last_metrics = self._log_metrics(
-                        out, epoch, global_step, interval_time / interval_steps, metrics
-                    )
-                    interval_time, interval_steps = 0.0, 0
-                report(
-                    self.progress,
-                    steps_this_run,
-                    total_steps,
-                    f"epoch {epoch}/{options.epochs} step {global_step}",
-                )
-            result.epochs_done, result.global_step = epoch, global_step
-            log.info("epoch %d done (step %d)", epoch, global_step)
-            if self.dist.is_main and (epoch % options.save_every_epochs == 0 or epoch == options.epochs):
-                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(epoch, global_step)
-                saved_step = global_step
-                if options.export_every_save and epoch != options.epochs:
-                    voice = self._voice_path(epoch, global_step)
-                    if voice is not None:
-                        result.exported.append(self._export_voice(voice, epoch))
-                result.loss_curve_path = metrics.plot()
-            for scheduler in schedulers:
-                scheduler.step()
-        result.epochs_done, result.global_step = (
-            max(result.epochs_done, first_epoch - 1),
-            global_step,
-        )
+    def _finish(self, state: TrainState, loop: _Loop, result: TrainingResult, metrics: MetricsWriter) -> TrainingResult:
+        where = state.position
+        result.epochs_done, result.global_step = where.epochs_done, where.global_step
         if self.dist.is_main:
-            final = self._voice_path(None, global_step)
+            final = self._voice_path(None)
             if final is not None:
-                result.voice_path = self._export_voice(final, result.epochs_done)
+                result.voice_path = self._export_voice(state, final)
                 result.exported.append(result.voice_path)
             result.loss_curve_path = metrics.plot()
         self._barrier()
-        report(
-            self.progress,
-            total_steps,
-            total_steps,
-            f"training done: epoch {result.epochs_done}, step {global_step}",
-        )
+        self._report(state, loop, f"training done: {self._where(where, loop.steps_per_epoch)}")
         return result
 
-    def _stop(
-        self,
-        result: TrainingResult,
-        epochs_done: int,
-        global_step: int,
-        saved_step: int,
-        metrics: MetricsWriter,
-    ) -> TrainingResult:
-        """Cancelled: save what was learnt (unless just saved), export the voice, and stop."""
+    def _stop(self, state: TrainState, loop: _Loop, result: TrainingResult, metrics: MetricsWriter) -> TrainingResult:
+        """Stopped between two steps: save the exact position (unless just saved), export the voice, stop."""
+        where = state.position
         result.cancelled = True
-        result.epochs_done, result.global_step = epochs_done, global_step
+        result.epochs_done, result.global_step = where.epochs_done, where.global_step
         if self.dist.is_main:
-            if global_step != saved_step and global_step > 0:
-                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(epochs_done, global_step)
-            final = self._voice_path(None, global_step)
-            if final is not None and global_step > 0:
-                result.voice_path = self._export_voice(final, epochs_done)
+            if where.global_step != state.saved_step and where.global_step > 0:
+                result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(state, loop.steps_per_epoch)
+            final = self._voice_path(None)
+            if final is not None and where.global_step > 0:
+                result.voice_path = self._export_voice(state, final)
                 result.exported.append(result.voice_path)
             result.loss_curve_path = metrics.plot()
-        log.info("training stopped at step %d", global_step)
+        log.info("training stopped at %s", self._where(where, loop.steps_per_epoch))
         self._barrier()
         return result
 
@@ -545,19 +568,13 @@ class Trainer:
         if self.dist.enabled and torch.distributed.is_initialized():
             torch.distributed.barrier()
 
-    def _log_metrics(
-        self,
-        out: StepOutput,
-        epoch: int,
-        step: int,
-        step_time: float,
-        metrics: MetricsWriter,
-    ) -> StepMetrics:
+    def _log_metrics(self, state: TrainState, out: StepOutput, step_time: float, metrics: MetricsWriter) -> StepMetrics:
+        where = state.position
         values = StepMetrics(
-            step=step,
-            epoch=epoch,
+            step=where.global_step,
+            epoch=where.epoch,
             **{name: float(out.losses[name].item()) for name in LOSS_NAMES},  # type: ignore[arg-type]
-            learning_rate=self.optim_g.param_groups[0]["lr"],
+            learning_rate=state.optim_g.param_groups[0]["lr"],
             grad_norm_d=out.grad_norm_d.item(),
             grad_norm_g=out.grad_norm_g.item(),
             step_time_s=step_time,
@@ -574,10 +591,21 @@ class Trainer:
             record = values.to_json_dict()
             for name in LIVE_METRICS:
                 if record.get(name) is not None:
-                    self.on_metrics(step, name, float(record[name]))
-        log.info("epoch %d step %d lr %.3g: %s (%.2f s/step)", epoch, step, values.learning_rate, loss_line(values),
-                 step_time)
+                    self.on_metrics(where.global_step, name, float(record[name]))
+        log.info("epoch %d step %d lr %.3g: %s (%.2f s/step)", values.epoch, where.global_step, values.learning_rate,
+                 loss_line(values), step_time)
         return values
+
+
+@dataclass
+class _Loop:
+    """Counters of this run's loop (not saved): epoch length, the run's total, the step it began at, timing."""
+
+    steps_per_epoch: int
+    total_steps: int
+    first_step: int
+    time_s: float = 0.0
+    steps: int = 0
 
 
 def train(

@@ -244,6 +244,75 @@ def resume_step(name_step: int, recorded: Sequence[int | None], epochs_done: int
     return epochs_done * steps_per_epoch
 
 
+@dataclass
+class Position:
+    """Where a run is: the epoch in progress (1-based), how many of its batches are trained, steps in all.
+
+    One numbering everywhere: the log, the progress bar, checkpoint names (G_<global_step>.pth) and
+    the voice's info all read it from here."""
+
+    epoch: int = 1
+    batch: int = 0
+    global_step: int = 0
+
+    @property
+    def epochs_done(self) -> int:
+        return self.epoch - 1
+
+
+RESUME_FORMAT = 1  # version of the "resume" entry written into G/D checkpoints
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """What a checkpoint needs so that a resumed run does exactly the steps an unstopped one would:
+    the position, the epoch length it belongs to, the RNG states and the gradient scaler."""
+
+    position: Position
+    steps_per_epoch: int
+    rng_cpu: torch.Tensor
+    rng_cuda: list[torch.Tensor]
+    scaler: dict[str, Any]
+
+    @classmethod
+    def capture(cls, position: Position, steps_per_epoch: int, scaler: torch.amp.GradScaler) -> ResumeState:
+        cuda = [state.clone() for state in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
+        return cls(Position(position.epoch, position.batch, position.global_step), steps_per_epoch,
+                   torch.get_rng_state().clone(), cuda, dict(scaler.state_dict()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": RESUME_FORMAT, "epoch": self.position.epoch, "batch": self.position.batch,
+            "global_step": self.position.global_step, "steps_per_epoch": self.steps_per_epoch,
+            "rng_cpu": self.rng_cpu, "rng_cuda": list(self.rng_cuda), "scaler": self.scaler,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None, path: Path) -> ResumeState | None:
+        """The saved state, or None (RVC's files and older ones: the run goes on from the saved epoch's end)."""
+        if data is None:
+            return None
+        version = data.get("format_version")
+        if version != RESUME_FORMAT:
+            log.warning("%s: resume entry of format %r (this version reads %d); going on from the saved epoch",
+                        path, version, RESUME_FORMAT)
+            return None
+        try:
+            position = Position(int(data["epoch"]), int(data["batch"]), int(data["global_step"]))
+            rng_cpu = data["rng_cpu"]
+            if not isinstance(rng_cpu, torch.Tensor):
+                raise TypeError("rng_cpu is not a tensor")
+            return cls(position, int(data["steps_per_epoch"]), rng_cpu, list(data.get("rng_cuda") or []),
+                       dict(data.get("scaler") or {}))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(path, f"its resume entry is damaged ({exc})", _RESUME_FIX.format(path=path)) from None
+
+    def restore_rng(self) -> None:
+        torch.set_rng_state(self.rng_cpu)
+        if self.rng_cuda and torch.cuda.is_available() and len(self.rng_cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(self.rng_cuda)
+
+
 # -- helpers of the loop ------------------------------------------------------------------------
 def unwrap(net: torch.nn.Module) -> torch.nn.Module:
     return net.module if isinstance(net, torch.nn.parallel.DistributedDataParallel) else net
