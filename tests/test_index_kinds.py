@@ -83,16 +83,16 @@ def test_fastscan_kind_is_rvcs_tips_recipe_at_768_dims(tmp_path: Path) -> None:
     result = build_index_from_features(data, tmp_path, "tips", "v2", kind="ivf_pqfs")
     n_cells = min(int(4 * 1600**0.5), 1600 // 39)
     assert result.n_list == cells_for("ivf_pqfs", 1600) == n_cells
-    assert result.added_path.name == f"added_IVF{n_cells}_PQ384x4fs_RFlat_probe8_tips_v2.index"
+    assert result.added_path.name == f"added_IVF{n_cells}_PQ192x4fs_RFlat_probe8_tips_v2.index"
     loaded = load_index(result.added_path)  # owns the faiss objects the views below point into
     refine = faiss.downcast_index(loaded.index)
     assert isinstance(refine, faiss.IndexRefineFlat)
     assert refine.k_factor == k_factor_for(1600) == 8.0
     base = faiss.downcast_index(refine.base_index)
     assert isinstance(base, faiss.IndexIVFPQFastScan)
-    assert (base.nlist, base.nprobe, base.pq.M, base.pq.nbits) == (n_cells, 8, 384, 4)
+    assert (base.nlist, base.nprobe, base.pq.M, base.pq.nbits) == (n_cells, 8, 192, 4)
     assert result.diagnostics.recall_at_8 > 0.9
-    assert pq_subquantizers_for(256) == 128 and k_factor_for(100_000) == 16.0
+    assert pq_subquantizers_for(256) == 64 and k_factor_for(100_000) == 16.0
 
 
 def test_rvc_kind_is_byte_for_byte_rvcs_recipe(tmp_path: Path) -> None:
