@@ -288,7 +288,7 @@ def build(ctx: AppContext) -> None:
             from_scratch = gr.Checkbox(value=False, label=label("train.from_scratch"), elem_id="train-from-scratch")
             pretrained_note = gr.HTML(default_note, elem_id="train-pretrained-note")
         index_kind = gr.Dropdown(api_index.index_kind_choices(), value="ivf_flat", label=label("train.index_kind"),
-                                 scale=2)
+                                 info=api_index.index_kind_help(), scale=2)
     # GPU choices only where a GPU is visible; on CPU-only machines "auto" (= cpu) is the only choice.
     gpus = gpu_names()
     with gr.Row(visible=bool(gpus)):
