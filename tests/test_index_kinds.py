@@ -172,3 +172,28 @@ def test_low_recall_is_measured_not_assumed(tmp_path: Path) -> None:
     recall = np.mean([len(set(a) & set(b)) / 8 for a, b in zip(truth, found)])
     assert result.diagnostics.recall_at_8 == pytest.approx(recall)
     assert recall < 0.8 and any("finds only" in w for w in result.diagnostics.warnings)
+
+
+def test_api_offers_every_kind_and_prints_the_diagnostics(tmp_path: Path) -> None:
+    from tools.api.index import index_kind_choices, index_kind_help, train_index
+    from train.experiment import Experiment, save_npy
+    from train.index import RECOMMENDED_KIND
+
+    choices = index_kind_choices()
+    assert [kind for _, kind in choices] == list(INDEX_KINDS)
+    assert [label for label, kind in choices if label.endswith("(recommended)")] == [
+        INDEX_KINDS[RECOMMENDED_KIND].label + " (recommended)"
+    ]
+    assert INDEX_KINDS[RECOMMENDED_KIND].help in index_kind_help()
+
+    experiment = Experiment(tmp_path / "logs" / "demo")
+    data = clustered(1000, 256, seed=8)
+    save_npy(experiment.feature_path("0_0", "v1"), data[:600])
+    save_npy(experiment.feature_path("0_1", "v1"), data[600:])
+    result = train_index(project=tmp_path, experiment="demo", version="v1", kind="hnsw_cos")
+    lines = result.summary().splitlines()
+    assert lines[0] == f"index built from 1000 feature frames: {result.added_path.name}"
+    assert result.added_path.name == "added_HNSW32_Flat_cos_demo_v1.index"
+    assert lines[1].startswith("kind: HNSW graph (32 links), cosine [hnsw_cos], metric cosine")
+    assert any(line.startswith("recall@8 on 256 of its own vectors: ") for line in lines)
+    assert any(line.startswith("warning: only 1000 feature frames") for line in lines)
