@@ -17,7 +17,9 @@ folder prepared by RVC trains here and a folder prepared here trains in RVC:
 
 Files RVC does not have (ignored by RVC): `experiment.json` (what the folder was prepared for),
 `preprocess_state.json` (per-source progress of step 2a), `health.json` / `health.txt`,
-`metrics.jsonl` and `loss_curve.png` (training metrics), `train.lock`. TensorBoard event files
+`metrics.jsonl` and `loss_curve.png` (training metrics), `train.lock`, `holdout.json` (clips set aside
+for validation, `train.holdout`: in no filelist, no index), `G_best.pth` / `D_best.pth` / `best.json`
+(the pair of the lowest validation loss so far; `G_<digits>` names stay RVC's resume points). TensorBoard event files
 go into `logs/<exp>/` itself, as RVC's do.
 
 Spectrogram caches sit beside any wav of a filelist (the shared mute wav included), so their
@@ -300,6 +302,25 @@ class Experiment:
     def lock_path(self) -> Path:
         return self.root / "train.lock"
 
+    @property
+    def held_out_path(self) -> Path:
+        return self.root / "holdout.json"
+
+    @property
+    def best_path(self) -> Path:
+        """The record of the best validation so far (epoch, step, figures), written after its G/D pair."""
+        return self.root / "best.json"
+
+    def best_checkpoint_path(self, kind: CheckpointKind) -> Path:
+        return self.root / f"{kind}_best.pth"
+
+    def held_out_names(self) -> frozenset[str]:
+        """Clips step 2a set aside for validation (empty without a held-out set)."""
+        from train.holdout import read_held_out
+
+        held = read_held_out(self)
+        return frozenset(held.segments) if held is not None else frozenset()
+
     def gt_wav_path(self, name: str) -> Path:
         return self.gt_wavs_dir / f"{name}.wav"
 
@@ -439,10 +460,8 @@ class Experiment:
         return sorted(names, key=_natural_key)
 
     # -- filelist and config -------------------------------------------------------------------
-    def filelist_entries(self, version: Version, use_f0: bool, speaker_id: int) -> list[FilelistEntry]:
-        """Data entries for every complete example plus RVC's two identical mute entries (unshuffled)."""
-        tag = self.infer_metadata().sample_rate_tag
-        entries = [
+    def _entries(self, names: list[str], version: Version, use_f0: bool, speaker_id: int) -> list[FilelistEntry]:
+        return [
             FilelistEntry(
                 self.gt_wav_path(name),
                 self.feature_path(name, version),
@@ -450,8 +469,21 @@ class Experiment:
                 self.f0_hz_path(name) if use_f0 else None,
                 speaker_id,
             )
-            for name in self.complete_names(version, use_f0)
+            for name in names
         ]
+
+    def held_out_entries(self, version: Version, use_f0: bool, speaker_id: int) -> list[FilelistEntry]:
+        """The complete held-out examples (validation data), in name order."""
+        held = self.held_out_names()
+        return self._entries([n for n in self.complete_names(version, use_f0) if n in held], version, use_f0, speaker_id)
+
+    def filelist_entries(self, version: Version, use_f0: bool, speaker_id: int) -> list[FilelistEntry]:
+        """Data entries for every complete example that is not held out, plus RVC's two identical mute
+        entries (unshuffled)."""
+        tag = self.infer_metadata().sample_rate_tag
+        held = self.held_out_names()
+        names = [n for n in self.complete_names(version, use_f0) if n not in held]
+        entries = self._entries(names, version, use_f0, speaker_id)
         mute = FilelistEntry(
             self.mute_wav_path(tag),
             self.mute_feature_path(version),

@@ -13,6 +13,7 @@ from typing import Any
 from infer_pack.errors import ExperimentError
 from infer_pack.fileio import atomic_write_text
 from train.experiment import Experiment, check_format, versioned
+from train.holdout import read_held_out
 from train.preprocess import read_state
 
 HEALTH_FORMAT = 1  # health.json's format_version
@@ -40,6 +41,9 @@ class HealthReport:
     clipped_files: list[tuple[str, float]]  # (file, share of samples at full scale) above the warning level
     sample_rates: dict[str, int]  # native rate in Hz (as text, for JSON) -> number of files
     warnings: list[str] = field(default_factory=list)
+    held_out_clips: int = 0  # clips set aside for validation (`train.holdout`), included in clip_count
+    held_out_s: float = 0.0
+    held_out_line: str = ""  # the held-out set's own summary ('' for reports written before it existed)
 
     def to_json_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +61,7 @@ class HealthReport:
                 f"({self.silence_ratio:.0%} silence removed)"
             ),
             f"  training clips: {self.clip_count} ({_minutes(self.clips_duration_s)}), {self.pieces_dropped} dropped",
+            *([f"  {self.held_out_line}"] if self.held_out_line else []),
             f"  source sample rates: {rates or 'none'}",
             (
                 f"  clipped samples: {self.clipped_samples}"
@@ -96,6 +101,7 @@ def build_health_report(experiment: Experiment) -> HealthReport:
         if share > CLIPPED_FRACTION_WARN:
             clipped_files.append((r["name"], share))
     silence_ratio = 1.0 - kept_s / source_s if source_s > 0 else 0.0
+    held = read_held_out(experiment)
     report = HealthReport(
         experiment=experiment.name,
         sample_rate=rate,
@@ -112,6 +118,9 @@ def build_health_report(experiment: Experiment) -> HealthReport:
         clipped_samples=sum(int(r.get("clipped_samples", 0)) for r in done),
         clipped_files=sorted(clipped_files),
         sample_rates=rates,
+        held_out_clips=len(held.segments) if held is not None else 0,
+        held_out_s=held.seconds if held is not None else 0.0,
+        held_out_line=held.summary() if held is not None else "",
     )
     report.warnings.extend(_warnings(report))
     return report

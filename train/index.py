@@ -32,7 +32,7 @@ import numpy as np
 from infer_pack.errors import ExperimentError, UserInputError
 from infer_pack.fileio import atomic_path
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
-from train.experiment import Experiment, load_npy
+from train.experiment import Experiment, load_npy, stem
 from train.index_report import IndexDiagnostics, build_warnings, self_recall
 
 Version = Literal["v1", "v2"]
@@ -251,15 +251,18 @@ def load_features(
     version: Version,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    exclude: frozenset[str] = frozenset(),
 ) -> np.ndarray:
-    """Concatenate every .npy of `feature_dir` in file-name order -> [N, 256|768] float32."""
+    """Concatenate every .npy of `feature_dir` in file-name order -> [N, 256|768] float32.
+
+    `exclude`: clip names left out (the held-out validation clips never reach the index)."""
     feature_dir = Path(feature_dir)
     dim = FEATURE_DIM[version]
     if not feature_dir.is_dir():
         raise ExperimentError(
             f"feature folder {str(feature_dir)!r} does not exist; run feature extraction (Train tab, step 2b) first"
         )
-    files = list_feature_files(feature_dir)
+    files = [p for p in list_feature_files(feature_dir) if stem(p.name) not in exclude]
     if not files:
         raise ExperimentError(
             f"feature folder {str(feature_dir)!r} holds no .npy files; run feature extraction (Train tab, step 2b) first"
@@ -465,7 +468,7 @@ def build_index(
 ) -> IndexResult:
     """Build the index of an experiment (a `train.experiment.Experiment` or its folder) into its folder."""
     exp = _as_experiment(experiment)
-    features = load_features(exp.feature_dir(version), version, progress, cancel)
+    features = load_features(exp.feature_dir(version), version, progress, cancel, exclude=exp.held_out_names())
     return build_index_from_features(
         features, exp.root, exp.name, version, kind=kind, seed=seed, progress=progress, cancel=cancel
     )

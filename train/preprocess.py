@@ -23,6 +23,7 @@ Differences from RVC, on purpose:
   each finished source file is recorded in `preprocess_state.json`, so a rerun (after a cancel, a
   crash or new files) only does what is missing or changed.
 * Hidden files, folders and files that are not audio are skipped with a note instead of failing.
+* A few percent of the clips are set aside for validation at the end (`train.holdout`).
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from infer_pack.fileio import remove_stale_temporaries
 from infer_pack.params import DEFAULT_DECODER, Decoder
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from train.experiment import Experiment, ExperimentMetadata
+from train.holdout import DEFAULT_MIN_SECONDS, DEFAULT_SHARE_PERCENT, update_held_out
 from train.slicer import Slicer, SlicerSettings
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,8 @@ class PreprocessSettings:
     highpass_hz: float = 48.0
     slicer: SlicerSettings = field(default_factory=SlicerSettings)
     decoder: Decoder = DEFAULT_DECODER  # step 1: RVC's ffmpeg decode ("rvc") or channel mean + soxr ("soxr")
+    held_out_percent: float = DEFAULT_SHARE_PERCENT  # clips set aside for validation (`train.holdout`); 0: none
+    held_out_min_s: float = DEFAULT_MIN_SECONDS
 
     @property
     def tail_s(self) -> float:
@@ -553,6 +557,7 @@ def preprocess_folder(
             report(progress, done, total, message)
     finally:
         _write_state(experiment, state)
+    update_held_out(experiment, records, settings.held_out_percent, settings.held_out_min_s)
     segments_total = sum(len(r.get("segments", [])) for r in records.values() if r.get("status") == "done")
     return PreprocessResult(
         experiment=experiment.root,

@@ -33,6 +33,7 @@ class PreprocessRequest:
     speaker_id: int = 0
     n_processes: int | None = None  # None: one per core
     decoder: Decoder = DEFAULT_DECODER  # "rvc": RVC's ffmpeg decode; "soxr": channel mean + soxr (infer_pack.audio)
+    held_out_percent: float = 3.0  # share of the clips set aside for validation (train.holdout); 0: none
 
 
 @dataclass(frozen=True)
@@ -181,25 +182,32 @@ def preprocess_dataset(
     speaker_id: int = 0,
     n_processes: int | None = None,
     decoder: Decoder = DEFAULT_DECODER,
+    held_out_percent: float = 3.0,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> PreprocessDatasetResult:
     """Step 2a: slice every audio file directly in `dataset_dir` into `logs/<experiment>/`, then write the health report.
 
     `decoder`: how each file becomes mono at the model rate ("rvc", RVC's samples; or "soxr").
+    `held_out_percent`: share of the clips set aside for validation (whole files where there are several,
+    at least 10 s; 0: none), never trained on nor indexed (`train.holdout`).
     """
     from configs import SAMPLE_RATE_HZ
     from train.health import write_health_report
     from train.preprocess import PreprocessSettings, preprocess_folder
 
-    request = PreprocessRequest(experiment, Path(dataset_dir), sample_rate_tag, speaker_id, n_processes, decoder)
+    request = PreprocessRequest(experiment, Path(dataset_dir), sample_rate_tag, speaker_id, n_processes, decoder,
+                                held_out_percent)
+    if not 0 <= request.held_out_percent <= 50:
+        raise UserInputError(f"held-out share must be 0 to 50 %, got {request.held_out_percent}")
     if request.n_processes is not None and request.n_processes < 1:
         raise UserInputError(f"n_processes must be at least 1, got {request.n_processes}")
     if request.decoder not in DECODERS:
         raise UserInputError(f"unknown decoder {request.decoder!r}; choose one of {', '.join(DECODERS)}")
     if request.sample_rate_tag not in SAMPLE_RATE_HZ:
         raise UserInputError(f"unknown sample rate {request.sample_rate_tag!r}; choose one of {', '.join(SAMPLE_RATE_HZ)}")
-    settings = PreprocessSettings(sample_rate=SAMPLE_RATE_HZ[request.sample_rate_tag], decoder=request.decoder)
+    settings = PreprocessSettings(sample_rate=SAMPLE_RATE_HZ[request.sample_rate_tag], decoder=request.decoder,
+                                  held_out_percent=request.held_out_percent)
     proj = project_of(project)
     exp = _experiment(proj, request.experiment)
     result = preprocess_folder(
