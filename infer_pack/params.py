@@ -64,7 +64,7 @@ class ConversionParams:
         "interpolate: filled with the pitch of the voiced frames around them (RVC 2026), smoother across short gaps; "
         "protection then has no effect.", choices=PITCH_GAP_MODES)
     decoder: Decoder = _param(
-        DEFAULT_DECODER, "Input decoding", "How the input becomes mono at 16 kHz. rvc: as RVC's ffmpeg call (FFmpeg's "
+        DEFAULT_DECODER, "Input decoding", "How input audio becomes mono at the working rate. rvc: as RVC's ffmpeg call (FFmpeg's "
         "resampler; stereo mixed as 0.71 x (left + right)), so a conversion matches RVC's. soxr: the channels "
         "averaged (3 dB quieter for stereo) and soxr's resampler (flatter passband, steeper cut-off).",
         choices=DECODERS)

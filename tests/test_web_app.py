@@ -76,6 +76,29 @@ def test_convert_through_the_api_writes_the_voice_rate(served: tuple[Any, Any, P
     assert audio_rms(out_audio)[1] == 40000
 
 
+def test_the_decoder_choice_reaches_the_conversion(served: tuple[Any, Any, Path]) -> None:
+    """The form's "Input decoding" (appended last, so older calls without it keep working): a stereo input
+    gives other audio through soxr (channel mean) than through RVC's decode (0.7071 x (L + R))."""
+    import numpy as np
+    import soundfile
+    from gradio_client import handle_file
+
+    client, _ctx, root = served
+    mono, rate = soundfile.read(root / "inputs" / "b.wav", dtype="float32")
+    stereo = root / "stereo-in" / "stereo.wav"
+    stereo.parent.mkdir(exist_ok=True)
+    soundfile.write(stereo, np.stack([mono, 0.5 * mono], axis=1), rate)
+    outputs = {}
+    for decoder in ("rvc", "soxr"):
+        _audio, out_file, text = client.predict(
+            handle_file(str(stereo)), "ref.pth", "", None, 0, 0, "pm", 0.75, 3, 0, 0.25, 0.33, "keep", decoder,
+            api_name="/convert",
+        )
+        outputs[decoder] = soundfile.read(out_file, dtype="float32")[0]
+    assert outputs["rvc"].shape == outputs["soxr"].shape
+    assert not np.allclose(outputs["rvc"], outputs["soxr"], atol=1e-4), "the decoder choice did not reach the pipeline"
+
+
 def test_convert_errors_are_one_line_messages(served: tuple[Any, Any, Path]) -> None:
     from gradio_client import handle_file
 

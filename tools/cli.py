@@ -108,7 +108,8 @@ def _add_conversion_flags(parser: argparse.ArgumentParser) -> None:
     # f0 method None: rmvpe if rmvpe.pt is there, else swift
     add_spec_flags(group, conversion_param_specs(), defaults={"f0_method": None},
                    shown_defaults={"f0_method": "rmvpe when rmvpe.pt is present, else swift"})
-    group.add_argument("--f0-file", default=None, help="pitch curve file replacing the extracted pitch")
+    group.add_argument("--f0-file", default=None, help="pitch curve replacing the extracted pitch: RVC's 'time_s,hz' "
+                       "text, or the JSON the Convert tab's pitch editor saves")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
 
 
@@ -134,7 +135,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tools.api.specs import add_spec_flags, stream_param_specs
+    from tools.api.specs import add_spec_flags, conversion_param_specs, stream_param_specs
 
     parser = argparse.ArgumentParser(prog="python -m tools.cli", description="RVC Workbench command line")
     parser.add_argument("--root", default=".", help="project folder holding logs/, weights/ and assets (default: .)")
@@ -166,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", choices=SAMPLE_RATES, default="40k")
     p.add_argument("--speaker-id", type=int, default=0)
     p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    add_spec_flags(p, {"decoder": conversion_param_specs()["decoder"]})  # the same choice conversions have
 
     p = add("extract", _cmd_extract, "extract pitch and content features of a preprocessed experiment")
     _add_experiment_flags(p, sample_rate=False)
@@ -328,7 +330,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> Any:
 
     return _run(args, lambda bar: api.preprocess_dataset(
         project=args.root, experiment=args.experiment, dataset_dir=args.dataset, sample_rate_tag=args.sample_rate,
-        speaker_id=args.speaker_id, n_processes=args.processes, progress=bar,
+        speaker_id=args.speaker_id, n_processes=args.processes, decoder=args.decoder, progress=bar,
     ))
 
 

@@ -70,6 +70,7 @@ LABELS: dict[str, str] = {
     "convert.resample": "Output sample rate (Hz, 0 = the voice's)",
     "convert.rms_mix": "Volume envelope mix",
     "convert.protect": "Protect consonants",
+    "convert.decoder": "Input decoding",
     "convert.pitch_gaps": "Pitch gaps (unvoiced frames)",
     "convert.f0_file": "Pitch curve file (optional, replaces the extracted pitch)",
     "convert.run": "Convert",

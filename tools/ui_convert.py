@@ -20,6 +20,7 @@ from tools.ui_common import (
     index_path_of,
     mark_missing_models,
     match_index,
+    spec_widget,
     voice_choices,
     voice_path,
 )
@@ -32,8 +33,11 @@ if TYPE_CHECKING:
 # scripts call `/convert` with them positionally). Types, defaults, ranges and help: ConversionParams.
 FORM_PARAMS: tuple[str, ...] = (
     "speaker_id", "pitch_semitones", "f0_method", "index_rate", "filter_radius", "resample_hz", "rms_mix_rate",
-    "protect", "pitch_gaps",
+    "protect", "pitch_gaps", "decoder",
 )
+# The batch endpoint takes the uploaded files after the values that existed when it was published (the first
+# nine), and the values added since after the files, so that existing scripts keep working.
+BATCH_UPLOADS_AT = FORM_PARAMS.index("decoder")
 
 
 def f0_choices(ctx: AppContext) -> list[tuple[str, str]]:
@@ -109,9 +113,10 @@ def conversion_controls(
         gaps_spec = specs["pitch_gaps"]
         pitch_gaps = gr.Radio(list(gaps_spec.choices), value=gaps_spec.default, label=label("convert.pitch_gaps"),
                               info=gaps_spec.help, elem_id=f"{prefix}-pitch_gaps")
+        decoder = spec_widget(specs["decoder"], label("convert.decoder"), elem_id=f"{prefix}-decoder")
     widgets = {"speaker_id": speaker, "pitch_semitones": transpose, "f0_method": f0_method, "index_rate": index_rate,
                "filter_radius": filter_radius, "resample_hz": resample, "rms_mix_rate": rms_mix, "protect": protect,
-               "pitch_gaps": pitch_gaps}
+               "pitch_gaps": pitch_gaps, "decoder": decoder}
     return [widgets[name] for name in FORM_PARAMS]
 
 
@@ -181,8 +186,10 @@ def _eta_progress(progress: Any) -> Any:
 def _batch_starter(ctx: AppContext) -> JobStarter:
     def starter(voice_file: str | None, index: str | None, input_dir: str, output_dir: str, out_format: str,
                 *values: Any) -> tuple[str, JobCall, None]:
-        """`values`: the conversion parameters, then the uploaded files (a list of paths, or None)."""
-        *params, uploads = values
+        """`values`: the conversion parameters with the uploaded files (a list of paths, or None) at
+        BATCH_UPLOADS_AT."""
+        uploads = values[BATCH_UPLOADS_AT]
+        params = (*values[:BATCH_UPLOADS_AT], *values[BATCH_UPLOADS_AT + 1 :])
         voice = voice_path(ctx, voice_file)
         index_path = index_path_of(ctx, index)
         # Uploads live in Gradio's own upload folder, so they are not confined to the project; a typed folder is.
@@ -269,7 +276,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
             with gr.Row():
                 audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label=label("convert.audio"),
                                  elem_id="convert-audio")
-                f0_file = gr.File(label=label("convert.f0_file"), file_types=[".txt", ".csv"], type="filepath")
+                f0_file = gr.File(label=label("convert.f0_file"), file_types=[".txt", ".csv", ".json"], type="filepath")
             params = conversion_controls("convert", default_f0_method(ctx.project), f0_choices(ctx))
             with gr.Row():
                 run = gr.Button(label("convert.run"), variant="primary", elem_id="convert-run", scale=5)
@@ -280,19 +287,19 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                 download = gr.File(label=label("convert.download"), interactive=False, elem_id="convert-download")
             info = gr.Textbox(label=label("convert.info"), lines=3, interactive=False, elem_id="convert-info")
 
-            assert len(params) == len(FORM_PARAMS) == 9, "convert_one takes the nine conversion values"
+            assert len(params) == len(FORM_PARAMS) == 10, "convert_one takes the ten conversion values"
 
             # One parameter per input (Gradio injects the request and the progress bar only into named
             # parameters after them, its documented idiom): the input, voice, index, pitch file, then the
-            # nine conversion values in FORM_PARAMS order.
+            # ten conversion values in FORM_PARAMS order.
             def convert_one(
                 audio_path: str | None, voice_file: str | None, index: str | None, f0_file: str | None,
-                v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any, v8: Any, v9: Any,
+                v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any, v8: Any, v9: Any, v10: Any,
                 request: gr.Request, progress: gr.Progress = gr.Progress(),  # noqa: B008
             ) -> tuple[str | None, str | None, str]:
                 with ctx.stop_token(request.session_hash if request is not None else None) as cancel:
                     return run_convert(ctx, audio_path, voice_file, index, f0_file, v1, v2, v3, v4, v5, v6, v7, v8,
-                                       v9, progress=progress, cancel=cancel)
+                                       v9, v10, progress=progress, cancel=cancel)
 
             def stop_one(request: gr.Request) -> str:
                 stopped = ctx.stop_conversion(request.session_hash)
@@ -325,7 +332,8 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                               elem_id="batch-panel")
             results.render()
             panel.bind(batch_run, _batch_starter(ctx),
-                       [voice, index, input_dir, output_dir, out_format, *batch_params, uploads],
+                       [voice, index, input_dir, output_dir, out_format, *batch_params[:BATCH_UPLOADS_AT], uploads,
+                        *batch_params[BATCH_UPLOADS_AT:]],
                        api_name="convert_batch")
             panel.attach_on_load(("batch",))
 

@@ -116,16 +116,16 @@ def build(
     # request and the progress bar only into named parameters after them).
     def convert_with_curve(
         curve: str, audio_path: str | None, voice_file: str | None, index_name: str | None,
-        v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any, v8: Any, v9: Any,
+        v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any, v8: Any, v9: Any, v10: Any,
         request: gr.Request, progress: gr.Progress = gr.Progress(),  # noqa: B008
     ) -> tuple[str | None, str | None, str, str | None]:
         saved = _save(ctx, curve, "json")
         with ctx.stop_token(request.session_hash if request is not None else None) as cancel:
             output, download, text = convert(audio_path, voice_file, index_name, str(saved.path), v1, v2, v3, v4, v5,
-                                             v6, v7, v8, v9, progress=progress, cancel=cancel)
+                                             v6, v7, v8, v9, v10, progress=progress, cancel=cancel)
         return output, download, f"{text}\n{saved.summary()}", str(saved.path)
 
-    assert len(params) == 9, "convert_with_curve takes the nine conversion values"
+    assert len(params) == 10, "convert_with_curve takes the ten conversion values"
     run.click(convert_with_curve, inputs=[edited, audio, voice, index, *params], outputs=[*outputs, saved_file],
               js=read_editor, api_name="convert_with_pitch_curve")
     gr.on(None, None, inputs=None, outputs=None, js="() => {\n" + SCRIPT.read_text(encoding="utf-8") + "\n}")
