@@ -213,3 +213,25 @@ def test_single_conversion_progress_says_time_so_far_and_left(monkeypatch: pytes
     assert seen[0] == ((1, 5), "converted chunk 1/4 (10 s, about 40 s left)")
     assert seen[1] == ((5, 5), "done (30 s)")
     assert _eta_progress(None) is None
+
+
+def test_stopping_a_training_says_it_waits_for_the_step_in_progress() -> None:
+    """After Stop, a training's bar says the running step is finished and kept (with its expected length),
+    then a checkpoint is saved; other jobs just say when they end at the latest."""
+    import time
+
+    from tools.jobs import JobSnapshot, MetricPoint
+    from tools.ui_jobs import progress_html
+
+    def snapshot(metrics: tuple[MetricPoint, ...]) -> JobSnapshot:
+        return JobSnapshot(
+            job_id="j1", kind="train", key="alice", state="running", done=4, total=28, message="epoch 1/4 step 4",
+            log=(), metrics=metrics, error=None, result=None, started_at=time.time() - 60, finished_at=None,
+            stop_deadline=time.time() + 180,
+        )
+
+    training = progress_html(snapshot((MetricPoint(3, "step_time_s", 41.6), MetricPoint(4, "loss_mel", 20.0))))
+    assert "waiting for the step in progress (about 42 s a step; it is kept, not redone)" in training
+    assert "then a checkpoint is saved" in training
+    other = progress_html(snapshot(()))
+    assert "ends at its next check" in other and "a step" not in other

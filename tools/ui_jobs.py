@@ -60,7 +60,7 @@ def progress_html(snapshot: JobSnapshot | None, error: str | None = None) -> str
             message = snapshot.message if snapshot.message.startswith(snapshot.kind) else f"{snapshot.kind}: {snapshot.message}"
             text = f"{message}{counter} - {snapshot.elapsed_s:.0f} s"
             if snapshot.stop_deadline is not None:
-                text += f" - stopping: {stop_note(snapshot.stop_deadline)}"
+                text += f" - stopping: {stop_note(snapshot.stop_deadline, step_seconds(snapshot))}"
     percent = round(100.0 * fraction, 1)
     job = html.escape(snapshot.job_id) if snapshot is not None else ""
     return (
@@ -71,12 +71,24 @@ def progress_html(snapshot: JobSnapshot | None, error: str | None = None) -> str
     )
 
 
-def stop_note(deadline: float) -> str:
-    """What Stop will do by when: the step stops at its next check, or its process is ended at `deadline`."""
+def step_seconds(snapshot: JobSnapshot) -> float | None:
+    """The latest time per step a training job reported (its live "step_time_s"), if any."""
+    times = [point.value for point in snapshot.metrics if point.name == "step_time_s"]
+    return times[-1] if times else None
+
+
+def stop_note(deadline: float, step_s: float | None = None) -> str:
+    """What Stop will do by when: the step stops at its next check, or its process is ended at `deadline`.
+
+    With a training's time per step: the step in progress is finished (and kept), then the checkpoint saved."""
     import time
 
     left = max(0.0, deadline - time.time())
-    return f"ends at its next check, at the latest at {time.strftime('%H:%M:%S', time.localtime(deadline))} ({left:.0f} s)"
+    latest = f"at the latest at {time.strftime('%H:%M:%S', time.localtime(deadline))} ({left:.0f} s)"
+    if step_s is not None:
+        return (f"waiting for the step in progress (about {step_s:.0f} s a step; it is kept, not redone), "
+                f"then a checkpoint is saved; {latest}")
+    return f"ends at its next check, {latest}"
 
 
 def log_text(snapshot: JobSnapshot | None) -> str:
@@ -211,7 +223,7 @@ def running_jobs_html(jobs: JobRunner) -> str:
         f'<tr data-job="{html.escape(s.job_id)}" data-kind="{html.escape(s.kind)}" data-state="running">'
         f"<td><code>{html.escape(s.job_id)}</code></td><td>{html.escape(s.key or '')}</td>"
         f"<td>{html.escape(s.message)}"
-        + (f" ({html.escape(stop_note(s.stop_deadline))})" if s.stop_deadline is not None else "")
+        + (f" ({html.escape(stop_note(s.stop_deadline, step_seconds(s)))})" if s.stop_deadline is not None else "")
         + f"</td><td>{round(100 * s.fraction)}%</td><td>{s.elapsed_s:.0f} s</td></tr>"
         for s in running
     )

@@ -55,7 +55,7 @@ LOSSES: tuple[LossName, ...] = (
 )
 LOSS_NAMES: tuple[str, ...] = tuple(loss.key for loss in LOSSES)
 # What the app's job runner receives while training runs: every loss, then the optimiser's figures.
-LIVE_METRICS: tuple[str, ...] = (*LOSS_NAMES, "learning_rate", "grad_norm_g", "grad_norm_d")
+LIVE_METRICS: tuple[str, ...] = (*LOSS_NAMES, "learning_rate", "grad_norm_g", "grad_norm_d", "step_time_s")
 # The app's loss curve: metrics key -> legend name.
 PLOTTED_LOSSES: dict[str, str] = {loss.key: loss.label for loss in LOSSES if loss.plotted}
 
@@ -162,6 +162,18 @@ class MetricsWriter:
                 self._tensorboard.add_scalar(tag, value, metrics.step)
             for tag, image in (mel_images or {}).items():
                 self._tensorboard.add_image(tag, _mel_to_image(image), metrics.step, dataformats="HW")
+            self._tensorboard.flush()
+
+    def write_record(self, record: dict[str, Any], scalars: dict[str, float]) -> None:
+        """Append a record of another kind (e.g. validation figures, `kind` set) and its TensorBoard scalars."""
+        if not self.enabled:
+            return
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({FORMAT_KEY: METRICS_FORMAT, **record}, sort_keys=True) + "\n")
+        if self._tensorboard is not None:
+            for tag, value in scalars.items():
+                self._tensorboard.add_scalar(tag, value, int(record["step"]))
             self._tensorboard.flush()
 
     def plot(self) -> Path | None:
