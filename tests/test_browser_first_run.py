@@ -284,3 +284,7 @@ def test_a_conversion_error_stays_on_the_page(page: Any, served: tuple[str, Any,
         raise
     page.wait_for_timeout(15_000)  # Gradio's notices used to vanish after about 10 s
     assert toast.is_visible() and "re-download" in toast.inner_text(), toast.inner_text()
+    # Closing the notice leaves the message in the Result box, where the next conversion replaces it.
+    page.locator(".toast-body .toast-close").first.click()
+    result = page.locator("#convert-info textarea").input_value()
+    assert result.startswith("error: ") and "hubert_base.pt" in result and "re-download" in result, result

@@ -297,9 +297,20 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                 v1: Any, v2: Any, v3: Any, v4: Any, v5: Any, v6: Any, v7: Any, v8: Any, v9: Any, v10: Any,
                 request: gr.Request, progress: gr.Progress = gr.Progress(),  # noqa: B008
             ) -> tuple[str | None, str | None, str]:
-                with ctx.stop_token(request.session_hash if request is not None else None) as cancel:
-                    return run_convert(ctx, audio_path, voice_file, index, f0_file, v1, v2, v3, v4, v5, v6, v7, v8,
-                                       v9, v10, progress=progress, cancel=cancel)
+                session = request.session_hash if request is not None else None
+                with ctx.stop_token(session) as cancel:
+                    try:
+                        return run_convert(ctx, audio_path, voice_file, index, f0_file, v1, v2, v3, v4, v5, v6, v7,
+                                           v8, v9, v10, progress=progress, cancel=cancel)
+                    except gr.Error as exc:
+                        failed[session or ""] = f"error: {exc.message}"
+                        raise
+
+            # The error notice can be closed; its text stays in the Result box until the next conversion.
+            failed: dict[str, str] = {}
+
+            def show_failure(request: gr.Request) -> str:
+                return failed.pop(request.session_hash or "", "") if request is not None else ""
 
             def stop_one(request: gr.Request) -> str:
                 stopped = ctx.stop_conversion(request.session_hash)
@@ -312,7 +323,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                 inputs=[audio, voice, index, f0_file, *params],
                 outputs=[output, download, info],
                 api_name="convert",
-            )
+            ).failure(show_failure, inputs=None, outputs=[info], api_name=False, queue=False)
             ui_pitch_editor.build(ctx, audio=audio, voice=voice, index=index, params=params,
                                   form_kwargs=conversion_kwargs, outputs=[output, download, info],
                                   convert=lambda *values, **job: run_convert(ctx, *values, **job))
