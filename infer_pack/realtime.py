@@ -13,8 +13,9 @@ what differs is how much of the signal each block sees. The recipe is RVC's real
      retrieval blend only over the frames the synthesiser will return;
   3. f0 runs over the newest block + 50 ms only; estimates go into a pitch cache that slides with
      the window (the last two frames of the previous block are re-estimated with more right context);
-  4. the synthesiser's encoder and flow see the whole window, its decoder only the returned frames
-     plus its receptive field (`Synthesizer.infer(keep=...)`: the same samples as decoding all);
+  4. the synthesiser's prior encoder sees the whole window, its flow the frames from 24 before the
+     returned ones (its receptive field, so exact), the excitation and the decoder only the
+     returned frames plus `decoder_context_frames` (RVC's `skip_head`: the sine starts there);
   5. the returned audio is resampled to the output rate, aligned with the previous block's tail by
      SOLA (the offset within the search range where the normalised cross-correlation peaks) and
      joined to it by a sin^2 crossfade.
@@ -32,7 +33,6 @@ a fresh draw per block); `deterministic=True` drops all randomness.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -44,6 +44,7 @@ from infer_pack.pipeline import RETRIEVAL_K, SAMPLE_RATE, WINDOW, protect_unvoic
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from infer_pack.stream_params import FRAME_S, SILENCE_OFF_DB, StreamSettings
 from infer_pack.stream_params import STREAM_F0_METHODS as STREAM_F0_METHODS
+from infer_pack.stream_stages import BlockTimes, timed_block
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +55,7 @@ F0_TAIL_SAMPLES = 800  # f0 sees the newest block plus 50 ms (RVC: block_frame_1
 RMVPE_STEP = 5120  # rmvpe's input is padded to multiples of 32 mel frames; RVC sizes its tail to fit
 PRIOR_NOISE_SCALE = 0.66666
 GATE_WINDOW_FRAMES = 4  # the silence gate's RMS window: 40 ms, as RVC's realtime GUI
+FLOW_CONTEXT_FRAMES = 24  # the flow's receptive half-width (4 couplings x 3 layers x kernel 5): exact beyond it
 
 
 def _frames(seconds: float) -> int:
@@ -95,16 +97,6 @@ class StreamGeometry:
     def algorithmic_latency_s(self) -> float:
         """Input fill + output wait (one block each) + fade/search region (see the module doc)."""
         return (2 * self.block + self.crossfade + self.search) * FRAME_S
-
-
-@dataclass
-class BlockTimes:
-    """Seconds spent on the latest block, per stage."""
-
-    features: float = 0.0
-    f0: float = 0.0
-    synthesis: float = 0.0
-    total: float = 0.0
 
 
 def fade_in_window(n: int) -> np.ndarray:
@@ -263,19 +255,21 @@ class StreamingConverter:
 
     def process(self, block: np.ndarray) -> np.ndarray:
         """One input block (mono, `block_size` samples) -> one output block (`output_block_size`)."""
-        started = time.perf_counter()
         block = np.asarray(block, dtype=np.float32).reshape(-1)
         if block.shape[0] != self.block_size:
             raise UserInputError(f"a block must hold {self.block_size} samples, got {block.shape[0]}")
         if not np.isfinite(block).all():
             block = np.nan_to_num(block, nan=0.0, posinf=0.0, neginf=0.0)
         times = BlockTimes()
-        block = self._gate(block)
-        self._push_input(block)
-        audio = self._convert_window(times)  # [returned frames * out hop] at the output rate
-        out = self._join(audio)
+        with timed_block(times):
+            with times.stage("gate"):
+                block = self._gate(block)
+            with times.stage("resample_in"):
+                self._push_input(block)
+            audio = self._convert_window(times)  # [returned frames * out hop] at the output rate
+            with times.stage("sola"):
+                out = self._join(audio)
         self.blocks_done += 1
-        times.total = time.perf_counter() - started
         self.last_times = times
         return out
 
@@ -314,34 +308,33 @@ class StreamingConverter:
         g = self.geometry
         conv = self.converter
         settings = self.settings
-        started = time.perf_counter()
-        wave = torch.from_numpy(self._window16)[None]  # [1, N16]
-        with torch.inference_mode():
-            encoded = conv.encoder.extract(wave, conv.voice.version)  # [1, T50, C]
-        features = encoded.detach().to("cpu", torch.float32)[0].numpy()
-        features = np.concatenate((features, features[-1:]))  # RVC repeats the last frame (window edge)
-        first = g.extra // 2  # only the returned frames (and the ones after) need the blend
-        unblended = features.copy() if conv.use_f0 and settings.protect < 0.5 else None
-        if conv.index is not None and settings.index_rate > 0.0:
-            features[first:] = conv.index.blend(features[first:], settings.index_rate, k=RETRIEVAL_K)
-        phone = np.repeat(features, 2, axis=0)[: g.window]  # [T, C] at 100 frames/s
-        times.features = time.perf_counter() - started
+        with times.stage("content"):
+            wave = torch.from_numpy(self._window16)[None]  # [1, N16]
+            with torch.inference_mode():
+                encoded = conv.encoder.extract(wave, conv.voice.version)  # [1, T50, C]
+            features = encoded.detach().to("cpu", torch.float32)[0].numpy()
+            features = np.concatenate((features, features[-1:]))  # RVC repeats the last frame (window edge)
+        with times.stage("index"):
+            first = g.extra // 2  # only the returned frames (and the ones after) need the blend
+            unblended = features.copy() if conv.use_f0 and settings.protect < 0.5 else None
+            if conv.index is not None and settings.index_rate > 0.0:
+                features[first:] = conv.index.blend(features[first:], settings.index_rate, k=RETRIEVAL_K)
+            phone = np.repeat(features, 2, axis=0)[: g.window]  # [T, C] at 100 frames/s
 
         coarse = hz = None
         if conv.use_f0:
-            started = time.perf_counter()
-            coarse, hz = self._update_pitch()
-            times.f0 = time.perf_counter() - started
-            if unblended is not None:
-                phone = protect_unvoiced(phone, np.repeat(unblended, 2, axis=0)[: g.window], hz, settings.protect)
+            with times.stage("f0"):
+                coarse, hz = self._update_pitch()
+                if unblended is not None:
+                    phone = protect_unvoiced(phone, np.repeat(unblended, 2, axis=0)[: g.window], hz, settings.protect)
 
-        started = time.perf_counter()
-        audio = self._synthesize(phone, coarse, hz)  # [returned * model hop]
-        if settings.rms_mix_rate < 1.0:
-            source = self._window16[g.extra * WINDOW : (g.extra + g.returned) * WINDOW]
-            audio = envelope_mix(source, WINDOW, audio, self._model_hop, settings.rms_mix_rate)
-        audio = _resample_exact(audio, self.model_rate, self.output_rate, g.returned * self._out_hop)
-        times.synthesis = time.perf_counter() - started
+        audio = self._synthesize(phone, coarse, hz, times)  # [returned * model hop]
+        with times.stage("envelope"):
+            if settings.rms_mix_rate < 1.0:
+                source = self._window16[g.extra * WINDOW : (g.extra + g.returned) * WINDOW]
+                audio = envelope_mix(source, WINDOW, audio, self._model_hop, settings.rms_mix_rate)
+        with times.stage("resample_out"):
+            audio = _resample_exact(audio, self.model_rate, self.output_rate, g.returned * self._out_hop)
         return audio
 
     def _update_pitch(self) -> tuple[np.ndarray, np.ndarray]:
@@ -367,8 +360,16 @@ class StreamingConverter:
             cache[-values.shape[0] :] = values[-cache.shape[0] :]
         return self._coarse.copy(), self._hz.copy()
 
-    def _synthesize(self, phone: np.ndarray, coarse: np.ndarray | None, hz: np.ndarray | None) -> np.ndarray:
-        """Decode the returned frames (with the formant shift: stretched frames, squeezed audio)."""
+    def _synthesize(
+        self, phone: np.ndarray, coarse: np.ndarray | None, hz: np.ndarray | None, times: BlockTimes
+    ) -> np.ndarray:
+        """Decode the returned frames (with the formant shift: stretched frames, squeezed audio).
+
+        The prior encoder sees the whole window (its attention needs the context); the flow runs
+        from its receptive field (24 frames) before the decoded frames, and the excitation and the
+        decoder only over the decoded frames (plus `decoder_context_frames` on each side), as RVC's
+        `skip_head` / `return_length`: the sine's phase starts at the first decoded frame.
+        """
         import torch
 
         g = self.geometry
@@ -389,21 +390,37 @@ class StreamingConverter:
             first, count = round(first * factor), min(math.ceil(count * factor), length - round(first * factor))
         device = torch.device(conv.device)
         frames = phone.shape[0]
-        phone_t = torch.from_numpy(np.ascontiguousarray(phone, dtype=np.float32))[None].to(device, conv.dtype)  # [1, T, C]
-        lengths = torch.tensor([frames], dtype=torch.long, device=device)
-        sid = torch.tensor([self.settings.speaker_id], dtype=torch.long, device=device)
-        pitch_t = pitchf_t = None
-        if coarse is not None and hz is not None:
-            pitch_t = torch.from_numpy(np.ascontiguousarray(coarse, dtype=np.int64))[None].to(device)  # [1, T]
-            pitchf_t = torch.from_numpy(np.ascontiguousarray(hz, dtype=np.float32))[None].to(device)  # [1, T]
-        noise_t = None if noise is None else noise[None].to(device, conv.dtype)  # [1, inter, T]
+        context = net.dec.context_frames
+        if self.settings.decoder_context_frames is not None:
+            context = min(context, self.settings.decoder_context_frames)
+        lo, hi = max(0, first - context), min(frames, first + count + context)  # decoded frames
+        flow_lo = max(0, lo - FLOW_CONTEXT_FRAMES)
         with torch.inference_mode():
-            audio = net.infer(
-                phone_t, lengths, pitch_t, pitchf_t, sid,
-                noise_scale=0.0 if noise_t is None else PRIOR_NOISE_SCALE, noise=noise_t,
-                excitation_noise=not self.settings.deterministic, generator=self._device_generator,
-                keep=(first, first + count), decode_context=self.settings.decoder_context_frames,
-            )[0][0, 0].to("cpu", torch.float32).numpy()  # fmt: skip
+            with times.stage("prior"):
+                phone_t = torch.from_numpy(np.ascontiguousarray(phone, dtype=np.float32))[None].to(device, conv.dtype)  # [1, T, C]
+                lengths = torch.tensor([frames], dtype=torch.long, device=device)
+                sid = torch.tensor([self.settings.speaker_id], dtype=torch.long, device=device)
+                gvec = net.emb_g(sid).unsqueeze(-1)  # [1, gin, 1]
+                pitch_t = None
+                if coarse is not None:
+                    pitch_t = torch.from_numpy(np.ascontiguousarray(coarse, dtype=np.int64))[None].to(device)  # [1, T]
+                m_p, logs_p, x_mask = net.enc_p(phone_t, pitch_t, lengths)  # [1, inter, T]
+                m_p, logs_p, x_mask = m_p[:, :, flow_lo:], logs_p[:, :, flow_lo:], x_mask[:, :, flow_lo:]
+                z_p = m_p
+                if noise is not None:
+                    z_p = m_p + torch.exp(logs_p) * noise[None, :, flow_lo:].to(device, conv.dtype) * PRIOR_NOISE_SCALE
+                z = net.flow(z_p * x_mask, x_mask, g=gvec, reverse=True)[:, :, lo - flow_lo : hi - flow_lo]  # [1, inter, hi-lo]
+                z = z * x_mask[:, :, lo - flow_lo : hi - flow_lo]
+            with times.stage("decoder"):
+                har = None
+                if hz is not None:
+                    pitchf_t = torch.from_numpy(np.ascontiguousarray(hz[lo:hi], dtype=np.float32))[None].to(device)  # [1, hi-lo]
+                    har = net.dec.excitation(
+                        pitchf_t, excitation_noise=not self.settings.deterministic, generator=self._device_generator
+                    )  # [1, 1, (hi-lo)*upp]
+                upp = net.dec.upp
+                audio = net.dec.decode(z, har, gvec)[0, 0, (first - lo) * upp : (first - lo + count) * upp]
+                audio = audio.to("cpu", torch.float32).numpy()
         if factor != 1.0:
             audio = _resample_exact(audio, count * 100, g.returned * 100, g.returned * self._model_hop)
         return audio
