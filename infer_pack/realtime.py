@@ -419,8 +419,8 @@ class StreamingConverter:
                         pitchf_t, excitation_noise=not self.settings.deterministic, generator=self._device_generator
                     )  # [1, 1, (hi-lo)*upp]
                 upp = net.dec.upp
-                audio = net.dec.decode(z, har, gvec)[0, 0, (first - lo) * upp : (first - lo + count) * upp]
-                audio = audio.to("cpu", torch.float32).numpy()
+                decoded = net.dec.decode(z, har, gvec)[0, 0, (first - lo) * upp : (first - lo + count) * upp]
+                audio: np.ndarray = decoded.to("cpu", torch.float32).numpy()
         if factor != 1.0:
             audio = _resample_exact(audio, count * 100, g.returned * 100, g.returned * self._model_hop)
         return audio
