@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from infer_pack.encoder_int8 import int8_encoder
 from infer_pack.errors import UserInputError
 from infer_pack.pipeline import RETRIEVAL_K, SAMPLE_RATE, WINDOW, protect_unvoiced
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     import torch
 
     from infer_pack.pipeline import VoiceConverter
+    from infer_pack.rvc_realtime import RVCRealtimeStream
 
 F0_TAIL_SAMPLES = 800  # f0 sees the newest block plus 50 ms (RVC: block_frame_16k + 800)
 RMVPE_STEP = 5120  # rmvpe's input is padded to multiples of 32 mel frames; RVC sizes its tail to fit
@@ -197,6 +199,7 @@ class StreamingConverter:
         self.output_rate = int(output_rate or input_rate)
         self.model_rate = converter.sample_rate
         self.rmvpe_path = rmvpe_path if rmvpe_path is not None else converter.rmvpe_path
+        self.encoder = int8_encoder(converter.encoder) if self.settings.encoder_int8 else converter.encoder
         self.last_times = BlockTimes()
         self.blocks_done = 0
         g = self.geometry
@@ -311,7 +314,7 @@ class StreamingConverter:
         with times.stage("content"):
             wave = torch.from_numpy(self._window16)[None]  # [1, N16]
             with torch.inference_mode():
-                encoded = conv.encoder.extract(wave, conv.voice.version)  # [1, T50, C]
+                encoded = self.encoder.extract(wave, conv.voice.version)  # [1, T50, C]
             features = encoded.detach().to("cpu", torch.float32)[0].numpy()
             features = np.concatenate((features, features[-1:]))  # RVC repeats the last frame (window edge)
         with times.stage("index"):
@@ -470,8 +473,24 @@ def iter_blocks(audio: np.ndarray, block_size: int) -> Iterator[np.ndarray]:
         yield piece if piece.shape[0] == block_size else np.pad(piece, (0, block_size - piece.shape[0]))
 
 
+def open_engine(
+    converter: VoiceConverter,
+    settings: StreamSettings,
+    *,
+    input_rate: int = SAMPLE_RATE,
+    output_rate: int | None = None,
+    rmvpe_path: str | None = None,
+) -> StreamingConverter | RVCRealtimeStream:
+    """The engine `settings.match` names: ours (`StreamingConverter`) or RVC's realtime algorithm."""
+    if settings.match == "rvc":
+        from infer_pack.rvc_realtime import RVCRealtimeStream
+
+        return RVCRealtimeStream(converter, settings, input_rate=input_rate, output_rate=output_rate, rmvpe_path=rmvpe_path)
+    return StreamingConverter(converter, settings, input_rate=input_rate, output_rate=output_rate, rmvpe_path=rmvpe_path)
+
+
 def convert_stream(
-    stream: StreamingConverter,
+    stream: StreamingConverter | RVCRealtimeStream,
     audio: np.ndarray,
     *,
     progress: ProgressCallback | None = None,

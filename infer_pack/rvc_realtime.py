@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from infer_pack.encoder_int8 import int8_encoder
 from infer_pack.errors import UserInputError
 from infer_pack.pipeline import RETRIEVAL_K
 from infer_pack.sinc_resample import SincResampler
@@ -113,6 +114,7 @@ class RVCRealtimeStream:
             raise UserInputError(f"the sample rate must be a multiple of 100 Hz from 8000 up, got {input_rate}")
         self.converter = converter
         self.rmvpe_path = rmvpe_path if rmvpe_path is not None else converter.rmvpe_path
+        self.encoder = int8_encoder(converter.encoder) if self.settings.encoder_int8 else converter.encoder
         self.geometry = g = StreamGeometry.of(self.settings)
         self.input_rate = self.output_rate = int(input_rate)
         zc = self._in_hop = self._out_hop = self.input_rate // 100
@@ -247,7 +249,7 @@ class RVCRealtimeStream:
         settings = self.settings
         skip_head, return_length = self.skip_head, self.return_length
         with times.stage("content"), torch.inference_mode():
-            feats = conv.encoder.extract(self.input_wav_res.view(1, -1), conv.voice.version).float().cpu()  # [1, T50, C]
+            feats = self.encoder.extract(self.input_wav_res.view(1, -1), conv.voice.version).float().cpu()  # [1, T50, C]
             feats = torch.cat((feats, feats[:, -1:, :]), 1)
         with times.stage("index"):
             if conv.index is not None and settings.index_rate != 0:

@@ -15,6 +15,9 @@ from infer_pack.specs import ParamSpec, field_specs, spec_field
 STREAM_F0_METHODS: tuple[str, ...] = ("rmvpe", "pm", "swift")  # fast enough per block
 SILENCE_OFF_DB = -60.0  # RVC gates only above -60 dB
 FRAME_S = 0.01  # every duration is a whole number of 10 ms frames (RVC's `zc`)
+STREAM_MATCHES: tuple[str, ...] = ("ours", "rvc")
+STREAM_PRESETS: tuple[str, ...] = ("as-set", "fast")
+FAST_EXTRA_S = 1.0  # the fast preset's extra context (bench/bench_realtime.py measures its cost)
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,14 @@ class StreamSettings:
     index_rate: float = spec_field(
         0.0, "Index rate", "Share of each frame's content taken from the voice's index (0: index unused).",
         0.0, 1.0, 0.01)
+    match: str = spec_field(
+        "ours", "Engine", "ours: steadier seams, pitch cache and loudness at the model rate (closer to offline "
+        "conversion). rvc: RVC's realtime output exactly (its resampler, pitch cache, pm settings, envelope order).",
+        choices=STREAM_MATCHES)
+    preset: str = spec_field(
+        "as-set", "Preset", "as-set: the settings as chosen. fast: extra context at most 1 s, int8 content encoder, "
+        "no decoder context (about 1.7x less CPU per block; quality cost in the README).", choices=STREAM_PRESETS)
+    encoder_int8: bool = False  # the content encoder's linear layers as int8 (dynamic quantisation, CPU)
     protect: float = 0.5  # 0.5 = off (RVC's realtime GUI has no protection)
     rms_mix_rate: float = spec_field(
         0.0, "Volume envelope mix", "Loudness: 0 the input's envelope, 1 the voice's own.", 0.0, 1.0, 0.01,
@@ -67,6 +78,10 @@ class StreamSettings:
             raise UserInputError(
                 f"f0 method {self.f0_method!r} is too slow or unknown for streaming; choose one of {', '.join(STREAM_F0_METHODS)}"
             )
+        if self.match not in STREAM_MATCHES:
+            raise UserInputError(f"match must be one of {', '.join(STREAM_MATCHES)}, got {self.match!r}")
+        if self.preset not in STREAM_PRESETS:
+            raise UserInputError(f"preset must be one of {', '.join(STREAM_PRESETS)}, got {self.preset!r}")
         specs = stream_param_specs()
         checked = {name: spec.checked(getattr(self, name), upper=name != "speaker_id") for name, spec in specs.items()
                    if spec.minimum is not None}
@@ -81,6 +96,9 @@ class StreamSettings:
             raise UserInputError(
                 f"the crossfade ({self.crossfade_time_s} s) must not be longer than the block ({self.block_time_s} s)"
             )
+        if self.preset == "fast":
+            checked["extra_time_s"] = min(checked["extra_time_s"], FAST_EXTRA_S)
+            return replace(self, **checked, seed=int(self.seed), encoder_int8=True, decoder_context_frames=0)
         return replace(self, **checked, seed=int(self.seed))
 
 

@@ -203,3 +203,30 @@ def test_our_synthesis_equals_rvcs_on_the_same_features_and_pitch(converter: Voi
                         torch.from_numpy(hz)[None], g.returned, BlockTimes())[0].numpy()  # fmt: skip
     assert a.shape == b.shape == (g.returned * converter.sample_rate // 100,)
     assert np.abs(a - b).max() < 1e-6
+
+
+def test_match_and_preset_choose_the_engine_and_settings(converter: VoiceConverter) -> None:
+    from infer_pack.errors import UserInputError
+    from infer_pack.realtime import StreamingConverter, open_engine
+
+    assert isinstance(open_engine(converter, StreamSettings(f0_method="pm", match="rvc"), input_rate=48000), RVCRealtimeStream)
+    assert isinstance(open_engine(converter, StreamSettings(f0_method="pm"), input_rate=48000), StreamingConverter)
+    fast = StreamSettings(extra_time_s=2.5, preset="fast").validated()
+    assert (fast.extra_time_s, fast.encoder_int8, fast.decoder_context_frames) == (1.0, True, 0)
+    with pytest.raises(UserInputError, match="match"):
+        StreamSettings(match="other").validated()
+    with pytest.raises(UserInputError, match="one rate"):
+        RVCRealtimeStream(converter, StreamSettings(f0_method="pm"), input_rate=48000, output_rate=44100)
+
+
+def test_int8_encoder_is_close_to_float32(reference: Path) -> None:
+    from infer_pack.encoder_int8 import int8_encoder
+    from infer_pack.hubert import load_content_encoder
+
+    encoder = load_content_encoder(reference_file(reference, "tiny_hubert.pt"))
+    quantized = int8_encoder(encoder)
+    assert quantized is not encoder and quantized.model is not encoder.model
+    wave = torch.from_numpy(speech_like(1.0, 16000))[None]
+    a, b = encoder.extract(wave, "v2"), quantized.extract(wave, "v2")
+    relative = float((a - b).norm() / a.norm())
+    assert 0 < relative < 0.1, relative

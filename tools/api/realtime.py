@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 
     from infer_pack.cache import ModelCache
     from infer_pack.realtime import StreamingConverter, StreamSettings
+    from infer_pack.rvc_realtime import RVCRealtimeStream
+
+    Engine = StreamingConverter | RVCRealtimeStream
 
 PORTAUDIO_FIX = (
     "install PortAudio: `sudo apt-get install libportaudio2` (Debian/Ubuntu; `make setup` does it), "
@@ -143,11 +146,11 @@ def open_stream(
     output_rate: int | None = None,
     device: str = "auto",
     cache: ModelCache | None = None,
-) -> StreamingConverter:
-    """A `StreamingConverter` for a voice (models from the cache, or loaded into it)."""
+) -> Engine:
+    """The stream engine `settings.match` names for a voice (models from the cache, or loaded into it)."""
     from infer_pack.cache import ModelCache
     from infer_pack.errors import AssetMissingError
-    from infer_pack.realtime import StreamingConverter
+    from infer_pack.realtime import open_engine
 
     proj = project_of(project)
     cache = cache if cache is not None else ModelCache()
@@ -156,7 +159,7 @@ def open_stream(
     )
     if converter.use_f0 and settings.f0_method == "rmvpe" and not proj.rmvpe_path.is_file():
         raise AssetMissingError(proj.rmvpe_path, "rmvpe")
-    return StreamingConverter(converter, settings, input_rate=input_rate, output_rate=output_rate)
+    return open_engine(converter, settings, input_rate=input_rate, output_rate=output_rate)
 
 
 @dataclass
@@ -246,7 +249,7 @@ class DuplexCallback:
     `run_realtime` (a callback must not raise into PortAudio's thread).
     """
 
-    def __init__(self, stream: StreamingConverter, passthrough: bool = False) -> None:
+    def __init__(self, stream: Engine, passthrough: bool = False) -> None:
         self.stream = stream
         self.passthrough = passthrough
         self.stats = StreamStats(stream.geometry.block / 100, stream.latency_s)
@@ -363,7 +366,7 @@ class ChunkStream:
     at most one block more than `latency_s` (the chunks must first fill a block).
     """
 
-    def __init__(self, stream: StreamingConverter) -> None:
+    def __init__(self, stream: Engine) -> None:
         import numpy as np
 
         self.stream = stream
