@@ -64,12 +64,16 @@ def test_missing_assets_are_said_before_starting(page: Any, served: tuple[str, A
     header = page.locator("#assets-panel").get_by_text("Assets - missing:")
     header.wait_for()
     assert "rmvpe" in header.inner_text() and "pretrained-v2-40k" in header.inner_text(), header.inner_text()
+    # One wording for a file that is there but not the published one: the header, the choices, the Train tab.
+    assert "present, not the published file: hubert" in header.inner_text(), header.inner_text()
+    assert "hubert" not in header.inner_text().split("present, not")[0], "hubert is not missing"
     page.get_by_role("tab", name="Train").click()
     # rmvpe.pt is absent: the pitch method offered first is one that needs no download.
     assert page.locator("#train-f0 input:checked").get_attribute("value") == "swift"
     note = page.locator("#train-pretrained-note")
     page.wait_for_function("() => document.querySelector('#train-pretrained-note').innerText.includes('f0G40k')")
     assert "From scratch" in note.inner_text()
+    assert "present, not the published file: hubert_base.pt" in note.inner_text(), note.inner_text()
     page.get_by_label("From scratch").check()
     page.wait_for_function("() => document.querySelector('#train-pretrained-note .rvc-missing') === null")
     page.screenshot(path=str(tmp_path / "from-scratch.png"), full_page=True)
@@ -152,7 +156,7 @@ def test_the_assets_panel_shows_an_offline_download_as_failed(
     choice.get_by_label("rmvpe (missing)").wait_for()
     # The v2-40k set is ticked first (hubert here is not the published file); keep rmvpe alone.
     assert choice.get_by_label("pretrained-v2-40k (missing)").is_checked()
-    choice.get_by_label("hubert (missing)").uncheck()
+    choice.get_by_label("hubert (present, not the published file)").uncheck()
     choice.get_by_label("pretrained-v2-40k (missing)").uncheck()
     assert choice.get_by_label("rmvpe (missing)").is_checked()
     page.locator("#assets-download").click()

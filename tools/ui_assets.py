@@ -50,15 +50,19 @@ def heading(ctx: AppContext, version: str = "v2", sample_rate_tag: str = "40k") 
     from tools import api
     from tools.api.assets import assets_for_training
 
-    missing = api.asset_status(ctx.project.root).missing_groups
-    needed = [name for name in assets_for_training(version, sample_rate_tag) if name in missing]
-    others = len(missing) - len(needed)
-    if not missing:
+    status = api.asset_status(ctx.project.root)
+    if not status.missing_groups:
         return f"{label('assets.heading')}: {label('assets.all_present')}"
-    parts = [", ".join(needed)] if needed else []
+    wanted = assets_for_training(version, sample_rate_tag)
+    parts = []
+    for state, text in (("missing", label("assets.missing")), ("unverified", label("assets.other"))):
+        names = [name for name in wanted if status.group_state(name) == state]
+        if names:
+            parts.append(f"{text}: {', '.join(names)}")
+    others = len([g for g in status.absent_groups if g not in wanted])
     if others:
-        parts.append(f"{others} {label('assets.other_sets')}")
-    return f"{label('assets.heading')} - {label('assets.missing')}: {'; '.join(parts)}"
+        parts.append(f"{label('assets.missing')}: {others} {label('assets.other_sets')}")
+    return f"{label('assets.heading')} - {'; '.join(parts)}"
 
 
 def asset_sets() -> list[tuple[str, str]]:
@@ -89,9 +93,9 @@ def group_choices(ctx: AppContext) -> list[tuple[str, str]]:
     from tools import api
     from tools.api.assets import GROUP_NAMES
 
-    missing = api.asset_status(ctx.project.root).missing_groups
-    return [(f"{name} ({label('assets.missing')})" if name in missing else name, name)
-            for name in GROUP_NAMES if name != "all"]
+    status = api.asset_status(ctx.project.root)
+    marks = {"missing": f" ({label('assets.missing')})", "unverified": f" ({label('assets.other')})", "present": ""}
+    return [(f"{name}{marks[status.group_state(name)]}", name) for name in GROUP_NAMES if name != "all"]
 
 
 def build_status_panel(ctx: AppContext) -> None:

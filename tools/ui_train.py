@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
+from configs import load_config
 from infer_pack.errors import RVCError, UserInputError
 from tools.api.specs import training_param_specs
 from tools.jobproc import JobCall
@@ -55,14 +56,19 @@ def pretrained_defaults(
     Without `f0_method` only the training step's files (pretrained G/D) are checked; with it the
     extraction step's too (the encoder, and rmvpe.pt for the rmvpe method). From scratch needs no G/D.
     """
-    from tools.api.assets import missing_assets
+    from tools import api
+    from tools.api.assets import Step, needed_assets
 
     paths = [ctx.project.pretrained_path(version, sample_rate_tag, use_f0, kind) for kind in ("G", "D")]
-    steps = ("train",) if f0_method is None else ("extract", "train")
-    missing = missing_assets(ctx.project, steps=steps, version=version, sample_rate_tag=sample_rate_tag,
-                             use_f0=use_f0, f0_method=f0_method or "rmvpe", use_pretrained=not from_scratch)
+    steps: tuple[Step, ...] = ("train",) if f0_method is None else ("extract", "train")
+    needed = needed_assets(ctx.project, steps=steps, version=version, sample_rate_tag=sample_rate_tag,
+                           use_f0=use_f0, f0_method=f0_method or "rmvpe", use_pretrained=not from_scratch)
+    missing = [item for item in needed if not item.present]
+    other = api.asset_status(ctx.project.root).unpublished_paths
+    unverified = [item for item in needed if item.present and item.path in other]
+    root = ctx.project.root
     if missing:
-        names = ", ".join(str(m.path.relative_to(ctx.project.root)) for m in missing)
+        names = ", ".join(str(m.path.relative_to(root)) for m in missing)
         fix = label("train.missing_fix")
         if any(m.purpose.startswith("pretrained") for m in missing):
             fix = label("train.missing_pretrained_fix")
@@ -71,6 +77,9 @@ def pretrained_defaults(
         note = ""
     else:
         note = '<span class="rvc-present">pretrained G and D present</span>'
+    if unverified:  # the same words as the Assets panel
+        names = ", ".join(str(m.path.relative_to(root)) for m in unverified)
+        note += f' <span class="rvc-unverified">{html.escape(label("assets.other"))}: {html.escape(names)}</span>'
     shown = [str(p.relative_to(ctx.project.root)) for p in paths]
     return shown[0], shown[1], note
 
@@ -100,11 +109,33 @@ def loss_frame(ctx: AppContext, experiment: str | None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def loss_figure(ctx: AppContext, experiment: str | None) -> Any:
+    """The loss-curve panel (training and validation curves, epoch marks, the best epoch), or None."""
+    from tools.api import loss_curve_figure
+
+    return loss_curve_figure(ctx.project, experiment) if experiment else None
+
+
+def loss_note(ctx: AppContext, experiment: str | None) -> str:
+    """The best epoch in words and, when it applies, "likely overtraining since epoch N" (HTML)."""
+    from tools.api import validation_summary
+
+    text = validation_summary(ctx.project, experiment) if experiment else ""
+    lines = [f'<div class="rvc-loss-note">{html.escape(line)}</div>' for line in text.splitlines()]
+    return "".join(lines)
+
+
 def loss_update(ctx: AppContext, snapshot: JobSnapshot | None) -> Any:
-    """New plot data while a training job runs (and once when it ends); otherwise leave the plot alone."""
+    """A new panel while a training job runs (and once when it ends); otherwise leave the plot alone."""
     if snapshot is None or snapshot.kind not in ("train", "one-click") or not snapshot.key:
         return gr.skip()
-    return loss_frame(ctx, snapshot.key)
+    return loss_figure(ctx, snapshot.key)
+
+
+def loss_note_update(ctx: AppContext, snapshot: JobSnapshot | None) -> Any:
+    if snapshot is None or snapshot.kind not in ("train", "one-click") or not snapshot.key:
+        return gr.skip()
+    return loss_note(ctx, snapshot.key)
 
 
 def health_report_text(ctx: AppContext, experiment: str | None) -> str:
@@ -131,11 +162,11 @@ class TrainForm:
         "experiment", "sample_rate_tag", "version", "use_f0", "processes", "dataset", "speaker_id", "f0_method",
         "save_every_epochs", "epochs", "batch_size", "latest_only", "export_every_save", "pretrained_g",
         "pretrained_d", "index_kind", "from_scratch", "log_interval", "extract_device", "train_device",
-        "cache_batches",
+        "cache_batches", "early_stop_epochs", "validate_every_steps", "held_out_percent",
     )
     # The form's training settings: widgets, checks and the API's keywords all come from their specs.
     SETTINGS = ("save_every_epochs", "epochs", "batch_size", "latest_only", "export_every_save", "log_interval",
-                "cache_batches")
+                "cache_batches", "early_stop_epochs", "validate_every_steps")
 
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -145,6 +176,7 @@ class TrainForm:
         v["experiment"] = validate_name(str(v["experiment"] or ""), "experiment name")
         v["use_f0"] = bool(v["use_f0"])
         v["processes"] = int(v["processes"])
+        v["held_out_percent"] = float(v.get("held_out_percent") or 0.0)
         specs = training_param_specs()
         v["speaker_id"] = spec_value(specs["speaker_id"], v["speaker_id"]) or 0
         for name in self.SETTINGS:
@@ -190,6 +222,7 @@ class TrainForm:
         work = JobCall("preprocess_dataset", dict(
             project=self.ctx.project, experiment=v["experiment"], dataset_dir=dataset,
             sample_rate_tag=v["sample_rate_tag"], speaker_id=v["speaker_id"], n_processes=v["processes"],
+            held_out_percent=v["held_out_percent"],
         ))
         return "preprocess", work, v["experiment"]
 
@@ -253,6 +286,8 @@ def build(ctx: AppContext) -> None:
         speaker_id = spec_widget(specs["speaker_id"], label("train.speaker_id"), value=0, elem_id="train-speaker-id")
         f0_method = gr.Radio(mark_missing_models(ctx, F0_CHOICES), value=default_f0, label=label("train.f0_method"),
                              elem_id="train-f0")
+        held_out = gr.Slider(0, 20, value=3, step=1, label=label("train.held_out_percent"),
+                             info=label("train.held_out_info"), elem_id="train-held-out")
     with gr.Accordion(label("train.upload_title"), open=False):
         uploads = gr.File(file_count="multiple", type="filepath", label=label("train.upload"),
                           elem_id="train-upload")
@@ -280,7 +315,10 @@ def build(ctx: AppContext) -> None:
         batch_size = setting("batch_size")
         save_latest_only = setting("latest_only")
         save_small_each = setting("export_every_save")
-        log_interval = setting("log_interval")
+        # shown filled with the configs' interval (an emptied box means the same)
+        early_stop = setting("early_stop_epochs")
+        validate_every = setting("validate_every_steps")
+        log_interval = setting("log_interval", value=load_config("v2", "40k").train.log_interval)
     with gr.Row():
         pretrained_g = gr.Textbox(default_g, label=label("train.pretrained_g"), scale=2)
         pretrained_d = gr.Textbox(default_d, label=label("train.pretrained_d"), scale=2)
@@ -324,19 +362,20 @@ def build(ctx: AppContext) -> None:
         b_index = gr.Button(label("train.step4"), elem_id="train-index")
         b_all = gr.Button(label("train.one_click"), variant="primary", elem_id="train-one-click")
     health = gr.Textbox(render=False, label=label("train.health"), lines=10, interactive=False, elem_id="train-health")
-    loss_plot = gr.LinePlot(None, render=False, x="step", y="loss", color="series",
-                            label=label("train.loss"), height=260, elem_id="train-loss")
-    panel = job_panel(ctx.jobs, extra_outputs=[loss_plot, health],
-                      render_extra=lambda s: [loss_update(ctx, s), health_update(ctx, s)], elem_id="train-panel")
-    def existing_state(name: str) -> tuple[Any, str]:
-        """What an experiment already has: its loss curve and health report."""
+    loss_plot = gr.Plot(None, render=False, label=label("train.loss"), elem_id="train-loss")
+    loss_words = gr.HTML("", render=False, elem_id="train-loss-note")
+    panel = job_panel(ctx.jobs, extra_outputs=[loss_plot, loss_words, health],
+                      render_extra=lambda s: [loss_update(ctx, s), loss_note_update(ctx, s), health_update(ctx, s)],
+                      elem_id="train-panel")
+    def existing_state(name: str) -> tuple[Any, str, str]:
+        """What an experiment already has: its loss curve (with the best epoch) and health report."""
         try:
             valid = validate_name(name, "experiment name")
         except UserInputError:
-            return loss_frame(ctx, None), ""
-        return loss_frame(ctx, valid), health_report_text(ctx, valid)
+            return None, "", ""
+        return loss_figure(ctx, valid), loss_note(ctx, valid), health_report_text(ctx, valid)
 
-    experiment.blur(existing_state, [experiment], [loss_plot, health], api_name=False)
+    experiment.blur(existing_state, [experiment], [loss_plot, loss_words, health], api_name=False)
 
     def follow_experiment(name: str) -> list[Any]:
         """Typing the name of an experiment that has a running job shows that job (and its Stop target)."""
@@ -368,12 +407,14 @@ def build(ctx: AppContext) -> None:
     experiment.blur(follow_experiment, [experiment], panel.outputs, api_name=False, show_progress="hidden")
     fields = [experiment, sample_rate, version, use_f0, processes, dataset, speaker_id, f0_method, save_every,
               epochs, batch_size, save_latest_only, save_small_each, pretrained_g, pretrained_d, index_kind,
-              from_scratch, log_interval, extract_device, train_device, cache_batches]
+              from_scratch, log_interval, extract_device, train_device, cache_batches, early_stop, validate_every,
+              held_out]
     gr.on(None, follow_on_load, inputs=None, outputs=[*fields, *panel.outputs, pretrained_note], api_name=False,
           show_progress="hidden")
     with gr.Row():
         with gr.Column(scale=3):
             loss_plot.render()
+            loss_words.render()
         with gr.Column(scale=2):
             health.render()
     panel.bind(b_pre, form.preprocess, fields, api_name="preprocess")

@@ -23,6 +23,10 @@ from tools.assets import GROUP_NAMES as GROUP_NAMES  # the download groups, for 
 from tools.assets import AssetDownloadError, AssetFile, AssetState, Transport
 from tools.project import Project
 
+AssetGroupState = Literal["missing", "unverified", "present"]
+# The one wording for a file that is there but is not the published one (every tab and the CLI use it).
+UNVERIFIED = "present, not the published file"
+
 
 @dataclass(frozen=True)
 class AssetStatus:
@@ -39,6 +43,29 @@ class AssetStatus:
         return group not in self.missing_groups
 
     @property
+    def absent_groups(self) -> list[str]:
+        """Download names with at least one file not on disk: "missing"."""
+        return list(dict.fromkeys(s.group for s in self.assets if s.size_bytes is None))
+
+    @property
+    def unverified_groups(self) -> list[str]:
+        """Download names whose files are all on disk but one is not the published file (another size, or a
+        hash check failed): "present, not the published file". Steps use such a file as it is."""
+        absent = set(self.absent_groups)
+        return [g for g in self.missing_groups if g not in absent]
+
+    @property
+    def unpublished_paths(self) -> set[Path]:
+        """Files on disk that are not the published ones (see unverified_groups)."""
+        return {s.path for s in self.assets if s.size_bytes is not None and (not s.present or s.verified is False)}
+
+    def group_state(self, group: str) -> AssetGroupState:
+        """The one wording of a group's state: "missing", "unverified" (present, not the published file), "present"."""
+        if group in self.absent_groups:
+            return "missing"
+        return "unverified" if group in self.unverified_groups else "present"
+
+    @property
     def can_convert(self) -> bool:
         """Conversion needs the content encoder; rmvpe only for the rmvpe pitch method."""
         return self.group_ready("hubert")
@@ -47,9 +74,12 @@ class AssetStatus:
         missing = self.missing_groups
         if not missing:
             return f"all {len(self.assets)} asset files are in place"
+        parts = [f"missing: {', '.join(self.absent_groups)}"] if self.absent_groups else []
+        if self.unverified_groups:
+            parts.append(f"{UNVERIFIED}: {', '.join(self.unverified_groups)} (used as they are)")
         return (
-            f"missing: {', '.join(missing)}; run `.venv/bin/python -m tools.cli download {' '.join(missing)}` "
-            "or use the download button"
+            f"{'; '.join(parts)}; run `.venv/bin/python -m tools.cli download {' '.join(missing)}` "
+            "or use the download button to get the published files"
         )
 
 
