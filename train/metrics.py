@@ -29,6 +29,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Validation records (`train.validation`) carry kind "validation"; the best is the lowest BEST_KEY.
+RECORD_KIND = "validation"
+BEST_KEY = "val_loss_mel"
+STALL_EPOCHS = 3  # epoch ends without a better validation before the curve says "likely overtraining"
+
 # RVC caps these two for display only (the backward pass used the real values).
 DISPLAY_CAP = {"mel": 75.0, "kl": 9.0}
 
@@ -58,6 +63,12 @@ LOSS_NAMES: tuple[str, ...] = tuple(loss.key for loss in LOSSES)
 LIVE_METRICS: tuple[str, ...] = (*LOSS_NAMES, "learning_rate", "grad_norm_g", "grad_norm_d", "step_time_s")
 # The app's loss curve: metrics key -> legend name.
 PLOTTED_LOSSES: dict[str, str] = {loss.key: loss.label for loss in LOSSES if loss.plotted}
+# ... and the held-out figure beside them (same scale as the training mel loss).
+PLOTTED_SERIES: dict[str, str] = {**PLOTTED_LOSSES, BEST_KEY: "validation mel"}
+
+
+def is_validation(record: dict[str, Any]) -> bool:
+    return record.get("kind") == RECORD_KIND
 
 
 def loss_line(values: StepMetrics) -> str:
@@ -209,35 +220,76 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_loss_curve(records: Sequence[dict[str, Any]], target: Path) -> None:
-    """Mel, generator, discriminator, KL and feature losses against the step, written atomically."""
+    """The loss-curve PNG (`draw_loss_curve`), written atomically."""
+    figure = draw_loss_curve(records)
+    with atomic_path(target) as tmp:
+        figure.savefig(tmp, format="png")
+
+
+def epoch_ends(records: Sequence[dict[str, Any]]) -> dict[int, int]:
+    """epoch -> the last step logged in it (each epoch's last step is always logged)."""
+    ends: dict[int, int] = {}
+    for r in records:
+        if not is_validation(r) and isinstance(r.get("epoch"), int) and isinstance(r.get("step"), int):
+            ends[r["epoch"]] = max(ends.get(r["epoch"], 0), r["step"])
+    return ends
+
+
+def draw_loss_curve(records: Sequence[dict[str, Any]]) -> Any:
+    """A matplotlib Figure: above, the mel losses (training and validation, one scale) with KL and feature
+    matching; below, the adversarial pair. Every series named in a legend, integer steps, a dotted line
+    at each epoch's end (epoch numbers along the top), the best validation marked, and the overtraining
+    sentence underneath when it applies."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
-    steps = [r["step"] for r in records]
+    train = [r for r in records if not is_validation(r)]
+    history = ValidationHistory.from_records(records)
+    steps = [r["step"] for r in train]
     # Few records (a short run): draw each one as a dot, since a single record makes no line.
-    style: dict[str, Any] = {"marker": "o", "markersize": 3} if len(records) <= 50 else {}
-    figure = Figure(figsize=(8, 4.5), dpi=100)
-    top, bottom = figure.subplots(2, 1, sharex=True)
-    for key, label in (
-        ("loss_mel", "mel (x c_mel)"),
-        ("loss_fm", "feature match"),
-        ("loss_kl", "KL"),
-    ):
-        top.plot(steps, [_num(r.get(key)) for r in records], label=label, **style)
-    for key, label in (("loss_gen", "generator (GAN)"), ("loss_d", "discriminator")):
-        bottom.plot(steps, [_num(r.get(key)) for r in records], label=label, **style)
-    top.set_ylabel("loss")
-    bottom.set_ylabel("loss")
+    style: dict[str, Any] = {"marker": "o", "markersize": 3} if len(train) <= 50 else {}
+    note = overtraining_note(records)
+    figure = Figure(figsize=(8, 5.4 if note else 4.8), dpi=100)
+    top, bottom = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    for key, label in (("loss_mel", "training mel (x c_mel)"), ("loss_fm", "feature matching"), ("loss_kl", "KL")):
+        top.plot(steps, [_num(r.get(key)) for r in train], label=label, **style)
+    if history.records:
+        top.plot([r["step"] for r in history.records], [_num(r.get(BEST_KEY)) for r in history.records],
+                 label="validation mel (held-out)", color="black", linewidth=2, marker="s", markersize=4)
+    for key, label in (("loss_gen", "generator (adversarial)"), ("loss_d", "discriminator")):
+        bottom.plot(steps, [_num(r.get(key)) for r in train], label=label, **style)
+    ends = epoch_ends(records)
+    for axis in (top, bottom):
+        for step in ends.values():
+            axis.axvline(step, color="grey", linestyle=":", linewidth=0.8)
+        axis.grid(alpha=0.3)
+        axis.set_ylabel("loss")
+    best = history.best
+    if best is not None:
+        for axis in (top, bottom):
+            axis.axvline(best["step"], color="tab:purple", linewidth=1.5)
+        top.plot([best["step"]], [best[BEST_KEY]], marker="*", markersize=16, color="tab:purple", linestyle="none",
+                 label=f"best: epoch {best['epoch']} (step {best['step']})")
+    if ends:
+        epochs_axis = top.secondary_xaxis("top")
+        shown = sorted(ends.items())[:: max(1, len(ends) // 20)]  # at most ~20 labels
+        epochs_axis.set_xticks([step for _, step in shown], labels=[str(epoch) for epoch, _ in shown])
+        epochs_axis.set_xlabel("end of epoch", fontsize="small")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.set_xlabel("step")
-    top.legend(loc="upper right", fontsize="small")
+    top.legend(loc="best", fontsize="small")
     bottom.legend(loc="upper right", fontsize="small")
-    top.grid(alpha=0.3)
-    bottom.grid(alpha=0.3)
-    figure.tight_layout()
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, format="png")
+    if note:
+        import textwrap
+
+        figure.text(0.01, 0.01, textwrap.fill(note, 120), fontsize="small", color="tab:red")
+        figure.tight_layout(rect=(0, 0.1, 1, 1))
+    else:
+        figure.tight_layout()
+    return figure
 
 
 def _num(value: Any) -> float:
@@ -249,3 +301,63 @@ def _mel_to_image(mel: np.ndarray) -> np.ndarray:
     low, high = float(np.min(mel)), float(np.max(mel))
     scaled = (mel - low) / (high - low) if high > low else np.zeros_like(mel)
     return np.flipud(scaled).astype(np.float32)
+
+
+# -- validation history: best so far, epochs since, early stop, the overtraining sentence ---------
+@dataclass
+class ValidationHistory:
+    """Validation records in step order (from metrics.jsonl and this run)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict[str, Any]]) -> ValidationHistory:
+        return cls(sorted((dict(r) for r in records if is_validation(r)), key=lambda r: int(r["step"])))
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The record with the lowest finite `val_loss_mel` (the earliest of equals)."""
+        best = None
+        for record in self.records:
+            value = record.get(BEST_KEY)
+            if isinstance(value, (int, float)) and math.isfinite(value) and (best is None or value < best[BEST_KEY]):
+                best = record
+        return best
+
+    def add(self, record: dict[str, Any]) -> bool:
+        """Append one; True when it is the new best."""
+        self.records.append(dict(record))
+        return self.best is self.records[-1]
+
+    def epochs_without_improvement(self) -> int:
+        """Epoch-end validations after the best one (all of them when none was finite)."""
+        best = self.best
+        after = int(best["step"]) if best is not None else -1
+        return sum(1 for r in self.records if r.get("epoch_end") and int(r["step"]) > after)
+
+    def should_stop(self, patience_epochs: int) -> bool:
+        return patience_epochs > 0 and self.epochs_without_improvement() >= patience_epochs
+
+
+def overtraining_note(records: Sequence[dict[str, Any]], stall_epochs: int = STALL_EPOCHS) -> str | None:
+    """"likely overtraining since epoch N" when validation has not improved for `stall_epochs` epoch ends
+    while the training mel loss (mean per epoch) still fell; None otherwise."""
+    history = ValidationHistory.from_records(records)
+    best = history.best
+    ends = [r for r in history.records if r.get("epoch_end")]
+    if best is None or not ends or history.epochs_without_improvement() < stall_epochs:
+        return None
+    best_epoch, last_epoch = int(best["epoch"]), int(ends[-1]["epoch"])
+    by_epoch: dict[int, list[float]] = {}
+    for r in records:
+        value = r.get("loss_mel")
+        if not is_validation(r) and isinstance(value, (int, float)) and math.isfinite(value):
+            by_epoch.setdefault(int(r["epoch"]), []).append(float(value))
+    if best_epoch not in by_epoch or last_epoch not in by_epoch:
+        return None
+    then, now = float(np.mean(by_epoch[best_epoch])), float(np.mean(by_epoch[last_epoch]))
+    if now >= then:
+        return None
+    return (f"Validation has not improved since epoch {best_epoch} ({last_epoch - best_epoch} epochs) while the "
+            f"training mel loss kept falling ({then:.2f} -> {now:.2f}): likely overtraining since epoch {best_epoch}. "
+            f"The best voice is the one kept at epoch {best_epoch} (<experiment>_best).")

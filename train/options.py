@@ -65,12 +65,20 @@ class TrainingOptions:
         False, "Cache the training set on the device", "Keep epoch 1's batches on the device and replay them in "
         "later epochs (RVC's cache on GPU; faster for small datasets, uses device memory).", flag="cache-on-device")
 
+    validate_every_steps: int | None = spec_field(
+        None, "Validate every N steps", "Also evaluate on the held-out clips every N steps (each epoch end always "
+        "does); empty: at epoch ends only.", 1, 1_000_000, 1, unit="steps")
+    early_stop_epochs: int = spec_field(
+        0, "Early stop after N epochs", "Stop when the validation loss has not improved for N epochs (needs held-out "
+        "clips); 0: off.", 0, 1000, 1, flag="early-stop", unit="epochs")
+
     def __post_init__(self) -> None:
         specs = training_option_specs()
-        for name in ("epochs", "batch_size", "save_every_epochs", "num_workers"):
+        for name in ("epochs", "batch_size", "save_every_epochs", "num_workers", "early_stop_epochs"):
             specs[name].checked(getattr(self, name), upper=False)  # the range is the UI's; scripts may go further
-        if self.log_interval is not None:
-            specs["log_interval"].checked(self.log_interval, upper=False)
+        for name in ("log_interval", "validate_every_steps"):
+            if getattr(self, name) is not None:
+                specs[name].checked(getattr(self, name), upper=False)
         if self.precision not in PRECISIONS:
             raise UserInputError(f"unknown precision {self.precision!r}; use auto, fp32, bf16 or fp16")
 

@@ -14,6 +14,8 @@ Where it deliberately differs from RVC, and why:
   name, so checkpoints from RVC releases with another parameter order resume correctly.
 * Stop takes effect between two steps and saves a checkpoint (and the voice); a second training of the same
   experiment is refused through `train.lock`.
+* Held-out validation (`train.validation`) at each epoch end: the lowest validation loss so far is kept
+  as G_best.pth / D_best.pth (resumable) and weights/<name>_best.pth; optional early stop.
 * With DDP each GPU gets `batch_size` items per step (RVC gives each GPU batch x n_gpus).
 * The generator's backward skips the discriminator's weight gradients (they are discarded by
   RVC anyway), and the target mel is computed in fp32 outside autocast.
@@ -51,7 +53,15 @@ from train.losses import (
     mel_loss,
 )
 from train.mel import MelTransform
-from train.metrics import LIVE_METRICS, LOSS_NAMES, MetricsWriter, StepMetrics, loss_line
+from train.metrics import (
+    LIVE_METRICS,
+    LOSS_NAMES,
+    MetricsWriter,
+    StepMetrics,
+    loss_line,
+    overtraining_note,
+    read_metrics,
+)
 from train.options import Precision, TrainingOptions
 from train.training_setup import (
     _RESUME_FIX,
@@ -76,6 +86,7 @@ from train.training_setup import (
     resume_step,
     unwrap,
 )
+from train.validation import TENSORBOARD_TAGS, Validator, write_best
 
 # Re-exported: scripts and the API import these from here (`from train.trainer import ...`).
 __all__ = [
@@ -149,6 +160,7 @@ class Trainer:
         self.log_interval = options.log_interval or self.config.train.log_interval
         self._networks = networks
         self.state: TrainState  # set up by run()
+        self.validator: Validator  # opened by run() (after the metrics file is cut back to the resumed step)
 
     # -- setup -----------------------------------------------------------------------------------
     def _init_process_group(self) -> None:
@@ -370,22 +382,23 @@ class Trainer:
         )
 
     # -- files -------------------------------------------------------------------------------------
-    def _save_checkpoints(self, state: TrainState, steps_per_epoch: int) -> tuple[Path, Path]:
+    def _save_checkpoints(self, state: TrainState, steps_per_epoch: int, best: bool = False) -> tuple[Path, Path]:
         """G then D at the current position, each written atomically; a pair is only used for resume once
-        both exist. `iteration` (RVC's field) is the number of whole epochs done."""
+        both exist. `iteration` (RVC's field) is the number of whole epochs done. `best`: the G_best/D_best pair."""
         from infer_pack.checkpoint import save_training_checkpoint
 
         where = state.position
         step_name = LATEST_ONLY_STEP if self.options.latest_only else where.global_step
-        g_path = self.experiment.g_checkpoint_path(step_name)
-        d_path = self.experiment.d_checkpoint_path(step_name)
+        g_path = self.experiment.best_checkpoint_path("G") if best else self.experiment.g_checkpoint_path(step_name)
+        d_path = self.experiment.best_checkpoint_path("D") if best else self.experiment.d_checkpoint_path(step_name)
         resume = ResumeState.capture(where, steps_per_epoch, state.scaler).to_dict()
         for path, net, optimizer in ((g_path, state.net_g, state.optim_g), (d_path, state.net_d, state.optim_d)):
             save_training_checkpoint(
                 path, model=unwrap(net).state_dict(), iteration=where.epochs_done, optimizer=optimizer.state_dict(),
                 learning_rate=self.config.train.learning_rate, global_step=where.global_step, resume=resume,
             )
-        state.saved_step = where.global_step
+        if not best:
+            state.saved_step = where.global_step
         log.info("saved %s and %s (%s)", g_path.name, d_path.name, self._where(where, steps_per_epoch))
         return g_path, d_path
 
@@ -396,12 +409,13 @@ class Trainer:
             return f"epoch {where.epochs_done} done, step {where.global_step}"
         return f"epoch {where.epoch}, {where.batch} of {steps_per_epoch} steps, step {where.global_step}"
 
-    def _export_voice(self, state: TrainState, path: Path) -> Path:
+    def _export_voice(self, state: TrainState, path: Path, note: str = "") -> Path:
         from infer_pack.checkpoint import save_voice, voice_from_state_dict
 
         where = state.position
         # RVC's info is "<epochs>epoch"; a voice saved mid-epoch says so as the log does ("epoch 2 step 31").
         info = f"{where.epochs_done}epoch" if where.batch == 0 else f"epoch {where.epoch} step {where.global_step}"
+        info += note
         weights = {k: v.detach().cpu() for k, v in unwrap(state.net_g).state_dict().items()}
         voice = voice_from_state_dict(
             weights, self.config, self.setup.use_f0, info, self.setup.version,
@@ -411,11 +425,11 @@ class Trainer:
         log.info("exported voice %s", path)
         return path
 
-    def _voice_path(self, where: Position | None) -> Path | None:
+    def _voice_path(self, where: Position | None, suffix: str = "") -> Path | None:
         if self.options.weights_dir is None:
             return None
         name = self.options.voice_name or self.experiment.name
-        suffix = "" if where is None else f"_e{where.epochs_done}_s{where.global_step}"
+        suffix = suffix if where is None else f"_e{where.epochs_done}_s{where.global_step}"
         return Path(self.options.weights_dir) / f"{name}{suffix}.pth"
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -442,11 +456,19 @@ class Trainer:
         steps_per_epoch = len(sampler)
         start = state.position
         metrics.keep_until(start.global_step)
+        self.validator = Validator.open(
+            self.experiment, version=self.setup.version, use_f0=self.setup.use_f0, mel=self.mel,
+            c_mel=self.config.train.c_mel, device=self.device, every_steps=self.options.validate_every_steps,
+            early_stop_epochs=self.options.early_stop_epochs,
+            records=read_metrics(self.experiment.metrics_path) if self.dist.is_main else [],
+        )
         result = TrainingResult(
             experiment_dir=self.experiment.root, first_epoch=start.epoch, epochs_done=start.epochs_done,
             global_step=start.global_step, cancelled=False, resumed_from=resumed_from, checkpoint_g=None,
             checkpoint_d=None, voice_path=None, metrics_path=self.experiment.metrics_path,
         )  # fmt: skip
+        if (best := self.validator.history.best) is not None:
+            result.best_epoch, result.best_step = int(best["epoch"]), int(best["step"])
         log.info(
             "training %s: epochs %d..%d, %d steps per epoch, device %s, %s, rank %d/%d",
             self.experiment.name, start.epoch, self.options.epochs, steps_per_epoch, self.device,
@@ -459,6 +481,8 @@ class Trainer:
             if self._train_epoch(state, loader, sampler, cache, loop, metrics, result):
                 return self._stop(state, loop, result, metrics)
             self._end_epoch(state, loop, result, metrics)
+            if self._any_rank(self.validator.should_stop()):
+                return self._stop_early(state, loop, result, metrics)
         return self._finish(state, loop, result, metrics)
 
     def _report(self, state: TrainState, loop: _Loop, message: str) -> None:
@@ -505,6 +529,8 @@ class Trainer:
             if self.dist.is_main and due:
                 result.last_metrics = self._log_metrics(state, out, loop.time_s / loop.steps, metrics)
                 loop.time_s, loop.steps = 0.0, 0
+            if self.dist.is_main and self.validator.due_within_epoch(where.global_step, where.batch, loop.steps_per_epoch):
+                self._validate(state, loop, metrics, result, epoch=where.epoch, epoch_end=False)
             self._report(state, loop, f"epoch {where.epoch}/{self.options.epochs} step {where.global_step}")
         return False
 
@@ -517,6 +543,8 @@ class Trainer:
         for scheduler in state.schedulers:
             scheduler.step()
         result.epochs_done, result.global_step = epoch, where.global_step
+        if self.dist.is_main and self.validator.enabled:
+            self._validate(state, loop, metrics, result, epoch=epoch, epoch_end=True)
         if self.dist.is_main and (epoch % self.options.save_every_epochs == 0 or epoch == self.options.epochs):
             result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(state, loop.steps_per_epoch)
             if self.options.export_every_save and epoch != self.options.epochs:
@@ -534,6 +562,9 @@ class Trainer:
                 result.voice_path = self._export_voice(state, final)
                 result.exported.append(result.voice_path)
             result.loss_curve_path = metrics.plot()
+            result.overtraining_note = overtraining_note(read_metrics(self.experiment.metrics_path))
+            if result.overtraining_note:
+                log.info("%s", result.overtraining_note)
         self._barrier()
         self._report(state, loop, f"training done: {self._where(where, loop.steps_per_epoch)}")
         return result
@@ -555,9 +586,48 @@ class Trainer:
         self._barrier()
         return result
 
+    def _validate(
+        self, state: TrainState, loop: _Loop, metrics: MetricsWriter, result: TrainingResult, *, epoch: int,
+        epoch_end: bool,
+    ) -> None:
+        """Evaluate on the held-out clips, log the figures; a new best is kept (G_best/D_best, <name>_best.pth)."""
+        where = state.position
+        figures, improved = self.validator.run(unwrap(state.net_g), step=where.global_step, epoch=epoch,
+                                               epoch_end=epoch_end)
+        record = figures.to_record()
+        metrics.write_record(record, {tag: record[k] for k, tag in TENSORBOARD_TAGS.items() if record[k] is not None})
+        cents = "-" if figures.val_f0_cents is None else f"{figures.val_f0_cents:.0f}"
+        log.info("validation at epoch %d step %d: mel %.3f, stft %.3f, pitch error %s cents (%.1f s of audio in "
+                 "%.2f s)%s", epoch, where.global_step, figures.val_loss_mel, figures.val_stft, cents,
+                 figures.val_seconds, figures.val_time_s, ", the best so far" if improved else "")
+        if not improved:
+            return
+        result.best_epoch, result.best_step = epoch, where.global_step
+        self._save_checkpoints(state, loop.steps_per_epoch, best=True)
+        voice = self._voice_path(None, suffix="_best")
+        if voice is not None:
+            self._export_voice(state, voice, note=f", best validation (mel {figures.val_loss_mel:.3f})")
+            result.best_voice_path = voice
+        write_best(self.experiment, figures, voice)
+
+    def _stop_early(
+        self, state: TrainState, loop: _Loop, result: TrainingResult, metrics: MetricsWriter
+    ) -> TrainingResult:
+        """No better validation for `early_stop_epochs` epochs: save where it stands and finish."""
+        where = state.position
+        log.info("early stop after epoch %d: no better validation for %d epochs (best: epoch %s)", where.epochs_done,
+                 self.options.early_stop_epochs, result.best_epoch)
+        result.stopped_early = True
+        if self.dist.is_main and where.global_step != state.saved_step:
+            result.checkpoint_g, result.checkpoint_d = self._save_checkpoints(state, loop.steps_per_epoch)
+        return self._finish(state, loop, result, metrics)
+
     def _stop_requested(self) -> bool:
         """The cancel flag, agreed by every rank (any rank's stop stops all)."""
-        flag = self.cancel.cancelled
+        return self._any_rank(self.cancel.cancelled)
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True on every rank when it is on any rank."""
         if not self.dist.enabled:
             return flag
         value = torch.tensor([1.0 if flag else 0.0], device=self.device)

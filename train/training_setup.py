@@ -62,6 +62,11 @@ class TrainingResult:
     metrics_path: Path | None = None
     loss_curve_path: Path | None = None
     last_metrics: StepMetrics | None = None
+    best_epoch: int | None = None  # epoch of the lowest validation loss so far (None: no validation)
+    best_step: int | None = None
+    best_voice_path: Path | None = None  # weights/<name>_best.pth
+    stopped_early: bool = False  # early stop: no better validation for `early_stop_epochs` epochs
+    overtraining_note: str | None = None  # "likely overtraining since epoch N", when it is so
 
 
 def load_experiment_config(experiment: Experiment, version: Version, sample_rate_tag: SampleRateTag) -> RVCConfig:

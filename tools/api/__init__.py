@@ -34,10 +34,12 @@ if TYPE_CHECKING:
     from tools.api.separate import separate_audio as separate_audio
     from tools.api.specs import conversion_param_specs as conversion_param_specs
     from tools.api.train_request import training_param_specs as training_param_specs
+    from tools.api.training import loss_curve_figure as loss_curve_figure
     from tools.api.training import loss_series as loss_series
     from tools.api.training import one_click as one_click
     from tools.api.training import train_model as train_model
     from tools.api.training import training_losses as training_losses
+    from tools.api.training import validation_summary as validation_summary
 
 _EXPORTS: dict[str, str] = {
     "show_voice_info": "models",
@@ -53,6 +55,8 @@ _EXPORTS: dict[str, str] = {
     "one_click": "training",
     "training_losses": "training",
     "loss_series": "training",
+    "loss_curve_figure": "training",
+    "validation_summary": "training",
     "train_index": "index",
     "convert_voice": "convert",
     "convert_batch": "convert",

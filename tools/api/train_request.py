@@ -32,6 +32,8 @@ class TrainSettings(TypedDict, total=False):
     resume: bool
     export_voice: bool
     cache_batches: bool
+    validate_every_steps: int | None
+    early_stop_epochs: int
 
 
 class TrainOptions(TrainSettings, total=False):
@@ -76,6 +78,8 @@ class TrainRequest:
     export_voice: bool = spec_field(True, "Export the voice", "Write weights/<experiment>.pth at the end "
                                     "(and when stopped).", flag="no-export")
     cache_batches: bool = spec_from(TrainingOptions, "cache_batches")
+    validate_every_steps: int | None = spec_from(TrainingOptions, "validate_every_steps")
+    early_stop_epochs: int = spec_from(TrainingOptions, "early_stop_epochs")
 
 
 def training_param_specs() -> dict[str, ParamSpec]:

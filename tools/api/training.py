@@ -47,9 +47,14 @@ class TrainResult:
     metrics_path: Path | None = None
     loss_curve_path: Path | None = None
     last_losses: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int | None = None  # epoch of the lowest validation loss (None: no held-out clips)
+    best_voice_path: Path | None = None  # weights/<experiment>_best.pth
+    stopped_early: bool = False
+    overtraining_note: str | None = None
 
     def summary(self) -> str:
-        state = "stopped" if self.cancelled else "finished"
+        state = "stopped early (no better validation)" if self.stopped_early else (
+            "stopped" if self.cancelled else "finished")
         text = f"training {state} at epoch {self.epochs_done}, step {self.global_step}"
         if self.resumed_from is not None:
             text += f" (resumed from {self.resumed_from.name})"
@@ -57,6 +62,12 @@ class TrainResult:
             text += f"; voice saved to {self.voice_path}"
         if self.checkpoint_g is not None:
             text += f"; checkpoint {self.checkpoint_g.name}"
+        if self.best_epoch is not None:
+            text += f"; best validation at epoch {self.best_epoch}"
+            if self.best_voice_path is not None:
+                text += f" ({self.best_voice_path.name})"
+        if self.overtraining_note:
+            text += "\n" + self.overtraining_note
         return text
 
 
@@ -171,6 +182,10 @@ def _to_result(result: TrainingResult, pretrained_g: Path | None, pretrained_d: 
         metrics_path=result.metrics_path,
         loss_curve_path=result.loss_curve_path,
         last_losses=last.to_json_dict() if last is not None else {},
+        best_epoch=result.best_epoch,
+        best_voice_path=result.best_voice_path,
+        stopped_early=result.stopped_early,
+        overtraining_note=result.overtraining_note,
     )
 
 
@@ -284,7 +299,29 @@ def training_losses(project: Project | str | Path, experiment: str) -> list[dict
 
 
 def loss_series() -> dict[str, str]:
-    """The losses the app's curve draws: metrics key -> legend name (from the trainer's one list of losses)."""
-    from train.metrics import PLOTTED_LOSSES
+    """The series the app's curve draws: metrics key -> legend name (the trainer's losses, then validation)."""
+    from train.metrics import PLOTTED_SERIES
 
-    return dict(PLOTTED_LOSSES)
+    return dict(PLOTTED_SERIES)
+
+
+def loss_curve_figure(project: Project | str | Path, experiment: str) -> Any:
+    """The loss-curve panel of an experiment (a matplotlib Figure, as its loss_curve.png), or None before any record."""
+    from train.metrics import draw_loss_curve
+
+    records = training_losses(project, experiment)
+    return draw_loss_curve(records) if records else None
+
+
+def validation_summary(project: Project | str | Path, experiment: str) -> str:
+    """The best validation so far and, when it applies, "likely overtraining since epoch N"; '' without validation."""
+    from train.metrics import BEST_KEY, ValidationHistory, overtraining_note
+
+    records = training_losses(project, experiment)
+    best = ValidationHistory.from_records(records).best
+    if best is None:
+        return ""
+    text = (f"Best validation: epoch {best['epoch']} (step {best['step']}, validation mel {best[BEST_KEY]:.2f}), "
+            f"kept as weights/{experiment}_best.pth")
+    note = overtraining_note(records)
+    return text + ("\n" + note if note else "")
