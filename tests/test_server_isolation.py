@@ -28,7 +28,8 @@ FORM: dict[str, Any] = {
     "dataset": "dataset", "speaker_id": 0, "f0_method": "pm", "save_every_epochs": 1, "epochs": 1, "batch_size": 1,
     "latest_only": True, "export_every_save": False, "pretrained_g": "", "pretrained_d": "",
     "index_kind": "ivf_flat", "from_scratch": True, "log_interval": 1, "extract_device": "auto",
-    "train_device": "auto", "cache_batches": False,
+    "train_device": "auto", "cache_batches": False, "early_stop_epochs": 0, "validate_every_steps": None,
+    "held_out_percent": 3,
 }
 CONVERT_PARAMS = (0, 0, "pm", 0.75, 3, 0, 0.25, 0.33)
 # The server's resident memory after the sequence may exceed its size before by at most this much.

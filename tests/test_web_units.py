@@ -173,7 +173,8 @@ def test_device_choices_reach_the_api(ctx: AppContext, monkeypatch: pytest.Monke
         "dataset": "data", "speaker_id": 0, "f0_method": "pm", "save_every_epochs": 1, "epochs": 1, "batch_size": 1,
         "latest_only": True, "export_every_save": False, "pretrained_g": "", "pretrained_d": "",
         "index_kind": "ivf_flat", "from_scratch": True, "log_interval": None, "extract_device": "cuda:1",
-        "train_device": "cuda:0", "cache_batches": True,
+        "train_device": "cuda:0", "cache_batches": True, "early_stop_epochs": 2, "validate_every_steps": None,
+        "held_out_percent": 3,
     }
     assert list(values) == list(TrainForm.FIELDS)
     form = TrainForm(ctx)
@@ -183,7 +184,7 @@ def test_device_choices_reach_the_api(ctx: AppContext, monkeypatch: pytest.Monke
         # What the job's process runs: the same call, with the job's progress, cancel, metrics and cache.
         call.invoke(progress=lambda *_: None, cancel=cancel, on_metrics=lambda *_: None, cache=ctx.cache)
     assert seen["one_click"]["device"] == "cuda:1" and seen["one_click"]["train_device"] == "cuda:0"
-    assert seen["one_click"]["cache_batches"] is True
+    assert seen["one_click"]["cache_batches"] is True and seen["one_click"]["early_stop_epochs"] == 2
     assert seen["extract"]["device"] == "cuda:1"
 
 
