@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speaker-id", type=int, default=0)
     p.add_argument("--processes", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     add_spec_flags(p, {"decoder": conversion_param_specs()["decoder"]})  # the same choice conversions have
+    p.add_argument("--held-out", type=float, default=3.0, metavar="PERCENT",
+                   help="share of the clips set aside for validation (whole files where there are several, at "
+                   "least 10 s; never trained on nor indexed); 0: none (default: 3)")
 
     p = add("extract", _cmd_extract, "extract pitch and content features of a preprocessed experiment")
     _add_experiment_flags(p, sample_rate=False)
@@ -330,7 +333,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> Any:
 
     return _run(args, lambda bar: api.preprocess_dataset(
         project=args.root, experiment=args.experiment, dataset_dir=args.dataset, sample_rate_tag=args.sample_rate,
-        speaker_id=args.speaker_id, n_processes=args.processes, decoder=args.decoder, progress=bar,
+        speaker_id=args.speaker_id, n_processes=args.processes, decoder=args.decoder, held_out_percent=args.held_out,
+        progress=bar,
     ))
 
 
