@@ -116,6 +116,7 @@ def test_an_offline_download_fails_and_fetches_only_the_ticked_assets(
     assert "1 failed" in status["error"] and "0 downloaded" in status["error"]
     log = "\n".join(status["log"])
     assert "rmvpe.pt" in log and "Download these files" in log
+    assert "HF_HUB_OFFLINE is set" in log, "why it failed, per file"
     assert "f0G40k" not in log and "hubert" not in log, "only the ticked asset is tried"
     assert not (root / "rmvpe.pt").exists()
 
@@ -165,6 +166,7 @@ def test_the_assets_panel_shows_an_offline_download_as_failed(
     assert "1 failed" in page.locator("#assets-job .rvc-progress .text").inner_text()
     log = page.locator("#assets-job .rvc-log textarea").input_value()
     assert "rmvpe.pt" in log and "f0G40k" not in log, log
+    assert "HF_HUB_OFFLINE is set" in log, "the page says why the download failed (offline), as the CLI does"
 
 
 def test_audio_uploaded_in_the_train_tab_becomes_the_dataset(

@@ -89,9 +89,11 @@ def test_assets_lists_missing_files(project_root: Path) -> None:
     done = run_cli("assets", root=project_root)
     assert done.returncode == 0
     lines = {line.split()[1]: line.split()[0] for line in done.stdout.splitlines() if line.strip() and
-             line.split()[0] in ("ok", "missing", "partial", "wrong-size")}
-    assert lines["hubert"] == "missing" and lines["rmvpe"] == "wrong-size"
-    assert "missing: hubert, rmvpe" in done.stdout
+             line.split()[0] in ("ok", "missing", "partial", "unpublished")}
+    assert lines["hubert"] == "missing" and lines["rmvpe"] == "unpublished"
+    # one wording: missing only for absent files; the other-size file is present, not the published one
+    assert "missing: hubert, " in done.stdout and "missing: hubert, rmvpe" not in done.stdout
+    assert "present, not the published file: rmvpe" in done.stdout
 
 
 @pytest.fixture(scope="module")

@@ -457,9 +457,8 @@ def _cmd_export_onnx(args: argparse.Namespace) -> Any:
 def _cmd_download(args: argparse.Namespace) -> int:
     from tools import api
 
+    # the summary printed names each failed file and why (e.g. the hub is unreachable)
     result = _run(args, lambda bar: api.download_assets(args.assets or None, args.root, progress=bar), unit="B")
-    for repo_path, reason in result.failed.items():
-        print(f"error: {repo_path}: {reason}", file=sys.stderr)
     return 0 if result.ok else EXIT_ERROR
 
 
@@ -471,7 +470,7 @@ def _cmd_assets(args: argparse.Namespace) -> int:
         if state.present:
             mark = "ok"
         elif state.size_bytes is not None:
-            mark = "wrong-size"  # not the published file: a custom one, or a cut-short copy
+            mark = "unpublished"  # present, not the published file: a custom one or a cut-short copy (used as it is)
         else:
             mark = "partial" if state.partial_bytes else "missing"
         print(f"{mark:>8}  {state.group:<18} {state.path}")

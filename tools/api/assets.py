@@ -99,7 +99,10 @@ class DownloadResult:
         if self.failed:
             parts.append(f"{len(self.failed)} failed")
         text = ", ".join(parts)
-        return f"{text}\n{self.help_text}" if self.failed else text
+        if not self.failed:
+            return text
+        reasons = "\n".join(f"- {repo_path}: {reason}" for repo_path, reason in self.failed.items())
+        return f"{text}:\n{reasons}\n{self.help_text}"
 
 
 def asset_status(root: str | Path = ".", *, verify: bool = False) -> AssetStatus:
