@@ -129,6 +129,25 @@ def test_the_set_for_a_version_and_rate_ticks_its_missing_assets(served: tuple[s
     assert set_selection(ctx, "v1-48k") == ["hubert", "rmvpe", "pretrained-v1-48k"]  # hubert: not the published file
 
 
+def test_the_assets_panel_lists_the_separation_models(served: tuple[str, Any, Path]) -> None:
+    """Separation models are downloadable from the Assets panel, each marked missing or with its size on disk."""
+    from tools.ui_assets import group_choices, status_html
+
+    _url, ctx, root = served
+    (root / "uvr5_weights").mkdir(exist_ok=True)
+    (root / "uvr5_weights" / "HP2_all_vocals.pth").write_bytes(b"\0" * 2_500_000)
+    try:
+        choices = dict((value, text) for text, value in group_choices(ctx))
+        assert choices["uvr5-hp5"] == "uvr5-hp5 (missing)" and choices["uvr5"] == "uvr5"
+        assert choices["uvr5-hp2"] == "uvr5-hp2", "a separation model on disk is not marked"
+        table = status_html(ctx)
+        assert 'data-asset="uvr5-hp5" data-present="false"' in table
+        row = table.split('data-asset="uvr5-hp2"')[1].split("</tr>")[0]
+        assert "2.5 MB" in row and "HP2_all_vocals.pth" in row, row
+    finally:
+        (root / "uvr5_weights" / "HP2_all_vocals.pth").unlink()
+
+
 def test_voices_added_after_start_are_listed_on_the_first_page_load(
     browser: Any, served: tuple[str, Any, Path], reference: Path,
 ) -> None:

@@ -729,6 +729,8 @@ def test_browser_separate_tab_offers_the_stems(project_root: Path, mdx_file: Pat
             # the intro is shown whole (Markdown once swallowed "<name>_vocals ..." as an HTML tag)
             page.get_by_text("NAME_instrumental", exact=False).wait_for()
             page.locator("#separate-model input").click()
+            # catalogued models not on disk say so and name their download
+            page.get_by_role("option", name="HP5_only_main_vocal.pth (missing: download under Assets, tick uvr5-hp5)").wait_for()
             page.get_by_role("option", name="onnx_dereverb_By_FoxJoy/vocals.onnx").click()
             page.locator("#separate-input-dir input, #separate-input-dir textarea").first.fill("songs")
             page.locator("#separate-run").click()

@@ -21,6 +21,8 @@ LABELS: dict[str, str] = {
     "assets.present": "present",
     "assets.missing": "missing",
     "assets.other": "present, not the published file",
+    "separate.missing": "missing: download under Assets, tick",
+    "assets.separation": "Separation models (Separate tab; not part of a training's set: tick the ones you need)",
     "tab.convert": "Convert",
     "tab.batch": "Batch",
     "tab.single": "Single file",

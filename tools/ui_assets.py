@@ -42,7 +42,30 @@ def status_html(ctx: AppContext) -> str:
             f"<td>{html.escape(group)}</td><td>{len(states) - len(missing)}/{len(states)} files</td>"
             f'<td><span class="{css}">{html.escape(mark)}</span></td><td><code>{where}</code></td></tr>'
         )
-    return f'<div class="rvc-assets"><p>{html.escape(status.summary())}</p><table>{"".join(rows)}</table></div>'
+    return (f'<div class="rvc-assets"><p>{html.escape(status.summary())}</p><table>{"".join(rows)}</table>'
+            f"{separation_html(ctx)}</div>")
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:,.1f} MB"
+
+
+def separation_html(ctx: AppContext) -> str:
+    """The separation models: one row per download name, with its files' sizes on disk or "missing"."""
+    from tools.api.assets import separation_status
+
+    status = separation_status(ctx.project.root)
+    rows = []
+    for state in status.assets:
+        there = state.size_bytes is not None
+        mark = _size(state.size_bytes) if state.size_bytes is not None else label("assets.missing")
+        rows.append(
+            f'<tr data-asset="{html.escape(state.group)}" data-present="{str(there).lower()}">'
+            f"<td>{html.escape(state.group)}</td><td>{html.escape(state.path.name)}</td>"
+            f'<td><span class="{"rvc-present" if there else "rvc-missing"}">{html.escape(mark)}</span></td></tr>'
+        )
+    return (f'<p>{html.escape(label("assets.separation"))}</p>'
+            f'<table class="rvc-separation-assets">{"".join(rows)}</table>')
 
 
 def heading(ctx: AppContext, version: str = "v2", sample_rate_tag: str = "40k") -> str:
@@ -91,11 +114,15 @@ def set_selection(ctx: AppContext, chosen_set: str | None) -> list[str]:
 def group_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """(shown text, download name) per group, marking the ones with files missing."""
     from tools import api
-    from tools.api.assets import GROUP_NAMES
+    from tools.api.assets import GROUP_NAMES, SEPARATION_GROUP_NAMES, separation_status
 
     status = api.asset_status(ctx.project.root)
+    separation = separation_status(ctx.project.root)
     marks = {"missing": f" ({label('assets.missing')})", "unverified": f" ({label('assets.other')})", "present": ""}
-    return [(f"{name}{marks[status.group_state(name)]}", name) for name in GROUP_NAMES if name != "all"]
+    choices = [(f"{name}{marks[status.group_state(name)]}", name) for name in GROUP_NAMES if name != "all"]
+    # separation models after the training assets ("uvr5" = all of them)
+    return choices + [(f"{name}{marks[separation.group_state(name)]}" if name != "uvr5" else name, name)
+                      for name in SEPARATION_GROUP_NAMES]
 
 
 def build_status_panel(ctx: AppContext) -> None:

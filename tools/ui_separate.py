@@ -20,10 +20,18 @@ if TYPE_CHECKING:
 DEFAULT_OUTPUT_DIR = "outputs/separated"  # tools.api.separate's OUTPUT_DIR_NAME, served for download
 
 
-def model_choices(ctx: AppContext) -> list[str]:
+def model_choices(ctx: AppContext) -> list[tuple[str, str]]:
+    """(shown, value) per model: the catalogued ones not on disk say so and name their download."""
+    from tools.api.assets import separation_status
     from tools.api.separate import model_choices as choices
 
-    return choices(ctx.project)
+    absent = {state.path.name: state.group for state in separation_status(ctx.project.root).assets
+              if state.size_bytes is None}
+    shown = []
+    for name in choices(ctx.project):
+        group = absent.get(name)
+        shown.append((f"{name} ({label('separate.missing')} {group})" if group else name, name))
+    return shown
 
 
 def _starter(ctx: AppContext) -> JobStarter:
@@ -32,7 +40,10 @@ def _starter(ctx: AppContext) -> JobStarter:
         from tools.api.separate import resolve_model
 
         if not str(model or "").strip():
-            raise UserInputError("choose a separation model first (download one under Assets or put it in uvr5_weights/)")
+            raise UserInputError(
+                "choose a separation model first: download one under Assets (Separation models), or type the path "
+                "of a model file you already have (.pth / .onnx / .ckpt), or put it in uvr5_weights/"
+            )
         # Refused at once when absent (the message names the download), not after the job started.
         model_path = resolve_model(ctx.project, str(model).strip(), confined=True)
         # Uploads live in Gradio's own upload folder, so they are not confined to the project; a typed folder is.

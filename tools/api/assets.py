@@ -20,6 +20,7 @@ from infer_pack.errors import (
 from infer_pack.progress import CancelToken, ProgressCallback
 from tools import assets
 from tools.assets import GROUP_NAMES as GROUP_NAMES  # the download groups, for the Assets panel
+from tools.assets import SEPARATION_GROUP_NAMES as SEPARATION_GROUP_NAMES
 from tools.assets import AssetDownloadError, AssetFile, AssetState, Transport
 from tools.project import Project
 
@@ -109,6 +110,14 @@ def asset_status(root: str | Path = ".", *, verify: bool = False) -> AssetStatus
     """What is in place under `root` (no network). `verify` also checks every sha256 (reads ~2 GB)."""
     project = Project.at(root)
     return AssetStatus(root=project.root, assets=assets.status(project, hash_check=verify))
+
+
+def separation_status(root: str | Path = ".") -> AssetStatus:
+    """The separation models (UVR5 VR, MDX-Net, RoFormer) under `root`'s uvr5_weights/: which are there, no network.
+
+    They are not part of "all" (only users who separate songs need them); each downloads by its own name."""
+    project = Project.at(root)
+    return AssetStatus(root=project.root, assets=assets.status(project, catalogue=assets.SEPARATION_CATALOGUE))
 
 
 def download_assets(
