@@ -236,3 +236,35 @@ def test_stopping_a_training_says_it_waits_for_the_step_in_progress() -> None:
     assert "then a checkpoint is saved" in training
     other = progress_html(snapshot(()))
     assert "ends at its next check" in other and "a step" not in other
+
+
+def test_client_disconnects_are_one_line_not_tracebacks() -> None:
+    """A request cut by a closed tab logs one INFO line; any other exception keeps its traceback."""
+    import logging
+    import sys
+
+    from tools.web import DisconnectFilter
+
+    def record_of(exc: BaseException) -> logging.LogRecord:
+        try:
+            raise exc
+        except BaseException:
+            return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, "Exception in ASGI application",
+                                     (), sys.exc_info())
+
+    def wrapped() -> BaseException:
+        try:
+            try:
+                raise BrokenPipeError("peer closed")
+            except BrokenPipeError as inner:
+                raise RuntimeError("response failed") from inner
+        except RuntimeError as outer:
+            return outer
+
+    disconnects = DisconnectFilter()
+    for exc in (ConnectionResetError("reset by peer"), wrapped(), ExceptionGroup("task group", [ConnectionResetError()])):
+        record = record_of(exc)
+        assert disconnects.filter(record) and record.exc_info is None and record.levelno == logging.INFO
+        assert "client disconnected" in record.getMessage()
+    real = record_of(ValueError("a real bug"))
+    assert disconnects.filter(real) and real.exc_info is not None and real.levelno == logging.ERROR

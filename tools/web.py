@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -254,9 +255,65 @@ def _outcome(result: object) -> str:
     return str(outcome()) if callable(outcome) else ""
 
 
+def _disconnect_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that only mean a browser went away mid-request (closed tab, reload, lost network)."""
+    import asyncio
+
+    found: list[type[BaseException]] = [ConnectionResetError, BrokenPipeError, asyncio.CancelledError]
+    try:
+        import anyio
+
+        found += [anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream]
+    except ImportError:
+        pass
+    try:
+        from starlette.requests import ClientDisconnect
+
+        found.append(ClientDisconnect)
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+class DisconnectFilter(logging.Filter):
+    """Turns a logged traceback whose cause is a client disconnect into one line: a closed tab is not an error
+    of the server. Any other exception keeps its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types = _disconnect_types()
+
+    def _is_disconnect(self, exc: BaseException | None) -> bool:
+        seen = 0
+        while exc is not None and seen < 10:  # the cause chain (bounded: chains can loop)
+            if isinstance(exc, self.types):
+                return True
+            if isinstance(exc, BaseExceptionGroup) and any(self._is_disconnect(e) for e in exc.exceptions):
+                return True
+            exc = exc.__cause__ or exc.__context__
+            seen += 1
+        return False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and self._is_disconnect(record.exc_info[1]):
+            name = type(record.exc_info[1]).__name__
+            record.msg, record.args = f"a client disconnected during a request ({name})", ()
+            record.exc_info, record.exc_text, record.levelno, record.levelname = None, None, logging.INFO, "INFO"
+        return True
+
+
+def install_disconnect_filter() -> None:
+    """On the root handlers and on the web server's own loggers (which may have handlers of their own)."""
+    disconnects = DisconnectFilter()
+    for name in ("", "uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        logger.addFilter(disconnects)
+        for handler in logger.handlers:
+            handler.addFilter(disconnects)
+
+
 def launch(args: argparse.Namespace, *, block: bool = True) -> int:
     """Start the server from parsed command-line flags; returns an exit status."""
-    import logging
     import sys
 
     try:
@@ -280,6 +337,7 @@ def launch(args: argparse.Namespace, *, block: bool = True) -> int:
         print(warning, file=sys.stderr)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    install_disconnect_filter()
     ctx = AppContext.create(root, allow, realtime_remote=bool(getattr(args, "realtime_remote", False)))
     ctx.max_input_s = max_minutes * 60.0
     ctx.workers.timeout_s = timeout_s
