@@ -197,3 +197,19 @@ def test_api_offers_every_kind_and_prints_the_diagnostics(tmp_path: Path) -> Non
     assert lines[1].startswith("kind: HNSW graph (32 links), cosine [hnsw_cos], metric cosine")
     assert any(line.startswith("recall@8 on 256 of its own vectors: ") for line in lines)
     assert any(line.startswith("warning: only 1000 feature frames") for line in lines)
+
+
+def test_rvcs_own_retrieval_reads_the_fastscan_file_as_we_do(tmp_path: Path) -> None:
+    """RVC's Pipeline.vc steps (read_index, reconstruct_n, search, 1/score^2) on an ivf_pqfs file."""
+    import faiss
+
+    data = clustered(2000, 256, seed=11)
+    path = build_index_from_features(data, tmp_path, "rvc", "v1", kind="ivf_pqfs").added_path
+    feats = (data[:300] + 0.3 * np.random.default_rng(1).standard_normal((300, 256))).astype(np.float32)
+    index = faiss.read_index(str(path))
+    big_npy = index.reconstruct_n(0, index.ntotal)
+    score, ix = index.search(feats, k=8)
+    weight = np.square(1 / score)
+    weight /= weight.sum(axis=1, keepdims=True)
+    rvc = np.sum(big_npy[ix] * np.expand_dims(weight, axis=2), axis=1) * 0.75 + 0.25 * feats
+    np.testing.assert_allclose(load_index(path).blend(feats, 0.75), rvc, rtol=1e-5, atol=1e-5)
