@@ -196,6 +196,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
         precision = str(trainer.amp_dtype).replace("torch.", "")
         notes = f"v2 40k f0, G {params_g / 1e6:.1f}M + D {params_d / 1e6:.1f}M params, batch {batch_size}, segment 12800, {precision}"
         rows.append(BenchRow("train", f"step time ({device})", "s", ours_s, base_s, True, notes))
+        rows += validation_rows(trainer, device, ours_s, batch_size, quick)
         rows.append(
             BenchRow(
                 "train",
@@ -245,6 +246,48 @@ def run(quick: bool = False, device: str = "cpu") -> list[BenchRow]:
             )
         )
     return rows
+
+
+DATASET_S = 600.0  # a typical dataset: RVC's guidance of about 10 minutes
+CLIP_S = 3.4  # mean clip length after step 2a (3.7 s pieces, 0.3 s overlap, shorter tails)
+
+
+def validation_rows(trainer: Any, device: str, step_s: float, batch_size: int, quick: bool) -> list[BenchRow]:
+    """The held-out validation of an epoch end (`train.validation.evaluate`) against that epoch's training
+    time, for a 10-minute dataset with the default held-out share (3 %, at least 10 s)."""
+    from train.holdout import DEFAULT_MIN_SECONDS, DEFAULT_SHARE_PERCENT
+    from train.validation import ValidationSet, evaluate
+
+    held_s = max(DEFAULT_SHARE_PERCENT / 100 * DATASET_S, DEFAULT_MIN_SECONDS)
+    clips = 2 if quick else int(round(held_s / 3.5))
+    from train.data import Sample
+
+    samples = []
+    for _ in range(clips):  # 3.5 s clips like the step's longest
+        batch = _batch(trainer.config, trainer.mel, 1)
+        samples.append(Sample(spec=batch.spec[0], wave=batch.wave[0], phone=batch.phone[0], pitch=batch.pitch[0],
+                              pitchf=batch.pitchf[0], speaker_id=0))
+    data = ValidationSet(samples, use_f0=True)
+
+    def once() -> Any:
+        figures = evaluate(trainer.state.net_g, data, trainer.mel, trainer.config.train.c_mel, trainer.device,
+                           step=0, epoch=0, epoch_end=True)
+        _sync(device)
+        return figures
+
+    once()  # warm-up
+    figures = once()
+    per_second = figures.val_time_s / figures.val_seconds
+    validation_s = per_second * held_s
+    steps_per_epoch = -(-int((DATASET_S - held_s) / CLIP_S) // batch_size)
+    epoch_s = steps_per_epoch * step_s
+    notes = (f"{held_s:.0f} s held out of a {DATASET_S / 60:.0f} min dataset ({clips} clips of 3.5 s measured); "
+             f"epoch = {steps_per_epoch} steps of batch {batch_size} = {epoch_s:.1f} s")
+    return [
+        BenchRow("train", f"validation per epoch ({device})", "s", validation_s, None, True, notes),
+        BenchRow("train", f"validation cost per epoch ({device})", "% of epoch", 100 * validation_s / epoch_s, None,
+                 True, notes),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
