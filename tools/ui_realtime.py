@@ -56,7 +56,7 @@ def is_loopback(request: gr.Request | None) -> bool:
 
 # The stream settings the tab offers, in the order of its controls after the pitch method.
 SETTINGS = ("pitch_semitones", "formant_semitones", "index_rate", "block_time_s", "crossfade_time_s", "extra_time_s",
-            "silence_threshold_db")
+            "silence_threshold_db", "match", "preset")
 
 
 def build(ctx: AppContext, tab: gr.Tab) -> None:
@@ -87,6 +87,9 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
         extra_time = setting("extra_time_s", "realtime.extra_time", "rt-extra")
         silence = setting("silence_threshold_db", "realtime.silence", "rt-silence")
     with gr.Row():
+        engine = spec_widget(specs["match"], specs["match"].label, elem_id="rt-match")
+        preset = spec_widget(specs["preset"], specs["preset"].label, elem_id="rt-preset")
+    with gr.Row():
         mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label=label("realtime.input"), elem_id="rt-mic")
         out = gr.Audio(streaming=True, autoplay=True, interactive=False, label=label("realtime.output"), elem_id="rt-out")
     status = gr.Textbox(label=label("realtime.status"), interactive=False, elem_id="rt-status")
@@ -94,7 +97,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
 
     def on_chunk(chunk: Any, stream: Any, voice_file: str | None, index_file: str | None, f0: str,
                  semitones: float, formant_st: float, rate_of_index: float, block_s: float, fade_s: float,
-                 extra_s: float, silence_db: float, request: gr.Request) -> tuple[Any, Any, Any]:  # fmt: skip
+                 extra_s: float, silence_db: float, engine_name: str, preset_name: str, request: gr.Request) -> tuple[Any, Any, Any]:  # fmt: skip
         if not realtime_allowed(ctx, request):
             raise gr.Error(label("realtime.loopback_only"))
         # `stream` is the session's tools.api.realtime.ChunkStream (Gradio reads these hints: no forward refs).
@@ -104,7 +107,7 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
         try:
             if stream is None:
                 chosen = dict(zip(SETTINGS, (semitones, formant_st, rate_of_index, block_s, fade_s, extra_s,
-                                             silence_db)))
+                                             silence_db, engine_name, preset_name)))
                 values = {name: spec_value(specs[name], value) for name, value in chosen.items()}
                 values["crossfade_time_s"] = min(values["crossfade_time_s"], values["block_time_s"])
                 settings = stream_settings(f0_method=f0, **values)
@@ -117,7 +120,8 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
         played = (stream.sample_rate, converted) if converted.size else gr.skip()
         return played, stream, stream.status()
 
-    controls = [voice, index, f0_method, transpose, formant, index_rate, block_time, crossfade, extra_time, silence]
+    controls = [voice, index, f0_method, transpose, formant, index_rate, block_time, crossfade, extra_time, silence,
+                engine, preset]
     mic.stream(on_chunk, inputs=[mic, session, *controls], outputs=[out, session, status],
                stream_every=STREAM_EVERY_S, time_limit=None, concurrency_limit=1, show_progress="hidden",
                api_name=False)  # fmt: skip
