@@ -31,19 +31,17 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from infer_pack.errors import (
-    ExperimentError,
     ModelFileError,
 )
 from infer_pack.fileio import remove_stale_temporaries
 from infer_pack.progress import CancelToken, ProgressCallback, report
-from train.data import Batch, DistributedBucketSampler, TrainingDataset, collate
+from train.data import Batch, DistributedBucketSampler
 from train.experiment import LATEST_ONLY_STEP
 from train.losses import (
     discriminator_loss,
@@ -66,19 +64,23 @@ from train.options import Precision, TrainingOptions
 from train.training_setup import (
     _RESUME_FIX,
     Distributed,
+    LoopCounters,
     MetricSink,
     Position,
     ResumePoint,
     ResumeState,
+    StepOutput,
     TrainingLock,
     TrainingResult,
     TrainingSetup,
+    TrainState,
     attach_file_log,
     build_networks,
     find_resume_point,
     grad_norm,
     load_experiment_config,
     load_pretrained,
+    make_loader,
     no_sync,
     optimizer_state_by_name,
     resolve_device,
@@ -101,35 +103,6 @@ log = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------
 # The trainer
 # ----------------------------------------------------------------------------------------------
-@dataclass
-class StepOutput:
-    """One step's results: `losses` holds a detached scalar per name of `train.metrics.LOSS_NAMES`."""
-
-    losses: dict[str, torch.Tensor]
-    grad_norm_d: torch.Tensor
-    grad_norm_g: torch.Tensor
-    d_real_terms: list[torch.Tensor]
-    d_fake_terms: list[torch.Tensor]
-    g_terms: list[torch.Tensor]
-    target_mel: torch.Tensor  # [B, n_mels, segment_frames]
-    generated_mel: torch.Tensor  # [B, n_mels, segment_frames]
-
-
-@dataclass
-class TrainState:
-    """Everything a step changes: the networks, their optimisers and schedulers, the scaler and the position."""
-
-    net_g: torch.nn.Module
-    net_d: torch.nn.Module
-    optim_g: torch.optim.AdamW
-    optim_d: torch.optim.AdamW
-    scaler: torch.amp.GradScaler
-    position: Position = field(default_factory=Position)
-    schedulers: list[torch.optim.lr_scheduler.ExponentialLR] = field(default_factory=list)
-    g_params: list[torch.nn.Parameter] = field(default_factory=list)  # what the generator's backward computes
-    saved_step: int = -1  # global step of the newest checkpoint on disk (-1: none this run)
-
-
 class Trainer:
     """One training run: `run()` = set up (`_setup`), epochs (`_train_epoch`, `_end_epoch`), then
     `_finish` or, when stopped, `_stop`. Each step is `train_step(state, batch)`."""
@@ -173,36 +146,9 @@ class Trainer:
                 world_size=self.dist.world_size,
             )
 
-    def _make_loader(
-        self,
-    ) -> tuple[torch.utils.data.DataLoader[Any], DistributedBucketSampler]:  # yields Batch (collate)
-        entries = self.experiment.read_filelist(self.setup.use_f0)
-        dataset = TrainingDataset(entries, self.mel, self.setup.use_f0)
-        sampler = DistributedBucketSampler(
-            dataset.lengths,
-            self.options.batch_size,
-            num_replicas=self.dist.world_size,
-            rank=self.dist.rank,
-        )
-        if len(sampler) == 0:
-            raise ExperimentError(
-                f"{self.experiment.filelist_path}: no training example has a usable length "
-                "(slices of roughly 1 to 7 s are used); check the preprocessing output or lower the batch size"
-            )
-        workers = self.options.num_workers
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            collate_fn=collate,
-            num_workers=workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=workers > 0,
-            prefetch_factor=8 if workers > 0 else None,
-            # Its own generator: starting an epoch's iterator must not draw from the global RNG, or a run
-            # resumed mid-epoch (which starts that epoch's iterator again) would go on with other draws.
-            generator=torch.Generator().manual_seed(self.config.train.seed),
-        )
-        return loader, sampler
+    def _make_loader(self) -> tuple[torch.utils.data.DataLoader[Any], DistributedBucketSampler]:
+        return make_loader(self.experiment, self.mel, self.setup.use_f0, self.options, self.dist, self.device,
+                           self.config.train.seed)
 
     def _make_optimizer(self, net: torch.nn.Module) -> torch.optim.AdamW:
         train = self.config.train
@@ -474,7 +420,7 @@ class Trainer:
             self.experiment.name, start.epoch, self.options.epochs, steps_per_epoch, self.device,
             str(self.amp_dtype).replace("torch.", ""), self.dist.rank, self.dist.world_size,
         )  # fmt: skip
-        loop = _Loop(steps_per_epoch, self.options.epochs * steps_per_epoch, start.global_step)
+        loop = LoopCounters(steps_per_epoch, self.options.epochs * steps_per_epoch, start.global_step)
         self._report(state, loop, f"training from {self._where(start, steps_per_epoch)}")
         cache: list[Batch] | None = [] if self.options.cache_batches else None
         while state.position.epoch <= self.options.epochs:
@@ -485,7 +431,7 @@ class Trainer:
                 return self._stop_early(state, loop, result, metrics)
         return self._finish(state, loop, result, metrics)
 
-    def _report(self, state: TrainState, loop: _Loop, message: str) -> None:
+    def _report(self, state: TrainState, loop: LoopCounters, message: str) -> None:
         """Progress in global steps of the whole run (a resumed run goes on from where it stood)."""
         report(self.progress, state.position.global_step, loop.total_steps, message)
 
@@ -509,7 +455,7 @@ class Trainer:
 
     def _train_epoch(
         self, state: TrainState, loader: Iterable[Batch], sampler: DistributedBucketSampler,
-        cache: list[Batch] | None, loop: _Loop, metrics: MetricsWriter, result: TrainingResult,
+        cache: list[Batch] | None, loop: LoopCounters, metrics: MetricsWriter, result: TrainingResult,
     ) -> bool:
         """The rest of the epoch in progress; True when a stop was asked for (checked between steps)."""
         where = state.position
@@ -534,7 +480,7 @@ class Trainer:
             self._report(state, loop, f"epoch {where.epoch}/{self.options.epochs} step {where.global_step}")
         return False
 
-    def _end_epoch(self, state: TrainState, loop: _Loop, result: TrainingResult, metrics: MetricsWriter) -> None:
+    def _end_epoch(self, state: TrainState, loop: LoopCounters, result: TrainingResult, metrics: MetricsWriter) -> None:
         """Advance to the next epoch (its learning rate), then save and export when due."""
         where = state.position
         epoch = where.epoch
@@ -553,7 +499,7 @@ class Trainer:
                     result.exported.append(self._export_voice(state, voice))
             result.loss_curve_path = metrics.plot()
 
-    def _finish(self, state: TrainState, loop: _Loop, result: TrainingResult, metrics: MetricsWriter) -> TrainingResult:
+    def _finish(self, state: TrainState, loop: LoopCounters, result: TrainingResult, metrics: MetricsWriter) -> TrainingResult:
         where = state.position
         result.epochs_done, result.global_step = where.epochs_done, where.global_step
         if self.dist.is_main:
@@ -569,7 +515,7 @@ class Trainer:
         self._report(state, loop, f"training done: {self._where(where, loop.steps_per_epoch)}")
         return result
 
-    def _stop(self, state: TrainState, loop: _Loop, result: TrainingResult, metrics: MetricsWriter) -> TrainingResult:
+    def _stop(self, state: TrainState, loop: LoopCounters, result: TrainingResult, metrics: MetricsWriter) -> TrainingResult:
         """Stopped between two steps: save the exact position (unless just saved), export the voice, stop."""
         where = state.position
         result.cancelled = True
@@ -587,7 +533,7 @@ class Trainer:
         return result
 
     def _validate(
-        self, state: TrainState, loop: _Loop, metrics: MetricsWriter, result: TrainingResult, *, epoch: int,
+        self, state: TrainState, loop: LoopCounters, metrics: MetricsWriter, result: TrainingResult, *, epoch: int,
         epoch_end: bool,
     ) -> None:
         """Evaluate on the held-out clips, log the figures; a new best is kept (G_best/D_best, <name>_best.pth)."""
@@ -611,7 +557,7 @@ class Trainer:
         write_best(self.experiment, figures, voice)
 
     def _stop_early(
-        self, state: TrainState, loop: _Loop, result: TrainingResult, metrics: MetricsWriter
+        self, state: TrainState, loop: LoopCounters, result: TrainingResult, metrics: MetricsWriter
     ) -> TrainingResult:
         """No better validation for `early_stop_epochs` epochs: save where it stands and finish."""
         where = state.position
@@ -665,17 +611,6 @@ class Trainer:
         log.info("epoch %d step %d lr %.3g: %s (%.2f s/step)", values.epoch, where.global_step, values.learning_rate,
                  loss_line(values), step_time)
         return values
-
-
-@dataclass
-class _Loop:
-    """Counters of this run's loop (not saved): epoch length, the run's total, the step it began at, timing."""
-
-    steps_per_epoch: int
-    total_steps: int
-    first_step: int
-    time_s: float = 0.0
-    steps: int = 0
 
 
 def train(

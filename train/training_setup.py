@@ -23,9 +23,11 @@ from infer_pack.errors import (
     UserInputError,
 )
 from infer_pack.fileio import LockHolder, PidLockFile
+from train.data import DistributedBucketSampler, TrainingDataset, collate
 from train.experiment import LATEST_ONLY_STEP, Experiment
+from train.mel import MelTransform
 from train.metrics import StepMetrics
-from train.options import Precision
+from train.options import Precision, TrainingOptions
 
 log = logging.getLogger("train.trainer")
 
@@ -316,6 +318,76 @@ class ResumeState:
         torch.set_rng_state(self.rng_cpu)
         if self.rng_cuda and torch.cuda.is_available() and len(self.rng_cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(self.rng_cuda)
+
+
+@dataclass
+class StepOutput:
+    """One step's results: `losses` holds a detached scalar per name of `train.metrics.LOSS_NAMES`."""
+
+    losses: dict[str, torch.Tensor]
+    grad_norm_d: torch.Tensor
+    grad_norm_g: torch.Tensor
+    d_real_terms: list[torch.Tensor]
+    d_fake_terms: list[torch.Tensor]
+    g_terms: list[torch.Tensor]
+    target_mel: torch.Tensor  # [B, n_mels, segment_frames]
+    generated_mel: torch.Tensor  # [B, n_mels, segment_frames]
+
+
+@dataclass
+class TrainState:
+    """Everything a step changes: the networks, their optimisers and schedulers, the scaler and the position."""
+
+    net_g: torch.nn.Module
+    net_d: torch.nn.Module
+    optim_g: torch.optim.AdamW
+    optim_d: torch.optim.AdamW
+    scaler: torch.amp.GradScaler
+    position: Position = field(default_factory=Position)
+    schedulers: list[torch.optim.lr_scheduler.ExponentialLR] = field(default_factory=list)
+    g_params: list[torch.nn.Parameter] = field(default_factory=list)  # what the generator's backward computes
+    saved_step: int = -1  # global step of the newest checkpoint on disk (-1: none this run)
+
+
+@dataclass
+class LoopCounters:
+    """Counters of this run's loop (not saved): epoch length, the run's total, the step it began at, timing."""
+
+    steps_per_epoch: int
+    total_steps: int
+    first_step: int
+    time_s: float = 0.0
+    steps: int = 0
+
+
+def make_loader(
+    experiment: Experiment, mel: MelTransform, use_f0: bool, options: TrainingOptions, dist: Distributed,
+    device: torch.device, seed: int,
+) -> tuple[torch.utils.data.DataLoader[Any], DistributedBucketSampler]:  # yields Batch (collate)
+    """The experiment's training set in length buckets, this rank's share, in a fixed order per epoch."""
+    entries = experiment.read_filelist(use_f0)
+    dataset = TrainingDataset(entries, mel, use_f0)
+    sampler = DistributedBucketSampler(dataset.lengths, options.batch_size, num_replicas=dist.world_size,
+                                       rank=dist.rank)
+    if len(sampler) == 0:
+        raise ExperimentError(
+            f"{experiment.filelist_path}: no training example has a usable length "
+            "(slices of roughly 1 to 7 s are used); check the preprocessing output or lower the batch size"
+        )
+    workers = options.num_workers
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=8 if workers > 0 else None,
+        # Its own generator: starting an epoch's iterator must not draw from the global RNG, or a run
+        # resumed mid-epoch (which starts that epoch's iterator again) would go on with other draws.
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return loader, sampler
 
 
 # -- helpers of the loop ------------------------------------------------------------------------
