@@ -78,6 +78,23 @@ def atomic_write_with(target: str | Path, writer: Callable[[Path], None]) -> Non
         writer(tmp)
 
 
+def claim_new_file(folder: str | Path, base: str, extension: str) -> Path:
+    """`<folder>/<base>.<extension>`, or `<base>-2`, `-3`, ... when taken: the name is claimed by creating
+    the (empty) file exclusively, so two writers at the same moment never get the same one; the caller
+    then replaces it atomically with the content. Never overwrites an earlier result."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    number = 1
+    while True:
+        name = f"{base}.{extension}" if number == 1 else f"{base}-{number}.{extension}"
+        try:
+            os.close(os.open(folder / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            number += 1
+            continue
+        return folder / name
+
+
 def remove_stale_temporaries(folder: str | Path) -> int:
     """Delete leftovers of atomic writes cut short by a killed run (".<name>.<random>.tmp").
 

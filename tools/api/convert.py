@@ -8,7 +8,6 @@ file. A batch logs and counts the files that fail and goes on with the others.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,19 +354,12 @@ def single_output_path(folder: Path, request: ConvertRequest) -> Path:
     at the same moment) gets `-2`, `-3`, ...: the name is claimed by creating the file exclusively,
     and the conversion later replaces that empty file atomically.
     """
+    from infer_pack.fileio import claim_new_file
+
     pitch = request.params.pitch_semitones
     shift = f"_{pitch:g}st" if pitch else ""  # "_12st", "_-3st" (no "+": web servers drop it from names)
     base = f"{request.input_path.stem}_{request.model.stem}_{request.params.f0_method}{shift}"
-    folder.mkdir(parents=True, exist_ok=True)
-    number = 1
-    while True:
-        name = f"{base}.{request.output_format}" if number == 1 else f"{base}-{number}.{request.output_format}"
-        try:
-            os.close(os.open(folder / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        except FileExistsError:
-            number += 1
-            continue
-        return folder / name
+    return claim_new_file(folder, base, request.output_format)
 
 
 def batch_output_names(inputs: list[Path], output_format: str) -> list[str]:

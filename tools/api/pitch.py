@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -177,15 +176,7 @@ def save_pitch_curve(
 
 def _new_curve_path(project: Project, input_name: str, output_format: str) -> Path:
     """outputs/pitch/<input stem>-pitch[-n].<format>, claimed by creating it (no earlier curve is replaced)."""
+    from infer_pack.fileio import claim_new_file
+
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(input_name).stem).strip("._") or "curve"
-    folder = project.root / PITCH_DIR_NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    number = 1
-    while True:
-        name = f"{stem}-pitch.{output_format}" if number == 1 else f"{stem}-pitch-{number}.{output_format}"
-        try:
-            os.close(os.open(folder / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        except FileExistsError:
-            number += 1
-            continue
-        return folder / name
+    return claim_new_file(project.root / PITCH_DIR_NAME, f"{stem}-pitch", output_format)
