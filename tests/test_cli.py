@@ -263,3 +263,32 @@ def test_batch_zip_flag_reaches_the_api(
     status = cli.main(["--root", str(project_root), "batch", "-m", "v", "--input-dir", "in", "--output-dir", "out",
                        *flag])
     assert status == 0 and seen["zip_results"] is zipped
+
+
+def test_flags_are_made_from_the_request_specs() -> None:
+    """Each action's flags come from its request's specs: same names (dest), same defaults, same choices."""
+    from tools.api.specs import conversion_param_specs, separation_param_specs, stream_param_specs, training_param_specs
+    from tools.cli import build_parser
+
+    parser = build_parser()
+    required = {
+        "convert": ["--model", "m", "--input", "i", "--output", "o.wav"],
+        "train": ["--experiment", "e"],
+        "realtime": [],
+        "separate": ["--model", "m", "--input", "i"],
+    }
+    specs = {"convert": conversion_param_specs(), "train": training_param_specs(), "realtime": stream_param_specs(),
+             "separate": separation_param_specs()}
+    # None: chosen at run time (rmvpe when rmvpe.pt is there, else swift)
+    run_time = {("convert", "f0_method"), ("realtime", "f0_method")}
+    for command, spec_map in specs.items():
+        args = vars(parser.parse_args([command, *required[command]]))
+        for name, spec in spec_map.items():
+            assert name in args, f"{command}: no flag for {name}"
+            expected = None if (command, name) in run_time else spec.default
+            assert args[name] == expected, (command, name, args[name], spec.default)
+        with pytest.raises(SystemExit):  # choices are the spec's
+            choice_name = next((n for n, s in spec_map.items() if s.choices), None)
+            if choice_name is None:
+                raise SystemExit(2)
+            parser.parse_args([command, *required[command], f"--{spec_map[choice_name].flag}", "not-a-choice"])

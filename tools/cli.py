@@ -23,7 +23,6 @@ PITCH_GAPS = ("keep", "interpolate")  # infer_pack.pipeline's PITCH_GAP_MODES (n
 F0_DEFAULT_HELP = "pitch method for the training data (default: rmvpe when rmvpe.pt is present, else swift)"
 OUTPUT_FORMATS = ("wav", "flac", "mp3", "m4a")
 SAMPLE_RATES = ("32k", "40k", "48k")
-SEPARATION_FORMATS = ("wav", "flac", "mp3", "m4a")  # tools.api.separate's SEPARATION_FORMATS
 VERSIONS = ("v1", "v2")
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -135,7 +134,7 @@ def _add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tools.api.specs import add_spec_flags, conversion_param_specs, stream_param_specs
+    from tools.api.specs import add_spec_flags, conversion_param_specs, separation_param_specs, stream_param_specs
 
     parser = argparse.ArgumentParser(prog="python -m tools.cli", description="RVC Workbench command line")
     parser.add_argument("--root", default=".", help="project folder holding logs/, weights/ and assets (default: .)")
@@ -233,8 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--input", "-i", help="one audio file")
     source.add_argument("--input-dir", help="every audio file of this folder")
     p.add_argument("--output-dir", "-o", default=None, help="default: <root>/outputs/separated")
-    p.add_argument("--format", default="wav", choices=SEPARATION_FORMATS, help="default: wav")
-    p.add_argument("--aggressiveness", type=int, default=10, help="0..20, VR models only (default: 10, RVC's)")
+    add_spec_flags(p, separation_param_specs())
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
 
     p = add("download", _cmd_download, "download missing assets (hubert_base.pt, rmvpe.pt, pretrained G/D)")
@@ -319,11 +317,11 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
 def _cmd_separate(args: argparse.Namespace) -> int:
     from tools import api
+    from tools.api.specs import separation_param_specs, spec_values
 
     result = _run(args, lambda bar: api.separate_audio(
         project=args.root, model=args.model, input_path=args.input, input_dir=args.input_dir,
-        output_dir=args.output_dir, output_format=args.format, aggressiveness=args.aggressiveness,
-        device=args.device, progress=bar,
+        output_dir=args.output_dir, **spec_values(args, separation_param_specs()), device=args.device, progress=bar,
     ))
     return EXIT_ERROR if result.failed else 0
 

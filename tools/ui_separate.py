@@ -77,7 +77,10 @@ def downloads(ctx: AppContext, snapshot: JobSnapshot | None) -> Any:
 
 def build(ctx: AppContext, tab: gr.Tab) -> None:
     """The tab's widgets; the model list refreshes each time `tab` is selected."""
-    from tools.api.separate import DEFAULT_AGGRESSIVENESS, SEPARATION_FORMATS
+    from tools.api.specs import separation_param_specs
+    from tools.ui_common import spec_widget
+
+    specs = separation_param_specs()
 
     gr.Markdown(label("separate.intro"))
     with gr.Row():
@@ -90,8 +93,9 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                           elem_id="separate-files")  # fmt: skip
     with gr.Row():
         output_dir = gr.Textbox(DEFAULT_OUTPUT_DIR, label=label("batch.output_dir"), elem_id="separate-output-dir")
-        out_format = gr.Dropdown(list(SEPARATION_FORMATS), value="wav", label=label("batch.format"))
-        aggressiveness = gr.Slider(0, 20, value=DEFAULT_AGGRESSIVENESS, step=1, label=label("separate.aggressiveness"))
+        out_format = spec_widget(specs["output_format"], label("batch.format"), elem_id="separate-format")
+        aggressiveness = spec_widget(specs["aggressiveness"], label("separate.aggressiveness"),
+                                     elem_id="separate-aggressiveness")
     run = gr.Button(label("separate.run"), variant="primary", elem_id="separate-run")
     results = gr.File(None, file_count="multiple", interactive=False, render=False, label=label("separate.results"),
                       elem_id="separate-results")  # fmt: skip

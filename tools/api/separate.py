@@ -11,11 +11,14 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from infer_pack.errors import CancelledError, RVCError, UserInputError
 from infer_pack.progress import CancelToken, ProgressCallback, check, report
 from tools.api.common import compute_device, project_of
+from tools.api.separate_request import SEPARATION_FORMATS as SEPARATION_FORMATS
+from tools.api.separate_request import SeparationFormat as SeparationFormat
+from tools.api.separate_request import SeparationSettings, separation_param_specs
 from tools.project import Project
 
 if TYPE_CHECKING:
@@ -24,10 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SeparationFormat = Literal["wav", "flac", "mp3", "m4a"]
-SEPARATION_FORMATS: tuple[str, ...] = ("wav", "flac", "mp3", "m4a")
 OUTPUT_DIR_NAME = "outputs/separated"  # under the project unless an output folder is given
-DEFAULT_AGGRESSIVENESS = 10  # RVC's "agg" slider (0..20); VR models only
+DEFAULT_AGGRESSIVENESS: int = SeparationSettings.aggressiveness  # RVC's "agg" slider (0..20); VR models only
 
 
 @dataclass(frozen=True)
@@ -192,8 +193,7 @@ def separate_audio(
     proj = project_of(project)
     if output_format not in SEPARATION_FORMATS:
         raise UserInputError(f"unknown output format {output_format!r}; choose one of {', '.join(SEPARATION_FORMATS)}")
-    if not 0 <= int(aggressiveness) <= 20:
-        raise UserInputError(f"aggressiveness must be between 0 and 20, got {aggressiveness}")
+    aggressiveness = separation_param_specs()["aggressiveness"].checked(aggressiveness)
     files = _inputs(input_path, input_dir, input_paths)
     model_path = resolve_model(proj, model)
     out_dir = Path(output_dir) if output_dir else proj.root / OUTPUT_DIR_NAME

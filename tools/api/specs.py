@@ -6,6 +6,7 @@ from infer_pack.params import PARAM_SPECS, ParamSpec
 from infer_pack.specs import add_spec_flags as add_spec_flags
 from infer_pack.specs import spec_values as spec_values
 from infer_pack.stream_params import stream_param_specs as stream_param_specs
+from tools.api.separate_request import separation_param_specs as separation_param_specs
 from tools.api.train_request import training_param_specs as training_param_specs
 
 
