@@ -268,3 +268,19 @@ def test_client_disconnects_are_one_line_not_tracebacks() -> None:
         assert "client disconnected" in record.getMessage()
     real = record_of(ValueError("a real bug"))
     assert disconnects.filter(real) and real.exc_info is not None and real.levelno == logging.ERROR
+
+
+def test_an_emptied_optional_number_box_means_not_given() -> None:
+    """The browser sends an emptied number box as 0 (or nothing): for an optional setting whose values start
+    at 1 that is "not given"; a required one names its field; out-of-range values are refused."""
+    from infer_pack.errors import UserInputError
+    from tools.api.specs import training_param_specs
+    from tools.ui_common import spec_value
+
+    specs = training_param_specs()
+    assert spec_value(specs["validate_every_steps"], 0) is None
+    assert spec_value(specs["log_interval"], None) is None and spec_value(specs["log_interval"], 50.0) == 50
+    with pytest.raises(UserInputError, match="Total epochs"):
+        spec_value(specs["epochs"], None)
+    with pytest.raises(UserInputError, match="Batch size"):
+        spec_value(specs["batch_size"], 0)

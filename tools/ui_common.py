@@ -138,8 +138,10 @@ def spec_widget(spec: ParamSpec, text: str, *, elem_id: str | None = None, slide
         top = min(spec.maximum, slider_max) if slider_max is not None else spec.maximum
         return gr.Slider(spec.minimum, top, step=spec.step, **common)
     if spec.value_type in (int, float):
-        return gr.Number(precision=0 if spec.value_type is int else None, minimum=spec.minimum,
-                         maximum=spec.maximum, **common)
+        # An optional number's box may be emptied (the browser then sends 0 or nothing): no range check by
+        # Gradio there, spec_value reads it as "not given".
+        bounds = {} if spec.optional else {"minimum": spec.minimum, "maximum": spec.maximum}
+        return gr.Number(precision=0 if spec.value_type is int else None, **bounds, **common)
     return gr.Textbox(**{**common, "value": value or ""})
 
 
@@ -148,7 +150,10 @@ def spec_value(spec: ParamSpec, value: Any) -> Any:
     numbers get the spec's type and range (UserInputError naming the field otherwise)."""
     if spec.value_type is bool:
         return bool(value)
-    if value is None or (isinstance(value, str) and not value.strip()):
+    emptied = value is None or (isinstance(value, str) and not value.strip())
+    if spec.optional and value == 0 and spec.minimum is not None and spec.minimum > 0:
+        emptied = True  # an emptied number box arrives as 0 where 0 is not a valid value
+    if emptied:
         if spec.optional:
             return None
         if spec.value_type in (int, float):
