@@ -140,8 +140,9 @@ def spec_widget(spec: ParamSpec, text: str, *, elem_id: str | None = None, slide
     if spec.value_type in (int, float):
         # An optional number's box may be emptied (the browser then sends 0 or nothing): no range check by
         # Gradio there, spec_value reads it as "not given".
-        bounds = {} if spec.optional else {"minimum": spec.minimum, "maximum": spec.maximum}
-        return gr.Number(precision=0 if spec.value_type is int else None, **bounds, **common)
+        return gr.Number(precision=0 if spec.value_type is int else None,
+                         minimum=None if spec.optional else spec.minimum,
+                         maximum=None if spec.optional else spec.maximum, **common)
     return gr.Textbox(**{**common, "value": value or ""})
 
 

@@ -582,6 +582,20 @@ def versioned(payload: dict[str, Any], version: int) -> dict[str, Any]:
     return {FORMAT_KEY: version, **payload}
 
 
+def read_versioned_json(path: Path, supported: int, what: str, fix: str) -> dict[str, Any] | None:
+    """One of the experiment's versioned JSON files (None when absent): a JSON object of a format this tool
+    reads, without its version key; anything else is an ExperimentError naming the file, `what` and `fix`."""
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(raw, dict):
+            raise TypeError("not a JSON object")
+    except (OSError, ValueError, TypeError) as exc:
+        raise ExperimentError(f"{path}: unreadable {what} ({exc}); {fix}") from exc
+    return check_format(raw, path, supported, what, fix)
+
+
 def check_format(raw: dict[str, Any], path: Path, supported: int, what: str, fix: str) -> dict[str, Any]:
     """Refuse a file of a newer format than this tool reads; returns the payload without the version key."""
     version = raw.get(FORMAT_KEY, 1)

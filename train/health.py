@@ -12,7 +12,7 @@ from typing import Any
 
 from infer_pack.errors import ExperimentError
 from infer_pack.fileio import atomic_write_text
-from train.experiment import Experiment, check_format, versioned
+from train.experiment import Experiment, read_versioned_json, versioned
 from train.holdout import read_held_out
 from train.preprocess import read_state
 
@@ -158,14 +158,11 @@ def write_health_report(experiment: Experiment) -> HealthReport:
 
 def read_health_report(experiment: Experiment) -> HealthReport | None:
     path = experiment.health_json_path
-    if not path.exists():
-        return None
     fix = "run step 2a again to rebuild it"
+    raw = read_versioned_json(path, HEALTH_FORMAT, "health report", fix)
+    if raw is None:
+        return None
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise TypeError("not a JSON object")
-        raw = check_format(raw, path, HEALTH_FORMAT, "health report", fix)
         raw["files_failed"] = [tuple(x) for x in raw["files_failed"]]
         raw["files_skipped"] = [tuple(x) for x in raw["files_skipped"]]
         raw["clipped_files"] = [tuple(x) for x in raw["clipped_files"]]

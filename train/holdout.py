@@ -26,7 +26,7 @@ from typing import Any
 
 from infer_pack.errors import ExperimentError
 from infer_pack.fileio import atomic_write_text
-from train.experiment import Experiment, check_format, versioned
+from train.experiment import Experiment, read_versioned_json, versioned
 
 HOLDOUT_FORMAT = 1
 DEFAULT_SHARE_PERCENT = 3.0
@@ -126,14 +126,11 @@ def read_held_out(experiment: Experiment) -> HeldOutSet | None:
 
 
 def read_held_out_file(path: Path) -> HeldOutSet | None:
-    if not path.exists():
-        return None
     fix = "run step 2a (preprocess) again to choose the held-out clips again"
+    data = read_versioned_json(path, HOLDOUT_FORMAT, "held-out set", fix)
+    if data is None:
+        return None
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise TypeError("not a JSON object")
-        data = check_format(raw, path, HOLDOUT_FORMAT, "held-out set", fix)
         known = {k: v for k, v in data.items() if k in HeldOutSet.__dataclass_fields__}
         for key in ("segments", "whole_sources"):
             known[key] = tuple(str(x) for x in known.get(key, ()))

@@ -33,9 +33,8 @@ import numpy as np
 import torch
 
 from configs import Version
-from infer_pack.errors import ExperimentError
 from infer_pack.fileio import atomic_write_text
-from train.experiment import Experiment, check_format, versioned
+from train.experiment import Experiment, read_versioned_json, versioned
 from train.metrics import RECORD_KIND, ValidationHistory
 
 if TYPE_CHECKING:
@@ -235,14 +234,5 @@ def write_best(experiment: Experiment, figures: ValidationFigures, voice: Path |
 
 
 def read_best(experiment: Experiment) -> dict[str, Any] | None:
-    path = experiment.best_path
-    if not path.exists():
-        return None
-    fix = "delete it (the next better validation writes it again)"
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(raw, dict):
-            raise TypeError("not a JSON object")
-    except (OSError, ValueError, TypeError) as exc:
-        raise ExperimentError(f"{path}: unreadable record of the best validation ({exc}); {fix}") from exc
-    return check_format(raw, path, BEST_FORMAT, "record of the best validation", fix)
+    return read_versioned_json(experiment.best_path, BEST_FORMAT, "record of the best validation",
+                               "delete it (the next better validation writes it again)")
