@@ -129,6 +129,9 @@ def spec_widget(spec: ParamSpec, text: str, *, elem_id: str | None = None, slide
     import gradio as gr
 
     value = extra.pop("value", spec.default)
+    if value is None and spec.optional and spec.value_type in (int, float) and (spec.minimum or 0) > 0:
+        value = 0  # "not given" shown as 0 (spec_value reads it back as None); a box with a value keeps API
+        # clients that leave it out working (gradio_client needs a default for every input it is not given)
     common: dict[str, Any] = {"label": text, "info": spec.help, "elem_id": elem_id, "value": value, **extra}
     if spec.value_type is bool:
         return gr.Checkbox(**common)

@@ -67,7 +67,7 @@ class TrainingOptions:
 
     validate_every_steps: int | None = spec_field(
         None, "Validate every N steps", "Also evaluate on the held-out clips every N steps (each epoch end always "
-        "does); empty: at epoch ends only.", 1, 1_000_000, 1, unit="steps")
+        "does); 0 or empty: at epoch ends only.", 1, 1_000_000, 1, unit="steps")
     early_stop_epochs: int = spec_field(
         0, "Early stop after N epochs", "Stop when the validation loss has not improved for N epochs (needs held-out "
         "clips); 0: off.", 0, 1000, 1, flag="early-stop", unit="epochs")
