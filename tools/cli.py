@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("index", _cmd_index, "build the feature index of an experiment")
     p.add_argument("--experiment", "-e", required=True)
     p.add_argument("--version", choices=VERSIONS, default=None, help="default: as the experiment was prepared")
-    p.add_argument("--kind", default="ivf_flat", help="index type (default: ivf_flat, RVC's)")
+    p.add_argument("--kind", default="ivf_flat",
+                   help="index type (default: ivf_flat, RVC's; ivf_pqfs is the recommendation measured by "
+                   "`bench --only index`; the README's index section lists every kind)")
 
     p = add("one-click", _cmd_one_click, "preprocess, extract, train and index in one go")
     _add_experiment_flags(p, prepared=False)
