@@ -164,5 +164,7 @@ def spec_value(spec: ParamSpec, value: Any) -> Any:
             raise UserInputError(f"the {spec.label} box is empty; type a number ({spec.default} is the usual value)")
         return spec.default
     if spec.value_type in (int, float) and spec.minimum is not None:
-        return spec.checked(value)
+        # the type and the lower bound here; the request's own validation applies its upper bounds
+        # (a speaker id may exceed the widget's range)
+        return spec.checked(value, upper=False)
     return value

@@ -20,6 +20,7 @@ from tools.ui_common import (
     index_path_of,
     mark_missing_models,
     match_index,
+    spec_value,
     spec_widget,
     voice_choices,
     voice_path,
@@ -59,16 +60,7 @@ def conversion_kwargs(*values: Any) -> dict[str, Any]:
     specs = conversion_param_specs()
     if len(values) > len(FORM_PARAMS):
         raise UserInputError(f"{len(values)} conversion values given, at most {len(FORM_PARAMS)} expected")
-    kwargs: dict[str, Any] = {}
-    for name, value in zip(FORM_PARAMS, values):
-        spec = specs[name]
-        if spec.choices:
-            kwargs[name] = value or spec.default
-        elif value is None or value == "":
-            raise UserInputError(f"the {spec.label} box is empty; type a number ({spec.default:g} is the usual value)")
-        else:
-            kwargs[name] = type(spec.default)(value)
-    return kwargs
+    return {name: spec_value(specs[name], value) for name, value in zip(FORM_PARAMS, values)}
 
 
 def conversion_controls(
@@ -85,10 +77,9 @@ def conversion_controls(
     specs = conversion_param_specs()
 
     def slider(name: str, key: str) -> gr.Slider:
-        spec = specs[name]
-        assert spec.minimum is not None and spec.maximum is not None, f"{name} has no range"
-        return gr.Slider(spec.minimum, spec.maximum, value=spec.default, step=spec.step, label=label(key),
-                         info=spec.help, elem_id=f"{prefix}-{name}")
+        widget = spec_widget(specs[name], label(key), elem_id=f"{prefix}-{name}")
+        assert isinstance(widget, gr.Slider), f"{name} has no range"
+        return widget
 
     speaker_spec, pitch_spec = specs["speaker_id"], specs["pitch_semitones"]
     shown = {value: text for text, value in F0_CHOICES}
@@ -110,9 +101,7 @@ def conversion_controls(
     with gr.Row():
         rms_mix = slider("rms_mix_rate", "convert.rms_mix")
         protect = slider("protect", "convert.protect")
-        gaps_spec = specs["pitch_gaps"]
-        pitch_gaps = gr.Radio(list(gaps_spec.choices), value=gaps_spec.default, label=label("convert.pitch_gaps"),
-                              info=gaps_spec.help, elem_id=f"{prefix}-pitch_gaps")
+        pitch_gaps = spec_widget(specs["pitch_gaps"], label("convert.pitch_gaps"), elem_id=f"{prefix}-pitch_gaps")
         decoder = spec_widget(specs["decoder"], label("convert.decoder"), elem_id=f"{prefix}-decoder")
     widgets = {"speaker_id": speaker, "pitch_semitones": transpose, "f0_method": f0_method, "index_rate": index_rate,
                "filter_radius": filter_radius, "resample_hz": resample, "rms_mix_rate": rms_mix, "protect": protect,

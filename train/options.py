@@ -5,6 +5,7 @@ Light on purpose (no torch, no numpy): the command lines read these specs for `-
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from train.mel import EpsilonMode
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# (step, metric name, value): a live view of the losses (e.g. the app's job runner)
+MetricSink = Callable[[int, str, float], None]
 PRECISIONS: tuple[Precision, ...] = ("auto", "fp32", "bf16", "fp16")
 
 

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,11 @@ from train.data import DistributedBucketSampler, TrainingDataset, collate
 from train.experiment import LATEST_ONLY_STEP, Experiment
 from train.mel import MelTransform
 from train.metrics import StepMetrics
+from train.options import MetricSink as MetricSink
 from train.options import Precision, TrainingOptions
 
 log = logging.getLogger("train.trainer")
 
-# (step, name, value) for a live view of the losses (e.g. the app's job runner)
-MetricSink = Callable[[int, str, float], None]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ resumes) in this process on one device. For several GPUs or machines launch
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Unpack
@@ -19,7 +18,7 @@ from infer_pack.progress import CancelToken, ProgressCallback, check
 from tools.api.common import project_of
 from tools.api.train_request import REQUEST_FIELDS, TrainOptions, TrainRequest, TrainSettings
 from tools.project import Project
-from train.options import TrainingOptions, training_option_specs
+from train.options import MetricSink, TrainingOptions, training_option_specs
 
 if TYPE_CHECKING:
     from train.experiment import Experiment
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# (step, metric name, value): the job runner's live metric sink
-MetricSink = Callable[[int, str, float], None]
 
 
 @dataclass(frozen=True)
