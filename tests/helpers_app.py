@@ -114,7 +114,8 @@ def app_in_thread(root: Path, auth: tuple[str, str] | None = None, max_upload_mb
     ctx.jobs.install_log_capture()
     app = build_app(ctx)
     port = free_port()
-    serve(app, ServerSettings(port=port, auth=auth, max_upload_mb=max_upload_mb), ctx.served_dirs(), block=False)
+    serve(app, ServerSettings(port=port, auth=auth, max_upload_mb=max_upload_mb), ctx.served_dirs(), block=False,
+          ctx=ctx)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_http(url)

@@ -343,14 +343,23 @@ def launch(args: argparse.Namespace, *, block: bool = True) -> int:
     ctx.workers.timeout_s = timeout_s
     ctx.jobs.install_log_capture()
     app = build_app(ctx)
-    serve(app, settings, ctx.served_dirs(), block=block)
+    serve(app, settings, ctx.served_dirs(), block=block, ctx=ctx)
     return 0
 
 
-def serve(app: gr.Blocks, settings: ServerSettings, served_dirs: list[str], *, block: bool = True) -> None:
-    """Queue and launch `app` with the server settings (no share links, no SSR, no telemetry)."""
+def serve(
+    app: gr.Blocks, settings: ServerSettings, served_dirs: list[str], *, block: bool = True,
+    ctx: AppContext | None = None,
+) -> None:
+    """Queue and launch `app` with the server settings (no share links, no SSR, no telemetry).
+
+    With `ctx`, the same server also offers the streaming API (`tools.stream_ws`, path /stream/ws).
+    """
+    from tools.stream_ws import stream_routes
+
     app.queue(default_concurrency_limit=2)
     app.launch(
+        app_kwargs={"routes": stream_routes(ctx, settings.auth)} if ctx is not None else None,
         allowed_paths=served_dirs,
         server_name=settings.host,
         server_port=settings.port,
