@@ -22,8 +22,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--convert-timeout", type=float, default=1800.0,
                         help="seconds after which a single conversion is ended (default 1800)")
     parser.add_argument("--realtime-remote", action="store_true",
-                        help="serve the Realtime tab to browsers on other machines too (each live stream holds a voice "
-                        "in memory; combine with --auth)")
+                        help="serve the Realtime tab and the streaming API (/stream/ws) to other machines too (each "
+                        "live stream holds a voice in memory; combine with --auth)")
     return parser.parse_args(argv)
 
 
