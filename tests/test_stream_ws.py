@@ -193,6 +193,40 @@ def test_other_machines_are_refused_without_realtime_remote(tmp_path: Path) -> N
 def test_streams_over_the_limit_are_told_to_retry(tmp_path: Path) -> None:
     error, code = _test_client_answer(_test_client_app(tmp_path, realtime_remote=True, max_streams=0), START)
     assert code == 1013 and "0 streams are open already" in error
+    # an ended stream gives its place back: one place serves two streams one after the other
+    one_place = _test_client_app(tmp_path, realtime_remote=True, max_streams=1)
+    for _ in range(2):
+        error, code = _test_client_answer(one_place, START)
+        assert code == 1008 and "not found" in error
+
+
+def test_a_converting_stream_does_not_hold_up_other_connections(ws_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While one stream's conversion is stuck, another connection is answered (the conversion runs off the loop)."""
+    import threading
+
+    from websockets.sync.client import connect
+
+    from tools.api.stream_protocol import PcmStream
+
+    release, entered = threading.Event(), threading.Event()
+
+    def stuck_push(self: PcmStream, data: bytes) -> bytes:
+        entered.set()
+        release.wait(timeout=120)
+        return data
+
+    monkeypatch.setattr(PcmStream, "push", stuck_push)
+    with connect(ws_url) as ws:
+        ws.send(json.dumps(START))
+        assert json.loads(ws.recv(timeout=120))["ready"] is True
+        ws.send(b"\x01\x00" * BLOCK)
+        assert entered.wait(timeout=60)
+        try:
+            error, code = _refusal(ws_url, {**START, "voice": "nosuch"})
+        finally:
+            release.set()
+        assert code == 1008 and "not found" in error
+        assert ws.recv(timeout=60) == b"\x01\x00" * BLOCK
 
 
 def test_the_python_client_converts_a_file(ws_url: str, tmp_path: Path) -> None:
