@@ -1,6 +1,8 @@
 """Chromium drives the Convert tab's pitch editor: select a stretch with the mouse, shift it up two semitones
 with the keyboard, convert with the curve; exactly those frames move by 2 semitones in the saved curve and in
 the synthesiser's pitch input. The saved file then converts through the command line to the same audio.
+Playback: the input plays from the selection with a cursor on the audio's clock; the last conversion plays the
+file the conversion wrote.
 
 Uses Debian's /usr/bin/chromium through Playwright (no browser download); skipped when it is absent. With
 RVC_UPDATE_SCREENSHOTS=1 the editor's screenshot is written to docs/pitch-editor.png (the README's picture).
@@ -12,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,12 +72,93 @@ def _select_frames(page: Any, first: int, last: int) -> None:
     page.mouse.up()
 
 
+def _playback(page: Any) -> dict[str, Any]:
+    """The audio element's state and where the editor drew the cursor (canvas pixels, and for which time)."""
+    return dict(page.evaluate("""() => {
+        const a = document.getElementById('pitch-audio'), c = document.getElementById('pitch-canvas');
+        const st = window.rvcPitch.state;
+        return {time: a.currentTime, playing: a.dataset.playing === '1', source: a.dataset.source || '',
+                src: a.currentSrc || a.src, x: c.dataset.cursorX, drawn: c.dataset.cursorTime, start: st.start,
+                visible: st.visible, width: c.width};
+    }"""))
+
+
+def _cursor_x(state: dict[str, Any], seconds: float) -> float:
+    """Where `seconds` lies on the canvas in the editor's view (frame k at k * 10 ms)."""
+    per_frame = (state["width"] - LEFT) / state["visible"]
+    return LEFT + (seconds * 100 - state["start"]) * per_frame
+
+
+def _wait_playing_past(page: Any, seconds: float) -> dict[str, Any]:
+    page.wait_for_function(
+        "(t) => { const a = document.getElementById('pitch-audio'); return !a.paused && a.currentTime > t"
+        " && document.getElementById('pitch-canvas').dataset.cursorX !== ''; }", arg=seconds)
+    return _playback(page)
+
+
+def _check_input_playback(page: Any, sel_start: int) -> None:
+    """Play input from the selection: the cursor follows currentTime through the view; Space pauses, Escape stops."""
+    assert page.locator("#pitch-btn-play-output").is_disabled()  # no conversion yet
+    page.locator("#pitch-btn-play-input").click()
+    first = _wait_playing_past(page, sel_start / 100 + 0.1)
+    page.wait_for_timeout(400)
+    second = _playback(page)
+    assert first["source"] == "input" and first["src"].split("/")[-1] == "song.wav", first
+    assert sel_start / 100 <= first["time"] < 3.0, first  # started at the selection, not at 0
+    for state in (first, second):
+        assert state["playing"] and state["visible"] == 300 and state["start"] == 0, state
+        assert abs(float(state["x"]) - _cursor_x(state, float(state["drawn"]))) < 1.0, state
+        # drawn on the last animation frame: within 50 ms (19 px here) of the clock read after it
+        assert abs(float(state["drawn"]) - state["time"]) < 0.05, state
+    assert second["time"] > first["time"] + 0.2 and float(second["x"]) > float(first["x"]) + 20, (first, second)
+
+    page.keyboard.press("Space")  # the button gave the focus back to the canvas
+    page.wait_for_function("() => document.getElementById('pitch-audio').paused")
+    paused = _playback(page)
+    page.wait_for_timeout(300)
+    assert _playback(page)["time"] == paused["time"] and not paused["playing"]
+    assert abs(float(paused["x"]) - _cursor_x(paused, paused["time"])) < 0.5, paused
+    assert page.locator("#pitch-btn-play-input").inner_text() == "Play input"
+    page.keyboard.press("Escape")
+    stopped = _playback(page)
+    assert stopped["x"] == "" and stopped["drawn"] == "", stopped
+    assert page.locator("#pitch-status").get_attribute("data-sel-start") == str(sel_start)  # selection kept
+
+    # A click on the waveform strip puts the cursor there; playback starts from it.
+    box = page.locator("#pitch-canvas").bounding_box()
+    scale = box["width"] / stopped["width"]
+    page.mouse.click(box["x"] + _cursor_x(stopped, 0.5) * scale, box["y"] + 420 - 18 - 20)
+    seeked = _playback(page)
+    assert abs(float(seeked["drawn"]) - 0.5) < 0.02, seeked
+    page.keyboard.press("Space")
+    resumed = _wait_playing_past(page, 0.5)
+    assert resumed["time"] < sel_start / 100, resumed
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => document.getElementById('pitch-audio').paused")
+
+
+def _check_conversion_playback(page: Any, base_url: str, result: Path) -> None:
+    """Play last conversion plays the file the conversion wrote, with the cursor on its clock."""
+    button = page.locator("#pitch-btn-play-output")
+    page.wait_for_function("(b) => !b.disabled", arg=button.element_handle())
+    button.click()
+    state = _wait_playing_past(page, 0.2)
+    assert state["source"] == "conversion" and state["src"].split("/")[-1] == result.name, state
+    assert abs(float(state["x"]) - _cursor_x(state, float(state["drawn"]))) < 1.0, state
+    assert button.inner_text() == "Pause conversion"
+    url = state["src"] if state["src"].startswith("http") else base_url.rstrip("/") + state["src"]
+    with urllib.request.urlopen(url, timeout=30) as served_file:
+        assert served_file.read() == result.read_bytes()
+    button.click()
+    page.wait_for_function("() => document.getElementById('pitch-audio').paused")
+
+
 def test_shift_a_selection_two_semitones_and_convert(
     page: Any, served: tuple[str, Any, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from infer_pack.pipeline import VoiceConverter
 
-    _url, ctx, root = served
+    url, ctx, root = served
     monkeypatch.setattr(ctx, "isolate", False)  # the spy lives in this process only
     seen: list[np.ndarray] = []
     real = VoiceConverter._synthesize
@@ -108,6 +192,7 @@ def test_shift_a_selection_two_semitones_and_convert(
     page.keyboard.press("ArrowUp")  # the canvas has the focus since the drag
     page.keyboard.press("ArrowUp")
     assert status.get_attribute("data-position") == "2"
+    _check_input_playback(page, start)
     shot = tmp_path / "pitch-editor.png"
     page.locator("#pitch-accordion").screenshot(path=str(shot))
     if os.environ.get("RVC_UPDATE_SCREENSHOTS") == "1":
@@ -160,6 +245,7 @@ def test_shift_a_selection_two_semitones_and_convert(
     assert outputs, sorted(p.name for p in (root / "outputs").iterdir())
     app_wav = outputs[-1]
     assert not app_output.name or app_output.name == app_wav.name
+    _check_conversion_playback(page, url, app_wav)
     cli_wav = tmp_path / "cli.wav"
     done = subprocess.run(
         [sys.executable, "-m", "tools.cli", "--root", str(root), "--quiet", "convert", "--model", "ref",

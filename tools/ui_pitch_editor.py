@@ -4,6 +4,7 @@ The editor itself is plain JavaScript on a <canvas> (tools/static/pitch_editor.j
 no download, works offline). Python hands it the extracted curve and the pictures as JSON in a hidden
 textbox; "Save curve" and "Convert with this curve" read the edited pitch file object back from it and
 write it with `save_pitch_curve`, and the conversion takes that file as its pitch file (`f0_file`).
+Playback uses the URLs Gradio already serves: the input's upload and the tab's output audio (no file of our own).
 """
 
 from __future__ import annotations
@@ -35,29 +36,45 @@ BUTTONS: tuple[tuple[str, str, str], ...] = (
     ("undo", "Undo", "Ctrl+Z"), ("redo", "Redo", "Ctrl+Y"), ("reset", "Reset", "everything back to the extracted curve"),
     ("zoom-in", "Zoom in", "+"), ("zoom-out", "Zoom out", "-"), ("fit", "Whole input", "show the whole input"),
 )
+# Playback, one <audio id="pitch-audio"> for both files; "play-output" is enabled once a conversion of the loaded
+# input exists (this editor's or the Convert tab's last result).
+PLAY_BUTTONS: tuple[tuple[str, str, str], ...] = (
+    ("play-input", "Play input", "Space: play / pause the input from the selection or the view's left edge"),
+    ("play-output", "Play last conversion", "Shift+Space: play / pause the last conversion of this input"),
+)
 HELP = (
     "Drag across the curve to select a stretch; drag the selection up or down to move it by semitones (Alt: "
     "10 cents). Keys (click the picture first): Left/Right move the selection (Shift: 10 frames, Alt: resize), "
     "Up/Down shift it by a semitone (Shift: octave, Alt: 10 cents), +/- zoom, PageUp/PageDown scroll, Ctrl+Z / "
-    "Ctrl+Y undo / redo. Mouse wheel zooms, Shift+wheel scrolls. The curve is in absolute pitch (after transpose): "
-    "extract again after changing the transpose or the method."
+    "Ctrl+Y undo / redo, Space play / pause the input (Shift+Space: the last conversion) from the play cursor, "
+    "else from the selection's start, else from the view's left edge; Escape stops playback (when stopped: "
+    "clears the selection). A click on the waveform strip moves the play cursor. Mouse wheel zooms, Shift+wheel "
+    "scrolls. The curve is in absolute pitch (after transpose): extract again after changing the transpose or "
+    "the method."
 )
 
 
-def editor_html() -> str:
-    buttons = "".join(
-        f'<button type="button" id="pitch-btn-{name}" class="pitch-btn" title="{tip}">{text}</button>'
-        for name, text, tip in BUTTONS
+def _buttons(specs: Sequence[tuple[str, str, str]], disabled: Sequence[str] = ()) -> str:
+    return "".join(
+        f'<button type="button" id="pitch-btn-{name}" class="pitch-btn" title="{tip}"'
+        f'{" disabled" if name in disabled else ""}>{text}</button>'
+        for name, text, tip in specs
     )
+
+
+def editor_html() -> str:
     return (
         "<style>#pitch-editor .pitch-btn{margin:2px;padding:3px 8px;border:1px solid #888;border-radius:4px;"
         "background:var(--button-secondary-background-fill);color:var(--body-text-color);cursor:pointer}"
-        "#pitch-editor .pitch-btn.active{background:#c73;color:#fff}"
+        "#pitch-editor .pitch-btn.active{background:#c73;color:#fff}#pitch-editor .pitch-btn:disabled{opacity:.45;"
+        "cursor:default}"
         "#pitch-canvas{width:100%;height:420px;display:block;outline:none;border-radius:4px}"
         "#pitch-canvas:focus{box-shadow:0 0 0 2px #59f}</style>"
-        f'<div class="pitch-toolbar">{buttons}</div>'
+        f'<div class="pitch-toolbar">{_buttons(BUTTONS)}</div>'
+        f'<div class="pitch-toolbar">{_buttons(PLAY_BUTTONS, disabled=("play-output",))}'
+        '<audio id="pitch-audio" preload="auto"></audio></div>'
         '<canvas id="pitch-canvas" tabindex="0" width="900" height="420" '
-        'aria-label="pitch curve editor: arrow keys select and shift"></canvas>'
+        'aria-label="pitch curve editor: arrow keys select and shift, space plays"></canvas>'
         '<div id="pitch-status" style="font-size:12px;margin-top:4px">Extract the pitch to start editing.</div>'
         f'<div style="font-size:12px;opacity:.8">{HELP}</div>'
     )
@@ -108,8 +125,15 @@ def build(
         return str(saved.path), saved.summary()
 
     read_editor = "(curve, ...rest) => [window.rvcPitch ? window.rvcPitch.fileJson() : '', ...rest]"
+    # The editor plays the files by the URLs Gradio already serves them at: the input the curve was extracted from
+    # (its upload) and the Convert tab's output audio (either button's result, the same input only).
     extract.click(on_extract, inputs=[audio, *params], outputs=[loaded, info], api_name=False).then(
-        None, inputs=[loaded], outputs=None, js="(text) => { window.rvcPitch && window.rvcPitch.load(text); }")
+        None, inputs=[loaded, audio], outputs=None, api_name=False,
+        js="(text, input) => { window.rvcPitch && window.rvcPitch.load(text, input); }")
+    result_audio = outputs[0]
+    assert isinstance(result_audio, gr.Audio), "outputs[0] is the tab's output audio"
+    result_audio.change(None, inputs=[result_audio, audio], outputs=None, api_name=False,
+                        js="(output, input) => { window.rvcPitch && window.rvcPitch.conversion(output, input); }")
     save.click(on_save, inputs=[edited, save_format], outputs=[saved_file, info], js=read_editor, api_name=False)
 
     # The curve, then the same inputs as the tab's /convert endpoint (explicit parameters: Gradio injects the

@@ -4,11 +4,15 @@
 // fileJson() gives the pitch file object (infer_pack.pitch_file) with the edit list back to Python,
 // which replays the edits itself (infer_pack.pitch_edit); the replay here only draws them.
 // Frames are RVC's 10 ms f0 frames; edits cover [start, end). Only the visible frames are drawn.
+// Playback: one <audio id="pitch-audio"> plays the input or the last conversion of it (the URLs Gradio serves
+// them at); both share the curve's time axis, and the cursor is the playing file's currentTime.
 if (!window.rvcPitch) {
   const LEFT = 46, WAVE = 56, AXIS = 18, MIN_VISIBLE = 50;
   const NOTES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"];
   const st = { file: null, view: null, img: null, extracted: null, curve: null, sel: null, start: 0,
-               visible: 0, drag: null, drawMode: false, bound: false };
+               visible: 0, drag: null, drawMode: false, bound: false,
+               inputUrl: null, inputKey: null, lastOutput: null, source: "input", cursor: null, raf: 0,
+               halted: false };
   const el = (id) => document.getElementById(id);
   const hzToMidi = (hz) => 69 + 12 * Math.log2(hz / 440);
   const midiToHz = (m) => 440 * Math.pow(2, (m - 69) / 12);
@@ -131,6 +135,7 @@ if (!window.rvcPitch) {
     }
     waveStrip(g, d);
     timeAxis(g, d);
+    cursorLine(g, d);
   }
   function curveLine(g, values, color, width, previewSemitones) {
     const first = Math.max(0, Math.floor(st.start)), last = Math.min(values.length - 1, Math.ceil(st.start + st.visible));
@@ -164,6 +169,13 @@ if (!window.rvcPitch) {
       g.fillText(t.toFixed(tick < 1 ? 1 : 0) + " s", frameToX(t * 100) + 2, y);
     }
   }
+  function cursorLine(g, d) {
+    const x = st.cursor === null ? null : frameToX(st.cursor), shown = x !== null && x >= LEFT && x <= LEFT + d.w;
+    if (shown) { g.strokeStyle = "#ff4040"; g.lineWidth = 2; g.beginPath(); g.moveTo(x, 0); g.lineTo(x, d.h + WAVE); g.stroke(); }
+    // for the test and for assistive reading: where the cursor was drawn, and for which time
+    canvas().dataset.cursorX = shown ? x.toFixed(2) : "";
+    canvas().dataset.cursorTime = st.cursor === null ? "" : (st.cursor / 100).toFixed(4);
+  }
   function status(text) {
     const s = el("pitch-status"); if (!s) return;
     const sel = st.sel ? `selection ${(st.sel[0] / 100).toFixed(2)}-${(st.sel[1] / 100).toFixed(2)} s ` +
@@ -177,6 +189,7 @@ if (!window.rvcPitch) {
   function setSel(a, b) {
     const n = st.curve.length, lo = Math.max(0, Math.min(a, b)), hi = Math.min(n, Math.max(a, b));
     st.sel = hi > lo ? [lo, hi] : null;
+    if (!playing()) st.cursor = null;  // a new selection is where the next playback starts
   }
   function pointer(ev) {
     const r = canvas().getBoundingClientRect();
@@ -187,6 +200,7 @@ if (!window.rvcPitch) {
     const p = pointer(ev); if (p.x < LEFT) return;
     canvas().focus();
     const f = xToFrame(p.x);
+    if (p.y >= dims().h && p.y < dims().h + WAVE) { seek(f); return; }  // the waveform strip seeks
     if (st.drawMode) { st.drag = { kind: "draw", points: [[f, midiToHz(yToMidi(p.y))]] }; return; }
     if (st.sel && !ev.shiftKey && f >= st.sel[0] && f < st.sel[1] && p.y < dims().h) {
       st.drag = { kind: "shift", y0: p.y, semitones: 0 }; return;
@@ -232,7 +246,8 @@ if (!window.rvcPitch) {
     } else if (key === "+" || key === "=") zoom(0.5);
     else if (key === "-") zoom(2);
     else if (key === "PageDown" || key === "PageUp") { st.start += (key === "PageDown" ? 0.8 : -0.8) * st.visible; clampView(); }
-    else if (key === "Escape") st.sel = null;
+    else if (key === " ") toggle(ev.shiftKey ? "conversion" : "input");
+    else if (key === "Escape") { if (playing() || st.cursor !== null) stop(); else st.sel = null; }
     else return;
     ev.preventDefault(); draw(); status();
   }
@@ -245,6 +260,61 @@ if (!window.rvcPitch) {
   }
   function undo() { st.file.position = Math.max(0, st.file.position - 1); replay(); draw(); status(); }
   function redo() { st.file.position = Math.min(st.file.edits.length, st.file.position + 1); replay(); draw(); status(); }
+
+  // -- playback ------------------------------------------------------------------------------------
+  const audio = () => el("pitch-audio");
+  const playing = () => { const a = audio(); return !!a && !a.paused && !a.ended; };
+  const urlOf = (source) => source === "conversion" ? (st.lastOutput && st.lastOutput.key === st.inputKey ? st.lastOutput.url : null) : st.inputUrl;
+  function toggle(source) {
+    const a = audio(), url = urlOf(source);
+    if (!a || !st.curve) return;
+    if (playing() && st.source === source) { pause(); return; }
+    if (!url) { status(source === "conversion" ? "no conversion of this input yet" : "no input audio to play"); return; }
+    const from = playing() ? a.currentTime * 100 : st.cursor ?? (st.sel ? st.sel[0] : st.start);
+    if (a.getAttribute("src") !== url) { a.src = url; }
+    st.source = source; a.dataset.source = source;
+    a.currentTime = Math.max(0, from) / 100;
+    a.play().catch((err) => { status("playback failed: " + err.message); buttons(); });
+    buttons();
+  }
+  function pause() { const a = audio(); if (a) a.pause(); }  // the cursor stays: the next play resumes there
+  function stop() {  // unlike pause, forgets the position
+    if (playing()) { st.halted = true; pause(); }
+    st.cursor = null; if (st.curve) draw(); buttons();
+  }
+  function seek(frame) {
+    st.cursor = Math.max(0, Math.min(st.curve.length, frame));
+    if (playing()) audio().currentTime = st.cursor / 100;
+    draw(); status();
+  }
+  function follow() {
+    // each animation frame while playing: the cursor from the audio's clock; the view pages along with it
+    st.raf = 0;
+    const a = audio(); if (!a || !st.curve) return;
+    st.cursor = a.currentTime * 100;
+    if (st.cursor >= st.start + st.visible || st.cursor < st.start) { st.start = st.cursor; clampView(); }
+    draw();
+    if (playing()) st.raf = requestAnimationFrame(follow);
+  }
+  function buttons() {
+    const a = audio(), on = playing(), conv = el("pitch-btn-play-output"), inp = el("pitch-btn-play-input");
+    if (inp) { inp.textContent = on && st.source === "input" ? "Pause input" : "Play input"; inp.classList.toggle("active", on && st.source === "input"); }
+    if (conv) {
+      conv.disabled = !urlOf("conversion");
+      conv.textContent = on && st.source === "conversion" ? "Pause conversion" : "Play last conversion";
+      conv.classList.toggle("active", on && st.source === "conversion");
+    }
+    if (a) a.dataset.playing = on ? "1" : "";
+  }
+  function bindAudio() {
+    const a = audio(); if (!a || a.dataset.bound) return; a.dataset.bound = "1";
+    a.addEventListener("play", () => { if (!st.raf) st.raf = requestAnimationFrame(follow); buttons(); });
+    a.addEventListener("pause", () => {
+      st.cursor = st.halted ? null : a.currentTime * 100; st.halted = false;
+      if (st.curve) draw(); buttons();
+    });
+    a.addEventListener("ended", () => { st.cursor = null; if (st.curve) draw(); buttons(); });
+  }
 
   function bind() {
     if (st.bound) return; st.bound = true;
@@ -264,22 +334,34 @@ if (!window.rvcPitch) {
       "draw": () => { st.drawMode = !st.drawMode; el("pitch-btn-draw").classList.toggle("active", st.drawMode); status(st.drawMode ? "draw mode" : ""); },
       "zoom-in": () => zoom(0.5), "zoom-out": () => zoom(2),
       "fit": () => { st.start = 0; st.visible = st.curve.length; clampView(); draw(); },
+      "play-input": () => toggle("input"), "play-output": () => toggle("conversion"),
     };
     Object.keys(actions).forEach((name) => {
       const b = el("pitch-btn-" + name); if (b) b.addEventListener("click", () => { actions[name](); canvas().focus(); status(); });
     });
     if (window.ResizeObserver) new ResizeObserver(() => draw()).observe(c);
+    bindAudio();
   }
+  // Gradio's file value of an audio component: {path, url, ...}; the path names the upload.
+  const fileKey = (file) => file && (file.path || file.url) || null;
 
   window.rvcPitch = {
-    load(text) {
+    load(text, input) {
       if (!text) return;
+      stop();
+      st.inputUrl = input && input.url || null; st.inputKey = fileKey(input); st.cursor = null;
       const data = JSON.parse(text);
       st.file = data.curve; st.view = data.view; st.extracted = Float64Array.from(st.file.extracted_hz);
       st.file.edits = st.file.edits || []; st.file.position = st.file.position ?? st.file.edits.length;
       replay(); st.sel = null; st.start = 0; st.visible = Math.min(st.curve.length, 1000); clampView();
       st.img = new Image(); st.img.onload = draw; st.img.src = st.view.spectrogram;
-      bind(); draw(); status("loaded " + (st.file.source.input || ""));
+      bind(); draw(); buttons(); status("loaded " + (st.file.source.input || ""));
+    },
+    // The Convert tab's output changed (its Convert button or "Convert with this curve"): playable here when it
+    // was converted from the input the curve was extracted from.
+    conversion(output, input) {
+      st.lastOutput = output && output.url ? { url: output.url, key: fileKey(input) } : null;
+      buttons();
     },
     fileJson() { return st.file ? JSON.stringify(st.file) : ""; },
     // The extracted curve after `edits` as this script draws it (a test compares it with Python's replay).
