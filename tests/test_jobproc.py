@@ -212,3 +212,25 @@ def test_the_app_stops_only_the_conversion_of_the_page_that_asked(tmp_path: Path
         assert not ctx.stop_conversion("page-a"), "a finished conversion has nothing to stop"
     finally:
         ctx.close()
+
+
+def test_job_processes_run_at_a_lower_cpu_priority_than_the_server() -> None:
+    from tools.jobproc import CONVERSION_NICENESS, JOB_NICENESS
+
+    server = os.getpriority(os.PRIO_PROCESS, 0)
+    runner = JobRunner(isolate=True)
+    job = runner.start("count", JobCall(COUNT, {"items": 200, "delay_s": 0.05}, inject=ALL))
+    try:
+        _wait_for(lambda: job.snapshot().done >= 1, timeout_s=60)  # the child's own code is running
+        assert job.pid is not None
+        assert os.getpriority(os.PRIO_PROCESS, job.pid) == min(19, server + JOB_NICENESS) != server
+    finally:
+        runner.cancel(job.job_id)
+        runner.wait(job.job_id, timeout=60)
+    workers = ConversionWorkers(size=1, timeout_s=60)
+    try:
+        pid = workers.call(JobCall(COUNT, {"items": 1}, inject=ALL))["pid"]
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, server + CONVERSION_NICENESS) != server
+        assert os.getpriority(os.PRIO_PROCESS, 0) == server, "the server keeps its own priority"
+    finally:
+        workers.close()

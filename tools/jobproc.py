@@ -15,6 +15,12 @@ after its grace period is terminated, then killed.
 
 `ConversionWorkers` keeps a few long-lived children for single conversions: each holds its own model
 cache, answers one request at a time, and is replaced when it dies or exceeds its time limit.
+
+CPU priority: the server (the UI, the Realtime tab's streams) comes first. A job's process (training,
+separation, preprocessing, batch conversion, index building) lowers its own priority by `JOB_NICENESS`
+(nice +10) as it starts, a conversion worker by `CONVERSION_NICENESS` (+5: a single conversion is
+waited for, a job runs in the background). On a busy machine the live stream and the pages keep the
+CPU they need; the jobs take the rest and run as fast as ever on an idle one.
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ KILL_AFTER_TERMINATE_S = 5.0
 # A child whose server went away stops its work (cancel) and exits at the latest after this.
 ORPHAN_EXIT_S = 30.0
 _CGROUP_EVENTS = Path("/sys/fs/cgroup/memory.events")
+JOB_NICENESS = 10
+CONVERSION_NICENESS = 5
 
 
 class JobProcessError(RVCError):
@@ -211,10 +219,20 @@ def _quiet_child_logging(send: Callable[[tuple[Any, ...]], None]) -> None:
     root.setLevel(logging.INFO)
 
 
+def lower_priority(increment: int) -> None:
+    """Make this process `increment` steps nicer than it started (no-op where the OS has no nice values)."""
+    if hasattr(os, "nice"):
+        try:
+            os.nice(increment)
+        except OSError as exc:
+            logging.getLogger(__name__).warning("could not lower this process's CPU priority: %s", exc)
+
+
 def child_main(call: JobCall, conn: Any) -> None:
     """Entry point of a job's process: run `call`, report over `conn`, exit."""
     from infer_pack.cache import ModelCache
 
+    lower_priority(JOB_NICENESS)
     send = _child_sender(conn)
     _quiet_child_logging(send)
     token = CancelToken()
@@ -362,6 +380,7 @@ def worker_main(conn: Any, cancel_event: Any = None) -> None:
     """Entry point of a conversion worker: answer requests until the pipe closes."""
     from infer_pack.cache import ModelCache
 
+    lower_priority(CONVERSION_NICENESS)
     logging.getLogger().setLevel(logging.WARNING)
     cache = ModelCache(max_items=4)
     token = CancelToken(cancel_event)  # the server's Stop sets the shared event
