@@ -59,6 +59,7 @@ class StreamRequest:
 
     @property
     def frame_bytes(self) -> int:
+        """Bytes of one sample on every channel (the dtype string ends in the sample's size: "<i2", "<f4")."""
         return int(FORMATS[self.format][-1]) * self.channels
 
 
