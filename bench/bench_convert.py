@@ -27,19 +27,9 @@ from typing import Any
 import numpy as np
 
 from bench.common import BenchRow, area_main, in_fresh_process, interleaved, peak_rss_mb
+from infer_pack.synthetic import synthetic_speech
 
 SAMPLE_RATE = 16000
-
-
-def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
-    """Harmonic voice with vibrato, syllable envelope and pauses, at 16 kHz (float32)."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    f0 = 160.0 * (1.0 + 0.03 * np.sin(2 * np.pi * 5.0 * t)) * (1.0 + 0.15 * np.sin(2 * np.pi * 0.3 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
-    voice = sum(np.sin(k * phase) / k for k in range(1, 9))
-    envelope = np.clip(np.sin(2 * np.pi * 1.5 * t), 0.0, None) ** 0.5
-    return (0.3 * voice * envelope + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
 
 
 def _voice() -> Any:

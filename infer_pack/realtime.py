@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from infer_pack.decoder_int8 import stream_decoder
 from infer_pack.encoder_int8 import int8_encoder
 from infer_pack.errors import UserInputError
 from infer_pack.pipeline import RETRIEVAL_K, SAMPLE_RATE, WINDOW, protect_unvoiced
@@ -200,6 +201,7 @@ class StreamingConverter:
         self.model_rate = converter.sample_rate
         self.rmvpe_path = rmvpe_path if rmvpe_path is not None else converter.rmvpe_path
         self.encoder = int8_encoder(converter.encoder) if self.settings.encoder_int8 else converter.encoder
+        self.decode = stream_decoder(converter, self.settings)  # (z, har, g) -> audio; float32 or int8 graph
         self.last_times = BlockTimes()
         self.blocks_done = 0
         g = self.geometry
@@ -422,7 +424,7 @@ class StreamingConverter:
                         pitchf_t, excitation_noise=not self.settings.deterministic, generator=self._device_generator
                     )  # [1, 1, (hi-lo)*upp]
                 upp = net.dec.upp
-                decoded = net.dec.decode(z, har, gvec)[0, 0, (first - lo) * upp : (first - lo + count) * upp]
+                decoded = self.decode(z, har, gvec)[0, 0, (first - lo) * upp : (first - lo + count) * upp]
                 audio: np.ndarray = decoded.to("cpu", torch.float32).numpy()
         if factor != 1.0:
             audio = _resample_exact(audio, count * 100, g.returned * 100, g.returned * self._model_hop)

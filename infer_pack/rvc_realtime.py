@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from infer_pack.decoder_int8 import stream_decoder
 from infer_pack.encoder_int8 import int8_encoder
 from infer_pack.errors import UserInputError
 from infer_pack.pipeline import RETRIEVAL_K
@@ -115,6 +116,7 @@ class RVCRealtimeStream:
         self.converter = converter
         self.rmvpe_path = rmvpe_path if rmvpe_path is not None else converter.rmvpe_path
         self.encoder = int8_encoder(converter.encoder) if self.settings.encoder_int8 else converter.encoder
+        self.decode = stream_decoder(converter, self.settings)  # (z, har, g) -> audio; float32 or int8 graph
         self.geometry = g = StreamGeometry.of(self.settings)
         self.input_rate = self.output_rate = int(input_rate)
         zc = self._in_hop = self._out_hop = self.input_rate // 100
@@ -333,6 +335,6 @@ class RVCRealtimeStream:
                 x = z * x_mask
                 if return_length2 != x.shape[-1]:
                     x = F.interpolate(x, size=return_length2, mode="linear")
-                audio = net.dec.decode(x, har, g)  # [1, 1, return_length2 * upp]
+                audio = self.decode(x, har, g)  # [1, 1, return_length2 * upp]
         return audio.squeeze(1).float().cpu()
 

@@ -57,9 +57,10 @@ class StreamSettings:
         "conversion). rvc: RVC's realtime output exactly (its resampler, pitch cache, pm settings, envelope order).",
         choices=STREAM_MATCHES)
     preset: str = spec_field(
-        "as-set", "Preset", "as-set: the settings as chosen. fast: extra context at most 1 s, int8 content encoder, "
-        "no decoder context (about 1.7x less CPU per block; quality cost in the README).", choices=STREAM_PRESETS)
+        "as-set", "Preset", "as-set: the settings as chosen. fast: extra context at most 1 s, int8 content encoder and "
+        "decoder, no decoder context (about 3x less CPU per block; quality cost in the README).", choices=STREAM_PRESETS)
     encoder_int8: bool = False  # the content encoder's linear layers as int8 (dynamic quantisation, CPU)
+    decoder_int8: bool = False  # the decoder as a calibrated int8 ONNX Runtime graph (CPU; infer_pack.decoder_int8)
     protect: float = 0.5  # 0.5 = off (RVC's realtime GUI has no protection)
     rms_mix_rate: float = spec_field(
         0.0, "Volume envelope mix", "Loudness: 0 the input's envelope, 1 the voice's own.", 0.0, 1.0, 0.01,
@@ -99,7 +100,8 @@ class StreamSettings:
             )
         if self.preset == "fast":
             checked["extra_time_s"] = min(checked["extra_time_s"], FAST_EXTRA_S)
-            return replace(self, **checked, seed=int(self.seed), encoder_int8=True, decoder_context_frames=0)
+            return replace(self, **checked, seed=int(self.seed), encoder_int8=True, decoder_int8=True,
+                           decoder_context_frames=0)
         return replace(self, **checked, seed=int(self.seed))
 
 

@@ -212,7 +212,7 @@ def test_match_and_preset_choose_the_engine_and_settings(converter: VoiceConvert
     assert isinstance(open_engine(converter, StreamSettings(f0_method="pm", match="rvc"), input_rate=48000), RVCRealtimeStream)
     assert isinstance(open_engine(converter, StreamSettings(f0_method="pm"), input_rate=48000), StreamingConverter)
     fast = StreamSettings(extra_time_s=2.5, preset="fast").validated()
-    assert (fast.extra_time_s, fast.encoder_int8, fast.decoder_context_frames) == (1.0, True, 0)
+    assert (fast.extra_time_s, fast.encoder_int8, fast.decoder_int8, fast.decoder_context_frames) == (1.0, True, True, 0)
     with pytest.raises(UserInputError, match="match"):
         StreamSettings(match="other").validated()
     with pytest.raises(UserInputError, match="one rate"):
