@@ -83,6 +83,12 @@ def _playback(page: Any) -> dict[str, Any]:
     }"""))
 
 
+def _wait_paused(page: Any) -> None:
+    """Until the audio is paused and the editor has handled its pause event (buttons, cursor)."""
+    page.wait_for_function("() => { const a = document.getElementById('pitch-audio');"
+                           " return a.paused && a.dataset.playing !== '1'; }")
+
+
 def _cursor_x(state: dict[str, Any], seconds: float) -> float:
     """Where `seconds` lies on the canvas in the editor's view (frame k at k * 10 ms)."""
     per_frame = (state["width"] - LEFT) / state["visible"]
@@ -91,9 +97,12 @@ def _cursor_x(state: dict[str, Any], seconds: float) -> float:
 
 def _wait_playing_past(page: Any, seconds: float) -> dict[str, Any]:
     page.wait_for_function(
-        "(t) => { const a = document.getElementById('pitch-audio'); return !a.paused && a.currentTime > t"
-        " && document.getElementById('pitch-canvas').dataset.cursorX !== ''; }", arg=seconds)
-    return _playback(page)
+        "(t) => { const a = document.getElementById('pitch-audio'), c = document.getElementById('pitch-canvas');"
+        " return !a.paused && c.dataset.cursorTime !== '' && parseFloat(c.dataset.cursorTime) > t; }",
+        arg=seconds)
+    state = _playback(page)
+    assert state["x"] and state["drawn"], f"no cursor drawn in the view while playing: {state}"
+    return state
 
 
 def _check_input_playback(page: Any, sel_start: int) -> None:
@@ -101,19 +110,19 @@ def _check_input_playback(page: Any, sel_start: int) -> None:
     assert page.locator("#pitch-btn-play-output").is_disabled()  # no conversion yet
     page.locator("#pitch-btn-play-input").click()
     first = _wait_playing_past(page, sel_start / 100 + 0.1)
-    page.wait_for_timeout(400)
-    second = _playback(page)
+    second = _wait_playing_past(page, first["time"] + 0.2)
     assert first["source"] == "input" and first["src"].split("/")[-1] == "song.wav", first
-    assert sel_start / 100 <= first["time"] < 3.0, first  # started at the selection, not at 0
+    assert sel_start / 100 <= float(first["drawn"]) < 3.0, first  # started at the selection, not at 0
     for state in (first, second):
         assert state["playing"] and state["visible"] == 300 and state["start"] == 0, state
         assert abs(float(state["x"]) - _cursor_x(state, float(state["drawn"]))) < 1.0, state
-        # drawn on the last animation frame: within 50 ms (19 px here) of the clock read after it
-        assert abs(float(state["drawn"]) - state["time"]) < 0.05, state
-    assert second["time"] > first["time"] + 0.2 and float(second["x"]) > float(first["x"]) + 20, (first, second)
+        # the cursor shows a reading of the audio's clock: never ahead of the reading taken after it was drawn
+        assert float(state["drawn"]) <= state["time"] + 1e-4, state
+    # ... and a fresh one: later than the clock read before it was drawn
+    assert float(second["drawn"]) > first["time"] + 0.2 and float(second["x"]) > float(first["x"]) + 20, (first, second)
 
     page.keyboard.press("Space")  # the button gave the focus back to the canvas
-    page.wait_for_function("() => document.getElementById('pitch-audio').paused")
+    _wait_paused(page)
     paused = _playback(page)
     page.wait_for_timeout(300)
     assert _playback(page)["time"] == paused["time"] and not paused["playing"]
@@ -132,9 +141,22 @@ def _check_input_playback(page: Any, sel_start: int) -> None:
     assert abs(float(seeked["drawn"]) - 0.5) < 0.02, seeked
     page.keyboard.press("Space")
     resumed = _wait_playing_past(page, 0.5)
-    assert resumed["time"] < sel_start / 100, resumed
+    assert float(resumed["drawn"]) < sel_start / 100, resumed  # from the cursor, not the selection
     page.keyboard.press("Escape")
-    page.wait_for_function("() => document.getElementById('pitch-audio').paused")
+    _wait_paused(page)
+
+    # Zoomed in (75 frames shown around the middle), the view pages along once the cursor passes its right edge.
+    page.keyboard.press("+")
+    page.keyboard.press("+")
+    zoomed = _playback(page)
+    assert zoomed["visible"] == 75 and zoomed["start"] + 75 < 200, zoomed
+    page.keyboard.press("Space")
+    followed = _wait_playing_past(page, (zoomed["start"] + 75) / 100 + 0.15)
+    assert followed["start"] > zoomed["start"] + 70 and followed["visible"] == 75, followed
+    assert LEFT <= float(followed["x"]) <= followed["width"], followed
+    assert abs(float(followed["x"]) - _cursor_x(followed, float(followed["drawn"]))) < 1.0, followed
+    page.keyboard.press("Escape")
+    page.locator("#pitch-btn-fit").click()
 
 
 def _check_conversion_playback(page: Any, base_url: str, result: Path) -> None:
@@ -142,7 +164,7 @@ def _check_conversion_playback(page: Any, base_url: str, result: Path) -> None:
     button = page.locator("#pitch-btn-play-output")
     page.wait_for_function("(b) => !b.disabled", arg=button.element_handle())
     button.click()
-    state = _wait_playing_past(page, 0.2)
+    state = _wait_playing_past(page, 0.2)  # from the selection's start (1.2 s)
     assert state["source"] == "conversion" and state["src"].split("/")[-1] == result.name, state
     assert abs(float(state["x"]) - _cursor_x(state, float(state["drawn"]))) < 1.0, state
     assert button.inner_text() == "Pause conversion"
@@ -150,7 +172,7 @@ def _check_conversion_playback(page: Any, base_url: str, result: Path) -> None:
     with urllib.request.urlopen(url, timeout=30) as served_file:
         assert served_file.read() == result.read_bytes()
     button.click()
-    page.wait_for_function("() => document.getElementById('pitch-audio').paused")
+    _wait_paused(page)
 
 
 def test_shift_a_selection_two_semitones_and_convert(
