@@ -6,11 +6,17 @@ them in whole blocks and the converted audio streams back. Browser streaming add
 Only connections from this machine (loopback) are served unless the app was started with
 `--realtime-remote`: the stream holds a model per session and sends live audio, which a shared
 server should not offer to every visitor.
+
+The streams run in their own concurrency group (`STREAM_CONCURRENCY_ID`), so jobs and panel polls
+never hold them up. A session converts at most `MAX_BACKLOG_BLOCKS` waiting blocks per chunk and
+drops older input; when it cannot keep up, the status line says so (compute per block against the
+block length, late and dropped blocks), names the jobs running beside it and what to change.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -33,6 +39,13 @@ if TYPE_CHECKING:
     from tools.web import AppContext
 
 STREAM_EVERY_S = 0.1
+# Whole blocks of microphone input a session may have waiting; older ones are dropped, so a machine that
+# cannot keep up plays with gaps at a bounded latency instead of an ever-growing delay.
+MAX_BACKLOG_BLOCKS = 2
+# The streams' own concurrency group: no other event (jobs, panels, timers) shares its slots, and up to
+# this many browser sessions stream at once instead of waiting behind one another.
+STREAM_CONCURRENCY_ID = "realtime-stream"
+MAX_STREAMS = 4
 F0_CHOICES = [("PM (fast)", "pm"), ("Swift", "swift"), ("RMVPE", "rmvpe")]
 
 
@@ -52,6 +65,16 @@ def is_loopback(request: gr.Request | None) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def running_jobs(ctx: AppContext) -> list[str]:
+    """The jobs running now, each as "job <id> (<its latest message>)" (the id names the kind), for the stream's status."""
+    named = []
+    for job in ctx.jobs.running():
+        message = " ".join(job.message.split())
+        message = message if len(message) <= 80 else message[:79] + "…"
+        named.append(f"job {job.job_id} ({message})" if message else f"job {job.job_id}")
+    return named
 
 
 # The stream settings the tab offers, in the order of its controls after the pitch method.
@@ -113,18 +136,19 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
                 settings = stream_settings(f0_method=f0, **values)
                 stream = api.start_chunk_stream(project=ctx.project, model=voice_path(ctx, voice_file),
                                                 index_path=index_path_of(ctx, index_file), settings=settings,
-                                                sample_rate=int(sample_rate), cache=ctx.cache)  # fmt: skip
+                                                sample_rate=int(sample_rate), cache=ctx.cache,
+                                                max_backlog_blocks=MAX_BACKLOG_BLOCKS, clock=time.monotonic)  # fmt: skip
             converted = stream.push_pcm16(samples)
         except RVCError as exc:
             raise gr.Error(str(exc)) from exc
         played = (stream.sample_rate, converted) if converted.size else gr.skip()
-        return played, stream, stream.status()
+        return played, stream, stream.status(running_jobs(ctx))
 
     controls = [voice, index, f0_method, transpose, formant, index_rate, block_time, crossfade, extra_time, silence,
                 engine, preset]
     mic.stream(on_chunk, inputs=[mic, session, *controls], outputs=[out, session, status],
-               stream_every=STREAM_EVERY_S, time_limit=None, concurrency_limit=1, show_progress="hidden",
-               api_name=False)  # fmt: skip
+               stream_every=STREAM_EVERY_S, time_limit=None, concurrency_limit=MAX_STREAMS,
+               concurrency_id=STREAM_CONCURRENCY_ID, show_progress="hidden", api_name=False)  # fmt: skip
     # A new recording (or changed settings) starts a fresh stream with the current settings.
     mic.start_recording(lambda: None, outputs=[session], api_name=False)
     voice.change(lambda v: gr.Dropdown(choices=index_choices(ctx), value=match_index(ctx, v)), inputs=[voice],

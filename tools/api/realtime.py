@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,13 +163,24 @@ def open_stream(
     return open_engine(converter, settings, input_rate=input_rate, output_rate=output_rate)
 
 
+# How many of the latest blocks decide whether a stream keeps up now (a slow first block, while the
+# models warm up, must not mark the whole stream as behind).
+RECENT_BLOCKS = 20
+
+
 @dataclass
 class StreamStats:
-    """Per-block compute times of a stream (seconds) against the block's own duration."""
+    """Per-block compute times of a stream (seconds) against the block's own duration.
+
+    `dropped_blocks`: input blocks thrown away so that the latency stays bounded (a stream that falls
+    behind its microphone); `last_drop_block`: how many blocks had been converted at the latest drop.
+    """
 
     block_s: float
     latency_s: float
     times: list[float] = field(default_factory=list)
+    dropped_blocks: int = 0
+    last_drop_block: int | None = None
 
     @property
     def blocks(self) -> int:
@@ -177,6 +189,18 @@ class StreamStats:
     @property
     def late_blocks(self) -> int:
         return sum(t > self.block_s for t in self.times)
+
+    def record_drop(self, blocks: int) -> None:
+        if blocks > 0:
+            self.dropped_blocks += blocks
+            self.last_drop_block = self.blocks
+
+    def keeps_up(self) -> bool:
+        """False while the latest blocks take longer than a block (median) or input was dropped lately."""
+        recent = self.times[-RECENT_BLOCKS:]
+        if recent and statistics.median(recent) > self.block_s:
+            return False
+        return self.last_drop_block is None or self.blocks - self.last_drop_block > RECENT_BLOCKS
 
     def line(self) -> str:
         if not self.times:
@@ -188,6 +212,23 @@ class StreamStats:
             f"compute per block median {statistics.median(self.times) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms; "
             f"{self.late_blocks} block(s) took longer than a block"
         )
+
+    def behind_line(self, busy_with: Sequence[str] = ()) -> str:
+        """Why the stream falls behind and what to do; `busy_with` names the jobs running beside it."""
+        recent = self.times[-RECENT_BLOCKS:]
+        timing = (
+            f"a block takes {statistics.median(recent) * 1000:.0f} ms to convert (median; last "
+            f"{recent[-1] * 1000:.0f} ms) but lasts {self.block_s * 1000:.0f} ms"
+            if recent else f"no block of {self.block_s * 1000:.0f} ms converted yet"
+        )
+        text = (
+            f"This machine cannot keep up: {timing}; {self.late_blocks} late block(s), {self.dropped_blocks} "
+            "block(s) of input dropped to keep the latency bounded (the output has gaps)."
+        )
+        remedy = "a larger Block time, the fast Preset or less Extra context"
+        if busy_with:
+            return f"{text} Running beside the stream: {'; '.join(busy_with)}. Stop it or wait for it to end, or choose {remedy}."
+        return f"{text} Choose {remedy}."
 
 
 # -- a file through the stream ---------------------------------------------------------------
@@ -363,16 +404,31 @@ class ChunkStream:
     """A stream fed with chunks of any length (what a browser sends), converted in whole blocks.
 
     `push` returns every converted sample ready so far (possibly none); the output lags the input by
-    at most one block more than `latency_s` (the chunks must first fill a block).
+    at most one block more than `latency_s` (the chunks must first fill a block) as long as each block
+    converts faster than it lasts.
+
+    `max_backlog_blocks` (None: off, every sample is converted): when more than that many whole blocks
+    wait, the oldest are dropped (counted in `stats.dropped_blocks`), so a stream that falls behind keeps
+    a bounded latency instead of one that grows with the running time. `clock` (seconds; None: off)
+    counts the input that never arrived as dropped too: a sender that replaces the chunks it could not
+    deliver while `push` was busy (Gradio keeps only the latest chunk of a streaming event) sends less
+    audio than the time that passed. Only for senders that send without pauses.
     """
 
-    def __init__(self, stream: Engine) -> None:
+    def __init__(self, stream: Engine, *, max_backlog_blocks: int | None = None,
+                 clock: Callable[[], float] | None = None) -> None:  # fmt: skip
         import numpy as np
 
+        if max_backlog_blocks is not None and max_backlog_blocks < 1:
+            raise ValueError(f"max_backlog_blocks must be at least 1 (or None for no bound), got {max_backlog_blocks}")
         self.stream = stream
         self.sample_rate = stream.input_rate
+        self.max_backlog_blocks = max_backlog_blocks
         self.stats = StreamStats(stream.geometry.block / 100, stream.latency_s)
         self._pending = np.zeros(0, dtype=np.float32)
+        self._clock = clock
+        self._last_push_at: float | None = None
+        self._missing_s = 0.0  # time passed minus audio received, not yet counted as dropped blocks
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Mono or [samples, channels] audio, float in -1..1 or int16 -> converted float32 samples."""
@@ -384,8 +440,14 @@ class ChunkStream:
         audio = audio.astype(np.float32, copy=False)
         if audio.ndim == 2:
             audio = audio.mean(axis=1)
+        self._count_missing_input(audio.shape[0])
         self._pending = np.concatenate((self._pending, audio))
         size = self.stream.block_size
+        waiting = self._pending.shape[0] // size
+        if self.max_backlog_blocks is not None and waiting > self.max_backlog_blocks:
+            dropped = waiting - self.max_backlog_blocks
+            self._pending = self._pending[dropped * size :]
+            self.stats.record_drop(dropped)
         pieces = []
         while self._pending.shape[0] >= size:
             block, self._pending = self._pending[:size], self._pending[size:]
@@ -394,14 +456,35 @@ class ChunkStream:
             self.stats.times.append(time.perf_counter() - started)
         return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
 
+    def _count_missing_input(self, samples: int) -> None:
+        """Time passed since the last chunk minus the audio it brought; whole blocks of it beyond one block
+        count as dropped. A surplus (a first chunk holding what was recorded while the stream started)
+        covers at most one block of later shortfall, so it cannot hide input lost afterwards."""
+        if self._clock is None:
+            return
+        now = self._clock()
+        if self._last_push_at is not None:
+            block_s = self.stats.block_s
+            self._missing_s = max(-block_s, self._missing_s + (now - self._last_push_at) - samples / self.sample_rate)
+            # One block of slack for the jitter of chunk arrivals (1e-9: float sums of tenths of a second).
+            missed = int((self._missing_s - block_s) / block_s + 1e-9) if self._missing_s > block_s else 0
+            if missed:
+                self.stats.record_drop(missed)
+                self._missing_s -= missed * block_s
+        self._last_push_at = now
+
     def push_pcm16(self, samples: np.ndarray) -> np.ndarray:
         """`push`, the result as 16-bit PCM (what a browser plays without a conversion warning)."""
         import numpy as np
 
         return (np.clip(self.push(samples), -1.0, 1.0) * 32767.0).astype(np.int16)
 
-    def status(self) -> str:
-        return self.stats.line()
+    def status(self, busy_with: Sequence[str] = ()) -> str:
+        """The stream's figures; while it falls behind, a second line says why and what to do
+        (`busy_with`: the jobs running beside it, named)."""
+        if self.stats.keeps_up():
+            return self.stats.line()
+        return f"{self.stats.line()}\n{self.stats.behind_line(busy_with)}"
 
 
 def start_chunk_stream(
@@ -413,10 +496,14 @@ def start_chunk_stream(
     index_path: Path | str | None = None,
     device: str = "auto",
     cache: ModelCache | None = None,
+    max_backlog_blocks: int | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> ChunkStream:
-    """A stream for chunks of any size at `sample_rate` (a browser's microphone), output at the same rate."""
+    """A stream for chunks of any size at `sample_rate` (a browser's microphone), output at the same rate.
+
+    `max_backlog_blocks`, `clock`: see `ChunkStream` (None: convert every sample however late)."""
     if sample_rate % 100:
         raise UserInputError(f"the microphone's sample rate {sample_rate} Hz is not a multiple of 100 Hz; choose 48000 or 44100")
     stream = open_stream(project=project, model=model, settings=settings, index_path=index_path,
                          input_rate=sample_rate, device=device, cache=cache)  # fmt: skip
-    return ChunkStream(stream)
+    return ChunkStream(stream, max_backlog_blocks=max_backlog_blocks, clock=clock)
