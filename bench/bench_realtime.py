@@ -11,15 +11,21 @@ printed beside every timing). Settings:
 
   * "RVC defaults": block 0.25 s, crossfade 0.05 s, extra 2.5 s, SOLA search 0.01 s, both engines;
   * "RVC defaults + int8 encoder": ours at RVC's settings with the int8 content encoder;
-  * "fast preset": ours with `preset="fast"` (extra 1.0 s, int8 content encoder, no decoder context)
-    against RVC's engine at its defaults.
+  * "fast preset": ours with `preset="fast"` (extra 1.0 s, int8 content encoder, int8 decoder, no
+    decoder context) against RVC's engine at its defaults.
+
+The int8 stages' own cost: the fast preset's output against the same settings in float32 (log-spectral
+distance, and the median pitch difference in cents of the two outputs measured by pm), and the fast
+preset's CPU per block against the block's length at several block sizes (which block keeps up on a
+free core).
 
 Rows: CPU ms per block per stage (ours vs RVC), total CPU and wall per block, late blocks (wall
 time over the block's duration) over a stream, algorithmic latency, and the log-spectral distance
 (dB) of each stream to the offline conversion of the same input with noise off everywhere.
 
 --quick: 6 blocks for the stage figures, a 10 s stream for late blocks, 6 s for the distances;
-the full run uses 40 blocks and a 10-minute stream.
+the full run uses 40 blocks, a 10-minute stream for the fast preset and a 1-minute stream at RVC's
+defaults (where every block takes about twice its length on one core, so all are late).
 
     python -m bench.bench_realtime [--quick] [--device cpu]
 """
@@ -124,9 +130,9 @@ def _distances(converter: Any, configs: dict[str, tuple[Any, bool]], seconds: fl
     """Log-spectral distance of each stream (noise off) to the offline conversion (noise off)."""
     from dataclasses import replace
 
-    from bench.bench_convert import synthetic_speech
     from infer_pack.pipeline import ConversionParams, VoiceConverter, resample
     from infer_pack.realtime import convert_stream
+    from infer_pack.synthetic import synthetic_speech
 
     class NoNoise:
         def __init__(self, net: Any) -> None:
@@ -148,11 +154,60 @@ def _distances(converter: Any, configs: dict[str, tuple[Any, bool]], seconds: fl
     return out
 
 
+def _keeping_up(converter: Any, audio: np.ndarray, blocks_s: tuple[float, ...], blocks: int) -> list[BenchRow]:
+    """The fast preset's CPU per block over the block's length, per block size (below 1 keeps up on a free core)."""
+    rows = []
+    for block_s in blocks_s:
+        stream = _stream(converter, rvc_settings(block_s, crossfade_time_s=min(0.05, block_s), preset="fast"), rvc=False)
+        cpu = statistics.median(_per_stage(stream, audio, blocks)["total_cpu"])
+        rows.append(BenchRow("realtime", f"fast preset, block {block_s:g} s: CPU per block / block length", "ratio",
+                             cpu / block_s, None, True,
+                             f"{cpu * 1000:.0f} ms per block; latency {stream.latency_s:.2f} s; {_load()}"))  # fmt: skip
+    return rows
+
+
+def _pitch_cents(a: np.ndarray, b: np.ndarray, rate: int) -> float:
+    """Median |pitch(a) - pitch(b)| in cents over frames voiced in both (pm, 10 ms)."""
+    from infer_pack.f0 import estimate_f0
+    from infer_pack.pipeline import resample
+
+    fa = estimate_f0(resample(a, rate, 16000), "pm")
+    fb = estimate_f0(resample(b, rate, 16000), "pm")
+    n = min(fa.shape[0], fb.shape[0])
+    voiced = (fa[:n] > 0) & (fb[:n] > 0)
+    if not voiced.any():
+        return float("nan")
+    return float(np.median(np.abs(1200 * np.log2(fa[:n][voiced] / fb[:n][voiced]))))
+
+
+def _int8_cost(converter: Any, fast: Any, seconds: float) -> list[BenchRow]:
+    """The fast preset (int8 encoder and decoder) against the same settings in float32: spectrum and pitch."""
+    from dataclasses import replace
+
+    from infer_pack.pipeline import resample
+    from infer_pack.realtime import convert_stream
+    from infer_pack.synthetic import synthetic_speech
+
+    audio = resample(synthetic_speech(seconds, seed=11), 16000, DEVICE_RATE)
+    int8 = replace(fast, deterministic=True).validated()
+    plain = replace(int8, preset="as-set", encoder_int8=False, decoder_int8=False)
+    skip = DEVICE_RATE * 3
+    out = {name: convert_stream(_stream(converter, s, rvc=False), audio).audio[skip:]
+           for name, s in (("int8", int8), ("float", plain))}  # fmt: skip
+    note = "fast preset vs the same settings in float32; noise off"
+    return [
+        BenchRow("realtime", "int8 cost: distance to float32", "dB (log spectral)",
+                 _log_spectral_distance(out["int8"], out["float"], DEVICE_RATE), None, True, note),
+        BenchRow("realtime", "int8 cost: pitch difference", "cents (median)",
+                 _pitch_cents(out["int8"], out["float"], DEVICE_RATE), None, True, f"{note}; pm on both outputs"),
+    ]  # fmt: skip
+
+
 def run(quick: bool, device: str) -> list[BenchRow]:
     import torch
 
-    from bench.bench_convert import synthetic_speech
     from infer_pack.pipeline import resample
+    from infer_pack.synthetic import synthetic_speech
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -170,11 +225,14 @@ def run(quick: bool, device: str) -> list[BenchRow]:
         rows += _stage_rows("fast preset", _per_stage(_stream(converter, fast, rvc=False), audio, blocks), rvc_stats,
                             f"{note}; baseline: RVC at its defaults")  # fmt: skip
         configs = {"ours": (defaults, False), "fast": (fast, False), "rvc": (defaults, True)}
-        late = {name: _late_blocks(_stream(converter, s, rvc), audio, stream_s) for name, (s, rvc) in configs.items()}
+        seconds = {"ours": 10.0, "fast": 10.0, "rvc": 10.0} if quick else {"ours": 60.0, "fast": 600.0, "rvc": 60.0}
+        late = {name: _late_blocks(_stream(converter, s, rvc), audio, seconds[name]) for name, (s, rvc) in configs.items()}
         for name in ("ours", "fast"):
-            rows.append(BenchRow("realtime", f"late blocks over {stream_s:.0f} s, {name} (block 0.25 s)", "blocks",
+            rows.append(BenchRow("realtime", f"late blocks over {seconds[name]:.0f} s, {name} (block 0.25 s)", "blocks",
                                  late[name][0], late["rvc"][0], True,
-                                 f"of {late[name][1]} blocks; wall time per block over 0.25 s; {_load()}"))  # fmt: skip
+                                 f"of {late[name][1]} blocks (RVC: of {late['rvc'][1]} over {seconds['rvc']:.0f} s); "
+                                 f"wall time per block over 0.25 s; {_load()}"))  # fmt: skip
+        rows += _keeping_up(converter, audio, (0.1, 0.25, 0.5), 4 if quick else 20)
         latency = _stream(converter, defaults, rvc=False).latency_s
         rows.append(BenchRow("realtime", "algorithmic latency, block 0.25 s", "s", latency,
                              _stream(converter, defaults, rvc=True).latency_s, True, "2 x block + crossfade + SOLA search"))  # fmt: skip
@@ -182,6 +240,7 @@ def run(quick: bool, device: str) -> list[BenchRow]:
         for name in ("ours", "fast"):
             rows.append(BenchRow("realtime", f"distance to offline, {name}", "dB (log spectral)", lsd[name], lsd["rvc"],
                                  True, "noise off everywhere; baseline RVC's algorithm at its defaults"))  # fmt: skip
+        rows += _int8_cost(converter, fast, 6.0 if quick else 20.0)
         return rows
     finally:
         torch.set_num_threads(threads)
