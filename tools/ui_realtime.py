@@ -1,14 +1,18 @@
 """Realtime tab: the browser's microphone streamed through a voice and played back.
 
-The browser sends microphone chunks every `STREAM_EVERY_S`; `tools.api.start_chunk_stream` converts
-them in whole blocks and the converted audio streams back. Browser streaming adds its own buffering
+The browser sends microphone chunks every `STREAM_EVERY_S`; the stream event hands each to the
+session's `tools.api.start_background_chunk_stream` and returns within milliseconds with the audio
+converted since the previous chunk, while the session's worker thread converts whole blocks (Gradio's
+frontend keeps only the latest chunk while an event is busy: converting inside the event made the
+browser drop microphone audio). A new recording, stopping one, and the end of the browser session
+close the worker; it also ends on its own after a few seconds without input. Browser streaming adds its own buffering
 (about a second), so for the lowest latency use `python -m tools.cli realtime` with sound devices.
 Only connections from this machine (loopback) are served unless the app was started with
 `--realtime-remote`: the stream holds a model per session and sends live audio, which a shared
 server should not offer to every visitor.
 
 The streams run in their own concurrency group (`STREAM_CONCURRENCY_ID`), so jobs and panel polls
-never hold them up. A session converts at most `MAX_BACKLOG_BLOCKS` waiting blocks per chunk and
+never hold them up. A session keeps at most `MAX_BACKLOG_BLOCKS` blocks waiting for its worker and
 drops older input; when it cannot keep up, the status line says so (compute per block against the
 block length, late and dropped blocks), names the jobs running beside it and what to change.
 """
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import gradio as gr
 
 from infer_pack.errors import RVCError
+from tools.api.realtime_background import close_stream
 from tools.api.specs import stream_param_specs
 from tools.labels import label
 from tools.ui_common import (
@@ -77,6 +82,11 @@ def running_jobs(ctx: AppContext) -> list[str]:
     return named
 
 
+def end_session_stream(stream: Any) -> None:
+    """Close the session's stream (its worker thread and model reference go); the session holds none after."""
+    close_stream(stream)
+
+
 # The stream settings the tab offers, in the order of its controls after the pitch method.
 SETTINGS = ("pitch_semitones", "formant_semitones", "index_rate", "block_time_s", "crossfade_time_s", "extra_time_s",
             "silence_threshold_db", "match", "preset")
@@ -116,28 +126,29 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
         mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label=label("realtime.input"), elem_id="rt-mic")
         out = gr.Audio(streaming=True, autoplay=True, interactive=False, label=label("realtime.output"), elem_id="rt-out")
     status = gr.Textbox(label=label("realtime.status"), interactive=False, elem_id="rt-status")
-    session = gr.State(None)
+    session = gr.State(None, delete_callback=close_stream)  # the browser session ended: its worker ends too
 
     def on_chunk(chunk: Any, stream: Any, voice_file: str | None, index_file: str | None, f0: str,
                  semitones: float, formant_st: float, rate_of_index: float, block_s: float, fade_s: float,
                  extra_s: float, silence_db: float, engine_name: str, preset_name: str, request: gr.Request) -> tuple[Any, Any, Any]:  # fmt: skip
         if not realtime_allowed(ctx, request):
             raise gr.Error(label("realtime.loopback_only"))
-        # `stream` is the session's tools.api.realtime.ChunkStream (Gradio reads these hints: no forward refs).
+        # `stream` is the session's tools.api.realtime_background.BackgroundChunkStream (Gradio reads these
+        # hints: no forward refs); a closed one (idle timeout, or a new recording) is replaced.
         if chunk is None:
             return gr.skip(), stream, gr.skip()
         sample_rate, samples = chunk
         try:
-            if stream is None:
+            if stream is None or stream.closed:
                 chosen = dict(zip(SETTINGS, (semitones, formant_st, rate_of_index, block_s, fade_s, extra_s,
                                              silence_db, engine_name, preset_name)))
                 values = {name: spec_value(specs[name], value) for name, value in chosen.items()}
                 values["crossfade_time_s"] = min(values["crossfade_time_s"], values["block_time_s"])
                 settings = stream_settings(f0_method=f0, **values)
-                stream = api.start_chunk_stream(project=ctx.project, model=voice_path(ctx, voice_file),
-                                                index_path=index_path_of(ctx, index_file), settings=settings,
-                                                sample_rate=int(sample_rate), cache=ctx.cache,
-                                                max_backlog_blocks=MAX_BACKLOG_BLOCKS, clock=time.monotonic)  # fmt: skip
+                stream = api.start_background_chunk_stream(
+                    project=ctx.project, model=voice_path(ctx, voice_file), index_path=index_path_of(ctx, index_file),
+                    settings=settings, sample_rate=int(sample_rate), cache=ctx.cache,
+                    max_backlog_blocks=MAX_BACKLOG_BLOCKS, clock=time.monotonic)  # fmt: skip
             converted = stream.push_pcm16(samples)
         except RVCError as exc:
             raise gr.Error(str(exc)) from exc
@@ -149,8 +160,9 @@ def build(ctx: AppContext, tab: gr.Tab) -> None:
     mic.stream(on_chunk, inputs=[mic, session, *controls], outputs=[out, session, status],
                stream_every=STREAM_EVERY_S, time_limit=None, concurrency_limit=MAX_STREAMS,
                concurrency_id=STREAM_CONCURRENCY_ID, show_progress="hidden", api_name=False)  # fmt: skip
-    # A new recording (or changed settings) starts a fresh stream with the current settings.
-    mic.start_recording(lambda: None, outputs=[session], api_name=False)
+    # A new recording (or changed settings) starts a fresh stream with the current settings; stopping ends the worker.
+    mic.start_recording(end_session_stream, inputs=[session], outputs=[session], api_name=False)
+    mic.stop_recording(end_session_stream, inputs=[session], outputs=[session], api_name=False)
     voice.change(lambda v: gr.Dropdown(choices=index_choices(ctx), value=match_index(ctx, v)), inputs=[voice],
                  outputs=[index], api_name=False)  # fmt: skip
     tab.select(lambda: gr.Dropdown(choices=voice_choices(ctx)), outputs=[voice], api_name=False)  # new voices show up

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from tools.api.realtime import run_realtime as run_realtime
     from tools.api.realtime import start_chunk_stream as start_chunk_stream
     from tools.api.realtime import stream_file as stream_file
+    from tools.api.realtime_background import start_background_chunk_stream as start_background_chunk_stream
     from tools.api.separate import separate_audio as separate_audio
     from tools.api.specs import conversion_param_specs as conversion_param_specs
     from tools.api.train_request import training_param_specs as training_param_specs
@@ -71,6 +72,7 @@ _EXPORTS: dict[str, str] = {
     "run_realtime": "realtime",
     "stream_file": "realtime",
     "start_chunk_stream": "realtime",
+    "start_background_chunk_stream": "realtime_background",
 }
 
 __all__ = sorted(_EXPORTS)

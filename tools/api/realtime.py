@@ -230,6 +230,13 @@ class StreamStats:
             return f"{text} Running beside the stream: {'; '.join(busy_with)}. Stop it or wait for it to end, or choose {remedy}."
         return f"{text} Choose {remedy}."
 
+    def status(self, busy_with: Sequence[str] = ()) -> str:
+        """`line`; while the stream falls behind, a second line says why and what to do (`busy_with`: the
+        jobs running beside it, named)."""
+        if self.keeps_up():
+            return self.line()
+        return f"{self.line()}\n{self.behind_line(busy_with)}"
+
 
 # -- a file through the stream ---------------------------------------------------------------
 
@@ -434,6 +441,19 @@ class ChunkStream:
         """Mono or [samples, channels] audio, float in -1..1 or int16 -> converted float32 samples."""
         import numpy as np
 
+        self.accept(samples)
+        pieces = []
+        while (block := self.next_block()) is not None:
+            started = time.perf_counter()
+            pieces.append(self.stream.process(block))
+            self.stats.times.append(time.perf_counter() - started)
+        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+
+    def accept(self, samples: np.ndarray) -> None:
+        """Queue a chunk (as `push` takes it) without converting: input that never arrived is counted, and
+        whole blocks beyond `max_backlog_blocks` are dropped, oldest first."""
+        import numpy as np
+
         audio = np.asarray(samples)
         if audio.dtype.kind == "i":
             audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max)
@@ -448,13 +468,19 @@ class ChunkStream:
             dropped = waiting - self.max_backlog_blocks
             self._pending = self._pending[dropped * size :]
             self.stats.record_drop(dropped)
-        pieces = []
-        while self._pending.shape[0] >= size:
-            block, self._pending = self._pending[:size], self._pending[size:]
-            started = time.perf_counter()
-            pieces.append(self.stream.process(block))
-            self.stats.times.append(time.perf_counter() - started)
-        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+
+    @property
+    def waiting_blocks(self) -> int:
+        """Whole blocks queued and not converted yet."""
+        return int(self._pending.shape[0] // self.stream.block_size)
+
+    def next_block(self) -> np.ndarray | None:
+        """The oldest whole waiting block, taken off the queue; None while less than a block waits."""
+        size = self.stream.block_size
+        if self._pending.shape[0] < size:
+            return None
+        block, self._pending = self._pending[:size], self._pending[size:]
+        return block
 
     def _count_missing_input(self, samples: int) -> None:
         """Time passed since the last chunk minus the audio it brought; whole blocks of it beyond one block
@@ -475,16 +501,18 @@ class ChunkStream:
 
     def push_pcm16(self, samples: np.ndarray) -> np.ndarray:
         """`push`, the result as 16-bit PCM (what a browser plays without a conversion warning)."""
-        import numpy as np
-
-        return (np.clip(self.push(samples), -1.0, 1.0) * 32767.0).astype(np.int16)
+        return pcm16(self.push(samples))
 
     def status(self, busy_with: Sequence[str] = ()) -> str:
-        """The stream's figures; while it falls behind, a second line says why and what to do
-        (`busy_with`: the jobs running beside it, named)."""
-        if self.stats.keeps_up():
-            return self.stats.line()
-        return f"{self.stats.line()}\n{self.stats.behind_line(busy_with)}"
+        """See `StreamStats.status`."""
+        return self.stats.status(busy_with)
+
+
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """Float samples in -1..1 (clipped) as 16-bit PCM."""
+    import numpy as np
+
+    return (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
 def start_chunk_stream(

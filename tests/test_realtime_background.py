@@ -1,0 +1,127 @@
+"""The Realtime tab's stream converts in a worker thread: a push never waits for a conversion, every input
+sample comes out converted or counted as dropped, errors reach the next push, the worker ends with the session.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+from typing import Any
+
+import numpy as np
+import pytest
+from test_realtime_busy import RATE, FakeEngine
+
+from infer_pack.errors import AssetMissingError
+from tools.api.realtime import ChunkStream
+from tools.api.realtime_background import BackgroundChunkStream, StreamClosedError, close_stream
+
+WAIT_S = 30.0  # an upper bound for a worker that is not stuck; the tests wait on events, not on time
+TENTH = RATE // 10  # the browser's chunk: 0.1 s
+
+
+class GatedEngine(FakeEngine):
+    """The fake engine of a slow machine: each block waits until the test opens the gate."""
+
+    def __init__(self, block_frames: int) -> None:
+        super().__init__(block_frames)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def process(self, block: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        if not self.gate.wait(WAIT_S):
+            raise TimeoutError("the test never opened the gate")
+        return super().process(block)
+
+
+class FailingEngine(FakeEngine):
+    def process(self, block: np.ndarray) -> np.ndarray:
+        raise AssetMissingError("assets/rmvpe/rmvpe.pt", "rmvpe")
+
+
+def _background(engine: Any, **kwargs: Any) -> BackgroundChunkStream:
+    return BackgroundChunkStream(ChunkStream(engine, max_backlog_blocks=2), **kwargs)
+
+
+def test_a_push_returns_while_the_worker_converts_and_every_sample_is_accounted_for() -> None:
+    engine = GatedEngine(block_frames=25)  # 0.25 s blocks of 12000 samples
+    size = engine.block_size
+    stream = _background(engine)
+    audio = (np.arange(40 * TENTH, dtype=np.float32) / 1e6).astype(np.float32)  # 4 s, 16 whole blocks
+    chunks = [audio[i : i + TENTH] for i in range(0, audio.size, TENTH)]
+    try:
+        outputs = [stream.push(chunk) for chunk in chunks[:3]]  # 0.3 s: the first block is ready to convert
+        assert engine.entered.wait(WAIT_S)  # the worker converts it, held up at the gate
+        # While the engine is held up, pushes return at once with nothing converted yet (a push that waited for
+        # the conversion would never return before the gate opens: the engine would raise TimeoutError).
+        outputs += [stream.push(chunk) for chunk in chunks[3:20]]
+        assert not engine.gate.is_set() and all(o.size == 0 for o in outputs)
+        assert stream.stats.blocks == 0 and stream.stats.dropped_blocks == 5  # 7 blocks queued beyond the first, 2 kept
+        engine.gate.set()
+        for chunk in chunks[20:]:  # a machine that keeps up: the worker converts each block before the next one
+            outputs.append(stream.push(chunk))
+            assert stream.flush(WAIT_S)
+        outputs.append(stream.push(np.zeros(0, dtype=np.float32)))
+    finally:
+        engine.gate.set()
+        stream.close()
+    out = np.concatenate(outputs)
+    # In order, whole input blocks, identical to what the engine converted (an identity engine here).
+    np.testing.assert_array_equal(out, np.concatenate(engine.blocks_in))
+    starts = [int(round(block[0] * 1e6)) for block in engine.blocks_in]
+    assert starts == sorted(starts) and all(s % size == 0 for s in starts)
+    for start, block in zip(starts, engine.blocks_in):
+        np.testing.assert_array_equal(block, audio[start : start + size])
+    converted_blocks, dropped = len(engine.blocks_in), stream.stats.dropped_blocks
+    assert converted_blocks == stream.stats.blocks
+    assert converted_blocks + dropped == audio.size // size == 16  # converted + dropped = every whole block
+    assert dropped == 5 and set(range(16)) - {s // size for s in starts} == {1, 2, 3, 4, 5}  # the oldest waiting ones
+
+
+def test_an_engine_error_reaches_the_next_push_and_ends_the_worker() -> None:
+    stream = _background(FailingEngine(block_frames=10))
+    assert stream.push(np.zeros(RATE // 5, dtype=np.float32)).size == 0  # two blocks for the worker
+    assert stream.join(WAIT_S)  # the worker stops at the error
+    for _ in range(2):  # every later push says what went wrong (the tab shows it as gr.Error)
+        with pytest.raises(AssetMissingError, match="rmvpe"):
+            stream.push(np.zeros(TENTH, dtype=np.float32))
+    assert not stream.closed  # failed, not closed: the tab does not silently replace it
+
+
+def test_close_and_an_idle_timeout_end_the_worker() -> None:
+    engine = FakeEngine(block_frames=10)
+    stream = _background(engine, idle_timeout_s=WAIT_S)
+    assert stream.worker_alive and not stream.closed
+    close_stream(stream)
+    assert stream.join(WAIT_S) and stream.closed and not stream.worker_alive
+    with pytest.raises(StreamClosedError, match=r"ended \(closed\); start recording again"):
+        stream.push(np.zeros(TENTH, dtype=np.float32))
+    close_stream(None)  # a session that never streamed
+
+    idle_engine = FakeEngine(block_frames=10)
+    engine_ref = weakref.ref(idle_engine)
+    idle = _background(idle_engine, idle_timeout_s=0.05)
+    del idle_engine
+    assert idle.join(WAIT_S) and idle.closed  # nobody pushed: the worker ended on its own
+    gc.collect()
+    assert engine_ref() is None  # and the session's stream no longer holds the engine (and its voice)
+    with pytest.raises(StreamClosedError, match="no input for"):
+        idle.push(np.zeros(TENTH, dtype=np.float32))
+
+    with pytest.raises(ValueError, match="idle_timeout_s must be positive"):
+        _background(engine, idle_timeout_s=0)
+
+
+def test_the_status_line_and_pcm_output_match_the_synchronous_stream() -> None:
+    engine = FakeEngine(block_frames=5)
+    stream = _background(engine)
+    try:
+        stream.push_pcm16(np.full(2 * engine.block_size, 0.5, dtype=np.float32))
+        assert stream.flush(WAIT_S)
+        pcm = stream.push_pcm16(np.zeros(0, dtype=np.float32))
+    finally:
+        stream.close()
+    assert pcm.dtype == np.int16 and pcm.size == 2 * engine.block_size and set(pcm.tolist()) == {16383}
+    assert stream.status().startswith("2 blocks of 50 ms") and stream.status() == stream.stats.status()
