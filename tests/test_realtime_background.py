@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -125,3 +126,22 @@ def test_the_status_line_and_pcm_output_match_the_synchronous_stream() -> None:
         stream.close()
     assert pcm.dtype == np.int16 and pcm.size == 2 * engine.block_size and set(pcm.tolist()) == {16383}
     assert stream.status().startswith("2 blocks of 50 ms") and stream.status() == stream.stats.status()
+
+
+def test_the_tab_ends_the_worker_with_the_recording_and_the_session() -> None:
+    from tools import web
+    from tools.ui_realtime import end_session_stream
+
+    app = web.build_app(web.AppContext.create(Path(__file__).resolve().parents[1]))
+    by_name = [fn for fn in app.fns.values() if fn.name in ("on_chunk", "end_session_stream")]
+    stream_event = next(fn for fn in by_name if fn.name == "on_chunk")
+    mic_id, session = stream_event.targets[0][0], stream_event.inputs[1]
+    assert session.delete_callback is close_stream  # the browser session's end closes its stream
+    enders = {event for fn in by_name if fn.name == "end_session_stream" for (_, event) in fn.targets}
+    assert enders == {"start_recording", "stop_recording"}
+    assert all(fn.inputs == [session] and fn.outputs == [session] and fn.targets[0][0] == mic_id
+               for fn in by_name if fn.name == "end_session_stream")  # fmt: skip
+
+    stream = _background(FakeEngine(block_frames=10), idle_timeout_s=WAIT_S)
+    assert end_session_stream(stream) is None  # the session holds no stream after
+    assert stream.join(WAIT_S) and stream.closed
