@@ -145,3 +145,45 @@ def test_the_tab_ends_the_worker_with_the_recording_and_the_session() -> None:
     stream = _background(FakeEngine(block_frames=10), idle_timeout_s=WAIT_S)
     assert end_session_stream(stream) is None  # the session holds no stream after
     assert stream.join(WAIT_S) and stream.closed
+
+
+def test_the_worker_opens_the_stream_so_the_first_chunks_return_at_once() -> None:
+    engine = FakeEngine(block_frames=10)  # 0.1 s blocks of 4800 samples
+    release, called = threading.Event(), threading.Event()
+
+    def opener() -> ChunkStream:  # loading a voice (or preparing its int8 decoder) takes a while
+        called.set()
+        if not release.wait(WAIT_S):
+            raise TimeoutError("the test never released the opener")
+        return ChunkStream(engine, max_backlog_blocks=2)
+
+    stream = BackgroundChunkStream(opener, sample_rate=RATE)
+    try:
+        assert called.wait(WAIT_S)
+        tenths = [np.full(TENTH, i, dtype=np.float32) for i in range(15)]  # 1.5 s pushed while opening
+        outputs = [stream.push(chunk) for chunk in tenths]
+        assert not release.is_set() and all(o.size == 0 for o in outputs)  # returned while the opener waits
+        assert "opening the stream" in stream.status() and stream.stats is None
+        release.set()
+        assert stream.flush(WAIT_S)
+        out = stream.push(np.zeros(0, dtype=np.float32))
+    finally:
+        release.set()
+        stream.close()
+    # Only the newest second of early input waited (chunks 5..14); the backlog bound then keeps 2 blocks of it.
+    assert stream.stats is not None and stream.stats.blocks == len(engine.blocks_in) == 2
+    assert [int(block[0]) for block in engine.blocks_in] == [13, 14]
+    np.testing.assert_array_equal(out, np.concatenate(engine.blocks_in))
+    assert stream.stats.dropped_blocks == 8
+
+
+def test_an_error_while_opening_reaches_the_next_push() -> None:
+    def opener() -> ChunkStream:
+        raise AssetMissingError("assets/hubert/hubert_base.pt", "hubert")
+
+    stream = BackgroundChunkStream(opener, sample_rate=RATE)
+    assert stream.join(WAIT_S)
+    with pytest.raises(AssetMissingError, match="hubert"):
+        stream.push(np.zeros(TENTH, dtype=np.float32))
+    with pytest.raises(ValueError, match="sample_rate"):
+        BackgroundChunkStream(opener)

@@ -5,7 +5,10 @@ that converted its blocks itself (0.2-0.4 s for a 0.25 s block on a CPU, called 
 browser drop microphone audio even on a machine that keeps up on average. `BackgroundChunkStream`
 wraps a `ChunkStream`: `push` hands the chunk over and returns the audio converted since the previous
 call (possibly none); a daemon worker thread converts whole blocks as they become available and is
-the only user of the engine. The ChunkStream's backlog bound and its dropped/late accounting apply
+the only user of the engine. Given an opener instead of a ChunkStream, the worker also opens it (loading
+the voice, and for the fast preset preparing its int8 decoder once per voice), so the first chunk
+returns at once too; the chunks that arrive meanwhile wait (at most `EARLY_SECONDS` of them).
+The ChunkStream's backlog bound and its dropped/late accounting apply
 unchanged. An exception raised while converting is raised by every later `push`. The worker ends on
 `close`, after such an exception, or after `idle_timeout_s` without input (a browser tab that was
 closed), and then lets go of the engine and the voice it holds.
@@ -31,6 +34,10 @@ if TYPE_CHECKING:
 
 # Seconds without a pushed chunk after which the worker ends (a browser sends one every 0.1 s while it records).
 IDLE_TIMEOUT_S = 5.0
+# Microphone audio kept while the stream opens (the newest; older input is dropped, as a late stream drops it).
+EARLY_SECONDS = 1.0
+OPENING_STATUS = ("opening the stream: loading the voice (the fast preset prepares the voice's int8 decoder on "
+                  "its first use, up to a minute; then it is cached)")
 
 
 class StreamClosedError(RVCError):
@@ -44,13 +51,20 @@ class BackgroundChunkStream:
     output that waits for the next `push`; the engine is used by the worker alone, outside the lock.
     """
 
-    def __init__(self, chunks: ChunkStream, *, idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+    def __init__(self, chunks: ChunkStream | Callable[[], ChunkStream], *, sample_rate: int | None = None,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:  # fmt: skip
+        """`chunks`: the stream, or a function that opens it in the worker (then `sample_rate` is required)."""
         if idle_timeout_s <= 0:
             raise ValueError(f"idle_timeout_s must be positive, got {idle_timeout_s}")
-        self.sample_rate = chunks.sample_rate
-        self.stats: StreamStats = chunks.stats
+        opened = chunks if isinstance(chunks, ChunkStream) else None
+        if opened is None and sample_rate is None:
+            raise ValueError("a stream opened by the worker needs its sample_rate")
+        self.sample_rate = opened.sample_rate if opened is not None else int(sample_rate or 0)
+        self.stats: StreamStats | None = opened.stats if opened is not None else None  # None while opening
         self.idle_timeout_s = idle_timeout_s
-        self._chunks: ChunkStream | None = chunks  # None once the worker has ended
+        self._opener: Callable[[], ChunkStream] | None = None if isinstance(chunks, ChunkStream) else chunks
+        self._early: list[np.ndarray] = []  # chunks pushed while the worker opens the stream
+        self._chunks: ChunkStream | None = opened  # None while opening and once the worker has ended
         self._changed = threading.Condition(threading.Lock())
         self._ready: list[np.ndarray] = []
         self._converting = False
@@ -58,7 +72,7 @@ class BackgroundChunkStream:
         self._ended_why = ""
         self._error: Exception | None = None
         self._last_push_at = time.monotonic()
-        self._worker = threading.Thread(target=self._run, args=(chunks,), name="chunk-stream", daemon=True)
+        self._worker = threading.Thread(target=self._run, name="chunk-stream", daemon=True)
         self._worker.start()
 
     # -- the caller's side ---------------------------------------------------------------------
@@ -71,9 +85,12 @@ class BackgroundChunkStream:
         with self._changed:
             if self._error is not None:
                 raise self._error
-            if self._chunks is None or self._closing:
+            if self._closing or (self._chunks is None and self._opener is None):
                 raise StreamClosedError(f"the realtime stream has ended ({self._ended_why or 'closed'}); start recording again")
-            self._chunks.accept(samples)
+            if self._chunks is None:
+                self._keep_early(samples)
+            else:
+                self._chunks.accept(samples)
             self._last_push_at = time.monotonic()
             ready, self._ready = self._ready, []
             self._changed.notify_all()
@@ -86,13 +103,13 @@ class BackgroundChunkStream:
     def status(self, busy_with: Sequence[str] = ()) -> str:
         """See `StreamStats.status`."""
         with self._changed:
-            return self.stats.status(busy_with)
+            return OPENING_STATUS if self.stats is None else self.stats.status(busy_with)
 
     @property
     def closed(self) -> bool:
         """True after `close` or an idle timeout (not after an exception: `push` keeps raising that)."""
         with self._changed:
-            return self._error is None and (self._closing or self._chunks is None)
+            return self._error is None and (self._closing or (self._chunks is None and self._opener is None))
 
     @property
     def worker_alive(self) -> bool:
@@ -118,19 +135,49 @@ class BackgroundChunkStream:
             return self._changed.wait_for(self._drained, timeout_s)
 
     def _drained(self) -> bool:
-        return self._chunks is None or (not self._converting and self._chunks.waiting_blocks == 0)
+        if self._chunks is None:
+            return self._opener is None
+        return not self._converting and self._chunks.waiting_blocks == 0
+
+    def _keep_early(self, samples: np.ndarray) -> None:
+        """Keep a chunk pushed while opening; only the newest EARLY_SECONDS wait."""
+        self._early.append(samples)
+        kept, total = [], 0
+        for chunk in reversed(self._early):
+            if total >= EARLY_SECONDS * self.sample_rate:
+                break
+            kept.append(chunk)
+            total += chunk.shape[0]
+        self._early = kept[::-1]
 
     # -- the worker ------------------------------------------------------------------------------
 
-    def _run(self, chunks: ChunkStream) -> None:
-        engine = chunks.stream
+    def _open(self) -> ChunkStream:
+        """The stream: the one given, or opened here (outside the lock); the early chunks queued into it."""
+        if self._chunks is not None:
+            return self._chunks
+        assert self._opener is not None
+        chunks = self._opener()
+        with self._changed:
+            self._opener = None
+            self.stats = chunks.stats
+            for early in self._early:
+                chunks.accept(early)
+            self._early = []
+            self._chunks = chunks
+            self._changed.notify_all()
+        return chunks
+
+    def _run(self) -> None:
         try:
+            chunks = self._open()
+            engine = chunks.stream
             while (block := self._next_block(chunks)) is not None:
                 started = time.perf_counter()
                 converted = engine.process(block)
                 elapsed = time.perf_counter() - started
                 with self._changed:
-                    self.stats.times.append(elapsed)
+                    chunks.stats.times.append(elapsed)
                     self._ready.append(converted)
                     self._converting = False
                     self._changed.notify_all()
@@ -139,7 +186,8 @@ class BackgroundChunkStream:
                 self._error = exc
         finally:
             with self._changed:
-                self._chunks = None  # lets go of the engine and the voice it holds
+                self._chunks = self._opener = None  # lets go of the engine and the voice it holds
+                self._early = []
                 self._converting = False
                 self._changed.notify_all()
 
@@ -178,9 +226,14 @@ def start_background_chunk_stream(
     clock: Callable[[], float] | None = None,
     idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> BackgroundChunkStream:
-    """`start_chunk_stream` whose blocks a worker thread converts: `push` returns at once with whatever is
-    converted (for callers that must not be held up, such as a browser's streaming event)."""
-    chunks = start_chunk_stream(project=project, model=model, settings=settings, sample_rate=sample_rate,
-                                index_path=index_path, device=device, cache=cache,
-                                max_backlog_blocks=max_backlog_blocks, clock=clock)  # fmt: skip
-    return BackgroundChunkStream(chunks, idle_timeout_s=idle_timeout_s)
+    """`start_chunk_stream` whose blocks a worker thread converts and which it opens: `push` returns at once
+    with whatever is converted (for callers that must not be held up, such as a browser's streaming event).
+    Errors of opening (a missing asset, a voice that does not load) are raised by the next `push`."""
+    def open_chunks() -> ChunkStream:
+        return start_chunk_stream(project=project, model=model, settings=settings, sample_rate=sample_rate,
+                                  index_path=index_path, device=device, cache=cache,
+                                  max_backlog_blocks=max_backlog_blocks, clock=clock)  # fmt: skip
+
+    if sample_rate % 100:  # the opener would say so only on the next push
+        return BackgroundChunkStream(open_chunks(), idle_timeout_s=idle_timeout_s)
+    return BackgroundChunkStream(open_chunks, sample_rate=sample_rate, idle_timeout_s=idle_timeout_s)
