@@ -10,7 +10,7 @@ thread (CPU time per block is then the figure to compare on a shared machine; th
 printed beside every timing). Settings:
 
   * "RVC defaults": block 0.25 s, crossfade 0.05 s, extra 2.5 s, SOLA search 0.01 s, both engines;
-  * "RVC defaults + int8 encoder": ours at RVC's settings with the int8 content encoder;
+  * "RVC defaults + int8": ours at RVC's settings with the int8 content encoder and decoder (`preset="int8"`);
   * "fast preset": ours with `preset="fast"` (extra 1.0 s, int8 content encoder, int8 decoder, no
     decoder context) against RVC's engine at its defaults.
 
@@ -219,9 +219,9 @@ def run(quick: bool, device: str) -> list[BenchRow]:
         defaults, fast = rvc_settings(), rvc_settings(preset="fast")
         rvc_stats = _per_stage(_stream(converter, defaults, rvc=True), audio, blocks)
         rows = _stage_rows("RVC defaults", _per_stage(_stream(converter, defaults, rvc=False), audio, blocks), rvc_stats, note)
-        rows += _stage_rows("RVC defaults + int8 encoder",
-                            _per_stage(_stream(converter, rvc_settings(encoder_int8=True), rvc=False), audio, blocks), rvc_stats,
-                            f"{note}; ours with encoder_int8 at RVC's settings")  # fmt: skip
+        rows += _stage_rows("RVC defaults + int8",
+                            _per_stage(_stream(converter, rvc_settings(preset="int8"), rvc=False), audio, blocks), rvc_stats,
+                            f"{note}; ours at RVC's settings, int8 encoder and decoder")  # fmt: skip
         rows += _stage_rows("fast preset", _per_stage(_stream(converter, fast, rvc=False), audio, blocks), rvc_stats,
                             f"{note}; baseline: RVC at its defaults")  # fmt: skip
         configs = {"ours": (defaults, False), "fast": (fast, False), "rvc": (defaults, True)}

@@ -16,7 +16,7 @@ STREAM_F0_METHODS: tuple[str, ...] = ("rmvpe", "pm", "swift")  # fast enough per
 SILENCE_OFF_DB = -60.0  # RVC gates only above -60 dB
 FRAME_S = 0.01  # every duration is a whole number of 10 ms frames (RVC's `zc`)
 STREAM_MATCHES: tuple[str, ...] = ("ours", "rvc")
-STREAM_PRESETS: tuple[str, ...] = ("as-set", "fast")
+STREAM_PRESETS: tuple[str, ...] = ("as-set", "int8", "fast")
 FAST_EXTRA_S = 1.0  # the fast preset's extra context (bench/bench_realtime.py measures its cost)
 
 
@@ -57,8 +57,9 @@ class StreamSettings:
         "conversion). rvc: RVC's realtime output exactly (its resampler, pitch cache, pm settings, envelope order).",
         choices=STREAM_MATCHES)
     preset: str = spec_field(
-        "as-set", "Preset", "as-set: the settings as chosen. fast: extra context at most 1 s, int8 content encoder and "
-        "decoder, no decoder context (about 3x less CPU per block; quality cost in the README).", choices=STREAM_PRESETS)
+        "as-set", "Preset", "as-set: the settings as chosen. int8: the settings as chosen with the content encoder and the "
+        "decoder in int8 (about 2x less CPU per block). fast: int8, extra context at most 1 s and no decoder context "
+        "(about 3x less CPU per block). Quality cost in the README.", choices=STREAM_PRESETS)
     encoder_int8: bool = False  # the content encoder's linear layers as int8 (dynamic quantisation, CPU)
     decoder_int8: bool = False  # the decoder as a calibrated int8 ONNX Runtime graph (CPU; infer_pack.decoder_int8)
     protect: float = 0.5  # 0.5 = off (RVC's realtime GUI has no protection)
@@ -98,6 +99,8 @@ class StreamSettings:
             raise UserInputError(
                 f"the crossfade ({self.crossfade_time_s} s) must not be longer than the block ({self.block_time_s} s)"
             )
+        if self.preset == "int8":
+            return replace(self, **checked, seed=int(self.seed), encoder_int8=True, decoder_int8=True)
         if self.preset == "fast":
             checked["extra_time_s"] = min(checked["extra_time_s"], FAST_EXTRA_S)
             return replace(self, **checked, seed=int(self.seed), encoder_int8=True, decoder_int8=True,

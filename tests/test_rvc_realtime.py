@@ -213,6 +213,9 @@ def test_match_and_preset_choose_the_engine_and_settings(converter: VoiceConvert
     assert isinstance(open_engine(converter, StreamSettings(f0_method="pm"), input_rate=48000), StreamingConverter)
     fast = StreamSettings(extra_time_s=2.5, preset="fast").validated()
     assert (fast.extra_time_s, fast.encoder_int8, fast.decoder_int8, fast.decoder_context_frames) == (1.0, True, True, 0)
+    int8 = StreamSettings(extra_time_s=2.5, preset="int8").validated()
+    assert (int8.extra_time_s, int8.encoder_int8, int8.decoder_int8, int8.decoder_context_frames) == (2.5, True, True, 0)
+    assert StreamSettings(decoder_context_frames=None, preset="int8").validated().decoder_context_frames is None
     with pytest.raises(UserInputError, match="match"):
         StreamSettings(match="other").validated()
     with pytest.raises(UserInputError, match="one rate"):
