@@ -154,6 +154,19 @@ def _distances(converter: Any, configs: dict[str, tuple[Any, bool]], seconds: fl
     return out
 
 
+def _late_blocks_all_threads(converter: Any, settings: Any, audio: np.ndarray, threads: int, seconds: float) -> BenchRow:
+    """Late blocks of a stream with `threads` torch threads (the app's default), the other rows use one."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        late, blocks = _late_blocks(_stream(converter, settings, rvc=False), audio, seconds)
+    finally:
+        torch.set_num_threads(1)
+    return BenchRow("realtime", f"late blocks over {seconds:.0f} s, fast (block 0.25 s), {threads} torch threads", "blocks",
+                    late, None, True, f"of {blocks} blocks; wall time per block over 0.25 s; {_load()}")  # fmt: skip
+
+
 def _keeping_up(converter: Any, audio: np.ndarray, blocks_s: tuple[float, ...], blocks: int) -> list[BenchRow]:
     """The fast preset's CPU per block over the block's length, per block size (below 1 keeps up on a free core)."""
     rows = []
@@ -232,6 +245,8 @@ def run(quick: bool, device: str) -> list[BenchRow]:
                                  late[name][0], late["rvc"][0], True,
                                  f"of {late[name][1]} blocks (RVC: of {late['rvc'][1]} over {seconds['rvc']:.0f} s); "
                                  f"wall time per block over 0.25 s; {_load()}"))  # fmt: skip
+        if not quick:  # as the CLI and the tab run: torch's default threads (one per core)
+            rows.append(_late_blocks_all_threads(converter, fast, audio, threads, 600.0))
         rows += _keeping_up(converter, audio, (0.1, 0.25, 0.5), 4 if quick else 20)
         latency = _stream(converter, defaults, rvc=False).latency_s
         rows.append(BenchRow("realtime", "algorithmic latency, block 0.25 s", "s", latency,
