@@ -96,3 +96,27 @@ def test_quantisation_refuses_an_empty_calibration(converter: VoiceConverter, tm
     with pytest.raises(UserInputError, match="calibration"):
         quantize_decoder(converter.synthesizer, [], tmp_path / "q.onnx")
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_a_file_stream_with_an_int8_preset_says_it_prepares_the_decoder_before_opening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.api import realtime
+
+    messages: list[str] = []
+
+    class Opened(Exception):
+        pass
+
+    def open_stream(**kwargs: object) -> None:  # the message must come before the (long) first opening
+        raise Opened(list(messages))
+
+    monkeypatch.setattr(realtime, "open_stream", open_stream)
+    for preset, said in (("fast", True), ("int8", True), ("as-set", False)):
+        messages.clear()
+        with pytest.raises(Opened) as opened:
+            realtime.stream_file(project=tmp_path, model="ref.pth", input_path=tmp_path / "in.wav",
+                                 output_path=tmp_path / "out.wav", settings=StreamSettings(preset=preset),
+                                 progress=lambda done, total, message: messages.append(message))  # fmt: skip
+        seen = opened.value.args[0]
+        assert any("int8 decoder" in m for m in seen) is said, (preset, seen)

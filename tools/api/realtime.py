@@ -168,6 +168,12 @@ def open_stream(
 RECENT_BLOCKS = 20
 
 
+def _say_opening(settings: StreamSettings, progress: ProgressCallback | None) -> None:
+    """Tell a caller that waits: a voice's first int8 stream prepares its int8 decoder (calibration, once)."""
+    if progress is not None and settings.validated().decoder_int8:
+        progress(0, 0, "opening the stream (a voice's first int8 stream prepares its int8 decoder: up to a minute, once)")
+
+
 @dataclass
 class StreamStats:
     """Per-block compute times of a stream (seconds) against the block's own duration.
@@ -275,6 +281,7 @@ def stream_file(
     from infer_pack.audio import load_audio, write_wav
     from infer_pack.realtime import convert_stream
 
+    _say_opening(settings, progress)
     stream = open_stream(project=project, model=model, settings=settings, index_path=index_path,
                          input_rate=sample_rate, device=device, cache=cache)  # fmt: skip
     audio = load_audio(Path(input_path), sample_rate, decoder=decoder)
@@ -375,6 +382,7 @@ def run_realtime(
     rate = int(sample_rate or source.default_sample_rate)
     if rate % 100:
         raise UserInputError(f"sample rate {rate} Hz is not a multiple of 100 Hz; pass --sample-rate 48000 or 44100")
+    _say_opening(settings, progress)
     stream = open_stream(project=project, model=model, settings=settings, index_path=index_path,
                          input_rate=rate, device=device, cache=cache)  # fmt: skip
     handler = DuplexCallback(stream)
