@@ -253,3 +253,28 @@ def shared_test_hubert(tmp_path_factory: Any, reference: Path) -> Path:
     if not target.is_file():
         build_fairseq_hubert(reference / "tiny_hubert.pt", target)
     return target
+
+
+FAKE_MICROPHONE_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+
+
+@contextlib.contextmanager
+def realtime_page(url: str, timeout_ms: int) -> Iterator[Any]:
+    """Headless Chromium with its fake microphone (a test tone) on the app's Realtime tab, voice "ref" chosen."""
+    import pytest
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *FAKE_MICROPHONE_ARGS])
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["microphone"])
+            page = context.new_page()
+            page.set_default_timeout(timeout_ms)
+            page.goto(url)
+            page.get_by_role("tab", name="Realtime").click()
+            page.wait_for_timeout(1000)  # the tab refreshes its voice list when selected
+            page.locator("#rt-voice input").click()
+            page.get_by_role("option", name="ref").click()
+            yield page
+        finally:
+            browser.close()

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from helpers_app import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     app_in_thread,
     make_project,
+    realtime_page,
     shared_test_hubert,
 )
 
@@ -86,27 +86,14 @@ def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (Debian: apt-get install chromium)")
 def test_microphone_streams_through_the_voice(served: str) -> None:
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    fake_mic = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *fake_mic])
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["microphone"])
-            page = context.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(served)
-            page.get_by_role("tab", name="Realtime").click()
-            page.wait_for_timeout(1000)  # the tab refreshes its voice list when selected
-            page.locator("#rt-voice input").click()
-            page.get_by_role("option", name="ref").click()
-            page.locator("#rt-extra input[type=number]").fill("0.3")
-            page.locator("#rt-extra input[type=number]").press("Enter")
-            page.locator("#rt-mic").get_by_role("button", name="Record").click()
-            status = page.locator("#rt-status textarea")
-            page.wait_for_function("el => /\\d+ blocks of 250 ms/.test(el.value) || document.querySelector('.toast-body')",
-                                   arg=status.element_handle(), timeout=TIMEOUT_MS)  # fmt: skip
-            assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
-            assert "algorithmic latency 560 ms" in status.input_value()
-            page.locator("#rt-mic").get_by_role("button", name="Stop").click()
-        finally:
-            browser.close()
+    with realtime_page(served, TIMEOUT_MS) as page:
+        page.locator("#rt-extra input[type=number]").fill("0.3")
+        page.locator("#rt-extra input[type=number]").press("Enter")
+        page.locator("#rt-mic").get_by_role("button", name="Record").click()
+        status = page.locator("#rt-status textarea")
+        page.wait_for_function("el => /\\d+ blocks of 250 ms/.test(el.value) || document.querySelector('.toast-body')",
+                               arg=status.element_handle(), timeout=TIMEOUT_MS)  # fmt: skip
+        assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
+        assert "algorithmic latency 560 ms" in status.input_value()
+        page.locator("#rt-mic").get_by_role("button", name="Stop").click()
+

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers_app import CHROMIUM, CHROMIUM_ARGS, app_in_thread, make_project, shared_test_hubert
+from helpers_app import CHROMIUM, app_in_thread, make_project, realtime_page, shared_test_hubert
 
 from tools.api.realtime import RECENT_BLOCKS, ChunkStream
 
@@ -201,34 +201,21 @@ def busy_app(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (Debian: apt-get install chromium)")
 def test_the_microphone_streams_while_a_separation_runs(busy_app: tuple[str, Any]) -> None:
-    playwright_api = pytest.importorskip("playwright.sync_api")
     url, job = busy_app
-    fake_mic = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-    with playwright_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *fake_mic])
-        try:
-            context = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["microphone"])
-            page = context.new_page()
-            page.set_default_timeout(STATUS_TIMEOUT_MS)
-            page.goto(url)
-            page.get_by_role("tab", name="Realtime").click()
-            page.wait_for_timeout(500)
-            page.locator("#rt-voice input").click()
-            page.get_by_role("option", name="ref").click()
-            page.locator("#rt-mic").get_by_role("button", name="Record").click()
-            status = page.locator("#rt-status textarea")
-            page.wait_for_function("el => /([3-9]|\\d\\d+) blocks of 250 ms/.test(el.value) || "
-                                   "document.querySelector('.toast-body')", arg=status.element_handle())  # fmt: skip
-            assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
-            assert not job.snapshot().finished, "the separation must still run while the stream is checked"
-            text = status.input_value()
-            found = re.match(r"(\d+) blocks of 250 ms; .* compute per block median ([\d.]+) ms", text)
-            assert found and "no blocks" not in text, text
-            blocks, median_ms = int(found.group(1)), float(found.group(2))
-            if median_ms > 250 and blocks <= RECENT_BLOCKS:  # slower than real time: the tab must say so and why
-                assert "This machine cannot keep up" in text and f"job {job.job_id} (song.wav" in text, text
-            # converted audio reached the page's output player
-            page.wait_for_function("() => document.querySelector('#rt-out audio, #rt-out video') !== null")
-            page.locator("#rt-mic").get_by_role("button", name="Stop").click()
-        finally:
-            browser.close()
+    with realtime_page(url, STATUS_TIMEOUT_MS) as page:
+        page.locator("#rt-mic").get_by_role("button", name="Record").click()
+        status = page.locator("#rt-status textarea")
+        page.wait_for_function("el => /([3-9]|\\d\\d+) blocks of 250 ms/.test(el.value) || "
+                               "document.querySelector('.toast-body')", arg=status.element_handle())  # fmt: skip
+        assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
+        assert not job.snapshot().finished, "the separation must still run while the stream is checked"
+        text = status.input_value()
+        found = re.match(r"(\d+) blocks of 250 ms; .* compute per block median ([\d.]+) ms", text)
+        assert found and "no blocks" not in text, text
+        blocks, median_ms = int(found.group(1)), float(found.group(2))
+        if median_ms > 250 and blocks <= RECENT_BLOCKS:  # slower than real time: the tab must say so and why
+            assert "This machine cannot keep up" in text and f"job {job.job_id} (song.wav" in text, text
+        # converted audio reached the page's output player
+        page.wait_for_function("() => document.querySelector('#rt-out audio, #rt-out video') !== null")
+        page.locator("#rt-mic").get_by_role("button", name="Stop").click()
+
