@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUANT_VERSION = "qdq-minmax-pc-1"  # part of the cache key: bump when the recipe changes
+QUANT_VERSION = "qdq-minmax-pc-2"  # part of the cache key: bump when the recipe changes
 CALIBRATION_SECONDS = 3.0  # of the built-in test signal, at the stream's block size
 Feed = dict[str, np.ndarray]
 DecodeFn = Callable[["torch.Tensor", "torch.Tensor | None", "torch.Tensor"], "torch.Tensor"]
@@ -138,6 +138,20 @@ def recording_decoder(decode: DecodeFn, feeds: list[Feed]) -> DecodeFn:
     return record
 
 
+def _return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing to do)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:
+        pass
+
+
 @functools.lru_cache(maxsize=4)
 def _session(path: str, threads: int) -> Int8Decoder:
     """One ONNX Runtime session per cached graph and thread count (a new stream reuses it)."""
@@ -155,7 +169,7 @@ def calibration_feeds(converter: VoiceConverter, settings: StreamSettings) -> li
     from infer_pack.stream_params import SILENCE_OFF_DB
     from infer_pack.synthetic import SAMPLE_RATE, synthetic_speech
 
-    neutral = replace(settings.validated(), preset="as-set", decoder_int8=False, deterministic=True, f0_method="pm", pitch_semitones=0.0,
+    neutral = replace(settings.validated(), preset="as-set", encoder_int8=False, decoder_int8=False, deterministic=True, f0_method="pm", pitch_semitones=0.0,
                       formant_semitones=0.0, index_rate=0.0, silence_threshold_db=SILENCE_OFF_DB, match="ours")  # fmt: skip
     stream = StreamingConverter(converter, neutral, input_rate=SAMPLE_RATE)
     feeds: list[Feed] = []
@@ -179,4 +193,5 @@ def stream_decoder(converter: VoiceConverter, settings: StreamSettings) -> Decod
     if not path.is_file():
         log.info("preparing the int8 decoder of this voice (once; cached in %s)", path.parent)
         quantize_decoder(net, calibration_feeds(converter, settings), path)
+        _return_freed_memory()  # calibration's buffers (about 200 MB) would otherwise stay with the process
     return _session(str(path), torch.get_num_threads())
