@@ -98,7 +98,8 @@ def _cursor_x(state: dict[str, Any], seconds: float) -> float:
 def _wait_playing_past(page: Any, seconds: float) -> dict[str, Any]:
     page.wait_for_function(
         "(t) => { const a = document.getElementById('pitch-audio'), c = document.getElementById('pitch-canvas');"
-        " return !a.paused && c.dataset.cursorTime !== '' && parseFloat(c.dataset.cursorTime) > t; }",
+        " return !a.paused && a.currentSrc === a.src && c.dataset.cursorTime !== ''"
+        " && parseFloat(c.dataset.cursorTime) > t; }",
         arg=seconds)
     state = _playback(page)
     assert state["x"] and state["drawn"], f"no cursor drawn in the view while playing: {state}"
@@ -286,3 +287,18 @@ def test_shift_a_selection_two_semitones_and_convert(
     # order of float sums in the decoder (the pitch input itself is identical, checked above).
     difference = np.abs(cli_audio.astype(np.int32) - app_audio.astype(np.int32))
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01, (difference.max(), (difference > 0).mean())
+
+    # The tab's own Convert button (no curve): its new result becomes the editor's "last conversion".
+    before = info.input_value()
+    page.locator("#convert-run").click()
+    page.wait_for_function(
+        "([el, old]) => (el.value.length > 0 && el.value !== old) || document.querySelector('.toast-body') !== null",
+        arg=[info.element_handle(), before], timeout=CONVERT_TIMEOUT_MS,
+    )
+    assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
+    newest = max((root / "outputs").glob("song_ref_pm*.wav"), key=lambda p: p.stat().st_mtime)
+    assert newest != app_wav
+    page.wait_for_function(  # the output player is filled after the info box: the editor follows the player
+        "(name) => { const o = window.rvcPitch.state.lastOutput; return !!o && o.url.endsWith('/' + name); }",
+        arg=newest.name, timeout=CONVERT_TIMEOUT_MS)
+    _check_conversion_playback(page, url, newest)
