@@ -22,7 +22,7 @@ import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -94,35 +94,24 @@ class Int8Decoder:
     """`Generator.decode(x, har, g)` through the quantised graph (CPU, float32 in and out)."""
 
     def __init__(self, path: Path, threads: int) -> None:
-        import onnxruntime as ort
+        from infer_pack.onnx_engine import decoder_session
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, int(threads))
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.path = path
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._names = {i.name for i in self.session.get_inputs()}
+        self.session = decoder_session(path, threads)
 
     def __call__(self, x: torch.Tensor, har: torch.Tensor | None, g: torch.Tensor) -> torch.Tensor:
         import torch
 
-        feed: dict[str, Any] = {"x": x.detach().contiguous().numpy(), "g": g.detach().contiguous().numpy()}
-        if har is not None and "har" in self._names:
-            feed["har"] = har.detach().contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, feed)[0])
+        from infer_pack.onnx_engine import decoder_feed
+
+        return torch.from_numpy(self.session.run(None, decoder_feed(x, har, g))[0])
 
 
 def int8_decoder_problem(net: Synthesizer) -> str | None:
     """Why `net`'s decoder cannot run as the int8 graph (not on a CPU in float32, weight norm not folded), or None."""
-    import torch
+    from infer_pack.onnx_engine import onnx_decoder_problem
 
-    param = next(net.dec.parameters())
-    if param.device.type != "cpu" or param.dtype != torch.float32:
-        return f"the int8 decoder runs on a CPU in float32; this voice runs on {param.device} in {param.dtype}"
-    if any("weight_g" in name or "parametrizations" in name for name in net.dec.state_dict()):
-        return "the int8 decoder needs weight norm folded (build_synthesizer(..., fold_weight_norm=True))"
-    return None
+    return onnx_decoder_problem(net, "the int8 decoder")
 
 
 def recording_decoder(decode: DecodeFn, feeds: list[Feed]) -> DecodeFn:

@@ -131,6 +131,41 @@ def export_decoder(net: Synthesizer, output: Path) -> Path:
     return output
 
 
+def onnx_decoder_problem(net: Synthesizer, engine: str) -> str | None:
+    """Why `net`'s decoder cannot run as an ONNX graph (`engine` names who asks), or None.
+
+    The graphs take float32 on the CPU, with weight norm folded into the weights.
+    """
+    import torch
+
+    param = next(net.dec.parameters())
+    if param.device.type != "cpu" or param.dtype != torch.float32:
+        return f"{engine} runs on CPU in float32; this synthesiser is on {param.device} in {param.dtype}"
+    if any("weight_g" in name or "parametrizations" in name for name in net.dec.state_dict()):
+        return f"{engine} needs weight norm folded (build_synthesizer(..., fold_weight_norm=True))"
+    return None
+
+
+def decoder_session(path: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session for a decoder graph: `threads` intra-op threads, one inter-op, sequential."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def decoder_feed(x: torch.Tensor, har: torch.Tensor | None, g: torch.Tensor) -> dict[str, np.ndarray]:
+    """The decoder graph's inputs from `Generator.decode`'s arguments (har only for pitch voices)."""
+    feed = {"x": x.detach().contiguous().numpy(), "g": g.detach().contiguous().numpy()}
+    if har is not None:
+        feed["har"] = har.detach().contiguous().numpy()
+    return feed
+
+
 class OnnxSynthesizer:
     """`Synthesizer.infer` with the decoder in ONNX Runtime. CPU and float32 only.
 
@@ -147,32 +182,15 @@ class OnnxSynthesizer:
         import onnxruntime as ort
         import torch
 
-        param = next(net.dec.parameters())
-        if param.device.type != "cpu" or param.dtype != torch.float32:
-            raise UserInputError(
-                f"the onnx engine runs on CPU in float32; this synthesiser is on {param.device} in {param.dtype}"
-                " (use engine='torch' there)"
-            )
-        if any(
-            "weight_g" in name or "parametrizations" in name
-            for name in net.dec.state_dict()
-        ):
-            raise UserInputError(
-                "the onnx engine needs weight norm folded (build_synthesizer(..., fold_weight_norm=True))"
-            )
+        problem = onnx_decoder_problem(net, "the onnx engine")
+        if problem is not None:
+            raise UserInputError(f"{problem} (use engine='torch' there)")
         self.net = net
         folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.path = folder / f"decoder_{decoder_key(net)}.onnx"
         if not self.path.is_file():
             export_decoder(net, self.path)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            str(self.path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = decoder_session(self.path, int(threads or torch.get_num_threads()))
         # Give the arena's free blocks back after each run: windows and chunks of other lengths would
         # otherwise grow it run after run (about 0.9 GB more peak memory on 2 minutes of audio), at
         # no measurable cost in speed.
@@ -209,7 +227,4 @@ class OnnxSynthesizer:
         """One ONNX Runtime run of the decoder graph."""
         import torch
 
-        feed: dict[str, Any] = {"x": x.contiguous().numpy(), "g": g.contiguous().numpy()}
-        if har is not None:
-            feed["har"] = har.contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, feed, self._run_options)[0])
+        return torch.from_numpy(self.session.run(None, decoder_feed(x, har, g), self._run_options)[0])
