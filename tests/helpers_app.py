@@ -278,3 +278,16 @@ def realtime_page(url: str, timeout_ms: int) -> Iterator[Any]:
             yield page
         finally:
             browser.close()
+
+
+def click_when_uploaded(page: Any, button: str, attempts: int = 60) -> None:
+    """Click `button`; while Gradio answers that an upload is still running, close its notice and retry."""
+    for _ in range(attempts):
+        page.locator(button).click()
+        page.wait_for_timeout(1000)
+        pending = page.locator(".toast-body", has_text="finish uploading")
+        if pending.count() == 0:
+            return
+        page.locator(".toast-body .toast-close").first.click()
+        page.wait_for_timeout(500)
+    raise AssertionError("the upload never finished")

@@ -19,6 +19,7 @@ from helpers_app import (
     CHROMIUM,
     CHROMIUM_ARGS,
     app_in_thread,
+    click_when_uploaded,
     make_project,
     shared_test_hubert,
     write_test_wav,
@@ -58,19 +59,6 @@ def _wait_state(page: Any, panel: str, states: tuple[str, ...], timeout_ms: int 
     return str(_progress(page, panel).get_attribute("data-state"))
 
 
-def _click_when_uploaded(page: Any, button: str, attempts: int = 60) -> None:
-    """Click `button`; while Gradio answers that an upload is still running, close its notice and retry."""
-    for _ in range(attempts):
-        page.locator(button).click()
-        page.wait_for_timeout(1000)
-        pending = page.locator(".toast-body", has_text="finish uploading")
-        if pending.count() == 0:
-            return
-        page.locator(".toast-body .toast-close").first.click()
-        page.wait_for_timeout(500)
-    raise AssertionError("the upload never finished")
-
-
 def test_convert_tab_converts_an_uploaded_file(page: Any, served: tuple[str, Any, Path], tmp_path: Path) -> None:
     _url, _ctx, root = served
     page.locator("#convert-voice input").click()
@@ -79,7 +67,7 @@ def test_convert_tab_converts_an_uploaded_file(page: Any, served: tuple[str, Any
     page.locator("#convert-audio").get_by_text("Drop Audio Here").wait_for(state="hidden")  # upload finished
     page.locator("#convert-f0").get_by_text("PM (fast)").click()
     page.locator("#convert-transpose input").fill("12")
-    _click_when_uploaded(page, "#convert-run")
+    click_when_uploaded(page, "#convert-run")
     info = page.locator("#convert-info textarea")
     # The result text, or an error toast, within the conversion timeout (CPU only, shared machines).
     page.wait_for_function(
@@ -107,7 +95,7 @@ def test_convert_tab_stop_ends_a_long_conversion(page: Any, served: tuple[str, A
     page.locator("#convert-audio input[type=file]").set_input_files(str(long_input))
     page.locator("#convert-audio").get_by_text("Drop Audio Here").wait_for(state="hidden")
     page.locator("#convert-f0").get_by_text("PM (fast)").click()
-    _click_when_uploaded(page, "#convert-run")
+    click_when_uploaded(page, "#convert-run")
     page.wait_for_timeout(3000)  # the worker is converting (loading the voice, estimating pitch)
     started = time.time()
     page.locator("#convert-stop").click()
@@ -202,7 +190,7 @@ def test_convert_tab_converts_a_microphone_recording(
         page.locator("#convert-voice input").click()
         page.get_by_role("option", name="ref").click()
         page.locator("#convert-f0").get_by_text("PM (fast)").click()
-        _click_when_uploaded(page, "#convert-run")
+        click_when_uploaded(page, "#convert-run")
         info = page.locator("#convert-info textarea")
         page.wait_for_function(
             "el => el.value.length > 0 || document.querySelector('.toast-body') !== null",
@@ -247,7 +235,7 @@ def test_batch_tab_converts_several_uploads_and_offers_a_zip(
     page.wait_for_function("() => document.querySelectorAll('#batch-files tbody tr').length === 2")  # both uploaded
     page.locator("#batch-f0").get_by_text("PM (fast)").click()
     page.locator("#batch-output-dir input, #batch-output-dir textarea").first.fill("outputs/browser-batch")
-    _click_when_uploaded(page, "#batch-run")
+    click_when_uploaded(page, "#batch-run")
     state = _wait_state(page, "#batch-panel", ("done", "failed", "cancelled"), timeout_ms=CONVERT_TIMEOUT_MS)
     page.locator("#batch-results a").first.wait_for()
     page.screenshot(path=str(tmp_path / "batch.png"), full_page=True)

@@ -23,7 +23,15 @@ import numpy as np
 import pytest
 import soundfile
 from conftest import REPO_ROOT
-from helpers_app import CHROMIUM, app_in_thread, make_project, shared_test_hubert, write_test_wav
+from helpers_app import (
+    CHROMIUM,
+    app_in_thread,
+    click_when_uploaded,
+    make_project,
+    shared_test_hubert,
+    write_test_wav,
+)
+from test_pitch_api import record_synth_pitch
 
 pytestmark = [
     pytest.mark.browser,
@@ -43,19 +51,6 @@ def served(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     write_test_wav(root / "inputs" / "song.wav", seconds=3.0, f0_hz=200.0)
     with app_in_thread(root) as (url, ctx):
         yield url, ctx, root
-
-
-def _click_when_uploaded(page: Any, button: str, attempts: int = 60) -> None:
-    """Click `button`; while Gradio answers that an upload is still running, close its notice and retry."""
-    for _ in range(attempts):
-        page.locator(button).click()
-        page.wait_for_timeout(1000)
-        pending = page.locator(".toast-body", has_text="finish uploading")
-        if pending.count() == 0:
-            return
-        page.locator(".toast-body .toast-close").first.click()
-        page.wait_for_timeout(500)
-    raise AssertionError("the upload never finished")
 
 
 def _select_frames(page: Any, first: int, last: int) -> None:
@@ -179,18 +174,9 @@ def _check_conversion_playback(page: Any, base_url: str, result: Path) -> None:
 def test_shift_a_selection_two_semitones_and_convert(
     page: Any, served: tuple[str, Any, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from infer_pack.pipeline import VoiceConverter
-
     url, ctx, root = served
     monkeypatch.setattr(ctx, "isolate", False)  # the spy lives in this process only
-    seen: list[np.ndarray] = []
-    real = VoiceConverter._synthesize
-
-    def spy(self: VoiceConverter, phone: Any, coarse: Any, hz: Any, *args: Any, **kwargs: Any) -> Any:
-        seen.append(np.array(hz, dtype=np.float32))
-        return real(self, phone, coarse, hz, *args, **kwargs)
-
-    monkeypatch.setattr(VoiceConverter, "_synthesize", spy)
+    seen = record_synth_pitch(monkeypatch)
 
     page.locator("#convert-voice input").click()
     page.get_by_role("option", name="ref").click()
@@ -204,7 +190,7 @@ def test_shift_a_selection_two_semitones_and_convert(
             break
     assert pm.is_checked()
     page.locator("#pitch-accordion").get_by_text("Edit pitch").click()
-    _click_when_uploaded(page, "#pitch-extract")
+    click_when_uploaded(page, "#pitch-extract")
     status = page.locator("#pitch-status")
     status.filter(has_text="loaded song.wav").wait_for()
     assert ", pm, transpose 0" in page.locator("#pitch-info textarea").input_value()

@@ -28,7 +28,7 @@ def project(reference: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return root, ModelCache()
 
 
-def _synth_pitch(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
+def record_synth_pitch(monkeypatch: pytest.MonkeyPatch) -> list[np.ndarray]:
     """Record the Hz track each synthesiser call gets."""
     from infer_pack.pipeline import VoiceConverter
 
@@ -60,7 +60,7 @@ def test_extracted_curve_is_what_the_synthesiser_gets(
     editor = json.loads(extracted.editor_json())
     assert editor["curve"]["extracted_hz"] == curve.tolist() and editor["view"]["spectrogram"].startswith("data:")
 
-    seen = _synth_pitch(monkeypatch)
+    seen = record_synth_pitch(monkeypatch)
     convert_voice(project=root, model=root / "weights" / "ref.pth", input_path=source, f0_method="pm", pitch_semitones=3.0,
                   device="cpu", cache=cache, output_path=root / "outputs" / "plain.wav")
     assert len(seen) == 1
@@ -85,7 +85,7 @@ def test_edited_curve_moves_exactly_the_edited_frames(
     history = read_curve_json(saved.path)
     assert history.edits == [Shift(40, 90, 2.0), Unvoice(100, 110)]
 
-    seen = _synth_pitch(monkeypatch)
+    seen = record_synth_pitch(monkeypatch)
     for f0_file in (saved.path, text.path):
         convert_voice(project=root, model=root / "weights" / "ref.pth", input_path=source, f0_method="pm", f0_file=f0_file,
                       device="cpu", cache=cache, output_path=root / "outputs" / f"edited-{f0_file.suffix[1:]}.wav")
